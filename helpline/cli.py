@@ -1,0 +1,65 @@
+"""The `helpline` command: composes each area's command groups.
+
+Area modules import only typer and helpline.platform at import time, so `helpline --help` is fast;
+heavy libraries load inside the command that needs them.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from helpline.platform.cli import console, fail, models_app, print_json
+from helpline.platform.context import Context
+from helpline.platform.errors import HelplineError
+from helpline.retrieval.cli import SAMPLE_KB, kb_app, sync_folder
+from helpline.serving.cli import serving_app
+
+app = typer.Typer(
+    no_args_is_help=True,
+    help="helpline: a self-hosted customer-support assistant. Start with `helpline init`.",
+    pretty_exceptions_enable=False,
+)
+eval_app = typer.Typer(no_args_is_help=True, help="Evaluate retrieval, models and answers.")
+bench_app = typer.Typer(no_args_is_help=True, help="Measure speed and memory.")
+data_app = typer.Typer(no_args_is_help=True, help="Prepare training data.")
+train_app = typer.Typer(no_args_is_help=True, help="Fine-tune and distil models.")
+
+app.add_typer(models_app, name="models")
+app.add_typer(kb_app, name="kb")
+app.add_typer(data_app, name="data")
+app.add_typer(train_app, name="train")
+app.add_typer(eval_app, name="eval")
+app.add_typer(bench_app, name="bench")
+app.add_typer(serving_app)
+
+
+@app.command()
+def init(
+    skip_kb: bool = typer.Option(False, help="Do not index the sample knowledge base."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Create the workspace, import the bundled models and index the sample knowledge base."""
+    from helpline.platform.bundled import import_bundled
+
+    ctx = Context.load()
+    s = ctx.settings
+    for name in ("smollm2-135m-instruct", s.embedder):
+        with console.status(f"importing {name} (first time: up to a minute)"):
+            import_bundled(name, workspace=ctx.workspace, registry=ctx.registry)
+    if "production" not in ctx.registry.aliases():
+        ctx.registry.set_alias("production", "smollm2-135m-instruct", actor="init")
+    summary = {} if skip_kb else sync_folder(ctx, SAMPLE_KB)
+    result = {"workspace": str(ctx.workspace.root), "aliases": ctx.registry.aliases(), "kb": summary}
+    if as_json:
+        print_json(result)
+    else:
+        console.print(f"[green]ready[/] workspace {ctx.workspace.root}")
+        console.print('next: helpline ask "How do I return an item?"   or   helpline run')
+
+
+def main() -> None:
+    """Entry point: every HelplineError becomes a readable message and an exit code."""
+    try:
+        app()
+    except HelplineError as e:
+        fail(e)

@@ -1,0 +1,247 @@
+"""The registry: base models, adapters, embedders, knowledge-base versions and aliases, in SQLite.
+
+Aliases (``production``, ``canary``, ...) point at a registered model; every change is kept in
+``alias_history`` so that a rollback is one call.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from helpline.platform.errors import NotFoundError
+
+ModelKind = Literal["base", "adapter", "embedder"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS models (
+    name TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    path TEXT NOT NULL,
+    base_model TEXT,
+    created_at REAL NOT NULL,
+    metadata TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS aliases (
+    alias TEXT PRIMARY KEY,
+    model_name TEXT NOT NULL REFERENCES models(name),
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alias_history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    alias TEXT NOT NULL,
+    model_name TEXT,
+    previous TEXT,
+    at REAL NOT NULL,
+    actor TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS kb_versions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at REAL NOT NULL,
+    added INTEGER NOT NULL,
+    updated INTEGER NOT NULL,
+    deleted INTEGER NOT NULL,
+    content_hash TEXT NOT NULL,
+    note TEXT NOT NULL DEFAULT ''
+);
+"""
+
+
+class ModelRecord(BaseModel):
+    """A registered model, adapter or embedder with its lineage metadata."""
+
+    name: str
+    kind: ModelKind
+    path: str
+    base_model: str | None = None
+    created_at: float
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class KBVersion(BaseModel):
+    """One knowledge-base sync."""
+
+    id: int
+    created_at: float
+    added: int
+    updated: int
+    deleted: int
+    content_hash: str
+    note: str = ""
+
+
+class AliasChange(BaseModel):
+    """One entry of an alias's history."""
+
+    alias: str
+    model_name: str | None
+    previous: str | None
+    at: float
+    actor: str = ""
+
+
+class Registry:
+    """SQLite-backed registry. Each call opens its own connection, so it is safe across threads."""
+
+    def __init__(self, db_path: str | Path) -> None:
+        self.db_path = Path(db_path)
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.executescript(_SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.db_path, timeout=30)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA foreign_keys=ON")
+        try:
+            with db:
+                yield db
+        finally:
+            db.close()
+
+    # models -------------------------------------------------------------------------------
+
+    def register_model(
+        self,
+        name: str,
+        *,
+        kind: ModelKind,
+        path: str | Path,
+        base_model: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> ModelRecord:
+        """Add or replace a model entry."""
+        record = ModelRecord(
+            name=name,
+            kind=kind,
+            path=str(path),
+            base_model=base_model,
+            created_at=time.time(),
+            metadata=metadata or {},
+        )
+        with self._connect() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO models VALUES (?, ?, ?, ?, ?, ?)",
+                (name, kind, record.path, base_model, record.created_at, json.dumps(record.metadata)),
+            )
+        return record
+
+    def get_model(self, name: str) -> ModelRecord:
+        """Look a model up by name or alias."""
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM models WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                alias = db.execute(
+                    "SELECT model_name FROM aliases WHERE alias = ?", (name,)
+                ).fetchone()
+                if alias is not None:
+                    row = db.execute(
+                        "SELECT * FROM models WHERE name = ?", (alias["model_name"],)
+                    ).fetchone()
+        if row is None:
+            known = ", ".join(m.name for m in self.list_models()) or "none"
+            raise NotFoundError(
+                f"no model or alias named {name!r} in the registry (known: {known})",
+                hint="run `helpline models list`, or `helpline models import` for the bundled ones",
+            )
+        return _model(row)
+
+    def list_models(self, kind: ModelKind | None = None) -> list[ModelRecord]:
+        with self._connect() as db:
+            if kind is None:
+                rows = db.execute("SELECT * FROM models ORDER BY created_at").fetchall()
+            else:
+                rows = db.execute(
+                    "SELECT * FROM models WHERE kind = ? ORDER BY created_at", (kind,)
+                ).fetchall()
+        return [_model(r) for r in rows]
+
+    # aliases ------------------------------------------------------------------------------
+
+    def set_alias(self, alias: str, model_name: str, *, actor: str = "") -> AliasChange:
+        """Point ``alias`` at ``model_name`` (which must be registered), keeping history."""
+        target = self.get_model(model_name).name
+        now = time.time()
+        with self._connect() as db:
+            prev = db.execute("SELECT model_name FROM aliases WHERE alias = ?", (alias,)).fetchone()
+            previous = prev["model_name"] if prev else None
+            db.execute("INSERT OR REPLACE INTO aliases VALUES (?, ?, ?)", (alias, target, now))
+            db.execute(
+                "INSERT INTO alias_history (alias, model_name, previous, at, actor)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (alias, target, previous, now, actor),
+            )
+        return AliasChange(alias=alias, model_name=target, previous=previous, at=now, actor=actor)
+
+    def aliases(self) -> dict[str, str]:
+        with self._connect() as db:
+            rows = db.execute("SELECT alias, model_name FROM aliases ORDER BY alias").fetchall()
+        return {r["alias"]: r["model_name"] for r in rows}
+
+    def alias_history(self, alias: str) -> list[AliasChange]:
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT alias, model_name, previous, at, actor FROM alias_history"
+                " WHERE alias = ? ORDER BY id",
+                (alias,),
+            ).fetchall()
+        return [AliasChange(**dict(r)) for r in rows]
+
+    def rollback(self, alias: str, *, actor: str = "") -> AliasChange:
+        """Point ``alias`` back at what it pointed to before its latest change."""
+        current = self.aliases().get(alias)
+        if current is None:
+            raise NotFoundError(
+                f"alias {alias!r} is not set", hint="promote a model first: `helpline models promote`"
+            )
+        history = self.alias_history(alias)
+        previous = history[-1].previous if history else None
+        if previous is None:
+            raise NotFoundError(
+                f"alias {alias!r} has no earlier model to roll back to",
+                hint="promote another model instead",
+            )
+        return self.set_alias(alias, previous, actor=actor)
+
+    # knowledge-base versions --------------------------------------------------------------
+
+    def record_kb_version(
+        self, *, added: int, updated: int, deleted: int, content_hash: str, note: str = ""
+    ) -> KBVersion:
+        now = time.time()
+        with self._connect() as db:
+            cur = db.execute(
+                "INSERT INTO kb_versions (created_at, added, updated, deleted, content_hash, note)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (now, added, updated, deleted, content_hash, note),
+            )
+            version_id = int(cur.lastrowid or 0)
+        return KBVersion(
+            id=version_id,
+            created_at=now,
+            added=added,
+            updated=updated,
+            deleted=deleted,
+            content_hash=content_hash,
+            note=note,
+        )
+
+    def kb_versions(self) -> list[KBVersion]:
+        with self._connect() as db:
+            rows = db.execute("SELECT * FROM kb_versions ORDER BY id").fetchall()
+        return [KBVersion(**dict(r)) for r in rows]
+
+
+def _model(row: sqlite3.Row) -> ModelRecord:
+    data = dict(row)
+    data["metadata"] = json.loads(data["metadata"])
+    return ModelRecord(**data)

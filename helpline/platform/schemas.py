@@ -1,0 +1,68 @@
+"""Schemas shared by every area (and by the UI, which may import nothing heavier)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Access = Literal["public", "internal"]
+Role = Literal["system", "user", "assistant"]
+
+
+class Document(BaseModel):
+    """A source document in the knowledge base."""
+
+    doc_id: str = Field(description="Stable id, e.g. the file's slug or a path.")
+    title: str
+    text: str
+    source: str = Field("", description="Where it came from (path or URL).")
+    access: Access = "public"
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class Chunk(BaseModel):
+    """A searchable passage of a document."""
+
+    chunk_id: str
+    doc_id: str
+    title: str
+    text: str
+    section: str = Field("", description="Heading path inside the document, e.g. 'Refunds > Cards'.")
+    source: str = ""
+    access: Access = "public"
+    content_hash: str = ""
+
+
+class ScoredChunk(BaseModel):
+    """A chunk with its retrieval score (higher is more relevant)."""
+
+    chunk: Chunk
+    score: float
+
+
+class Citation(BaseModel):
+    """A passage an answer is based on."""
+
+    doc_id: str
+    title: str
+    chunk_id: str
+    score: float
+    text: str | None = Field(None, description="The passage itself, when asked for.")
+
+
+class ChatMessage(BaseModel):
+    """One turn of a conversation."""
+
+    role: Role
+    content: str
+
+
+class Answer(BaseModel):
+    """What the assistant answers, with its sources."""
+
+    answer: str
+    citations: list[Citation] = Field(default_factory=list)
+    model: str
+    latency_ms: float
+    abstained: bool = False

@@ -1,0 +1,152 @@
+"""Typed settings: defaults, overridden by a YAML config file, overridden by ``HELPLINE_*`` env vars.
+
+The config file is ``$HELPLINE_CONFIG`` if set, else ``./helpline.yaml`` if it exists. Nested
+fields use ``__`` in env vars, e.g. ``HELPLINE_VLLM__PORT=8101``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from helpline.platform.errors import ConfigError
+
+
+class RetrievalSettings(BaseModel):
+    """How the knowledge base is chunked and searched."""
+
+    top_k: int = Field(4, ge=1, le=50, description="Passages given to the model per answer.")
+    chunk_size: int = Field(900, ge=100, le=8000, description="Target chunk size in characters.")
+    chunk_overlap: int = Field(120, ge=0, description="Characters shared by neighbouring chunks.")
+    mode: Literal["dense", "bm25", "hybrid"] = Field("hybrid", description="Search method.")
+    min_score: float = Field(
+        0.0, description="Below this relevance of the best passage the assistant abstains."
+    )
+    store: Literal["embedded", "server"] = Field(
+        "embedded", description="Chroma in-process (PersistentClient) or a `chroma run` server."
+    )
+    chroma_host: str = Field("127.0.0.1", description="Chroma server host (store=server).")
+    chroma_port: int = Field(8002, description="Chroma server port (store=server).")
+    collection: str = Field("helpline-kb", description="Chroma collection name.")
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> RetrievalSettings:
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError(
+                f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_size "
+                f"({self.chunk_size})"
+            )
+        return self
+
+
+class GenerationSettings(BaseModel):
+    """Sampling defaults for answers."""
+
+    max_new_tokens: int = Field(192, ge=1, le=4096, description="Upper bound on answer length.")
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 means greedy decoding.")
+
+
+class VLLMSettings(BaseModel):
+    """The supervised `vllm serve` subprocess (always bound to loopback)."""
+
+    host: str = Field("127.0.0.1", description="Interface vLLM binds to; keep it on loopback.")
+    port: int = Field(8001, description="vLLM's OpenAI-compatible port.")
+    gpu_memory_utilization: float = Field(
+        0.3, gt=0.0, le=0.95, description="Fraction of (GPU, or on CPU system) memory reserved."
+    )
+    max_model_len: int = Field(2048, ge=256, description="Context length served.")
+    max_lora_rank: int = Field(64, ge=1, description="Largest LoRA rank the server accepts.")
+    max_loras: int = Field(4, ge=1, description="Adapters resident at once.")
+    startup_timeout_s: float = Field(600.0, gt=0, description="How long to wait for readiness.")
+    dtype: str = Field("bfloat16", description="Serving dtype.")
+
+
+class GatewaySettings(BaseModel):
+    """The HTTP gateway that customers and the UI talk to."""
+
+    host: str = Field("127.0.0.1", description="Interface the gateway binds to.")
+    port: int = Field(8000, description="Gateway port.")
+
+
+class UISettings(BaseModel):
+    """The Streamlit app."""
+
+    port: int = Field(8501, description="Streamlit port.")
+    gateway_url: str = Field("http://127.0.0.1:8000", description="Gateway the UI calls.")
+
+
+class Settings(BaseSettings):
+    """All of helpline's settings. See the README for the config file format."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="HELPLINE_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    workspace: Path = Field(Path(".helpline"), description="Folder for models, indexes, logs.")
+    engine: Literal["auto", "vllm", "transformers"] = Field(
+        "auto",
+        description="vllm: the server `helpline run` supervises; transformers: in-process; "
+        "auto: vllm when its server is up, else transformers (one-off `helpline ask`).",
+    )
+    chat_model: str = Field(
+        "production", description="Registry name or alias of the model that answers customers."
+    )
+    embedder: str = Field("all-minilm-l6-v2", description="Registry name of the embedder.")
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    generation: GenerationSettings = Field(default_factory=GenerationSettings)
+    vllm: VLLMSettings = Field(default_factory=VLLMSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    ui: UISettings = Field(default_factory=UISettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = _config_file()
+        if config_file is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        return tuple(sources)
+
+
+def _config_file() -> Path | None:
+    explicit = os.environ.get("HELPLINE_CONFIG")
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(
+                f"config file {path} does not exist",
+                hint="fix HELPLINE_CONFIG or unset it to use the defaults",
+            )
+        return path
+    default = Path("helpline.yaml")
+    return default if default.is_file() else None
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Load settings, turning validation failures into one ConfigError listing every problem."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}"
+            for err in e.errors()
+        )
+        raise ConfigError(
+            f"invalid settings: {problems}",
+            hint="fix helpline.yaml / HELPLINE_* variables (see README, 'Configuration')",
+        ) from e

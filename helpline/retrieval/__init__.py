@@ -1,0 +1,1 @@
+"""Loaders, chunking, embedder, vector store, sync and search over the knowledge base."""

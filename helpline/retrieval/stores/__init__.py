@@ -1,0 +1,5 @@
+"""Vector stores behind one small Protocol."""
+
+from helpline.retrieval.stores.protocol import VectorStore
+
+__all__ = ["VectorStore"]

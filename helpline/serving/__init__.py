@@ -1,0 +1,1 @@
+"""Generation engines, the vLLM launcher, RAG composition, prompts and the HTTP gateway."""

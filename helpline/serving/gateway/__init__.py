@@ -1,0 +1,1 @@
+"""The HTTP gateway: OpenAI-compatible chat completions with retrieval and citations."""

@@ -1,0 +1,54 @@
+"""Prompt templates, stored as YAML data files in this folder."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib import resources
+
+import yaml
+from pydantic import BaseModel
+
+from helpline.platform.errors import ConfigError
+from helpline.platform.schemas import ChatMessage, ScoredChunk
+
+
+class PromptTemplate(BaseModel):
+    """A versioned grounded-answer prompt."""
+
+    name: str
+    version: int
+    system: str
+    passage: str
+    context: str
+    abstain: str
+
+    def build(
+        self,
+        conversation: list[ChatMessage],
+        passages: list[ScoredChunk],
+        *,
+        company: str = "Northwind Goods",
+    ) -> list[ChatMessage]:
+        """System policy and passages (fenced as data) followed by the conversation."""
+        fenced = "\n".join(
+            self.passage.format(index=i + 1, title=p.chunk.title, text=p.chunk.text).strip()
+            for i, p in enumerate(passages)
+        )
+        system = self.system.format(company=company).strip()
+        if passages:
+            system += "\n\n" + self.context.format(passages=fenced).strip()
+        turns = [m for m in conversation if m.role != "system"]
+        return [ChatMessage(role="system", content=system), *turns]
+
+    def abstention(self, handoff: str) -> str:
+        return " ".join(self.abstain.format(handoff=handoff).split())
+
+
+@lru_cache(maxsize=8)
+def load_prompt(name: str = "support") -> PromptTemplate:
+    """Load ``prompts/<name>.yaml`` shipped with the package."""
+    try:
+        text = resources.files(__package__).joinpath(f"{name}.yaml").read_text("utf-8")
+    except FileNotFoundError as e:
+        raise ConfigError(f"no prompt named {name!r}", hint="see helpline/serving/prompts/") from e
+    return PromptTemplate(**yaml.safe_load(text))
