@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import typer
 
+from helpline.evaluation import cli as evaluation_cli
 from helpline.platform.cli import console, fail, models_app, print_json
 from helpline.platform.context import Context
 from helpline.platform.errors import HelplineError
+from helpline.retrieval import cli as retrieval_cli
 from helpline.retrieval.cli import SAMPLE_KB, kb_app, sync_folder
+from helpline.serving import cli as serving_cli
 from helpline.serving.cli import serving_app
+from helpline.training import cli as training_cli
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -23,6 +27,14 @@ eval_app = typer.Typer(no_args_is_help=True, help="Evaluate retrieval, models an
 bench_app = typer.Typer(no_args_is_help=True, help="Measure speed and memory.")
 data_app = typer.Typer(no_args_is_help=True, help="Prepare training data.")
 train_app = typer.Typer(no_args_is_help=True, help="Fine-tune and distil models.")
+
+# Each area contributes commands to the shared groups; it owns them in its own cli.py.
+data_app.add_typer(training_cli.data_app)
+train_app.add_typer(training_cli.train_app)
+for area in (retrieval_cli, training_cli, evaluation_cli):
+    eval_app.add_typer(area.eval_app)
+for area in (retrieval_cli, training_cli, evaluation_cli, serving_cli):
+    bench_app.add_typer(area.bench_app)
 
 app.add_typer(models_app, name="models")
 app.add_typer(kb_app, name="kb")

@@ -107,9 +107,7 @@ def _gguf_to_checkpoint(gguf_path: Path, target: Path) -> None:
     transformers = require("transformers", "train")
     folder, file = str(gguf_path.parent), gguf_path.name
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=file)
-    loaded = transformers.AutoModelForCausalLM.from_pretrained(
-        folder, gguf_file=file, dtype=torch.float32
-    )
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=file, dtype=torch.float32)
     config = loaded.config
     # A config that still says "gguf" makes every loader try to dequantize again.
     if hasattr(config, "quantization_config"):

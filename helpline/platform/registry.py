@@ -140,13 +140,9 @@ class Registry:
         with self._connect() as db:
             row = db.execute("SELECT * FROM models WHERE name = ?", (name,)).fetchone()
             if row is None:
-                alias = db.execute(
-                    "SELECT model_name FROM aliases WHERE alias = ?", (name,)
-                ).fetchone()
+                alias = db.execute("SELECT model_name FROM aliases WHERE alias = ?", (name,)).fetchone()
                 if alias is not None:
-                    row = db.execute(
-                        "SELECT * FROM models WHERE name = ?", (alias["model_name"],)
-                    ).fetchone()
+                    row = db.execute("SELECT * FROM models WHERE name = ?", (alias["model_name"],)).fetchone()
         if row is None:
             known = ", ".join(m.name for m in self.list_models()) or "none"
             raise NotFoundError(
@@ -160,9 +156,7 @@ class Registry:
             if kind is None:
                 rows = db.execute("SELECT * FROM models ORDER BY created_at").fetchall()
             else:
-                rows = db.execute(
-                    "SELECT * FROM models WHERE kind = ? ORDER BY created_at", (kind,)
-                ).fetchall()
+                rows = db.execute("SELECT * FROM models WHERE kind = ? ORDER BY created_at", (kind,)).fetchall()
         return [_model(r) for r in rows]
 
     # aliases ------------------------------------------------------------------------------
@@ -176,8 +170,7 @@ class Registry:
             previous = prev["model_name"] if prev else None
             db.execute("INSERT OR REPLACE INTO aliases VALUES (?, ?, ?)", (alias, target, now))
             db.execute(
-                "INSERT INTO alias_history (alias, model_name, previous, at, actor)"
-                " VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO alias_history (alias, model_name, previous, at, actor) VALUES (?, ?, ?, ?, ?)",
                 (alias, target, previous, now, actor),
             )
         return AliasChange(alias=alias, model_name=target, previous=previous, at=now, actor=actor)
@@ -190,8 +183,7 @@ class Registry:
     def alias_history(self, alias: str) -> list[AliasChange]:
         with self._connect() as db:
             rows = db.execute(
-                "SELECT alias, model_name, previous, at, actor FROM alias_history"
-                " WHERE alias = ? ORDER BY id",
+                "SELECT alias, model_name, previous, at, actor FROM alias_history WHERE alias = ? ORDER BY id",
                 (alias,),
             ).fetchall()
         return [AliasChange(**dict(r)) for r in rows]
@@ -200,9 +192,7 @@ class Registry:
         """Point ``alias`` back at what it pointed to before its latest change."""
         current = self.aliases().get(alias)
         if current is None:
-            raise NotFoundError(
-                f"alias {alias!r} is not set", hint="promote a model first: `helpline models promote`"
-            )
+            raise NotFoundError(f"alias {alias!r} is not set", hint="promote a model first: `helpline models promote`")
         history = self.alias_history(alias)
         previous = history[-1].previous if history else None
         if previous is None:

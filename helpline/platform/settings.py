@@ -28,9 +28,7 @@ class RetrievalSettings(BaseModel):
     chunk_size: int = Field(900, ge=100, le=8000, description="Target chunk size in characters.")
     chunk_overlap: int = Field(120, ge=0, description="Characters shared by neighbouring chunks.")
     mode: Literal["dense", "bm25", "hybrid"] = Field("hybrid", description="Search method.")
-    min_score: float = Field(
-        0.0, description="Below this relevance of the best passage the assistant abstains."
-    )
+    min_score: float = Field(0.0, description="Below this relevance of the best passage the assistant abstains.")
     store: Literal["embedded", "server"] = Field(
         "embedded", description="Chroma in-process (PersistentClient) or a `chroma run` server."
     )
@@ -42,8 +40,7 @@ class RetrievalSettings(BaseModel):
     def _overlap_below_size(self) -> RetrievalSettings:
         if self.chunk_overlap >= self.chunk_size:
             raise ValueError(
-                f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_size "
-                f"({self.chunk_size})"
+                f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_size ({self.chunk_size})"
             )
         return self
 
@@ -87,9 +84,7 @@ class UISettings(BaseModel):
 class Settings(BaseSettings):
     """All of helpline's settings. See the README for the config file format."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="HELPLINE_", env_nested_delimiter="__", extra="forbid"
-    )
+    model_config = SettingsConfigDict(env_prefix="HELPLINE_", env_nested_delimiter="__", extra="forbid")
 
     workspace: Path = Field(Path(".helpline"), description="Folder for models, indexes, logs.")
     engine: Literal["auto", "vllm", "transformers"] = Field(
@@ -97,9 +92,7 @@ class Settings(BaseSettings):
         description="vllm: the server `helpline run` supervises; transformers: in-process; "
         "auto: vllm when its server is up, else transformers (one-off `helpline ask`).",
     )
-    chat_model: str = Field(
-        "production", description="Registry name or alias of the model that answers customers."
-    )
+    chat_model: str = Field("production", description="Registry name or alias of the model that answers customers.")
     embedder: str = Field("all-minilm-l6-v2", description="Registry name of the embedder.")
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
@@ -142,10 +135,7 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as e:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}"
-            for err in e.errors()
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}" for err in e.errors())
         raise ConfigError(
             f"invalid settings: {problems}",
             hint="fix helpline.yaml / HELPLINE_* variables (see README, 'Configuration')",

@@ -19,14 +19,10 @@ def chunk_document(doc: Document, *, chunk_size: int, chunk_overlap: int) -> lis
     """Split a document into chunks; each remembers its title and section path."""
     splitters = require("langchain_text_splitters", "retrieval")
     by_heading = splitters.MarkdownHeaderTextSplitter(_HEADERS, strip_headers=True)
-    by_size = splitters.RecursiveCharacterTextSplitter(
-        chunk_size=chunk_size, chunk_overlap=chunk_overlap
-    )
+    by_size = splitters.RecursiveCharacterTextSplitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap)
     chunks: list[Chunk] = []
     for section in by_heading.split_text(doc.text):
-        path = " > ".join(
-            section.metadata[key] for _, key in _HEADERS[1:] if key in section.metadata
-        )
+        path = " > ".join(section.metadata[key] for _, key in _HEADERS[1:] if key in section.metadata)
         for piece in by_size.split_text(section.page_content):
             if not piece.strip():
                 continue

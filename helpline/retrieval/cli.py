@@ -93,3 +93,8 @@ def stats(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> 
         print_json(data)
     else:
         console.print(data)
+
+
+# `helpline eval ...` and `helpline bench ...` commands of this area (mounted by helpline/cli.py).
+eval_app = typer.Typer()
+bench_app = typer.Typer()

@@ -68,10 +68,14 @@ def run(
             console.print(f"[green]engine[/]  vLLM at {server.base_url} (loopback only)")
         console.print(
             "try: curl -s " + url + "/v1/chat/completions -H 'content-type: application/json' "
-            "-d '{\"model\":\"helpline-support\",\"messages\":[{\"role\":\"user\",\"content\":"
-            "\"How do I return an item?\"}]}'"
+            '-d \'{"model":"helpline-support","messages":[{"role":"user","content":'
+            '"How do I return an item?"}]}\''
         )
         uvicorn.run(app, host=s.gateway.host, port=s.gateway.port, log_level="warning")
     finally:
         if server is not None:
             server.stop()
+
+
+# `helpline bench serving` lives here (mounted by helpline/cli.py).
+bench_app = typer.Typer()

@@ -48,7 +48,9 @@ def build_generator(settings: Settings, registry: Registry, *, engine: EngineCho
     return TransformersGenerator(base.path, adapter_path=adapter, name=record.name)
 
 
-def build_pipeline(settings: Settings, workspace: Workspace, registry: Registry, *, generator: Generator) -> RAGPipeline:
+def build_pipeline(
+    settings: Settings, workspace: Workspace, registry: Registry, *, generator: Generator
+) -> RAGPipeline:
     """Knowledge base + generator + the support prompt, as the settings say."""
     from helpline.retrieval.factory import open_knowledge_base
 

@@ -48,9 +48,7 @@ class RAGPipeline:
                 abstained=True,
             )
         messages = self.prompt.build(conversation, passages)  # type: ignore[union-attr]
-        generation = self.generator.generate(
-            messages, max_tokens=self.max_tokens, temperature=self.temperature
-        )
+        generation = self.generator.generate(messages, max_tokens=self.max_tokens, temperature=self.temperature)
         return Answer(
             answer=generation.text,
             citations=citations(passages),

@@ -72,7 +72,9 @@ class ChromaStore:
 
     def chunks(self, where: dict | None = None) -> list[Chunk]:
         result = self._collection.get(where=where or None, include=["documents", "metadatas"])
-        return [_chunk(cid, doc, meta) for cid, doc, meta in zip(result["ids"], result["documents"], result["metadatas"])]
+        return [
+            _chunk(cid, doc, meta) for cid, doc, meta in zip(result["ids"], result["documents"], result["metadatas"])
+        ]
 
     def count(self) -> int:
         return self._collection.count()

@@ -1,0 +1,1 @@
+"""Retrieval, regression and hallucination suites, the promotion gate and reports."""

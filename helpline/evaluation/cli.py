@@ -1,0 +1,8 @@
+"""`helpline eval ...` and `helpline bench hallucination`."""
+
+from __future__ import annotations
+
+import typer
+
+eval_app = typer.Typer()
+bench_app = typer.Typer()

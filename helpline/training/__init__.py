@@ -1,0 +1,1 @@
+"""Data preparation, the QLoRA/LoRA SFT recipe, distillation and adapter export."""
