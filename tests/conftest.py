@@ -1,0 +1,47 @@
+"""Shared fixtures. Integration fixtures build a real workspace once per session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("HELPLINE_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data when present (CI has it); data-driven tests skip without it."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"{SHARED_DATA} not present")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def workspace_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder where `helpline init` has run (real SmolLM2, MiniLM, Chroma). Integration only.
+
+    Set HELPLINE_TEST_WORKSPACE to reuse an initialised folder between runs while developing.
+    """
+    reuse = os.environ.get("HELPLINE_TEST_WORKSPACE")
+    root = Path(reuse) if reuse else tmp_path_factory.mktemp("ws")
+    if not (root / ".helpline" / "registry.sqlite").exists():
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HELPLINE_")}
+        subprocess.run(
+            [sys.executable, "-m", "helpline", "init"], cwd=root, env=env, check=True, capture_output=True
+        )
+    return root
+
+
+@pytest.fixture
+def in_workspace(workspace_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run the test inside the initialised workspace folder, with default settings."""
+    for key in list(os.environ):
+        if key.startswith("HELPLINE_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(workspace_dir)
+    return workspace_dir
