@@ -1,16 +1,18 @@
-"""Build generators and the RAG pipeline from settings."""
+"""Build generators, the RAG pipeline and the whole gateway from settings."""
 
 from __future__ import annotations
 
 import sys
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 from helpline.platform.errors import EngineError
 from helpline.platform.registry import Registry
 from helpline.platform.settings import Settings
 from helpline.platform.workspace import Workspace
+from helpline.serving.abstention import min_score_for
 from helpline.serving.engines.protocol import Generator
-from helpline.serving.rag import RAGPipeline
+from helpline.serving.rag import RAGPipeline, Verifier
 
 EngineChoice = Literal["auto", "vllm", "transformers"]
 
@@ -19,22 +21,32 @@ def vllm_url(settings: Settings) -> str:
     return f"http://{settings.vllm.host}:{settings.vllm.port}/v1"
 
 
+def gateway_db(workspace: Workspace) -> Path:
+    """The gateway's keys, audit log and conversations live next to the registry."""
+    return workspace.root / "gateway.sqlite"
+
+
 def build_generator(settings: Settings, registry: Registry, *, engine: EngineChoice | None = None) -> Generator:
     """The configured engine for the configured chat model.
 
     ``vllm`` talks to the server that `helpline run` supervises; ``transformers`` loads the model
     in this process; ``auto`` uses the vLLM server when one is up and transformers otherwise.
     """
-    from helpline.serving.engines.vllm_server import VLLMServer
+    import httpx
 
     engine = engine or settings.engine
     record = registry.get_model(settings.chat_model)
     base = registry.get_model(record.base_model) if record.kind == "adapter" and record.base_model else record
-    server = VLLMServer(model_path=base.path, served_name=base.name, settings=settings.vllm, log_path=None)  # type: ignore[arg-type]
-    if engine in ("vllm", "auto") and server.is_ready():
+    try:
+        up = httpx.get(f"http://{settings.vllm.host}:{settings.vllm.port}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        up = False
+    if engine in ("vllm", "auto") and up:
         from helpline.serving.engines.openai_http import OpenAIGenerator
+        from helpline.serving.routing import VLLMBackend
 
-        return OpenAIGenerator(vllm_url(settings), record.name)
+        name = VLLMBackend.served_name(record)
+        return OpenAIGenerator(vllm_url(settings), name)
     if engine == "vllm":
         raise EngineError(
             f"no vLLM server is answering at {vllm_url(settings)}",
@@ -49,17 +61,100 @@ def build_generator(settings: Settings, registry: Registry, *, engine: EngineCho
 
 
 def build_pipeline(
-    settings: Settings, workspace: Workspace, registry: Registry, *, generator: Generator
+    settings: Settings,
+    workspace: Workspace,
+    registry: Registry,
+    *,
+    generator: Generator,
+    kb: Any = None,
+    verifier: Verifier | None = None,
 ) -> RAGPipeline:
     """Knowledge base + generator + the support prompt, as the settings say."""
-    from helpline.retrieval.factory import open_knowledge_base
+    if kb is None:
+        from helpline.retrieval.factory import open_knowledge_base
 
-    kb = open_knowledge_base(settings, workspace, registry)
+        kb = open_knowledge_base(settings, workspace, registry)
+    extra = {"verifier": verifier} if verifier is not None else {}
     return RAGPipeline(
         search=kb.search,
         generator=generator,
         top_k=settings.retrieval.top_k,
-        min_score=settings.retrieval.min_score,
+        min_score=min_score_for(settings, workspace),
         max_tokens=settings.generation.max_new_tokens,
         temperature=settings.generation.temperature,
+        **extra,
     )
+
+
+def build_gateway(
+    settings: Settings,
+    workspace: Workspace,
+    registry: Registry,
+    *,
+    server: Any = None,
+    engine: EngineChoice = "vllm",
+    limits: Any = None,
+) -> Any:
+    """The gateway app over the real knowledge base and the vLLM server (or in-process transformers)."""
+    from helpline.retrieval.factory import open_knowledge_base
+    from helpline.serving.gateway.app import create_app
+    from helpline.serving.gateway.store import GatewayStore
+    from helpline.serving.routing import ModelRouter, TransformersBackend, VLLMBackend
+
+    kb = open_knowledge_base(settings, workspace, registry)
+    if engine == "vllm":
+        base = server.served_name if server is not None else _base_name(settings, registry)
+        backend: Any = VLLMBackend(base_url=vllm_url(settings), base_model=base, server=server)
+    else:
+        backend = TransformersBackend(registry)
+    router = ModelRouter(registry, backend)
+    default = router.resolve("helpline-support", conversation_id="startup").generator
+    pipeline = build_pipeline(settings, workspace, registry, generator=default, kb=kb)
+    store_ = GatewayStore(gateway_db(workspace))
+    return create_app(
+        pipeline=pipeline,
+        router=router,
+        store=store_,
+        kb=kb,
+        limits=limits,
+        readiness=readiness_checks(settings, kb, engine=engine),
+    )
+
+
+def _base_name(settings: Settings, registry: Registry) -> str:
+    record = registry.get_model(settings.chat_model)
+    return record.base_model if record.kind == "adapter" and record.base_model else record.name
+
+
+def readiness_checks(settings: Settings, kb: Any, *, engine: EngineChoice) -> Any:
+    """An async callable reporting engine, index and embedder health for `GET /ready`."""
+    import anyio.to_thread
+    import httpx
+
+    async def checks() -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        if engine == "vllm":
+            try:
+                async with httpx.AsyncClient(timeout=2) as client:
+                    r = await client.get(f"http://{settings.vllm.host}:{settings.vllm.port}/health")
+                out["engine"] = {"ok": r.status_code == 200, "kind": "vllm"}
+            except httpx.HTTPError as e:
+                out["engine"] = {"ok": False, "kind": "vllm", "error": type(e).__name__}
+        else:
+            out["engine"] = {"ok": True, "kind": "transformers"}
+        try:
+            store = kb.store
+            count = await anyio.to_thread.run_sync(
+                lambda: store.count() if hasattr(store, "count") else len(store.chunks())
+            )
+            out["index"] = {"ok": count > 0, "chunks": count}
+        except Exception as e:  # a broken index must show up as not ready, whatever broke
+            out["index"] = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+        try:
+            vector = await anyio.to_thread.run_sync(lambda: kb.embedder.embed_query("ready?"))
+            out["embedder"] = {"ok": len(vector) > 0, "name": kb.embedder.name}
+        except Exception as e:
+            out["embedder"] = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+        return out
+
+    return checks

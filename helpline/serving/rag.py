@@ -1,10 +1,16 @@
-"""Retrieval-augmented answering: search, grounded prompt, generate, cite (or abstain)."""
+"""Retrieval-augmented answering: search, grounded prompt, generate, verify, cite (or abstain).
+
+The gateway uses the same steps as :meth:`RAGPipeline.answer`, split so that it can stream:
+:meth:`RAGPipeline.prepare` (retrieve, decide to abstain, build the prompt), then generation,
+then :meth:`RAGPipeline.verify` on the finished text.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from helpline.platform.schemas import Answer, ChatMessage, Citation, ScoredChunk
 from helpline.serving.engines.protocol import Generator
@@ -13,6 +19,39 @@ from helpline.serving.prompts import PromptTemplate, load_prompt
 Search = Callable[..., list[ScoredChunk]]
 
 HANDOFF = "call +1-800-555-0142 (Mon-Fri 8:00-20:00 CET), use the chat, or write to help@northwind.example."
+
+
+@dataclass
+class Verdict:
+    """What a verifier concluded about an answer."""
+
+    grounded: bool
+    score: float = 1.0
+    reason: str = ""
+
+
+class Verifier(Protocol):
+    """Checks an answer against the passages it was given (e.g. a hallucination detector)."""
+
+    def verify(self, answer: str, passages: list[ScoredChunk]) -> Verdict: ...
+
+
+class NoVerifier:
+    """The default: accepts every answer. Replace it with evaluation's groundedness check."""
+
+    def verify(self, answer: str, passages: list[ScoredChunk]) -> Verdict:
+        return Verdict(grounded=True, reason="not verified")
+
+
+@dataclass
+class Prepared:
+    """Everything decided before generation starts."""
+
+    passages: list[ScoredChunk]
+    messages: list[ChatMessage] = field(default_factory=list)
+    abstained: bool = False
+    abstention: str = ""
+    retrieval_ms: float = 0.0
 
 
 @dataclass
@@ -27,6 +66,9 @@ class RAGPipeline:
     max_tokens: int = 192
     temperature: float = 0.0
     handoff: str = HANDOFF
+    verifier: Verifier = field(default_factory=NoVerifier)
+    #: When the verifier rejects a whole (non-streamed) answer, replace it with the abstention.
+    abstain_when_unverified: bool = True
 
     def __post_init__(self) -> None:
         self.prompt = self.prompt or load_prompt("support")
@@ -35,23 +77,48 @@ class RAGPipeline:
         """Search with the latest question and the user's previous turn for context."""
         return self.search(retrieval_query(conversation), k=self.top_k, role=role)
 
+    def abstention_text(self) -> str:
+        return self.prompt.abstention(self.handoff)  # type: ignore[union-attr]
+
+    def prepare(self, conversation: list[ChatMessage], *, role: str = "customer") -> Prepared:
+        """Retrieve, and either decide to abstain or build the grounded prompt."""
+        start = time.perf_counter()
+        passages = self.retrieve(conversation, role=role)
+        took = (time.perf_counter() - start) * 1000
+        if not passages or passages[0].score < self.min_score:
+            return Prepared(passages=[], abstained=True, abstention=self.abstention_text(), retrieval_ms=took)
+        messages = self.prompt.build(conversation, passages)  # type: ignore[union-attr]
+        return Prepared(passages=passages, messages=messages, retrieval_ms=(time.perf_counter() - start) * 1000)
+
+    def verify(self, text: str, passages: list[ScoredChunk]) -> Verdict:
+        return self.verifier.verify(text, passages)
+
     def answer(self, conversation: list[ChatMessage], *, role: str = "customer") -> Answer:
         """One grounded answer with citations; abstains when nothing relevant is found."""
         start = time.perf_counter()
-        passages = self.retrieve(conversation, role=role)
-        if not passages or passages[0].score < self.min_score:
+        prepared = self.prepare(conversation, role=role)
+        if prepared.abstained:
             return Answer(
-                answer=self.prompt.abstention(self.handoff),  # type: ignore[union-attr]
+                answer=prepared.abstention,
                 citations=[],
                 model=self.generator.name,
                 latency_ms=(time.perf_counter() - start) * 1000,
                 abstained=True,
             )
-        messages = self.prompt.build(conversation, passages)  # type: ignore[union-attr]
-        generation = self.generator.generate(messages, max_tokens=self.max_tokens, temperature=self.temperature)
+        generation = self.generator.generate(
+            prepared.messages, max_tokens=self.max_tokens, temperature=self.temperature
+        )
+        verdict = self.verify(generation.text, prepared.passages)
+        if not verdict.grounded and self.abstain_when_unverified:
+            return Answer(
+                answer=self.abstention_text(),
+                model=generation.model,
+                latency_ms=(time.perf_counter() - start) * 1000,
+                abstained=True,
+            )
         return Answer(
             answer=generation.text,
-            citations=citations(passages),
+            citations=citations(prepared.passages),
             model=generation.model,
             latency_ms=(time.perf_counter() - start) * 1000,
         )

@@ -1,8 +1,8 @@
-"""The interface every generation engine offers."""
+"""The interface every generation engine offers, and async adapters the gateway uses."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -21,10 +21,46 @@ class Generation:
 
 @runtime_checkable
 class Generator(Protocol):
-    """Turns a conversation into an answer, whole or streamed."""
+    """Turns a conversation into an answer, whole or streamed.
+
+    Engines that can serve many requests at once (the vLLM HTTP engine) may also offer
+    ``agenerate``/``astream``; :func:`agenerate` and :func:`astream` use them when present and
+    otherwise run the synchronous methods in a worker thread.
+    """
 
     name: str
 
     def generate(self, messages: list[ChatMessage], *, max_tokens: int, temperature: float = 0.0) -> Generation: ...
 
     def stream(self, messages: list[ChatMessage], *, max_tokens: int, temperature: float = 0.0) -> Iterator[str]: ...
+
+
+async def agenerate(
+    generator: Generator, messages: list[ChatMessage], *, max_tokens: int, temperature: float = 0.0
+) -> Generation:
+    """``generator.agenerate`` if it has one, else ``generate`` in a worker thread."""
+    native = getattr(generator, "agenerate", None)
+    if native is not None:
+        return await native(messages, max_tokens=max_tokens, temperature=temperature)
+    import anyio.to_thread
+
+    return await anyio.to_thread.run_sync(
+        lambda: generator.generate(messages, max_tokens=max_tokens, temperature=temperature)
+    )
+
+
+async def astream(
+    generator: Generator, messages: list[ChatMessage], *, max_tokens: int, temperature: float = 0.0
+) -> AsyncIterator[str]:
+    """``generator.astream`` if it has one, else ``stream`` iterated in a worker thread."""
+    native = getattr(generator, "astream", None)
+    if native is not None:
+        async for delta in native(messages, max_tokens=max_tokens, temperature=temperature):
+            yield delta
+        return
+    from starlette.concurrency import iterate_in_threadpool
+
+    async for delta in iterate_in_threadpool(
+        generator.stream(messages, max_tokens=max_tokens, temperature=temperature)
+    ):
+        yield delta

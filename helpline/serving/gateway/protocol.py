@@ -1,24 +1,66 @@
-"""Request and response models of the gateway (OpenAI-compatible, plus `citations`)."""
+"""Request and response models of the gateway: OpenAI-compatible, plus documented extras.
+
+Extras on a chat completion (and on the final stream event): ``citations`` (the passages the
+answer is based on, best first), ``abstained`` (true when the assistant said it does not know and
+offered a person), ``conversation_id`` (send it back as an extra body field to continue a
+conversation; it also decides the canary bucket).
+"""
 
 from __future__ import annotations
 
 import time
 import uuid
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from helpline.platform.schemas import ChatMessage, Citation
+from helpline.platform.schemas import Access, ChatMessage, Citation
+
+
+class TextPart(BaseModel):
+    type: Literal["text"] = "text"
+    text: str
+
+
+class RequestMessage(BaseModel):
+    """A chat message as OpenAI clients send it (content may be a list of text parts)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "user", "assistant", "developer"]
+    content: str | list[TextPart]
+
+    def to_chat(self) -> ChatMessage:
+        text = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+        return ChatMessage(role="system" if self.role == "developer" else self.role, content=text)
 
 
 class ChatCompletionRequest(BaseModel):
     """`POST /v1/chat/completions`. Unknown OpenAI fields are accepted and ignored."""
 
-    model: str = "helpline-support"
-    messages: list[ChatMessage] = Field(min_length=1, max_length=64)
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field("helpline-support", description="helpline-support, helpline-support-canary or a model name.")
+    messages: list[RequestMessage] = Field(min_length=1)
     stream: bool = False
-    max_tokens: int | None = Field(None, ge=1, le=2048)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
+    user: str | None = None
+    conversation_id: str | None = Field(None, max_length=128, description="Extra: continue a conversation.")
+
+    @field_validator("messages")
+    @classmethod
+    def _last_is_user(cls, messages: list[RequestMessage]) -> list[RequestMessage]:
+        if messages[-1].role != "user":
+            raise ValueError("the last message must come from the user")
+        return messages
+
+    def chat_messages(self) -> list[ChatMessage]:
+        return [m.to_chat() for m in self.messages]
+
+    def token_budget(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
 
 
 class ChoiceMessage(BaseModel):
@@ -38,10 +80,14 @@ class Usage(BaseModel):
     total_tokens: int = 0
 
 
-class ChatCompletionResponse(BaseModel):
-    """An OpenAI chat completion; `citations` and `abstained` are helpline's extra fields."""
+def completion_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex[:24]}"
 
-    id: str = Field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex[:24]}")
+
+class ChatCompletionResponse(BaseModel):
+    """An OpenAI chat completion with helpline's extra fields."""
+
+    id: str = Field(default_factory=completion_id)
     object: Literal["chat.completion"] = "chat.completion"
     created: int = Field(default_factory=lambda: int(time.time()))
     model: str
@@ -49,13 +95,53 @@ class ChatCompletionResponse(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     citations: list[Citation] = Field(default_factory=list)
     abstained: bool = False
+    conversation_id: str = ""
 
 
-class ErrorBody(BaseModel):
-    message: str
-    type: str
-    code: int
+class FeedbackRequest(BaseModel):
+    """`POST /v1/feedback`: did this answer help?"""
+
+    response_id: str = Field(description="The `id` of the chat completion.")
+    rating: Literal["up", "down"]
+    comment: str = Field("", max_length=2000)
+    correction: str | None = Field(None, max_length=8000, description="The right answer (staff reviewing).")
 
 
-class ErrorResponse(BaseModel):
-    error: ErrorBody
+class DocumentIn(BaseModel):
+    """A knowledge-base document uploaded as JSON."""
+
+    doc_id: str = Field(min_length=1, max_length=200, pattern=r"^[\w./-]+$")
+    title: str = Field(min_length=1, max_length=300)
+    text: str = Field(min_length=1)
+    access: Access = "public"
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class DocumentsUpload(BaseModel):
+    documents: list[DocumentIn] = Field(min_length=1, max_length=500)
+
+
+class SyncRequest(BaseModel):
+    folder: str = Field(description="A folder on the gateway's machine to mirror into the knowledge base.")
+
+
+class PromoteRequest(BaseModel):
+    name: str = Field(description="Registered model or adapter.")
+    alias: Literal["production", "canary"] = "production"
+
+
+class RollbackRequest(BaseModel):
+    alias: Literal["production", "canary"] = "production"
+
+
+class CanaryRequest(BaseModel):
+    percent: float = Field(ge=0, le=100, description="Share of new conversations sent to the canary.")
+
+
+class KeyRequest(BaseModel):
+    role: Literal["customer", "staff", "engineer", "admin"]
+    name: str = Field("", max_length=100)
+
+
+def model_card(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "helpline"}

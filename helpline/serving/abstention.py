@@ -1,0 +1,105 @@
+"""The abstention threshold: below this best-passage score the assistant says it does not know.
+
+Score scales differ by search mode (cosine for dense, BM25 units, fused scores for hybrid), so
+the threshold is kept per mode. Precedence: ``retrieval.min_score`` when set explicitly, then a
+calibration written by ``helpline bench serving --abstention`` to ``reports/abstention.json``,
+then the built-in defaults below.
+
+Calibration: questions from doc2dial asked with their gold document in the index ("answerable")
+and with it removed ("unanswerable": the gold document's chunks are dropped from the results,
+which equals removing it from a dense index, and approximates it for BM25/hybrid whose scores
+depend a little on the rest of the collection).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from helpline.platform.settings import Settings
+from helpline.platform.workspace import Workspace
+
+#: Measured on doc2dial with MiniLM (see the closing note of issue 5 for the command and figures).
+DEFAULT_MIN_SCORE: dict[str, float] = {"dense": 0.35, "bm25": 0.0, "hybrid": 0.0}
+
+REPORT_NAME = "abstention.json"
+
+
+def min_score_for(settings: Settings, workspace: Workspace) -> float:
+    """The threshold for the configured search mode (explicit setting > calibration > default)."""
+    r = settings.retrieval
+    if "min_score" in r.model_fields_set:
+        return r.min_score
+    report = workspace.reports / REPORT_NAME
+    if report.is_file():
+        calibrated = json.loads(report.read_text()).get("thresholds", {})
+        if r.mode in calibrated:
+            return float(calibrated[r.mode])
+    return DEFAULT_MIN_SCORE.get(r.mode, 0.0)
+
+
+def _questions(qa_path: Path, doc_ids: set[str], n: int, seed: int) -> list[dict[str, Any]]:
+    rows = [json.loads(line) for line in qa_path.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if r["doc_id"] in doc_ids and r["question"].strip()]
+    random.Random(seed).shuffle(rows)
+    return rows[:n]
+
+
+def _query(row: dict[str, Any]) -> str:
+    previous = [t["utterance"] for t in row.get("history", []) if t["role"] == "user"][-1:]
+    return "\n".join([*previous, row["question"]])
+
+
+def score_pairs(search: Any, rows: list[dict[str, Any]], *, k: int) -> list[tuple[float, float]]:
+    """(best score with the gold document, best score without it) per question."""
+    pairs = []
+    for row in rows:
+        hits = search(_query(row), k=k + 40, role="staff")
+        with_gold = hits[0].score if hits else float("-inf")
+        others = [h.score for h in hits if h.chunk.doc_id != row["doc_id"]]
+        pairs.append((with_gold, others[0] if others else float("-inf")))
+    return pairs
+
+
+def tradeoff(pairs: list[tuple[float, float]]) -> dict[str, Any]:
+    """Answer rate on answerable vs abstain rate on unanswerable questions, per threshold."""
+    pos = sorted(p for p, _ in pairs)
+    neg = sorted(q for _, q in pairs)
+    candidates = sorted(set(pos) | set(neg))
+    table = []
+    for t in candidates:
+        answered = sum(s >= t for s in pos) / len(pos)
+        abstained = sum(s < t for s in neg) / len(neg)
+        table.append({"threshold": round(t, 4), "answer_rate": round(answered, 4), "abstain_rate": round(abstained, 4)})
+    best = max(table, key=lambda r: r["answer_rate"] + r["abstain_rate"])
+    at_95 = max((r for r in table if r["answer_rate"] >= 0.95), key=lambda r: r["threshold"], default=None)
+    auc = sum(p > q for p in pos for q in neg) / (len(pos) * len(neg))
+    grid = [table[int(i * (len(table) - 1) / 10)] for i in range(11)]
+    return {"best_balanced": best, "answer_rate_95": at_95, "auc": round(auc, 4), "grid": grid}
+
+
+def calibrate(data_dir: Path, *, settings: Settings, embedder_path: str, n: int = 300, seed: int = 0) -> dict[str, Any]:
+    """Index doc2dial in a throwaway knowledge base (same mode and embedder as configured) and
+    measure the with/without-document score distributions."""
+    from helpline.platform.registry import Registry
+    from helpline.platform.schemas import Document
+    from helpline.retrieval.factory import open_knowledge_base
+
+    docs = [json.loads(line) for line in (data_dir / "docs.jsonl").read_text().splitlines() if line.strip()]
+    rows = _questions(data_dir / "qa.jsonl", {d["doc_id"] for d in docs}, n, seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        ws = Workspace.at(tmp).ensure()
+        tmp_settings = settings.model_copy(update={"workspace": ws.root})
+        registry = Registry(ws.registry_db)
+        registry.register_model(settings.embedder, kind="embedder", path=embedder_path)
+        kb = open_knowledge_base(tmp_settings, ws, registry)
+        kb.sync(
+            Document(doc_id=d["doc_id"], title=d["title"], text=d["text"], metadata={"domain": d["domain"]})
+            for d in docs
+        )
+        pairs = score_pairs(kb.search, rows, k=settings.retrieval.top_k)
+    result = tradeoff(pairs)
+    return {"mode": settings.retrieval.mode, "questions": len(rows), "documents": len(docs), **result}

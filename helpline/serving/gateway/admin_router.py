@@ -1,0 +1,150 @@
+"""Admin routes: knowledge base (staff), models (engineer), keys and audit (admin).
+
+Every change goes to the audit log with the caller's key id and role.
+"""
+
+from __future__ import annotations
+
+import anyio.to_thread
+from fastapi import APIRouter, Depends, Request, Response
+
+from helpline.platform.errors import EngineError
+from helpline.platform.schemas import Document
+from helpline.serving.gateway.auth import Principal, requires
+from helpline.serving.gateway.protocol import (
+    CanaryRequest,
+    DocumentsUpload,
+    KeyRequest,
+    PromoteRequest,
+    RollbackRequest,
+    SyncRequest,
+)
+from helpline.serving.kb_admin import KBAdmin
+
+admin = APIRouter(prefix="/admin")
+
+
+def _kb(request: Request) -> KBAdmin:
+    if request.app.state.kb_admin is None:
+        raise EngineError("this gateway has no knowledge base attached", hint="start it with `helpline run`")
+    return request.app.state.kb_admin
+
+
+# knowledge base -----------------------------------------------------------------------------
+
+
+@admin.get("/kb/documents")
+async def kb_list(request: Request, _: Principal = Depends(requires("staff"))) -> dict:
+    return {"documents": await anyio.to_thread.run_sync(_kb(request).list_documents)}
+
+
+@admin.post("/kb/documents")
+async def kb_upload(body: DocumentsUpload, request: Request, who: Principal = Depends(requires("staff"))) -> dict:
+    """Add or update documents (sent as JSON); unchanged ones are skipped."""
+    docs = [Document(**d.model_dump(), source=f"upload:{who.actor}") for d in body.documents]
+    report = await anyio.to_thread.run_sync(lambda: _kb(request).upsert(docs))
+    request.app.state.store.audit(who.actor, "kb.upload", ",".join(d.doc_id for d in docs), report)
+    return report
+
+
+@admin.delete("/kb/documents/{doc_id:path}")
+async def kb_delete(doc_id: str, request: Request, who: Principal = Depends(requires("staff"))) -> dict:
+    report = await anyio.to_thread.run_sync(lambda: _kb(request).delete(doc_id))
+    request.app.state.store.audit(who.actor, "kb.delete", doc_id, report)
+    return report
+
+
+@admin.post("/kb/sync")
+async def kb_sync(body: SyncRequest, request: Request, who: Principal = Depends(requires("admin"))) -> dict:
+    """Mirror a folder on the gateway's machine (admin only: it reads the server's disk)."""
+    report = await anyio.to_thread.run_sync(lambda: _kb(request).sync_folder(body.folder))
+    request.app.state.store.audit(who.actor, "kb.sync", body.folder, report)
+    return report
+
+
+# models ---------------------------------------------------------------------------------------
+
+
+@admin.get("/models")
+def models_list(request: Request, _: Principal = Depends(requires("engineer"))) -> dict:
+    router = request.app.state.router
+    return {
+        "models": [m.model_dump() for m in router.registry.list_models()],
+        "aliases": router.registry.aliases(),
+        "canary_share": router.canary_share,
+    }
+
+
+@admin.post("/models/promote")
+async def models_promote(
+    body: PromoteRequest, request: Request, who: Principal = Depends(requires("engineer"))
+) -> dict:
+    """Load the model into the engine, then switch the alias atomically."""
+    router = request.app.state.router
+    change = await anyio.to_thread.run_sync(lambda: router.promote(body.name, alias=body.alias, actor=who.actor))
+    request.app.state.store.audit(who.actor, "model.promote", body.alias, change.model_dump())
+    return change.model_dump()
+
+
+@admin.post("/models/rollback")
+async def models_rollback(
+    body: RollbackRequest, request: Request, who: Principal = Depends(requires("engineer"))
+) -> dict:
+    router = request.app.state.router
+    change = await anyio.to_thread.run_sync(lambda: router.rollback(body.alias, actor=who.actor))
+    request.app.state.store.audit(who.actor, "model.rollback", body.alias, change.model_dump())
+    return change.model_dump()
+
+
+@admin.put("/models/canary")
+def models_canary(body: CanaryRequest, request: Request, who: Principal = Depends(requires("engineer"))) -> dict:
+    """Send ``percent`` of new conversations on helpline-support to the canary alias."""
+    request.app.state.router.set_canary_share(body.percent)
+    request.app.state.store.set_setting("canary_share", str(body.percent))
+    request.app.state.store.audit(who.actor, "model.canary_share", "canary", {"percent": body.percent})
+    return {"canary_share": body.percent}
+
+
+# conversations --------------------------------------------------------------------------------
+
+
+@admin.get("/conversations")
+def conversations(
+    request: Request, limit: int = 100, rating: str | None = None, _: Principal = Depends(requires("staff"))
+) -> dict:
+    return {"conversations": request.app.state.store.turns(limit=min(limit, 1000), rating=rating)}
+
+
+@admin.get("/conversations/export")
+def conversations_export(request: Request, who: Principal = Depends(requires("engineer"))) -> Response:
+    """Rated-up and corrected answers as training chat JSONL (`{"messages": [...]}` per line)."""
+    from helpline.serving.conversations import export_lines
+
+    lines = export_lines(request.app.state.store)
+    request.app.state.store.audit(who.actor, "conversations.export", "", {"rows": len(lines)})
+    return Response("".join(lines), media_type="application/jsonl")
+
+
+# keys and audit -------------------------------------------------------------------------------
+
+
+@admin.post("/keys")
+def keys_create(body: KeyRequest, request: Request, who: Principal = Depends(requires("admin"))) -> dict:
+    key, record = request.app.state.store.create_key(body.role, name=body.name, actor=who.actor)
+    return {"key": key, **record.model_dump()}
+
+
+@admin.get("/keys")
+def keys_list(request: Request, _: Principal = Depends(requires("admin"))) -> dict:
+    return {"keys": [k.model_dump() for k in request.app.state.store.list_keys()]}
+
+
+@admin.delete("/keys/{key_id}")
+def keys_revoke(key_id: int, request: Request, who: Principal = Depends(requires("admin"))) -> dict:
+    request.app.state.store.revoke_key(key_id, actor=who.actor)
+    return {"revoked": key_id}
+
+
+@admin.get("/audit")
+def audit(request: Request, limit: int = 200, _: Principal = Depends(requires("admin"))) -> dict:
+    return {"audit": request.app.state.store.audit_log(limit=min(limit, 5000))}

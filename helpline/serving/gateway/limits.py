@@ -1,0 +1,127 @@
+"""Overload protection: per-key rate limit, a concurrency cap, and a request-body size cap."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from helpline.platform.errors import HelplineError
+
+
+class RateLimited(HelplineError):
+    """A key sent more requests than its rate allows."""
+
+    http_status = 429
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(
+            "rate limit exceeded for this API key", hint=f"retry after {retry_after:.0f} s, or ask for a higher limit"
+        )
+        self.retry_after = max(1, round(retry_after + 0.5))
+
+
+class Overloaded(HelplineError):
+    """Too many requests are generating at once."""
+
+    http_status = 503
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("the assistant is at capacity", hint=f"retry after {retry_after} s")
+        self.retry_after = retry_after
+
+
+class PayloadTooLarge(HelplineError):
+    http_status = 413
+
+
+@dataclass
+class RateLimiter:
+    """A token bucket per key: ``burst`` at once, refilled at ``per_minute``."""
+
+    per_minute: int
+    burst: int
+    _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def check(self, key: str) -> None:
+        """Take one token for ``key`` or raise RateLimited with the wait until the next one."""
+        rate = self.per_minute / 60.0
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(key, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + (now - last) * rate)
+            if tokens < 1.0:
+                self._buckets[key] = (tokens, now)
+                raise RateLimited((1.0 - tokens) / rate)
+            self._buckets[key] = (tokens - 1.0, now)
+
+
+@dataclass
+class ConcurrencyGate:
+    """Admits at most ``limit`` requests at once; the rest get 503 + Retry-After at once (no queue
+    that would hide overload behind ever-growing latency)."""
+
+    limit: int
+    retry_after_s: int = 2
+    active: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def acquire(self) -> None:
+        with self._lock:
+            if self.active >= self.limit:
+                raise Overloaded(self.retry_after_s)
+            self.active += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self.active = max(0, self.active - 1)
+
+
+class BodySizeLimit:
+    """ASGI middleware: refuse bodies over ``max_bytes`` (by Content-Length, or while reading a
+    chunked body) before any of it is parsed."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(send)
+            return
+        seen = 0
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise PayloadTooLarge(f"request body over {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+    async def _refuse(self, send: Send) -> None:
+        import json
+
+        from helpline.serving.gateway.errors import error_body
+
+        body = json.dumps(
+            error_body(413, f"request body over {self.max_bytes} bytes", "invalid_request_error")
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

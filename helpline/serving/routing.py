@@ -1,0 +1,194 @@
+"""Which engine answers a request: aliases, canary share, and hot-swapped adapters.
+
+The registry is the source of truth for aliases and is read on every request (one SQLite read),
+so a promotion is atomic: a request resolves its route once and keeps it, so requests in flight
+finish on the model they started with while new ones see the new alias.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass
+from typing import Protocol
+
+from helpline.platform.errors import ConfigError, NotFoundError
+from helpline.platform.registry import AliasChange, ModelRecord, Registry
+from helpline.serving.engines.protocol import Generator
+
+#: Public model ids (what clients put in `model`) → registry aliases.
+PUBLIC_ALIASES = {"helpline-support": "production", "helpline-support-canary": "canary"}
+
+
+class Backend(Protocol):
+    """Turns a registered model into a generator (loading an adapter into the engine if needed)."""
+
+    def generator_for(self, record: ModelRecord) -> Generator: ...
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where one request goes."""
+
+    requested: str
+    alias: str | None
+    record: ModelRecord
+    generator: Generator
+
+    @property
+    def adapter(self) -> str | None:
+        return self.record.name if self.record.kind == "adapter" else None
+
+
+def canary_bucket(conversation_id: str) -> int:
+    """A stable 0-99 bucket per conversation, so a conversation never flips between models."""
+    return int(hashlib.sha256(conversation_id.encode()).hexdigest()[:8], 16) % 100
+
+
+class ModelRouter:
+    """Resolves `model` names to generators; promotes and rolls back aliases."""
+
+    def __init__(self, registry: Registry, backend: Backend, *, canary_share: float = 0.0) -> None:
+        self.registry = registry
+        self.backend = backend
+        self.canary_share = canary_share
+        self._lock = threading.Lock()
+
+    def public_models(self) -> list[str]:
+        """Ids a client may put in `model`."""
+        aliases = self.registry.aliases()
+        ids = [pub for pub, alias in PUBLIC_ALIASES.items() if alias in aliases]
+        chat = [m.name for m in self.registry.list_models() if m.kind in ("base", "adapter")]
+        return ids + chat
+
+    def _record(self, alias_or_name: str) -> ModelRecord:
+        record = self.registry.get_model(alias_or_name)
+        if record.kind == "embedder":
+            raise ConfigError(f"{record.name!r} is an embedder, not a chat model", hint="use helpline-support")
+        return record
+
+    def resolve(self, model: str, *, conversation_id: str) -> Route:
+        """The route for one request; `helpline-support` sends the canary share to the canary."""
+        alias = PUBLIC_ALIASES.get(model)
+        if alias is None and model in ("production", "canary"):
+            alias = model
+        wants_canary = self.canary_share > 0 and canary_bucket(conversation_id) < self.canary_share
+        if alias == "production" and wants_canary and "canary" in self.registry.aliases():
+            alias = "canary"
+        try:
+            record = self._record(alias or model)
+        except NotFoundError as e:
+            raise NotFoundError(
+                f"model {model!r} does not exist",
+                hint=f"use one of: {', '.join(self.public_models())} (GET /v1/models)",
+            ) from e
+        return Route(requested=model, alias=alias, record=record, generator=self.backend.generator_for(record))
+
+    def promote(self, name: str, *, alias: str = "production", actor: str) -> AliasChange:
+        """Load ``name`` into the engine first (a broken adapter never goes live), then switch."""
+        record = self._record(name)
+        self.backend.generator_for(record)
+        with self._lock:
+            return self.registry.set_alias(alias, record.name, actor=actor)
+
+    def rollback(self, alias: str = "production", *, actor: str) -> AliasChange:
+        """Point ``alias`` back at its previous model, loading it first if needed."""
+        history = self.registry.alias_history(alias)
+        if history and history[-1].previous:
+            self.backend.generator_for(self._record(history[-1].previous))
+        with self._lock:
+            return self.registry.rollback(alias, actor=actor)
+
+    def set_canary_share(self, percent: float) -> None:
+        if not 0 <= percent <= 100:
+            raise ConfigError(f"canary share must be between 0 and 100, not {percent}")
+        self.canary_share = percent
+
+
+class VLLMBackend:
+    """Generators that talk to one vLLM server; adapters are loaded into it on first use."""
+
+    def __init__(self, *, base_url: str, base_model: str, server=None, timeout_s: float = 120.0) -> None:
+        from helpline.platform.lazy_imports import require
+
+        openai = require("openai", "serve")
+        self.base_url = base_url
+        self.base_model = base_model
+        self.server = server  # a VLLMServer when we supervise it; None for an external server
+        self.timeout_s = timeout_s
+        self._client = openai.AsyncOpenAI(base_url=base_url, api_key="unused", timeout=timeout_s, max_retries=0)
+        self._generators: dict[str, Generator] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def served_name(record: ModelRecord) -> str:
+        """A new name per adapter version: re-registering an adapter under the same registry name
+        never reuses the engine's cached weights."""
+        if record.kind != "adapter":
+            return record.name
+        digest = hashlib.sha256(f"{record.path}:{record.created_at}".encode()).hexdigest()[:8]
+        return f"{record.name}-{digest}"
+
+    def generator_for(self, record: ModelRecord) -> Generator:
+        from helpline.serving.engines.openai_http import OpenAIGenerator
+
+        name = self.served_name(record)
+        with self._lock:
+            if name in self._generators:
+                return self._generators[name]
+            if record.kind == "adapter":
+                if record.base_model != self.base_model:
+                    raise ConfigError(
+                        f"adapter {record.name!r} is for {record.base_model!r}, but vLLM serves {self.base_model!r}",
+                        hint="promote an adapter trained on the served base model",
+                    )
+                if self.server is None:
+                    raise ConfigError("cannot load adapters into an external vLLM server", hint="use `helpline run`")
+                if name not in self.server.lora_modules:
+                    self.server.load_lora(name, record.path)
+            gen = OpenAIGenerator(self.base_url, name, timeout_s=self.timeout_s, async_client=self._client)
+            self._generators[name] = gen
+            return gen
+
+    def loaded_adapters(self) -> dict[str, str]:
+        """Adapters to pass as --lora-modules at start-up (every registered one for this base)."""
+        return dict(self.server.lora_modules) if self.server is not None else {}
+
+
+class TransformersBackend:
+    """In-process generators (the fallback engine); one loaded model per registry entry."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self._generators: dict[str, Generator] = {}
+        self._lock = threading.Lock()
+
+    def generator_for(self, record: ModelRecord) -> Generator:
+        from helpline.serving.engines.hf import TransformersGenerator
+
+        with self._lock:
+            key = f"{record.name}:{record.created_at}"
+            if key not in self._generators:
+                if record.kind == "adapter":
+                    base = self.registry.get_model(record.base_model or "")
+                    gen = TransformersGenerator(base.path, adapter_path=record.path, name=record.name)
+                else:
+                    gen = TransformersGenerator(record.path, name=record.name)
+                self._generators[key] = gen
+            return self._generators[key]
+
+
+def startup_adapters(registry: Registry, base_model: str) -> dict[str, str]:
+    """Served name → path of the adapters an alias points at (passed as --lora-modules at start).
+
+    Only aliased ones: any other adapter loads on first use, so one broken adapter in the registry
+    cannot keep the engine from starting.
+    """
+    from pathlib import Path
+
+    out = {}
+    for target in set(registry.aliases().values()):
+        m = registry.get_model(target)
+        if m.kind == "adapter" and m.base_model == base_model and (Path(m.path) / "adapter_config.json").is_file():
+            out[VLLMBackend.served_name(m)] = m.path
+    return out

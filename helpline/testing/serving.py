@@ -1,0 +1,83 @@
+"""Serving fakes: a gateway over FakeEmbedder, InMemoryStore and FakeGenerators, for tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from helpline.platform.registry import ModelRecord, Registry
+from helpline.platform.schemas import Document
+from helpline.retrieval.knowledge_base import KnowledgeBase
+from helpline.serving.gateway.app import create_app
+from helpline.serving.gateway.config import GatewayLimits
+from helpline.serving.gateway.store import GatewayStore
+from helpline.serving.rag import RAGPipeline
+from helpline.serving.routing import ModelRouter
+from helpline.testing import FakeEmbedder, FakeGenerator, InMemoryStore
+
+DOCS = [
+    Document(
+        doc_id="returns",
+        title="Returning an item",
+        text="To return an item open your orders, choose Return, print the label and drop the parcel off within "
+        "30 days.",
+    ),
+    Document(
+        doc_id="shipping",
+        title="Shipping fees",
+        text="Standard shipping costs 4.95 and takes 3 to 5 business days. Express delivery costs 12.90.",
+    ),
+    Document(
+        doc_id="goodwill",
+        title="Goodwill credit",
+        text="Staff may grant a goodwill credit of up to 20 euros for a late parcel.",
+        access="internal",
+    ),
+]
+
+
+@dataclass
+class FakeBackend:
+    """One FakeGenerator per registered model, replying with the model's name."""
+
+    generators: dict[str, FakeGenerator] = field(default_factory=dict)
+
+    def generator_for(self, record: ModelRecord) -> FakeGenerator:
+        return self.generators.setdefault(
+            record.name, FakeGenerator(reply=f"answer from {record.name}", name=record.name)
+        )
+
+
+@dataclass
+class Gateway:
+    client: TestClient
+    keys: dict[str, str]
+    backend: FakeBackend
+    registry: Registry
+    store: GatewayStore
+    kb: KnowledgeBase
+
+    def headers(self, role: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[role]}"}
+
+    def chat(self, role: str, content: str, **extra: object):
+        body = {"model": "helpline-support", "messages": [{"role": "user", "content": content}], **extra}
+        return self.client.post("/v1/chat/completions", json=body, headers=self.headers(role))
+
+
+def make_gateway(tmp_path: Path, limits: GatewayLimits | None = None) -> Gateway:
+    registry = Registry(tmp_path / "registry.sqlite")
+    registry.register_model("fake-base", kind="base", path=tmp_path / "base")
+    registry.register_model("fake-adapter", kind="adapter", path=tmp_path / "adapter", base_model="fake-base")
+    registry.set_alias("production", "fake-base", actor="test")
+    kb = KnowledgeBase(store=InMemoryStore(), embedder=FakeEmbedder(), chunk_size=300, chunk_overlap=20)
+    kb.sync(DOCS)
+    backend = FakeBackend()
+    router = ModelRouter(registry, backend)
+    pipeline = RAGPipeline(search=kb.search, generator=FakeGenerator(), top_k=2, min_score=0.2)
+    store = GatewayStore(tmp_path / "gateway.sqlite")
+    keys = {role: store.create_key(role, name=f"test-{role}")[0] for role in ("customer", "staff", "engineer", "admin")}
+    app = create_app(pipeline=pipeline, router=router, store=store, kb=kb, limits=limits)
+    return Gateway(TestClient(app), keys, backend, registry, store, kb)
