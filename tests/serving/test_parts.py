@@ -1,0 +1,151 @@
+"""Parts of the serving path on their own: streaming failures, cancellation, redaction, abstention maths."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from helpline.platform.errors import EngineError
+from helpline.platform.registry import Registry
+from helpline.platform.schemas import Chunk, ScoredChunk
+from helpline.platform.settings import VLLMSettings
+from helpline.serving.abstention import tradeoff
+from helpline.serving.engines.vllm_server import VLLMServer
+from helpline.serving.gateway.auth import Principal
+from helpline.serving.gateway.protocol import ChatCompletionRequest
+from helpline.serving.redact import redact
+from helpline.serving.routing import startup_adapters
+from helpline.testing.serving import Gateway
+
+
+class SlowGenerator:
+    """Streams forever (until cancelled) or fails after one delta; records whether it was closed."""
+
+    def __init__(self, *, fail: bool = False) -> None:
+        self.name = "slow"
+        self.fail = fail
+        self.closed = False
+
+    async def astream(self, messages, *, max_tokens, temperature=0.0) -> AsyncIterator[str]:
+        try:
+            yield "Hello"
+            if self.fail:
+                raise EngineError("engine died")
+            while True:
+                await asyncio.sleep(0.01)
+                yield " more"
+        finally:
+            self.closed = True
+
+
+def _service_with(gateway: Gateway, generator: SlowGenerator):
+    service = gateway.client.app.state.chat_service
+    gateway.backend.generators["fake-base"] = generator  # type: ignore[assignment]
+    principal = Principal(gateway.store.lookup(gateway.keys["customer"]))  # type: ignore[arg-type]
+    body = ChatCompletionRequest(messages=[{"role": "user", "content": "How do I return an item?"}], stream=True)
+    return service, principal, body
+
+
+def test_client_disconnect_mid_stream_closes_the_generation(gateway: Gateway) -> None:
+    generator = SlowGenerator()
+    service, principal, body = _service_with(gateway, generator)
+
+    async def go() -> None:
+        events = await service.stream(body, principal)
+        await anext(events)
+        await anext(events)  # first content delta
+        await events.aclose()  # what Starlette does when the client goes away
+
+    asyncio.run(go())
+    assert generator.closed
+    assert service.gate.active == 0
+    assert gateway.store.turns(limit=1)[0]["status"] == "cancelled"
+
+
+def test_engine_failure_mid_stream_sends_an_error_event_then_done(gateway: Gateway) -> None:
+    service, principal, body = _service_with(gateway, SlowGenerator(fail=True))
+
+    async def collect() -> list[str]:
+        return [e async for e in await service.stream(body, principal)]
+
+    events = asyncio.run(collect())
+    assert events[-1] == "data: [DONE]\n\n"
+    error = json.loads(events[-2][6:])
+    assert error["error"]["code"] == 503 and "engine died" in error["error"]["message"]
+    assert service.gate.active == 0
+
+
+def test_redact_removes_contact_and_payment_data() -> None:
+    text = "Mail me at a.b@shop.co.uk or call +44 20 7946 0958, card 4111 1111 1111 1111."
+    out = redact(text)
+    assert "[EMAIL]" in out and "[PHONE]" in out and "[CARD]" in out
+    assert "7946" not in out and "4111" not in out and "shop.co.uk" not in out
+    assert redact("Order 12345 arrives in 3 days") == "Order 12345 arrives in 3 days"
+
+
+def test_tradeoff_finds_the_threshold_that_separates_scores() -> None:
+    pairs = [(0.8, 0.3), (0.7, 0.2), (0.9, 0.4), (0.6, 0.1)]
+    result = tradeoff(pairs)
+    assert result["auc"] == 1.0
+    best = result["best_balanced"]
+    assert best["answer_rate"] == 1.0 and best["abstain_rate"] == 1.0 and 0.4 < best["threshold"] <= 0.6
+
+
+def test_vllm_command_has_lora_and_startup_adapters(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "r.sqlite")
+    registry.register_model("base", kind="base", path=tmp_path)
+    adapter_dir = tmp_path / "ad"
+    adapter_dir.mkdir()
+    (adapter_dir / "adapter_config.json").write_text("{}")
+    registry.register_model("ad", kind="adapter", path=adapter_dir, base_model="base")
+    registry.register_model("unused", kind="adapter", path=tmp_path / "missing", base_model="base")
+    registry.set_alias("production", "ad")
+    modules = startup_adapters(registry, "base")
+    assert list(modules.values()) == [str(adapter_dir)]  # only aliased adapters load at start
+    server = VLLMServer(model_path=tmp_path, served_name="base", settings=VLLMSettings(port=1), log_path=None,
+                        lora_modules=modules)  # fmt: skip
+    cmd = server.command()
+    assert "--enable-lora" in cmd and cmd[cmd.index("--host") + 1] == "127.0.0.1"
+    assert f"{next(iter(modules))}={adapter_dir}" in cmd
+
+
+def test_supervisor_restarts_a_crashed_engine(tmp_path: Path, monkeypatch) -> None:
+    import socket
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    fake_engine = (
+        "import http.server as h\n"
+        "class H(h.BaseHTTPRequestHandler):\n"
+        "    def do_GET(self): self.send_response(200); self.end_headers()\n"
+        "    def log_message(self, *a): pass\n"
+        f"h.HTTPServer(('127.0.0.1', {port}), H).serve_forever()\n"
+    )
+    server = VLLMServer(model_path=tmp_path, served_name="m", settings=VLLMSettings(port=port, startup_timeout_s=20),
+                        log_path=tmp_path / "log")  # fmt: skip
+    monkeypatch.setattr(server, "command", lambda: [sys.executable, "-c", fake_engine])
+    server.start()
+    try:
+        first = server.pid
+        server._proc.kill()  # type: ignore[union-attr]
+        for _ in range(100):
+            if server.restarts == 1 and server.is_ready():
+                break
+            __import__("time").sleep(0.2)
+        assert server.restarts == 1 and server.pid != first and server.is_ready()
+    finally:
+        server.stop()
+    assert not server.is_ready()
+
+
+def test_scored_chunk_threshold_applies_to_best_passage(gateway: Gateway) -> None:
+    pipeline = gateway.client.app.state.chat_service.pipeline
+    chunk = Chunk(chunk_id="c", doc_id="d", title="t", text="x")
+    pipeline.search = lambda q, k, role: [ScoredChunk(chunk=chunk, score=0.19)]
+    assert gateway.chat("customer", "anything").json()["abstained"] is True
+    pipeline.search = lambda q, k, role: [ScoredChunk(chunk=chunk, score=0.21)]
+    assert gateway.chat("customer", "anything").json()["abstained"] is False
