@@ -94,6 +94,7 @@ def build_gateway(
     server: Any = None,
     engine: EngineChoice = "vllm",
     limits: Any = None,
+    store_path: Path | None = None,
 ) -> Any:
     """The gateway app over the real knowledge base and the vLLM server (or in-process transformers)."""
     from helpline.retrieval.factory import open_knowledge_base
@@ -110,7 +111,7 @@ def build_gateway(
     router = ModelRouter(registry, backend)
     default = router.resolve("helpline-support", conversation_id="startup").generator
     pipeline = build_pipeline(settings, workspace, registry, generator=default, kb=kb)
-    store_ = GatewayStore(gateway_db(workspace))
+    store_ = GatewayStore(store_path or gateway_db(workspace))
     return create_app(
         pipeline=pipeline,
         router=router,

@@ -20,7 +20,7 @@ _TYPES = {
     413: "invalid_request_error",
     422: "invalid_request_error",
     429: "rate_limit_error",
-    503: "overloaded_error",
+    503: "service_unavailable_error",
     504: "timeout_error",
 }
 

@@ -1,0 +1,360 @@
+"""`helpline bench serving`: the same prompts through transformers (sequential), vLLM directly and
+the gateway (with retrieval), at several concurrency levels; base model against an adapter; and an
+adapter swap under load.
+
+Everything runs on free loopback ports against a throwaway copy of the registry, so the bench never
+changes the workspace's aliases or keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import statistics
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from helpline.platform.cli import console
+from helpline.platform.context import Context
+from helpline.platform.registry import ModelRecord, Registry
+from helpline.platform.schemas import ChatMessage
+
+SAMPLE_QUESTIONS = Path(__file__).resolve().parents[1] / "retrieval" / "sample_kb" / "QUESTIONS.yaml"
+
+
+@dataclass
+class BenchOptions:
+    levels: list[int] = field(default_factory=lambda: [1, 8, 16, 32])
+    requests: int = 0  # per level; 0 = max(8, 2 x level)
+    max_tokens: int = 64
+    skip: set[str] = field(default_factory=set)
+    transformers_requests: int = 4
+
+
+@dataclass
+class Sample:
+    ok: bool
+    ttft: float = 0.0
+    e2e: float = 0.0
+    tokens: int = 0
+    error: str = ""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def summarize(samples: list[Sample], wall: float) -> dict[str, Any]:
+    good = [s for s in samples if s.ok]
+    tokens = sum(s.tokens for s in good)
+    return {
+        "requests": len(samples),
+        "failed": len(samples) - len(good),
+        "output_tokens": tokens,
+        "wall_s": round(wall, 2),
+        "output_tokens_per_s": round(tokens / wall, 2) if wall else 0.0,
+        "ttft_p50_s": round(pct([s.ttft for s in good], 0.5), 3),
+        "ttft_p95_s": round(pct([s.ttft for s in good], 0.95), 3),
+        "e2e_p50_s": round(pct([s.e2e for s in good], 0.5), 3),
+        "e2e_p95_s": round(pct([s.e2e for s in good], 0.95), 3),
+        "errors": sorted({s.error for s in samples if not s.ok})[:3],
+    }
+
+
+# clients ----------------------------------------------------------------------------------------
+
+
+async def stream_one(client: Any, model: str, messages: list[dict], max_tokens: int) -> Sample:
+    """One streamed request; TTFT at the first content delta; tokens from the usage chunk."""
+    start = time.perf_counter()
+    ttft, tokens, deltas = 0.0, 0, 0
+    try:
+        stream = await client.chat.completions.create(
+            model=model, messages=messages, max_tokens=max_tokens, temperature=0.0, stream=True,
+            stream_options={"include_usage": True},
+        )  # fmt: skip
+        async for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                deltas += 1
+                if not ttft:
+                    ttft = time.perf_counter() - start
+            if getattr(chunk, "usage", None):
+                tokens = chunk.usage.completion_tokens
+            extra = chunk.model_extra or {}
+            if "error" in extra:
+                return Sample(ok=False, error=str(extra["error"])[:200])
+    except Exception as e:  # a failed request is a data point, not a crash of the bench
+        return Sample(ok=False, error=f"{type(e).__name__}: {e}"[:200])
+    return Sample(ok=True, ttft=ttft, e2e=time.perf_counter() - start, tokens=tokens or deltas)
+
+
+def level(base_url: str, key: str, model: str, prompts: list[list[dict]], *, concurrency: int, n: int,
+          max_tokens: int) -> dict[str, Any]:  # fmt: skip
+    """One level in its own event loop, with a client (and connection pool) made for that loop."""
+    import openai
+
+    async def go() -> dict[str, Any]:
+        async with openai.AsyncOpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=600) as client:
+            return await run_level(client, model, prompts, concurrency=concurrency, n=n, max_tokens=max_tokens)
+
+    return asyncio.run(go())
+
+
+async def run_level(
+    client: Any, model: str, prompts: list[list[dict]], *, concurrency: int, n: int, max_tokens: int
+) -> dict[str, Any]:
+    """``n`` requests, at most ``concurrency`` at once."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> Sample:
+        async with gate:
+            return await stream_one(client, model, prompts[i % len(prompts)], max_tokens)
+
+    start = time.perf_counter()
+    samples = await asyncio.gather(*(one(i) for i in range(n)))
+    return summarize(list(samples), time.perf_counter() - start)
+
+
+def transformers_sequential(model_path: str, prompts: list[list[ChatMessage]], *, n: int, max_tokens: int) -> dict:
+    """One request after another in-process (the fallback engine), streamed to get TTFT."""
+    from helpline.serving.engines.hf import TransformersGenerator
+
+    gen = TransformersGenerator(model_path)
+    gen.generate(prompts[0], max_tokens=4)  # warm-up
+    samples = []
+    start = time.perf_counter()
+    for i in range(n):
+        t0 = time.perf_counter()
+        ttft, parts = 0.0, []
+        for delta in gen.stream(prompts[i % len(prompts)], max_tokens=max_tokens):
+            if delta and not ttft:
+                ttft = time.perf_counter() - t0
+            parts.append(delta)
+        tokens = len(gen.tokenizer("".join(parts), add_special_tokens=False)["input_ids"])
+        samples.append(Sample(ok=True, ttft=ttft, e2e=time.perf_counter() - t0, tokens=tokens))
+    return summarize(samples, time.perf_counter() - start)
+
+
+# adapter ---------------------------------------------------------------------------------------
+
+
+def random_adapter(base_path: str, out: Path, *, rank: int = 16) -> Path:
+    """A LoRA adapter with random (non-zero) weights on every attention and MLP projection: the same
+    compute as a trained one, for measuring speed when no trained adapter is registered."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    peft_model = get_peft_model(model, LoraConfig(r=rank, lora_alpha=rank, target_modules=targets))
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.01)
+    peft_model.save_pretrained(out)
+    return out
+
+
+def bench_adapter(registry: Registry, base: ModelRecord, tmp: Path) -> ModelRecord:
+    trained = [m for m in registry.list_models("adapter") if m.base_model == base.name]
+    if trained:
+        return trained[-1]
+    path = random_adapter(base.path, tmp / "bench-adapter")
+    return registry.register_model(
+        "bench-random-lora", kind="adapter", path=path, base_model=base.name, metadata={"random": True}
+    )
+
+
+# orchestration -----------------------------------------------------------------------------------
+
+
+def _copy_registry(src: Path, dst: Path) -> Registry:
+    import sqlite3
+
+    with sqlite3.connect(src) as a, sqlite3.connect(dst) as b:
+        a.backup(b)  # consistent even while the WAL has uncommitted pages
+    return Registry(dst)
+
+
+def _start_gateway(app: Any) -> tuple[Any, threading.Thread, str]:
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.1)
+    return server, thread, f"http://127.0.0.1:{port}"
+
+
+async def _swap_under_load(gw_client: Any, admin: Any, questions: list[list[dict]], adapter: str, n: int) -> dict:
+    """Load at concurrency 8 while production is promoted to the adapter and rolled back."""
+    load = asyncio.create_task(run_level(gw_client, "helpline-support", questions, concurrency=8, n=n, max_tokens=32))
+    await asyncio.sleep(3)
+    t0 = time.perf_counter()
+    promote = await admin.post("/admin/models/promote", json={"name": adapter})
+    promote_s = time.perf_counter() - t0
+    await asyncio.sleep(3)
+    rollback = await admin.post("/admin/models/rollback", json={})
+    summary = await load
+    return {
+        "load": summary,
+        "promote_status": promote.status_code,
+        "promote_s": round(promote_s, 2),
+        "rollback_status": rollback.status_code,
+        "lost_or_failed": summary["failed"],
+    }
+
+
+def run_bench(ctx: Context, opts: BenchOptions) -> dict[str, Any]:
+    """Run every part not in ``opts.skip``; returns one JSON-able dict with the targets checked."""
+    import httpx
+    import openai
+
+    from helpline.retrieval.factory import open_knowledge_base
+    from helpline.serving.engines.vllm_server import VLLMServer
+    from helpline.serving.factory import build_gateway, build_pipeline
+    from helpline.serving.gateway.config import GatewayLimits
+    from helpline.serving.routing import VLLMBackend
+    from helpline.testing import FakeGenerator
+
+    s = ctx.settings
+    tmp = Path(tempfile.mkdtemp(prefix="helpline-bench-"))
+    registry = _copy_registry(ctx.workspace.registry_db, tmp / "registry.sqlite")
+    record = registry.get_model(s.chat_model)
+    base = registry.get_model(record.base_model) if record.kind == "adapter" and record.base_model else record
+    questions = [q["question"] for q in yaml.safe_load(SAMPLE_QUESTIONS.read_text())]
+    kb = open_knowledge_base(s, ctx.workspace, registry)
+    pipeline = build_pipeline(s, ctx.workspace, registry, generator=FakeGenerator(), kb=kb)
+    prepare_ms, prompts, raw = [], [], []
+    for q in questions:
+        conv = [ChatMessage(role="user", content=q)]
+        t0 = time.perf_counter()
+        prepared = pipeline.prepare(conv, role="customer")
+        pipeline.verify("", prepared.passages)
+        prepare_ms.append((time.perf_counter() - t0) * 1000)
+        if not prepared.abstained:
+            prompts.append(prepared.messages)
+            raw.append([{"role": "user", "content": q}])
+    as_dicts = [[m.model_dump() for m in p] for p in prompts]
+    n_for = {c: opts.requests or max(8, 2 * c) for c in opts.levels}
+    out: dict[str, Any] = {
+        "model": base.name, "max_tokens": opts.max_tokens, "prompts": len(prompts), "requests_per_level": n_for,
+        "overhead_prepare_ms_p50": round(statistics.median(prepare_ms), 2),
+    }  # fmt: skip
+    if "transformers" not in opts.skip:
+        console.print("transformers, sequential")
+        out["transformers_sequential"] = transformers_sequential(
+            base.path, prompts, n=opts.transformers_requests, max_tokens=opts.max_tokens
+        )
+    vllm_settings = s.vllm.model_copy(update={"port": free_port()})
+    server = VLLMServer(model_path=base.path, served_name=base.name, settings=vllm_settings, log_path=tmp / "vllm.log")
+    adapter = None if "adapter" in opts.skip else bench_adapter(registry, base, tmp)
+    console.print(f"starting vLLM on port {vllm_settings.port} (log {tmp / 'vllm.log'})")
+    server.start()
+    gateway = None
+    try:
+        direct = server.base_url
+        level(direct, "x", base.name, as_dicts, concurrency=2, n=2, max_tokens=8)  # warm-up
+        if "vllm" not in opts.skip:
+            out["vllm_direct"] = {}
+            for c in opts.levels:
+                console.print(f"vLLM direct, concurrency {c}")
+                out["vllm_direct"][c] = level(
+                    direct, "x", base.name, as_dicts, concurrency=c, n=n_for[c], max_tokens=opts.max_tokens
+                )
+        if adapter is not None:
+            name = VLLMBackend.served_name(adapter)
+            server.load_lora(name, adapter.path)
+            out["adapter"] = {
+                "name": adapter.name,
+                "random": bool(adapter.metadata.get("random")),
+                "base": {},
+                "lora": {},
+            }
+            for c in [c for c in opts.levels if c >= 8] or opts.levels:
+                console.print(f"base vs adapter, concurrency {c}")
+                for label, model in (("base", base.name), ("lora", name)):
+                    out["adapter"][label][c] = level(
+                        direct, "x", model, as_dicts, concurrency=c, n=n_for[c], max_tokens=opts.max_tokens
+                    )
+        if "gateway" not in opts.skip:
+            gw_settings = s.model_copy(update={"vllm": vllm_settings})
+            limits = GatewayLimits(requests_per_minute=100_000, burst=10_000, max_concurrency=1024)
+            app = build_gateway(gw_settings, ctx.workspace, registry, server=server, limits=limits,
+                                store_path=tmp / "gateway.sqlite")  # fmt: skip
+            customer = app.state.store.create_key("customer", name="bench")[0]
+            engineer = app.state.store.create_key("engineer", name="bench")[0]
+            gateway, _, url = _start_gateway(app)
+            out["gateway"] = {}
+            for c in opts.levels:
+                console.print(f"gateway with retrieval, concurrency {c}")
+                out["gateway"][c] = level(
+                    f"{url}/v1",
+                    customer,
+                    "helpline-support",
+                    raw,
+                    concurrency=c,
+                    n=n_for[c],
+                    max_tokens=opts.max_tokens,
+                )
+            if adapter is not None and "swap" not in opts.skip:
+                console.print("adapter swap under load")
+
+                async def swap() -> dict:
+                    headers = {"Authorization": f"Bearer {engineer}"}
+                    async with (
+                        httpx.AsyncClient(base_url=url, headers=headers, timeout=300) as admin,
+                        openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=customer, max_retries=0) as gw_client,
+                    ):
+                        return await _swap_under_load(gw_client, admin, raw, adapter.name, 48)
+
+                out["swap_under_load"] = asyncio.run(swap())
+    finally:
+        if gateway is not None:
+            gateway.should_exit = True
+        server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    out["targets"] = targets(out)
+    return out
+
+
+def targets(out: dict[str, Any]) -> dict[str, Any]:
+    """The issue's targets, computed from what was measured (absent parts give None)."""
+    t: dict[str, Any] = {}
+    hf = out.get("transformers_sequential", {}).get("output_tokens_per_s")
+    gw = out.get("gateway", {})
+    if hf and 16 in gw:
+        ratio = gw[16]["output_tokens_per_s"] / hf
+        t["gateway_c16_vs_transformers_x"] = {"value": round(ratio, 2), "target": 10, "met": ratio >= 10}
+    if 1 in gw:
+        share = out["overhead_prepare_ms_p50"] / 1000 / gw[1]["e2e_p50_s"]
+        t["overhead_share_c1"] = {"value": round(share, 4), "target": 0.05, "met": share <= 0.05}
+    ad = out.get("adapter", {})
+    if ad.get("base"):
+        c = max(ad["base"])
+        ratio = ad["lora"][c]["output_tokens_per_s"] / ad["base"][c]["output_tokens_per_s"]
+        t[f"adapter_vs_base_c{c}"] = {"value": round(ratio, 3), "target": 0.8, "met": ratio >= 0.8}
+    if "swap_under_load" in out:
+        lost = out["swap_under_load"]["lost_or_failed"]
+        t["swap_lost_requests"] = {"value": lost, "target": 0, "met": lost == 0}
+    return t
