@@ -1,8 +1,175 @@
-"""`helpline eval ...` and `helpline bench hallucination`."""
+"""`helpline eval ...` and `helpline bench hallucination`.
+
+Only typer and helpline.platform are imported here; each command imports what it needs.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+from helpline.platform.cli import console, print_json
+from helpline.platform.context import Context
 
 eval_app = typer.Typer()
 bench_app = typer.Typer()
+
+DETECTOR_HELP = "Registry name or folder of the hallucination detector."
+
+
+@eval_app.command("train-detector")
+def train_detector(
+    config: Path = typer.Option(None, "--config", help="YAML preset (helpline/evaluation/recipes/detector.yaml)."),
+    overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. qa_items=500 max_minutes=5."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Fine-tune the hallucination detector on HaluEval, calibrate it and register it."""
+    from helpline.evaluation.hallucination.train import load_config, train
+
+    ctx = Context.load()
+    cfg = load_config(config, overrides or [])
+    base = Path(cfg.base_model)
+    if not base.exists():
+        base = Path(ctx.registry.get_model(cfg.base_model).path)
+    output = ctx.workspace.models / cfg.output_name
+    metadata = train(cfg, base_path=base, output=output, log=lambda m: console.print(m, highlight=False))
+    ctx.registry.register_model(cfg.output_name, kind="base", path=output, metadata=metadata)
+    result = {"name": cfg.output_name, "path": str(output), **metadata}
+    if as_json:
+        print_json(result)
+    else:
+        console.print(f"[green]registered[/] {cfg.output_name} → {output}")
+
+
+@eval_app.command("hallucination")
+def hallucination(
+    dataset: str = typer.Option(
+        ..., "--dataset", help="halueval-qa:FILE, halueval-dialogue:FILE or doc2dial:FOLDER (any file in that format)."
+    ),
+    detector: str = typer.Option("helpline-detector", "--detector", help=DETECTOR_HELP),
+    split: str = typer.Option("all", help="all, or the held-out 'test' (or 'val') split the detector never saw."),
+    limit: int = typer.Option(0, help="Evaluate at most this many items (0 = all)."),
+    threshold: float = typer.Option(None, help="Decision threshold (default: calibrated for the dataset kind)."),
+    seed: int = typer.Option(0, help="Seed of the protocol's right/hallucinated draw."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Score the detector with HaluEval's protocol: each item shows its right or hallucinated answer (p = 0.5)."""
+    from helpline.evaluation.hallucination.evaluate import evaluate_dataset, load_detector
+
+    ctx = Context.load()
+    det = load_detector(ctx, detector)
+    result = evaluate_dataset(det, dataset, split=split, limit=limit, threshold=threshold, seed=seed)  # type: ignore[arg-type]
+    if as_json:
+        print_json(result)
+        return
+    for key in ("n", "accuracy", "balanced_accuracy", "precision", "recall", "f1", "auroc", "threshold"):
+        console.print(f"{key:>18}: {result[key]}")
+
+
+@bench_app.command("hallucination")
+def bench_hallucination(
+    dataset: str = typer.Option(..., "--dataset", help="halueval-qa:FILE or halueval-dialogue:FILE."),
+    detector: str = typer.Option("helpline-detector", "--detector", help=DETECTOR_HELP),
+    n: int = typer.Option(100, help="Answers to time, one at a time."),
+    quantize: bool = typer.Option(True, help="int8 dynamic quantization (what the gateway runs)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Time the detector on single answers (what the gateway pays per reply); reports the median."""
+    from helpline.evaluation.hallucination.evaluate import bench, load_detector
+
+    ctx = Context.load()
+    result = bench(load_detector(ctx, detector, quantize=quantize), dataset, n=n)
+    if as_json:
+        print_json(result)
+    else:
+        console.print(result)
+
+
+DATA_DIR_HELP = "Folder that generated suites read datasets from (e.g. ../shared/data)."
+
+
+@eval_app.command("regression")
+def regression(
+    suite: Path = typer.Option(..., "--suite", help="Suite file (YAML or JSONL); see helpline/evaluation/suites/."),
+    model: str = typer.Option("production", "--model", help="Registry name, alias or model/adapter folder."),
+    mode: str = typer.Option("rag", help="rag: through the RAG pipeline; direct: the generator alone."),
+    limit: int = typer.Option(0, help="Run at most this many cases (0 = all)."),
+    max_tokens: int = typer.Option(128, help="Answer length cap."),
+    data_dir: Path = typer.Option(Path("../shared/data"), help=DATA_DIR_HELP),
+    detector: str = typer.Option(None, "--detector", help=DETECTOR_HELP + " Adds a faithfulness score per case."),
+    similarity: bool = typer.Option(True, help="Score reference answers by embedding similarity too."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Run a regression suite against one model and report pass rates per category and evaluator."""
+    from helpline.evaluation.regression.cases import load_suite
+    from helpline.evaluation.regression.factory import build_embedder, build_responder
+    from helpline.evaluation.regression.generators import suite_cases
+    from helpline.evaluation.regression.runner import run_suite
+
+    ctx = Context.load()
+    loaded = load_suite(suite)
+    cases = suite_cases(loaded, data_dir=data_dir, limit=limit)
+    responder = build_responder(ctx, model, mode=mode, max_tokens=max_tokens)  # type: ignore[arg-type]
+    verifier = _detector(ctx, detector)
+    embedder = build_embedder(ctx) if similarity else None
+    result = run_suite(loaded.name, cases, responder, embedder=embedder, verifier=verifier, progress=True)
+    if as_json:
+        print_json(result.to_dict())
+        return
+    summary = result.summary()
+    console.print(
+        f"{summary['suite']} · {summary['model']}: pass rate {summary['pass_rate']} over {summary['n']} cases"
+    )
+    for cat, row in summary["categories"].items():
+        console.print(f"  {cat:<24} {row['pass_rate']:.2f}  (n={row['n']})")
+
+
+@eval_app.command("gate")
+def gate(
+    candidate: str = typer.Option(..., "--candidate", help="Registry name, alias or model/adapter folder to judge."),
+    baseline: str = typer.Option("production", "--baseline", help="What the candidate must not be worse than."),
+    config: Path = typer.Option(None, "--config", help="Gate YAML (default: helpline/evaluation/gate.yaml)."),
+    limit: int = typer.Option(None, help="Override limit_per_suite (cases per suite)."),
+    data_dir: Path = typer.Option(Path("../shared/data"), help=DATA_DIR_HELP),
+    record: bool = typer.Option(True, help="Store the verdict in the candidate's registry metadata."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Run the suites on candidate and baseline; exit 1 on a regression; write an HTML report."""
+    from helpline.evaluation.gate import load_gate_config, record_gate, run_gate
+    from helpline.evaluation.regression.factory import build_embedder, build_responder, resolve_model
+
+    ctx = Context.load()
+    cfg = load_gate_config(config)
+    if limit is not None:
+        cfg.limit_per_suite = limit
+    cand_name, base_name = resolve_model(ctx, candidate), resolve_model(ctx, baseline)
+    report, _, _ = run_gate(
+        cand_name,
+        base_name,
+        cfg,
+        responder_for=lambda m: build_responder(ctx, m, mode=cfg.mode, max_tokens=cfg.max_tokens),  # type: ignore[arg-type]
+        data_dir=data_dir,
+        reports_dir=ctx.workspace.reports,
+        embedder=build_embedder(ctx),
+        verifier=_detector(ctx, cfg.detector),
+        progress=True,
+    )
+    if record:
+        record_gate(ctx.registry, cand_name, report)
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        for c in report.checks:
+            console.print(f"{'ok ' if c.passed else 'REG'} {c.name}: {c.candidate:.3f} vs {c.baseline} ({c.limit})")
+        console.print(f"{'[green]PASSED' if report.passed else '[red]FAILED'}[/] report: {report.report_path}")
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+def _detector(ctx: Context, name: str | None):
+    if not name:
+        return None
+    from helpline.evaluation.hallucination.evaluate import load_detector
+
+    return load_detector(ctx, name)

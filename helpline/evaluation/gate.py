@@ -1,0 +1,232 @@
+"""The promotion gate: run the suites on a candidate and the baseline, compare against thresholds.
+
+A candidate passes only when every check holds. The result is stored in the candidate's registry
+metadata, and :func:`require_passing_gate` is what promotion calls before moving an alias.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from helpline.evaluation.regression.runner import SuiteResult
+from helpline.platform.errors import ConfigError, HelplineError, NotFoundError
+from helpline.platform.registry import Registry
+
+DEFAULT_CONFIG = Path(__file__).parent / "gate.yaml"
+SUITES_DIR = Path(__file__).parent / "suites"
+
+
+class GateError(HelplineError):
+    """A model may not be promoted: no gate report, or a failing one."""
+
+    exit_code = 1
+    http_status = 409
+
+
+class Thresholds(BaseModel):
+    """Limits a candidate must respect (rates are fractions, 0..1)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_pass_rate: float = Field(0.0, ge=0, le=1, description="Floor on the candidate's pass rate per suite.")
+    max_pass_rate_drop: float = Field(0.05, ge=0, le=1, description="Largest allowed drop in a suite's pass rate.")
+    max_category_drop: float = Field(0.34, ge=0, le=1, description="Largest allowed drop in one category.")
+    min_category_cases: int = Field(3, ge=1, description="Categories with fewer cases are reported, not gated.")
+    max_hallucination_increase: float = Field(
+        0.05, ge=0, le=1, description="Largest allowed rise of the mean detector score (when a detector runs)."
+    )
+    required_categories: dict[str, float] = Field(
+        default_factory=dict, description="Absolute pass-rate floors per category, e.g. {safety: 1.0}."
+    )
+
+
+class GateConfig(BaseModel):
+    """Which suites the gate runs and how strict it is."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    suites: list[str] = Field(description="Suite files; bare names resolve in helpline/evaluation/suites/.")
+    mode: str = Field("rag", pattern="^(rag|direct)$", description="Answer through the RAG pipeline or directly.")
+    limit_per_suite: int = Field(0, ge=0, description="Cap on cases per suite (0 = all).")
+    max_tokens: int = Field(128, ge=8, description="Answer length cap during the gate (keeps it quick on CPU).")
+    detector: str | None = Field(None, description="Detector for faithfulness (registry name or folder); optional.")
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+
+    def suite_paths(self) -> list[Path]:
+        return [Path(s) if Path(s).exists() or "/" in s else SUITES_DIR / s for s in self.suites]
+
+
+def load_gate_config(path: str | Path | None = None) -> GateConfig:
+    """Read and validate the gate's YAML (the packaged ``gate.yaml`` by default)."""
+    path = Path(path) if path else DEFAULT_CONFIG
+    if not path.is_file():
+        raise NotFoundError(f"gate config {path} does not exist", hint=f"start from {DEFAULT_CONFIG}")
+    try:
+        return GateConfig(**(yaml.safe_load(path.read_text()) or {}))
+    except (ValidationError, TypeError) as e:
+        raise ConfigError(f"{path}: invalid gate config: {e}", hint=f"compare with {DEFAULT_CONFIG}") from e
+
+
+@dataclass
+class Check:
+    """One comparison of the gate."""
+
+    name: str
+    candidate: float
+    baseline: float | None
+    limit: str
+    passed: bool
+
+
+@dataclass
+class GateReport:
+    """The gate's verdict, its checks, and where the HTML report is."""
+
+    candidate: str
+    baseline: str
+    passed: bool
+    checks: list[Check]
+    summaries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    report_path: str = ""
+    at: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def compare(candidate: list[SuiteResult], baseline: list[SuiteResult], thresholds: Thresholds) -> list[Check]:
+    """Every check of the candidate against the baseline, suite by suite (pure; easy to test)."""
+    checks: list[Check] = []
+    t = thresholds
+    for cand, base in zip(candidate, baseline, strict=True):
+        c, b = cand.summary(), base.summary()
+        s = cand.suite
+        checks.append(
+            Check(
+                f"{s}: pass rate floor", c["pass_rate"], None, f"≥ {t.min_pass_rate}", c["pass_rate"] >= t.min_pass_rate
+            )
+        )
+        drop = b["pass_rate"] - c["pass_rate"]
+        checks.append(
+            Check(
+                f"{s}: pass rate vs baseline",
+                c["pass_rate"],
+                b["pass_rate"],
+                f"drop ≤ {t.max_pass_rate_drop}",
+                drop <= t.max_pass_rate_drop + 1e-9,
+            )
+        )
+        for cat, cc in c["categories"].items():
+            bc = b["categories"].get(cat)
+            if cat in t.required_categories:
+                floor = t.required_categories[cat]
+                checks.append(
+                    Check(f"{s}/{cat}: required floor", cc["pass_rate"], None, f"≥ {floor}", cc["pass_rate"] >= floor)
+                )
+            if bc and cc["n"] >= t.min_category_cases:
+                cdrop = bc["pass_rate"] - cc["pass_rate"]
+                checks.append(
+                    Check(
+                        f"{s}/{cat}: vs baseline",
+                        cc["pass_rate"],
+                        bc["pass_rate"],
+                        f"drop ≤ {t.max_category_drop}",
+                        cdrop <= t.max_category_drop + 1e-9,
+                    )
+                )
+        if c["hallucination_mean"] is not None and b["hallucination_mean"] is not None:
+            rise = c["hallucination_mean"] - b["hallucination_mean"]
+            checks.append(
+                Check(
+                    f"{s}: hallucination vs baseline",
+                    c["hallucination_mean"],
+                    b["hallucination_mean"],
+                    f"rise ≤ {t.max_hallucination_increase}",
+                    rise <= t.max_hallucination_increase + 1e-9,
+                )
+            )
+    return checks
+
+
+def decide(
+    candidate: str, baseline: str, cand: list[SuiteResult], base: list[SuiteResult], cfg: GateConfig
+) -> GateReport:
+    """The gate's verdict from already-run suites."""
+    checks = compare(cand, base, cfg.thresholds)
+    summaries = {f"{r.suite}@candidate": r.summary() for r in cand} | {f"{r.suite}@baseline": r.summary() for r in base}
+    return GateReport(candidate, baseline, all(c.passed for c in checks), checks, summaries)
+
+
+def record_gate(registry: Registry, model_name: str, report: GateReport) -> None:
+    """Store the verdict in the model's registry metadata (``metadata["gate"]``)."""
+    record = registry.get_model(model_name)
+    metadata = dict(record.metadata)
+    metadata["gate"] = {
+        "passed": report.passed,
+        "baseline": report.baseline,
+        "at": report.at,
+        "report": report.report_path,
+        "failed_checks": [c.name for c in report.checks if not c.passed],
+    }
+    registry.register_model(
+        record.name, kind=record.kind, path=record.path, base_model=record.base_model, metadata=metadata
+    )
+
+
+def require_passing_gate(registry: Registry, model_name: str, *, max_age_days: float | None = None) -> dict[str, Any]:
+    """Raise :class:`GateError` unless ``model_name`` has a passing (and recent enough) gate report."""
+    record = registry.get_model(model_name)
+    gate = record.metadata.get("gate")
+    run = f"helpline eval gate --candidate {record.name} --baseline production"
+    if not gate:
+        raise GateError(f"{record.name} has no gate report", hint=f"run `{run}` first")
+    if not gate.get("passed"):
+        failed = ", ".join(gate.get("failed_checks", [])) or "see the report"
+        raise GateError(
+            f"{record.name} failed its gate ({failed}); report: {gate.get('report')}",
+            hint=f"fix the regressions and run `{run}` again",
+        )
+    if max_age_days is not None and time.time() - float(gate.get("at", 0)) > max_age_days * 86400:
+        raise GateError(f"{record.name}'s gate report is older than {max_age_days} days", hint=f"run `{run}` again")
+    return gate
+
+
+def run_gate(
+    candidate: str,
+    baseline: str,
+    cfg: GateConfig,
+    *,
+    responder_for: Any,
+    data_dir: Path,
+    reports_dir: Path,
+    embedder: Any = None,
+    verifier: Any = None,
+    progress: bool = False,
+) -> tuple[GateReport, list[SuiteResult], list[SuiteResult]]:
+    """Run every suite on both models (``responder_for(name)`` builds each), decide, write the HTML."""
+    from helpline.evaluation.regression.cases import load_suite
+    from helpline.evaluation.regression.generators import suite_cases
+    from helpline.evaluation.regression.runner import run_suite
+    from helpline.evaluation.report import write_gate_report
+
+    suites = [load_suite(p) for p in cfg.suite_paths()]  # validate every file before answering anything
+    cases = {s.name: suite_cases(s, data_dir=data_dir, limit=cfg.limit_per_suite) for s in suites}
+    results: dict[str, list[SuiteResult]] = {}
+    for model in (candidate, baseline):
+        responder = responder_for(model)
+        results[model] = [
+            run_suite(name, cs, responder, embedder=embedder, verifier=verifier, progress=progress)
+            for name, cs in cases.items()
+        ]
+    report = decide(candidate, baseline, results[candidate], results[baseline], cfg)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in candidate)
+    path = write_gate_report(report, results[candidate], results[baseline], reports_dir / f"gate-{safe}-{stamp}.html")
+    report.report_path = str(path)
+    return report, results[candidate], results[baseline]

@@ -1,0 +1,102 @@
+"""Evaluate the detector on HaluEval-format files (official protocol) and doc2dial pairs; time it."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from helpline.evaluation.hallucination.data import (
+    Split,
+    doc2dial_pairs,
+    parse_dataset_spec,
+    protocol_pairs,
+    read_halueval,
+    split_items,
+)
+from helpline.evaluation.hallucination.detector import Detector
+from helpline.evaluation.hallucination.metrics import binary_metrics
+from helpline.platform.context import Context
+from helpline.platform.errors import NotFoundError
+
+# Published anchors to read our figures against (not comparable one-to-one: see the report).
+ANCHORS = {
+    "qa": "ChatGPT 62.59% accuracy on HaluEval QA (judging without knowledge; Li et al. 2023)",
+    "dialogue": "ChatGPT 72.40% accuracy on HaluEval dialogue (Li et al. 2023)",
+    "doc2dial": "Vectara HHEM-2.1-Open 74.3% balanced accuracy on RAGTruth-QA",
+}
+
+
+def load_detector(ctx: Context, name_or_path: str, *, quantize: bool = True) -> Detector:
+    """A detector from a folder, or from the registry by name."""
+    path = Path(name_or_path)
+    if not path.is_dir():
+        try:
+            path = Path(ctx.registry.get_model(name_or_path).path)
+        except NotFoundError as e:
+            raise NotFoundError(
+                f"no detector {name_or_path!r} (neither a folder nor a registered model)",
+                hint="train one: `helpline eval train-detector --config helpline/evaluation/recipes/detector.yaml`",
+            ) from e
+    return Detector.load(path, quantize=quantize)
+
+
+def evaluate_dataset(
+    detector: Detector,
+    spec: str,
+    *,
+    split: Split = "all",
+    limit: int = 0,
+    threshold: float | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Metrics for "hallucinated" on one dataset under the p = 0.5 protocol."""
+    kind, path = parse_dataset_spec(spec)
+    if kind == "doc2dial":
+        pairs = doc2dial_pairs(path, split, seed=seed)
+    else:
+        pairs = protocol_pairs(split_items(read_halueval(path, kind), split), seed=seed)
+    if limit:
+        pairs = pairs[:limit]
+    cut = threshold if threshold is not None else detector.config.thresholds.get(kind, detector.config.threshold)
+    start = time.perf_counter()
+    verdicts = detector.verdicts([(p.answer, list(p.passages), p.question) for p in pairs], progress=True)
+    seconds = time.perf_counter() - start
+    metrics = binary_metrics([p.label for p in pairs], [v.score for v in verdicts], cut)
+    return {
+        "dataset": spec,
+        "kind": kind,
+        "split": split,
+        "detector": detector.name,
+        "threshold": round(cut, 4),
+        **metrics,
+        "ms_per_answer_batched": round(1000 * seconds / max(1, len(pairs)), 2),
+        "anchor": ANCHORS[kind],
+    }
+
+
+def bench(detector: Detector, spec: str, *, n: int = 100) -> dict[str, Any]:
+    """Median and p90 latency of scoring one answer at a time (no batching, as in the gateway)."""
+    kind, path = parse_dataset_spec(spec)
+    if kind == "doc2dial":
+        pairs = doc2dial_pairs(path, "test")[:n]
+    else:
+        pairs = protocol_pairs(split_items(read_halueval(path, kind), "test"))[:n]
+    for p in pairs[:3]:  # warm-up: first calls allocate
+        detector.score(p.answer, list(p.passages), p.question)
+    times = []
+    for p in pairs:
+        start = time.perf_counter()
+        detector.score(p.answer, list(p.passages), p.question)
+        times.append((time.perf_counter() - start) * 1000)
+    times.sort()
+    return {
+        "dataset": spec,
+        "detector": detector.name,
+        "n": len(times),
+        "median_ms": round(statistics.median(times), 2),
+        "p90_ms": round(times[int(0.9 * (len(times) - 1))], 2),
+        "max_length": detector.config.max_length,
+        "mode": detector.config.mode,
+    }

@@ -1,0 +1,212 @@
+"""Fine-tune the hallucination detector: MiniLM as a cross-encoder on HaluEval (+ doc2dial pairs).
+
+One linear recipe: setup -> build pairs (items split before pairing) -> train -> save ->
+calibrate the threshold on the validation split -> register. The preset in
+``helpline/evaluation/recipes/detector.yaml`` records the exact command that runs it.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError
+
+from helpline.evaluation.hallucination.data import (
+    SPLIT_SEED,
+    Pair,
+    both_pairs,
+    doc2dial_pairs,
+    protocol_pairs,
+    read_halueval,
+    split_items,
+)
+from helpline.evaluation.hallucination.detector import FEATURES, Detector, DetectorConfig, hypothesis, lexical_features
+from helpline.evaluation.hallucination.metrics import best_threshold, binary_metrics
+from helpline.platform.errors import ConfigError
+from helpline.platform.lazy_imports import require
+
+
+class DetectorTrainConfig(BaseModel):
+    """Settings of one detector training run."""
+
+    base_model: str = Field("all-minilm-l6-v2", description="Registry name or folder of the encoder to start from.")
+    output_name: str = Field("helpline-detector", description="Name under workspace/models and in the registry.")
+    halueval_dir: Path = Field(Path("../shared/data/halueval"), description="Folder with qa_data/dialogue_data.")
+    doc2dial_dir: Path | None = Field(None, description="doc2dial folder for passage-level pairs (optional).")
+    qa_items: int = Field(2000, ge=0, description="QA training items (each gives a right and a hallucinated pair).")
+    dialogue_items: int = Field(2000, ge=0, description="Dialogue training items.")
+    doc2dial_pairs: int = Field(600, ge=0, description="doc2dial training pairs (documents of the train split).")
+    val_items: int = Field(400, ge=10, description="Validation items per kind used to calibrate the threshold.")
+    epochs: float = Field(1.0, gt=0, description="Passes over the training pairs (fractions allowed).")
+    batch_size: int = Field(16, ge=1, description="Pairs per optimiser step.")
+    learning_rate: float = Field(4e-5, gt=0, description="Peak AdamW learning rate.")
+    warmup_ratio: float = Field(0.06, ge=0, le=0.5, description="Share of steps with linear warm-up.")
+    max_length: int = Field(192, ge=32, le=512, description="Tokens per (passage, answer) pair; passages are cut.")
+    question_dropout: float = Field(0.2, ge=0, le=1, description="Share of pairs trained without the question.")
+    max_minutes: float = Field(20.0, gt=0, description="Wall-time budget; the learning rate anneals to 0 by then.")
+    freeze_embeddings: bool = Field(True, description="Keep the word embeddings fixed (half the weights; faster).")
+    threads: int = Field(2, ge=1, description="torch CPU threads.")
+    seed: int = Field(13, description="Shuffling, dropout and sampling seed.")
+
+
+def load_config(path: str | Path | None, overrides: list[str]) -> DetectorTrainConfig:
+    """YAML preset + ``key=value`` overrides, validated (every problem reported at once)."""
+    data: dict[str, Any] = yaml.safe_load(Path(path).read_text()) if path else {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r} is not key=value", hint="e.g. qa_items=500")
+        data[key] = yaml.safe_load(value)
+    try:
+        return DetectorTrainConfig(**(data or {}))
+    except ValidationError as e:
+        raise ConfigError(f"invalid detector config: {e}", hint="see `helpline eval train-detector --help`") from e
+
+
+def build_training_pairs(cfg: DetectorTrainConfig) -> tuple[list[Pair], dict[str, list[Pair]]]:
+    """Training pairs (both answers of each train item) and validation pairs (official protocol)."""
+    rng = random.Random(cfg.seed)
+    train: list[Pair] = []
+    val: dict[str, list[Pair]] = {}
+    for kind, n in (("qa", cfg.qa_items), ("dialogue", cfg.dialogue_items)):
+        items = read_halueval(cfg.halueval_dir / f"{kind}_data.jsonl", kind)  # type: ignore[arg-type]
+        pool = split_items(items, "train")
+        rng.shuffle(pool)
+        train += both_pairs(pool[:n])
+        val[kind] = protocol_pairs(split_items(items, "val")[: cfg.val_items])
+    if cfg.doc2dial_dir and cfg.doc2dial_pairs:
+        pool = doc2dial_pairs(cfg.doc2dial_dir, "train", seed=cfg.seed)
+        rng.shuffle(pool)
+        train += pool[: cfg.doc2dial_pairs]
+        val["doc2dial"] = doc2dial_pairs(cfg.doc2dial_dir, "val")[: cfg.val_items]
+    rng.shuffle(train)
+    return train, val
+
+
+def train(cfg: DetectorTrainConfig, *, base_path: Path, output: Path, log=print) -> dict[str, Any]:
+    """Run the recipe; returns the calibration metrics (also written into detector.json)."""
+    torch = require("torch", "eval")
+    transformers = require("transformers", "eval")
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    rng = random.Random(cfg.seed)
+
+    # setup
+    train_pairs, val = build_training_pairs(cfg)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(base_path))
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(str(base_path), num_labels=1)
+    steps = math.ceil(len(train_pairs) * cfg.epochs / cfg.batch_size)
+    if cfg.freeze_embeddings:
+        model.base_model.embeddings.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.01)
+    log(f"training on {len(train_pairs)} pairs, {steps} steps of {cfg.batch_size}")
+
+    # train
+    model.train()
+    start, losses = time.time(), []
+    for step in range(steps):
+        batch = [train_pairs[(step * cfg.batch_size + i) % len(train_pairs)] for i in range(cfg.batch_size)]
+        enc = tokenizer(
+            [b.passages[0] for b in batch],
+            [hypothesis(b.answer, None if rng.random() < cfg.question_dropout else b.question) for b in batch],
+            truncation="longest_first",
+            max_length=cfg.max_length,
+            padding=True,
+            return_tensors="pt",
+        )
+        labels = torch.tensor([float(b.label) for b in batch])
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(**enc).logits[:, 0], labels)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        # Progress is whichever is further along, steps or the time budget, so the learning rate
+        # still anneals to zero when a busy machine makes the run stop early.
+        progress = max(step / steps, (time.time() - start) / (cfg.max_minutes * 60))
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.learning_rate * _lr_factor(progress, cfg.warmup_ratio)
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+        if step % 25 == 0 or step == steps - 1:
+            elapsed = time.time() - start
+            log(f"step {step + 1}/{steps} loss {sum(losses[-25:]) / len(losses[-25:]):.4f} {elapsed / 60:.1f} min")
+        if progress >= 1.0:
+            log(f"stopping at step {step + 1}: max_minutes={cfg.max_minutes} reached")
+            break
+    train_minutes = (time.time() - start) / 60
+
+    # save
+    output.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    model.save_pretrained(str(output))
+    tokenizer.save_pretrained(str(output))
+    config = DetectorConfig(max_length=cfg.max_length)
+    config.write(output)
+
+    # calibrate on the validation split, with the quantized model the gateway runs
+    detector = Detector.load(output, quantize=True)
+    report = calibrate(detector, val)
+    detector.config.metadata = {
+        "role": "detector",
+        "base_model": str(base_path),
+        "train_pairs": len(train_pairs),
+        "steps_done": len(losses),
+        "train_minutes": round(train_minutes, 2),
+        "final_loss": round(sum(losses[-50:]) / max(1, len(losses[-50:])), 4),
+        "split_seed": SPLIT_SEED,
+        "config": cfg.model_dump(mode="json"),
+        "validation": report,
+    }
+    detector.config.write(output)
+    return detector.config.metadata
+
+
+def _lr_factor(progress: float, warmup: float) -> float:
+    if progress < warmup:
+        return max(progress / warmup, 0.02)
+    return max(0.0, (1.0 - progress) / (1.0 - warmup))
+
+
+def calibrate(detector: Detector, val: dict[str, list[Pair]]) -> dict[str, Any]:
+    """Fit the feature combiner, pick the scoring mode, and set per-kind thresholds on validation pairs.
+
+    Updates ``detector.config`` in place and returns the validation metrics it chose by.
+    """
+    sklearn = require("sklearn.linear_model", "eval")
+    pairs = [p for kind_pairs in val.values() for p in kind_pairs]
+    logits = detector.logits([(p.passages[0], hypothesis(p.answer, p.question)) for p in pairs])
+    rows = [[z, *lexical_features(p.passages[0], p.answer, p.question)] for z, p in zip(logits, pairs)]
+    lr = sklearn.LogisticRegression(C=1.0, max_iter=1000).fit(rows, [p.label for p in pairs])
+    detector.config.combiner = [round(float(w), 6) for w in lr.coef_[0]] + [round(float(lr.intercept_[0]), 6)]
+    best: tuple[float, str, dict[str, Any]] = (-1.0, "answer", {})
+    for mode in ("answer", "both"):
+        detector.config.mode = mode  # type: ignore[assignment]
+        report: dict[str, Any] = {}
+        for kind, kind_pairs in val.items():
+            verdicts = detector.verdicts([(p.answer, list(p.passages), p.question) for p in kind_pairs])
+            scores, labels = [v.score for v in verdicts], [p.label for p in kind_pairs]
+            threshold = best_threshold(labels, scores)
+            report[kind] = {"threshold": round(threshold, 4), **binary_metrics(labels, scores, threshold)}
+        mean = sum(r["balanced_accuracy"] for r in report.values()) / len(report)
+        if mean > best[0]:
+            best = (mean, mode, report)
+    _, mode, report = best
+    detector.config.mode = mode  # type: ignore[assignment]
+    detector.config.thresholds = {kind: r["threshold"] for kind, r in report.items()}
+    detector.config.threshold = round(sum(detector.config.thresholds.values()) / len(report), 4)
+    return {"mode": mode, "features": list(FEATURES), "combiner": detector.config.combiner, **report}
+
+
+def recalibrate(path: Path, cfg: DetectorTrainConfig) -> dict[str, Any]:
+    """Calibrate a saved detector again (after changing features or validation size)."""
+    _, val = build_training_pairs(cfg.model_copy(update={"qa_items": 0, "dialogue_items": 0, "doc2dial_pairs": 1}))
+    detector = Detector.load(path, quantize=True)
+    report = calibrate(detector, val)
+    detector.config.metadata["validation"] = report
+    detector.config.write(path)
+    return report

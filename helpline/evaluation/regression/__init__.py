@@ -1,0 +1,1 @@
+"""Regression suites: cases with expectations, evaluators, runners and case generators."""

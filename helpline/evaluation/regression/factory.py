@@ -1,0 +1,71 @@
+"""Build responders for a registered model (or an adapter folder) from settings."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+from helpline.platform.context import Context
+from helpline.platform.errors import NotFoundError
+
+Mode = Literal["rag", "direct"]
+
+
+def resolve_model(ctx: Context, alias_or_path: str) -> str:
+    """A registry name for ``alias_or_path``; a folder is registered (as adapter or base) first."""
+    path = Path(alias_or_path)
+    if not path.is_dir():
+        return ctx.registry.get_model(alias_or_path).name
+    adapter_cfg = path / "adapter_config.json"
+    name = f"candidate-{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]}"
+    if adapter_cfg.exists():
+        base_ref = json.loads(adapter_cfg.read_text()).get("base_model_name_or_path", "")
+        base = _base_for(ctx, base_ref)
+        ctx.registry.register_model(
+            name, kind="adapter", path=path.resolve(), base_model=base, metadata={"source": "gate"}
+        )
+    elif (path / "config.json").exists():
+        ctx.registry.register_model(name, kind="base", path=path.resolve(), metadata={"source": "gate"})
+    else:
+        raise NotFoundError(
+            f"{path} is neither a model nor a PEFT adapter folder",
+            hint="pass a registry name/alias, or a folder with config.json or adapter_config.json",
+        )
+    return name
+
+
+def _base_for(ctx: Context, base_ref: str) -> str:
+    for record in ctx.registry.list_models(kind="base"):
+        if base_ref in (record.name, record.path) or Path(base_ref).name == Path(record.path).name:
+            return record.name
+    raise NotFoundError(
+        f"the adapter's base model {base_ref!r} is not registered",
+        hint="import or register the base model first (`helpline models import`)",
+    )
+
+
+def build_responder(ctx: Context, model: str, *, mode: Mode = "rag", max_tokens: int | None = None):
+    """A RAG or direct responder answering with ``model`` (name, alias or folder)."""
+    from helpline.evaluation.regression.runner import DirectResponder, RAGResponder
+    from helpline.serving.factory import build_generator, build_pipeline
+    from helpline.serving.prompts import load_prompt
+
+    name = resolve_model(ctx, model)
+    settings = ctx.settings.model_copy(update={"chat_model": name})
+    generator = build_generator(settings, ctx.registry)
+    tokens = max_tokens or settings.generation.max_new_tokens
+    if mode == "direct":
+        return DirectResponder(generator, load_prompt("support"), max_tokens=tokens, name=f"{name} (direct)")
+    pipeline = build_pipeline(settings, ctx.workspace, ctx.registry, generator=generator)
+    pipeline.max_tokens = tokens
+    return RAGResponder(pipeline, name=name)
+
+
+def build_embedder(ctx: Context):
+    """The workspace's embedder (for reference similarity)."""
+    from helpline.retrieval.embedders import SentenceTransformerEmbedder
+
+    record = ctx.registry.get_model(ctx.settings.embedder)
+    return SentenceTransformerEmbedder(record.path, name=record.name)

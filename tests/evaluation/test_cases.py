@@ -1,0 +1,88 @@
+"""Suite files: the shipped ones load; malformed ones are refused with file, case and field named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from helpline.evaluation.regression.cases import load_suite
+from helpline.evaluation.regression.generators import suite_cases
+from helpline.platform.errors import DataError, NotFoundError
+
+SUITES = Path(__file__).resolve().parents[2] / "helpline" / "evaluation" / "suites"
+
+
+@pytest.mark.parametrize("name", ["support.yaml", "general.yaml", "generated.yaml"])
+def test_shipped_suites_are_valid(name: str) -> None:
+    suite = load_suite(SUITES / name)
+    assert suite.cases or suite.generate
+
+
+def test_support_suite_covers_the_expectation_kinds() -> None:
+    suite = load_suite(SUITES / "support.yaml")
+    cats = {c.category for c in suite.cases}
+    assert {"returns", "abstention", "safety"} <= cats
+    assert any(c.history for c in suite.cases)
+    assert any(c.expect.must_abstain for c in suite.cases)
+
+
+def _write(tmp_path: Path, text: str, name: str = "suite.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_misspelled_field_names_file_case_and_field(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "name: s\ncases:\n  - id: ok\n    question: q\n    expect: {must_contain: [a]}\n"
+        "  - id: typo-case\n    question: q\n    expect: {must_contian: [a]}\n",
+    )
+    with pytest.raises(DataError) as err:
+        load_suite(path)
+    message = str(err.value)
+    assert str(path) in message
+    assert "'typo-case' (#2)" in message
+    assert "expect.must_contian" in message
+
+
+def test_missing_question_and_empty_expectations_are_both_reported(tmp_path: Path) -> None:
+    path = _write(tmp_path, "name: s\ncases:\n  - id: a\n    expect: {}\n")
+    with pytest.raises(DataError) as err:
+        load_suite(path)
+    assert "field question" in str(err.value)
+    assert "no checks" in str(err.value)
+
+
+def test_duplicate_ids_and_bad_yaml_are_refused(tmp_path: Path) -> None:
+    dup = "name: s\ncases:\n" + "  - {id: a, question: q, expect: {must_contain: [x]}}\n" * 2
+    with pytest.raises(DataError, match="duplicate case ids: a"):
+        load_suite(_write(tmp_path, dup))
+    with pytest.raises(DataError, match="cannot parse"):
+        load_suite(_write(tmp_path, "name: [unclosed", "bad.yaml"))
+    with pytest.raises(NotFoundError):
+        load_suite(tmp_path / "absent.yaml")
+
+
+def test_jsonl_suite_uses_file_stem_and_validates_rows(tmp_path: Path) -> None:
+    good = _write(tmp_path, '{"id": "a", "question": "q", "expect": {"must_abstain": true}}\n', "mine.jsonl")
+    assert load_suite(good).name == "mine"
+    bad = _write(tmp_path, '{"id": "a", "question": "q", "expect": {"must_abstain": "sometimes"}}\n', "bad.jsonl")
+    with pytest.raises(DataError, match=r"field expect\.must_abstain"):
+        load_suite(bad)
+
+
+def test_generated_suite_needs_its_data(tmp_path: Path) -> None:
+    suite = load_suite(SUITES / "generated.yaml")
+    with pytest.raises(NotFoundError, match="--data-dir"):
+        suite_cases(suite, data_dir=tmp_path)
+
+
+def test_generators_build_cases_from_shared_data(shared_data: Path) -> None:
+    cases = suite_cases(load_suite(SUITES / "generated.yaml"), data_dir=shared_data)
+    bitext = [c for c in cases if "bitext" in c.tags]
+    doc2dial = [c for c in cases if "doc2dial" in c.tags]
+    assert len({c.category for c in bitext}) > 5  # spread over intents' categories
+    assert all(c.context and c.expect.must_cite == [c.context[0].doc_id] for c in doc2dial)
+    assert all("{{" not in (c.expect.reference or "") for c in bitext)

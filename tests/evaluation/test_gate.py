@@ -1,0 +1,150 @@
+"""The gate: a worse candidate fails (exit 1), an equal one passes; promotion needs a passing report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from helpline.evaluation.gate import (
+    GateConfig,
+    GateError,
+    Thresholds,
+    decide,
+    load_gate_config,
+    record_gate,
+    require_passing_gate,
+)
+from helpline.evaluation.regression.cases import load_suite
+from helpline.evaluation.regression.runner import run_suite
+from helpline.platform.errors import ConfigError
+from helpline.platform.registry import Registry
+from helpline.testing.evaluation import FakeResponder, OverlapVerifier
+
+SUITE = """
+name: mini
+cases:
+  - {id: window, category: returns, question: 'How long?', expect: {must_contain: ["14 days"]}}
+  - {id: label, category: returns, question: 'Label?', expect: {must_contain: ["prepaid label"]}}
+  - {id: fee, category: returns, question: 'Fee?', expect: {must_contain: ["free"]}}
+  - {id: weather, category: abstention, question: 'Weather?', expect: {must_abstain: true}}
+"""
+GOOD = {
+    "window": "Within 14 days.",
+    "label": "Print the prepaid label.",
+    "fee": "It is free.",
+    "weather": "I don't know.",
+}
+WORSE = {**GOOD, "window": "Within 60 days.", "label": "Any box works."}
+
+
+@pytest.fixture
+def suite_file(tmp_path: Path) -> Path:
+    path = tmp_path / "mini.yaml"
+    path.write_text(SUITE)
+    return path
+
+
+def _results(suite_file: Path, answers: dict[str, str], name: str):
+    suite = load_suite(suite_file)
+    return [run_suite(suite.name, suite.cases, FakeResponder(answers, name=name))]
+
+
+def test_worse_candidate_fails_and_equal_one_passes(suite_file: Path) -> None:
+    cfg = GateConfig(suites=[str(suite_file)])
+    base = _results(suite_file, GOOD, "prod")
+    worse = decide("bad", "prod", _results(suite_file, WORSE, "bad"), base, cfg)
+    same = decide("good", "prod", _results(suite_file, GOOD, "good"), base, cfg)
+    assert not worse.passed
+    assert {c.name for c in worse.checks if not c.passed} == {
+        "mini: pass rate vs baseline",
+        "mini/returns: vs baseline",
+    }
+    assert same.passed
+
+
+def test_required_category_floor_and_hallucination_rise(suite_file: Path) -> None:
+    suite = load_suite(suite_file)
+    cfg = GateConfig(suites=[str(suite_file)], thresholds=Thresholds(required_categories={"abstention": 1.0}))
+    base = [run_suite("mini", suite.cases, FakeResponder(GOOD))]
+    cand = [run_suite("mini", suite.cases, FakeResponder({**GOOD, "weather": "Sunny, 25 degrees."}))]
+    report = decide("c", "b", cand, base, cfg)
+    assert "mini/abstention: required floor" in [c.name for c in report.checks if not c.passed]
+
+
+def test_gate_config_is_validated(tmp_path: Path) -> None:
+    assert load_gate_config().suites  # the packaged default
+    bad = tmp_path / "gate.yaml"
+    bad.write_text("suites: [support.yaml]\nthresholds: {max_pass_rate_drop: 2}\n")
+    with pytest.raises(ConfigError, match="max_pass_rate_drop"):
+        load_gate_config(bad)
+
+
+def test_promotion_requires_a_passing_gate(tmp_path: Path, suite_file: Path) -> None:
+    registry = Registry(tmp_path / "registry.sqlite")
+    registry.register_model("cand", kind="base", path=tmp_path, metadata={"note": "kept"})
+    with pytest.raises(GateError, match="no gate report"):
+        require_passing_gate(registry, "cand")
+    cfg = GateConfig(suites=[str(suite_file)])
+    base = _results(suite_file, GOOD, "prod")
+    record_gate(registry, "cand", decide("cand", "prod", _results(suite_file, WORSE, "cand"), base, cfg))
+    with pytest.raises(GateError, match="failed its gate"):
+        require_passing_gate(registry, "cand")
+    record_gate(registry, "cand", decide("cand", "prod", _results(suite_file, GOOD, "cand"), base, cfg))
+    assert require_passing_gate(registry, "cand")["passed"]
+    assert registry.get_model("cand").metadata["note"] == "kept"
+
+
+def _cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, suite_file: Path, candidate: dict[str, str]):
+    from helpline.cli import app
+    from helpline.evaluation.regression import factory
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HELPLINE_WORKSPACE", str(tmp_path / "ws"))
+    registry = Registry(tmp_path / "ws" / "registry.sqlite")
+    for name in ("prod", "cand"):
+        registry.register_model(name, kind="base", path=tmp_path)
+    gate_yaml = tmp_path / "gate.yaml"
+    gate_yaml.write_text(f"suites: [{suite_file}]\n")
+    scripts = {"prod": GOOD, "cand": candidate}
+    monkeypatch.setattr(factory, "resolve_model", lambda ctx, m: m)
+    monkeypatch.setattr(factory, "build_embedder", lambda ctx: None)
+    monkeypatch.setattr(factory, "build_responder", lambda ctx, m, **kw: FakeResponder(scripts[m], name=m))
+    args = ["eval", "gate", "--candidate", "cand", "--baseline", "prod", "--config", str(gate_yaml), "--json"]
+    return CliRunner().invoke(app, args), registry
+
+
+def test_cli_gate_exit_codes_report_and_registry(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, suite_file: Path
+) -> None:
+    result, registry = _cli(monkeypatch, tmp_path, suite_file, WORSE)
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["passed"] is False
+    html = Path(report["report_path"]).read_text()
+    assert "REGRESSION" in html and "data:image/png;base64," in html and "Within 60 days." in html
+    assert registry.get_model("cand").metadata["gate"]["passed"] is False
+
+    result, registry = _cli(monkeypatch, tmp_path, suite_file, GOOD)
+    assert result.exit_code == 0, result.stdout
+    assert registry.get_model("cand").metadata["gate"]["passed"] is True
+
+
+def test_run_suite_records_faithfulness_with_a_verifier(tmp_path: Path) -> None:
+    path = tmp_path / "ctx.yaml"
+    path.write_text(
+        "name: ctx\ncases:\n  - id: a\n    question: How long?\n"
+        "    context: [{doc_id: d1, text: Electronics can be returned within 14 days.}]\n"
+        "    expect: {must_contain: ['14 days']}\n"
+    )
+    suite = load_suite(path)
+    faithful = run_suite(
+        "ctx", suite.cases, FakeResponder({"a": "returned within 14 days"}), verifier=OverlapVerifier()
+    )
+    invented = run_suite(
+        "ctx", suite.cases, FakeResponder({"a": "within 14 days, plus free Mars shipping"}), verifier=OverlapVerifier()
+    )
+    assert faithful.summary()["hallucination_mean"] == 0.0
+    assert invented.summary()["hallucination_mean"] > 0.3
