@@ -1,10 +1,136 @@
-"""`helpline data ...`, `helpline train ...` and this area's eval/bench commands."""
+"""`helpline data ...`, `helpline train ...` and this area's eval/bench commands.
+
+Only typer and helpline.platform are imported here; torch, transformers, TRL and vLLM load inside
+the command that needs them.
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import typer
+
+from helpline.platform.cli import console, print_json
+from helpline.platform.context import Context
 
 data_app = typer.Typer()
 train_app = typer.Typer()
 eval_app = typer.Typer()
 bench_app = typer.Typer()
+
+
+def _token_counter(ctx: Context, model: str | None, chat_template: str | None):
+    """A function counting a conversation's tokens with the model's chat template, and the context size."""
+    if model is None:
+        return None, None, ""
+    from helpline.training.config import SFTConfig
+    from helpline.training.sft import load_tokenizer, resolve_base_model
+
+    path = resolve_base_model(model, ctx)
+    tokenizer = load_tokenizer(path, SFTConfig(dataset="-", chat_template=chat_template))
+    config = json.loads((path / "config.json").read_text())
+    context = config.get("max_position_embeddings") or config.get("text_config", {}).get("max_position_embeddings")
+
+    def count(messages: list[dict]) -> int:
+        return len(tokenizer.apply_chat_template(messages, tokenize=True))
+
+    return count, context, model
+
+
+@data_app.command("prepare")
+def prepare(
+    source: list[str] = typer.Option(
+        ..., "--source", help="KIND:PATH, repeatable: bitext:CSV, chat:JSONL, reviewed:JSONL."
+    ),
+    out: str = typer.Option(..., "--out", help="Dataset name; written to <workspace>/datasets/NAME/vN."),
+    model: str | None = typer.Option(
+        "smollm2-135m-instruct", help="Model whose tokenizer and context length check lengths ('' to skip)."
+    ),
+    chat_template: str | None = typer.Option(None, help="Template for a model without one (chatml, gemma, file)."),
+    max_tokens: int | None = typer.Option(None, help="Longest conversation kept, in tokens (default: context)."),
+    validation: float = typer.Option(0.05, help="Share held out for validation."),
+    test: float = typer.Option(0.10, help="Share held out for testing."),
+    seed: int = typer.Option(0, help="Seed of the split."),
+    skip_invalid: bool = typer.Option(False, help="Drop malformed rows (counted) instead of refusing the file."),
+    as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+) -> None:
+    """Validate, scrub PII, deduplicate and split conversations into a versioned dataset."""
+    from helpline.training.data.prepare import PrepareOptions, prepare_dataset
+
+    ctx = Context.load()
+    options = PrepareOptions(
+        sources=source,
+        name=out,
+        validation=validation,
+        test=test,
+        seed=seed,
+        max_tokens=max_tokens,
+        skip_invalid=skip_invalid,
+    )
+    with console.status("loading the tokenizer"):
+        count, context, tokenizer_name = _token_counter(ctx, model or None, chat_template)
+    with console.status("validating, scrubbing, deduplicating, splitting"):
+        manifest = prepare_dataset(
+            options,
+            datasets_dir=ctx.workspace.datasets,
+            count_tokens=count,
+            context_length=context,
+            tokenizer_name=tokenizer_name,
+        )
+    if as_json:
+        print_json(manifest)
+        return
+    splits = ", ".join(f"{k} {v['count']}" for k, v in manifest["splits"].items())
+    console.print(f"[green]prepared[/] {manifest['path']}: {splits}")
+    console.print(f"dropped: {json.dumps({k: v for k, v in manifest['counts'].items() if 'dropped' in k})}")
+    console.print(
+        f"PII replaced: {manifest['scrubber']['replaced']}; "
+        f"scrubber recall on the labelled sample: {manifest['scrubber']['labelled_sample']['recall']}"
+    )
+
+
+@train_app.command("sft", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def sft(
+    ctx_: typer.Context,
+    config: Path | None = typer.Option(None, "--config", help="Preset YAML (helpline/training/configs/*.yaml)."),
+    help_config: bool = typer.Option(False, "--help-config", help="List every config field and exit."),
+    as_json: bool = typer.Option(False, "--json", help="Print the training summary as JSON."),
+) -> None:
+    """Fine-tune a chat model (QLoRA by default). Extra KEY=VALUE arguments override the preset."""
+    from helpline.training.config import SFTConfig, load_config
+
+    if help_config:
+        for name, field in SFTConfig.model_fields.items():
+            console.print(f"[bold]{name}[/] = {field.default!r}: {field.description}", highlight=False)
+        return
+    cfg, preset = load_config(config, ctx_.args)
+    from helpline.training.sft import run_sft
+
+    ctx = Context.load()
+    summary = run_sft(cfg, preset=preset, ctx=ctx, console=console)
+    console.print(
+        f"[green]trained[/] {summary['artifact']} in {summary['train_seconds_this_session']} s; "
+        f"best eval loss {summary['best_eval_loss']}"
+    )
+    if cfg.export:
+        from helpline.training.export import export_adapter
+
+        summary["export"] = export_adapter(Path(summary["run_dir"]), ctx=ctx, name=cfg.adapter_name, console=console)
+    if as_json:
+        print_json(summary)
+
+
+@train_app.command("export")
+def export(
+    run_dir: Path = typer.Argument(..., help="A training run folder (with adapter/ and training_summary.json)."),
+    name: str | None = typer.Option(None, help="Registry name (default: the run's name)."),
+    merge: bool = typer.Option(False, help="Also write a merged full checkpoint (for engines without LoRA)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the gate's report as JSON."),
+) -> None:
+    """Run the adapter export gate: rank, modules_to_save, loads in vLLM, agrees with PEFT; then register."""
+    from helpline.training.export import export_adapter
+
+    report = export_adapter(run_dir, ctx=Context.load(), name=name, merge=merge, console=console)
+    if as_json:
+        print_json(report)

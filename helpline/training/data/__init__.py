@@ -1,0 +1,1 @@
+"""Turning support conversations into versioned, scrubbed, leakage-free SFT datasets."""

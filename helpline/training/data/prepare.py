@@ -1,0 +1,162 @@
+"""`helpline data prepare`: sources → validated, scrubbed, deduplicated, split, versioned dataset.
+
+Output: ``<workspace>/datasets/NAME/vN/{train,validation,test}.jsonl`` (one ``{"messages": [...],
+"intent": ..., "category": ..., "origin": "file:row"}`` per line) and ``manifest.json`` with hashes,
+counts, per-intent counts, the scrubber's report and what was dropped and why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from helpline.platform.errors import DataError
+from helpline.training.data.dedup import dedupe_and_group
+from helpline.training.data.scrub import measure_recall, scrub_messages
+from helpline.training.data.sources import Conversation, load_source
+from helpline.training.data.split import SPLITS, grouped_stratified_split
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class PrepareOptions(BaseModel):
+    """Options of one `data prepare` run."""
+
+    sources: list[str] = Field(description="KIND:PATH entries (bitext:, chat:, reviewed:).", min_length=1)
+    name: str = Field(description="Dataset name; versions are NAME/v1, v2, ...")
+    validation: float = Field(0.05, gt=0, lt=0.5, description="Share of groups held out for validation.")
+    test: float = Field(0.10, gt=0, lt=0.5, description="Share of groups held out for the test split.")
+    seed: int = Field(0, description="Seed of the split.")
+    max_tokens: int | None = Field(None, ge=16, description="Longest conversation kept (tokens); default: context.")
+    near_dup_threshold: float = Field(0.9, gt=0, le=1, description="Jaccard above which a conversation is dropped.")
+    sibling_threshold: float = Field(0.7, gt=0, le=1, description="Jaccard of customer turns that groups them.")
+    skip_invalid: bool = Field(False, description="Drop malformed rows instead of refusing the file.")
+
+
+TokenCounter = Callable[[list[dict[str, str]]], int]
+
+
+def prepare_dataset(
+    options: PrepareOptions,
+    *,
+    datasets_dir: Path,
+    count_tokens: TokenCounter | None,
+    context_length: int | None,
+    tokenizer_name: str = "",
+) -> dict:
+    """Run the whole preparation and write a new version; returns the manifest."""
+    if not _NAME.match(options.name):
+        raise DataError(f"dataset name {options.name!r} is not usable", hint="use letters, digits, '-', '_' or '.'")
+    conversations: list[Conversation] = []
+    invalid: dict[str, list[str]] = {}
+    source_hashes = {}
+    for spec in options.sources:
+        loaded, problems = load_source(spec, skip_invalid=options.skip_invalid)
+        path = Path(spec.partition(":")[2]).expanduser()
+        source_hashes[spec] = _sha256(path.read_bytes())
+        conversations.extend(loaded)
+        if problems:
+            invalid[spec] = problems
+    if not conversations:
+        raise DataError("the sources contain no usable conversation", hint="check the files and their layout")
+
+    pii: Counter = Counter()
+    for conv in conversations:
+        conv.messages, counts = scrub_messages(conv.messages)
+        pii.update(counts)
+
+    limit = min(x for x in (options.max_tokens, context_length) if x is not None) if count_tokens else None
+    too_long = 0
+    if count_tokens is not None and limit is not None:
+        fitting = [c for c in conversations if count_tokens(c.messages) <= limit]
+        too_long = len(conversations) - len(fitting)
+        conversations = fitting
+
+    full = ["\n".join(m["content"] for m in c.messages) for c in conversations]
+    prompts = ["\n".join(m["content"] for m in c.messages if m["role"] == "user") for c in conversations]
+    dedup = dedupe_and_group(
+        full, prompts, near_dup_threshold=options.near_dup_threshold, sibling_threshold=options.sibling_threshold
+    )
+    split = grouped_stratified_split(
+        dedup.group_of,
+        {i: conversations[i].intent for i in dedup.kept},
+        validation=options.validation,
+        test=options.test,
+        seed=options.seed,
+    )
+    group_sizes = Counter(dedup.group_of.values())
+
+    version_dir = _next_version(datasets_dir / options.name)
+    partial = version_dir.with_name(version_dir.name + ".partial")
+    partial.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for name in SPLITS:
+        lines = "".join(json.dumps(conversations[i].to_json(), ensure_ascii=False) + "\n" for i in split[name])
+        (partial / f"{name}.jsonl").write_text(lines, encoding="utf-8")
+        files[name] = {
+            "path": f"{name}.jsonl",
+            "sha256": _sha256(lines.encode()),
+            "count": len(split[name]),
+            "per_intent": dict(sorted(Counter(conversations[i].intent for i in split[name]).items())),
+        }
+    manifest = {
+        "name": options.name,
+        "version": version_dir.name,
+        "created_at": time.time(),
+        "dataset_hash": _sha256("".join(f["sha256"] for f in files.values()).encode()),
+        "format": "chat-messages-jsonl",
+        "sources": source_hashes,
+        "options": options.model_dump(),
+        "splits": files,
+        "counts": {
+            "loaded": len(conversations) + too_long,
+            "invalid_skipped": sum(len(p) for p in invalid.values()),
+            "too_long_dropped": too_long,
+            "exact_duplicates_dropped": dedup.exact_dropped,
+            "near_duplicates_dropped": dedup.near_dropped,
+            "kept": len(dedup.kept),
+            "groups": len(group_sizes),
+            "largest_group": max(group_sizes.values()),
+        },
+        "invalid_rows": {k: v[:50] for k, v in invalid.items()},
+        "token_check": {"tokenizer": tokenizer_name, "max_tokens": limit} if count_tokens else None,
+        "scrubber": {"replaced": dict(sorted(pii.items())), "labelled_sample": measure_recall()},
+    }
+    (partial / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    partial.rename(version_dir)  # a version appears only when complete
+    manifest["path"] = str(version_dir)
+    return manifest
+
+
+def _next_version(base: Path) -> Path:
+    base.mkdir(parents=True, exist_ok=True)
+    numbers = [int(p.name[1:]) for p in base.iterdir() if re.fullmatch(r"v\d+", p.name)]
+    return base / f"v{max(numbers, default=0) + 1}"
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def resolve_dataset(ref: str | Path, datasets_dir: Path) -> Path:
+    """``NAME`` (latest version), ``NAME/vN`` or a folder path → the version folder."""
+    path = Path(ref).expanduser()
+    if (path / "manifest.json").is_file():
+        return path
+    candidate = datasets_dir / str(ref)
+    if (candidate / "manifest.json").is_file():
+        return candidate
+    if candidate.is_dir():
+        versions = sorted(
+            (p for p in candidate.iterdir() if re.fullmatch(r"v\d+", p.name)), key=lambda p: int(p.name[1:])
+        )
+        if versions:
+            return versions[-1]
+    raise DataError(f"no prepared dataset {ref!r} in {datasets_dir}", hint="run `helpline data prepare ... --out NAME`")

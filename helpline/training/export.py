@@ -1,0 +1,230 @@
+"""The adapter export gate: an adapter is registered only if serving it is known to work.
+
+Checks, in order (cheap first): LoRA rank ≤ the server's ``vllm.max_lora_rank``; no
+``modules_to_save`` (vLLM cannot serve them); it loads and generates in the real vLLM engine; and on
+a fixed prompt set its greedy answers in vLLM agree with the PEFT model's in transformers. vLLM
+serves in bf16 while transformers runs fp32 here, so answers can drift after a near-tie; the
+agreement is measured and reported, and ``min_agreement`` decides.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from helpline.platform.context import Context
+from helpline.platform.errors import HelplineError
+from helpline.platform.lazy_imports import require
+
+
+class ExportRefusedError(HelplineError):
+    """The adapter failed the export gate and was not registered."""
+
+    exit_code = 3
+
+
+def static_checks(adapter_dir: Path, *, max_lora_rank: int) -> list[str]:
+    """Problems visible in adapter_config.json alone."""
+    config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    problems = []
+    ranks = [config.get("r", 0), *(config.get("rank_pattern") or {}).values()]
+    if max(ranks) > max_lora_rank:
+        problems.append(f"LoRA rank {max(ranks)} exceeds the server's vllm.max_lora_rank {max_lora_rank}")
+    if config.get("modules_to_save"):
+        problems.append(f"modules_to_save {config['modules_to_save']} cannot be served by vLLM")
+    if config.get("peft_type", "LORA") != "LORA":
+        problems.append(f"peft_type {config.get('peft_type')} is not LoRA")
+    return problems
+
+
+def token_agreement(reference: list[list[int]], served: list[list[int]]) -> dict:
+    """How far greedy answers agree: common prefix over the longer answer, and exact matches.
+
+    Greedy decoding cannot re-converge after one differing token, so the common prefix is what
+    counts; a position-wise comparison after it would measure noise.
+    """
+    prefix_shares, exact = [], 0
+    for a, b in zip(reference, served, strict=True):
+        common = 0
+        for x, y in zip(a, b):
+            if x != y:
+                break
+            common += 1
+        prefix_shares.append(common / max(1, len(a), len(b)))
+        exact += a == b
+    return {
+        "mean_prefix_agreement": round(sum(prefix_shares) / max(1, len(prefix_shares)), 4),
+        "exact_match": f"{exact}/{len(reference)}",
+        "per_prompt": [round(s, 3) for s in prefix_shares],
+    }
+
+
+def peft_generate(base_path: Path, adapter_dir: Path, prompts: list[list[int]], max_tokens: int) -> list[list[int]]:
+    """Greedy answers of the PEFT model in transformers (fp32), one prompt at a time (no padding effects)."""
+    torch = require("torch", "train")
+    transformers = require("transformers", "train")
+    peft = require("peft", "train")
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(base_path), dtype=torch.float32)
+    model = peft.PeftModel.from_pretrained(model, str(adapter_dir)).eval()
+    eos = model.generation_config.eos_token_id
+    outputs = []
+    with torch.inference_mode():
+        for ids in prompts:
+            out = model.generate(torch.tensor([ids]), max_new_tokens=max_tokens, do_sample=False, pad_token_id=eos)
+            outputs.append(out[0][len(ids) :].tolist())
+    return outputs
+
+
+def vllm_generate(base_path: Path, adapter_dir: Path, prompts: list[list[int]], *, max_tokens: int, settings) -> dict:
+    """Run helpline.training.vllm_check in a subprocess; raise with its log tail if it fails."""
+    with tempfile.TemporaryDirectory() as tmp:
+        req, res = Path(tmp) / "request.json", Path(tmp) / "result.json"
+        req.write_text(
+            json.dumps(
+                {
+                    "base_model": str(base_path),
+                    "adapter": str(adapter_dir),
+                    "prompts": prompts,
+                    "max_tokens": max_tokens,
+                    "dtype": settings.dtype,
+                    "max_model_len": settings.max_model_len,
+                    "gpu_memory_utilization": settings.gpu_memory_utilization,
+                    "max_lora_rank": settings.max_lora_rank,
+                }
+            )
+        )
+        cmd = [sys.executable, "-m", "helpline.training.vllm_check", str(req), str(res)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        if proc.returncode != 0 or not res.is_file():
+            tail = (proc.stderr or proc.stdout)[-1500:]
+            raise ExportRefusedError(
+                f"the adapter did not load or generate in vLLM (exit {proc.returncode}): {tail}",
+                hint="check the adapter's target modules and rank against the serving engine",
+            )
+        return json.loads(res.read_text())
+
+
+def fixed_prompts(tokenizer) -> list[list[int]]:
+    """The gate's prompt set, rendered with the training tokenizer's chat template."""
+    questions = yaml.safe_load(resources.files("helpline.training").joinpath("export_prompts.yaml").read_text())
+    return [
+        tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=True, add_generation_prompt=True)
+        for q in questions
+    ]
+
+
+def merge_adapter(base_path: Path, adapter_dir: Path, target: Path) -> Path:
+    """Write base + adapter as one full checkpoint (bf16, like the imported base), for engines without LoRA."""
+    torch = require("torch", "train")
+    transformers = require("transformers", "train")
+    peft = require("peft", "train")
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(base_path), dtype=torch.float32)
+    merged = peft.PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    merged.to(torch.bfloat16).save_pretrained(str(target), safe_serialization=True)
+    transformers.AutoTokenizer.from_pretrained(str(adapter_dir)).save_pretrained(str(target))
+    return target
+
+
+def export_adapter(
+    run_dir: Path,
+    *,
+    ctx: Context,
+    name: str | None = None,
+    merge: bool = False,
+    max_tokens: int = 48,
+    min_agreement: float = 0.5,
+    console=None,
+) -> dict:
+    """Run the gate on ``run_dir/adapter``; register it (and the merged model) if it passes."""
+    transformers = require("transformers", "train")
+    run_dir = Path(run_dir).resolve()
+    summary = json.loads((run_dir / "training_summary.json").read_text())
+    adapter_dir = run_dir / "adapter"
+    base_path = Path(summary["base_model_path"])
+    name = name or summary["config"].get("adapter_name") or run_dir.name
+    settings = ctx.settings.vllm
+    report: dict = {"adapter": str(adapter_dir), "name": name, "checked_at": time.time()}
+
+    report["static_problems"] = static_checks(adapter_dir, max_lora_rank=settings.max_lora_rank)
+    if not report["static_problems"]:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(adapter_dir))
+        prompts = fixed_prompts(tokenizer)
+        if console:
+            console.print(f"export gate: generating {len(prompts)} answers in vLLM (engine start ~1 min)")
+        served = vllm_generate(base_path, adapter_dir, prompts, max_tokens=max_tokens, settings=settings)
+        reference = peft_generate(base_path, adapter_dir, prompts, max_tokens)
+        report["vllm"] = {k: v for k, v in served.items() if k != "outputs"}
+        report["agreement"] = token_agreement(reference, served["outputs"])
+        report["agreement"]["dtypes"] = {"vllm": settings.dtype, "transformers": "float32"}
+        report["samples"] = [
+            {
+                "peft": tokenizer.decode(r, skip_special_tokens=True),
+                "vllm": tokenizer.decode(s, skip_special_tokens=True),
+            }
+            for r, s in list(zip(reference, served["outputs"]))[:2]
+        ]
+    agreed = report.get("agreement", {}).get("mean_prefix_agreement", 0.0)
+    report["passed"] = not report["static_problems"] and agreed >= min_agreement
+    report["min_agreement"] = min_agreement
+    (run_dir / "export_report.json").write_text(json.dumps(report, indent=2))
+    if not report["passed"]:
+        reasons = report["static_problems"] or [f"token agreement {agreed} < {min_agreement}"]
+        raise ExportRefusedError(
+            f"adapter {name} was not registered: {'; '.join(reasons)}",
+            hint=f"see {run_dir / 'export_report.json'}; retrain with a servable config",
+        )
+
+    kb = ctx.registry.kb_versions()
+    lineage = {
+        "base_model": summary["base_model"],
+        "dataset": summary["dataset"],
+        "kb_version": kb[-1].id if kb else None,
+        "config": summary["config"],
+        "metrics": {k: summary[k] for k in ("best_eval_loss", "final_eval_loss", "train_loss", "global_step")},
+        "export_gate": {"agreement": report["agreement"], "vllm": report["vllm"]},
+    }
+    write_model_card(adapter_dir, name, lineage)
+    record = ctx.registry.register_model(
+        name, kind="adapter", path=adapter_dir, base_model=summary["base_model"], metadata=lineage
+    )
+    report["registered"] = record.name
+    if merge:
+        merged = merge_adapter(base_path, adapter_dir, run_dir / "merged")
+        ctx.registry.register_model(
+            f"{name}-merged", kind="base", path=merged, metadata={**lineage, "merged_from": name}
+        )
+        report["merged"] = str(merged)
+    (run_dir / "export_report.json").write_text(json.dumps(report, indent=2))
+    if console:
+        console.print(f"[green]registered[/] adapter {name}; vLLM/PEFT token agreement {agreed}")
+    return report
+
+
+def write_model_card(adapter_dir: Path, name: str, lineage: dict) -> None:
+    """README.md next to the adapter: what it is, what it was trained on, how it scored."""
+    card = [
+        f"# {name}",
+        "",
+        f"LoRA adapter for `{lineage['base_model']}`, trained by `helpline train sft`.",
+        "",
+        f"- dataset: {lineage['dataset']['name']} {lineage['dataset']['version']} "
+        f"(sha256 {lineage['dataset']['hash'][:16]}…)",
+        f"- knowledge-base version at export: {lineage['kb_version']}",
+        f"- metrics: {json.dumps(lineage['metrics'])}",
+        f"- export gate: {json.dumps(lineage['export_gate'])}",
+        "",
+        "## Config",
+        "",
+        "```yaml",
+        yaml.safe_dump(lineage["config"], sort_keys=False).strip(),
+        "```",
+        "",
+    ]
+    (adapter_dir / "README.md").write_text("\n".join(card))

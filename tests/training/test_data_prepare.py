@@ -1,0 +1,179 @@
+"""`data prepare` on small synthetic files written here (never dataset rows)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from helpline.platform.errors import DataError
+from helpline.training.data.prepare import PrepareOptions, prepare_dataset
+from helpline.training.data.scrub import measure_recall, scrub
+from helpline.training.data.sources import load_source
+
+INTENTS = ["cancel_order", "track_refund", "change_address", "reset_password"]
+WORDS = [
+    "alpha",
+    "bravo",
+    "charlie",
+    "delta",
+    "echo",
+    "foxtrot",
+    "golf",
+    "hotel",
+    "india",
+    "juliet",
+    "kilo",
+    "lima",
+    "mike",
+]
+TEMPLATES = [
+    "how do I {verb} my {noun} number {n}",
+    "I need help to {verb} the {noun} {n} asap",
+    "can you tell me the way to {verb} a {noun}",
+    "what is the procedure to {verb} {noun} {n} online",
+    "hey, {verb} {noun} please",
+]
+
+
+def _write_csv(path: Path, rows: list[dict], columns=("instruction", "response", "intent", "category")) -> Path:
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(columns))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({c: row.get(c, "") for c in columns})
+    return path
+
+
+def _synthetic_rows() -> list[dict]:
+    rows = []
+    for i, intent in enumerate(INTENTS):
+        verb, noun = intent.split("_")
+        for t, template in enumerate(TEMPLATES):
+            for k in range(4):  # four siblings of each template, differing in the id only
+                rows.append(
+                    {
+                        "instruction": template.format(verb=verb, noun=noun, n=1000 + 37 * k + t),
+                        "response": f"I understand you want to {verb} your {noun}, {WORDS[t]} {WORDS[5 + k]}. "
+                        f"1. Open {{{{Website Name}}}}.\n2. Choose the {WORDS[9 + i]} {noun} option.",
+                        "intent": intent,
+                        "category": "X",
+                    }
+                )
+    rows.append(dict(rows[0]))  # an exact duplicate
+    return rows
+
+
+@pytest.fixture
+def synthetic_csv(tmp_path: Path) -> Path:
+    return _write_csv(tmp_path / "support.csv", _synthetic_rows())
+
+
+def _prepare(tmp_path: Path, source: str, **kw) -> dict:
+    options = PrepareOptions(sources=[source], name="demo", validation=0.2, test=0.2, **kw)
+    return prepare_dataset(options, datasets_dir=tmp_path / "datasets", count_tokens=None, context_length=None)
+
+
+def test_prepare_writes_versioned_splits_with_manifest(tmp_path: Path, synthetic_csv: Path) -> None:
+    manifest = _prepare(tmp_path, f"bitext:{synthetic_csv}")
+    root = Path(manifest["path"])
+    assert root.name == "v1"
+    assert json.loads((root / "manifest.json").read_text())["dataset_hash"] == manifest["dataset_hash"]
+    counts = {s: manifest["splits"][s]["count"] for s in ("train", "validation", "test")}
+    assert manifest["counts"]["exact_duplicates_dropped"] == 1
+    assert sum(counts.values()) == manifest["counts"]["kept"] == 80
+    assert all(n > 0 for n in counts.values())
+    for split in ("validation", "test"):  # stratified: every intent is in the held-out splits
+        assert set(manifest["splits"][split]["per_intent"]) == set(INTENTS)
+    first = json.loads((root / "train.jsonl").read_text().splitlines()[0])
+    assert [m["role"] for m in first["messages"]] == ["user", "assistant"]
+    assert _prepare(tmp_path, f"bitext:{synthetic_csv}")["version"] == "v2"
+
+
+def test_template_siblings_never_cross_splits(tmp_path: Path, synthetic_csv: Path) -> None:
+    manifest = _prepare(tmp_path, f"bitext:{synthetic_csv}")
+    root = Path(manifest["path"])
+    seen: dict[str, str] = {}
+    for split in ("train", "validation", "test"):
+        for line in (root / f"{split}.jsonl").read_text().splitlines():
+            question = json.loads(line)["messages"][0]["content"]
+            # The scrubber turns "number 1037" into a placeholder: siblings then share their question.
+            skeleton = "".join(ch for ch in question if not ch.isdigit())
+            assert seen.setdefault(skeleton, split) == split, f"{skeleton!r} leaked into {split}"
+
+
+def test_pii_is_replaced_by_typed_placeholders() -> None:
+    text, counts = scrub("mail me: ann@example.com, order 5512345, card 4111 1111 1111 1111, call +1 415 555 0101")
+    assert "ann@example.com" not in text and "{{Email}}" in text
+    assert "{{Order Number}}" in text and "{{Credit Card Number}}" in text and "{{Phone Number}}" in text
+    assert counts == {"email": 1, "order_id": 1, "card": 1, "phone": 1}
+
+
+def test_scrubber_recall_on_the_labelled_sample_is_high() -> None:
+    report = measure_recall()
+    assert report["labelled_items"] >= 25
+    assert report["recall"] >= 0.9, report["missed"]
+    assert report["false_positives"] == 0
+
+
+def test_wrong_columns_are_refused_naming_the_column(tmp_path: Path) -> None:
+    bad = _write_csv(tmp_path / "bad.csv", [{"question": "hi", "answer": "hello"}], columns=("question", "answer"))
+    with pytest.raises(DataError, match=r"bad\.csv: missing column\(s\) instruction, response, intent"):
+        load_source(f"bitext:{bad}")
+
+
+def test_empty_answer_is_refused_naming_the_row(tmp_path: Path) -> None:
+    rows = [{"instruction": "hi", "response": "hello", "intent": "greet"}, {"instruction": "x", "intent": "greet"}]
+    bad = _write_csv(tmp_path / "empty.csv", rows)
+    with pytest.raises(DataError, match=r"empty\.csv: 1 malformed row\(s\): row 3: empty column\(s\) response"):
+        load_source(f"bitext:{bad}")
+    conversations, problems = load_source(f"bitext:{bad}", skip_invalid=True)
+    assert len(conversations) == 1 and len(problems) == 1
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        (
+            {"messages": [{"content": "hi"}, {"role": "assistant", "content": "hello"}]},
+            r"messages\[0\]: missing 'role'",
+        ),
+        ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": " "}]}, "content: empty"),
+        ({"messages": [{"role": "customer", "content": "hi"}]}, "is not one of"),
+        ({"messages": [{"role": "user", "content": "hi"}]}, "last message must be the assistant"),
+        ({"text": "hi"}, "field 'messages'"),
+    ],
+)
+def test_malformed_chat_jsonl_is_refused(tmp_path: Path, record: dict, message: str) -> None:
+    path = tmp_path / "chat.jsonl"
+    good = {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}
+    path.write_text(json.dumps(good) + "\n" + json.dumps(record) + "\n")
+    with pytest.raises(DataError, match=rf"chat\.jsonl: 1 malformed row\(s\): line 2: .*{message}"):
+        load_source(f"chat:{path}")
+
+
+def test_reviewed_conversations_replace_the_bad_answer(tmp_path: Path) -> None:
+    path = tmp_path / "reviewed.jsonl"
+    record = {
+        "messages": [{"role": "user", "content": "refund?"}, {"role": "assistant", "content": "no idea"}],
+        "corrected_answer": "Refunds take 5 days.",
+        "intent": "refund",
+    }
+    path.write_text(json.dumps(record) + "\n")
+    (conv,), _ = load_source(f"reviewed:{path}")
+    assert conv.messages[-1] == {"role": "assistant", "content": "Refunds take 5 days."}
+    assert len(conv.messages) == 2
+
+
+def test_too_long_conversations_are_dropped_and_counted(tmp_path: Path, synthetic_csv: Path) -> None:
+    options = PrepareOptions(sources=[f"bitext:{synthetic_csv}"], name="demo", validation=0.2, test=0.2, max_tokens=25)
+    manifest = prepare_dataset(
+        options,
+        datasets_dir=tmp_path / "datasets",
+        count_tokens=lambda messages: sum(len(m["content"].split()) for m in messages),
+        context_length=100,
+    )
+    assert manifest["counts"]["too_long_dropped"] > 0
+    assert manifest["token_check"]["max_tokens"] == 25
