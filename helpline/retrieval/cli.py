@@ -1,4 +1,4 @@
-"""`helpline kb ...`: keep the knowledge base current."""
+"""`helpline kb ...`: keep the knowledge base current; `helpline eval|bench retrieval`: measure it."""
 
 from __future__ import annotations
 
@@ -16,16 +16,15 @@ kb_app = typer.Typer(no_args_is_help=True, help="Add, sync, remove and search kn
 SAMPLE_KB = Path(__file__).parent / "sample_kb"
 
 
-def sync_folder(ctx: Context, folder: Path) -> dict:
-    """Sync ``folder`` into the knowledge base; returns a summary (used by `init` too)."""
+def _open(ctx: Context):  # type: ignore[no-untyped-def]
     from helpline.retrieval.factory import open_knowledge_base
-    from helpline.retrieval.loaders import load_directory
 
-    docs, failures = load_directory(folder)
-    with console.status(f"indexing {len(docs)} documents from {folder}"):
-        report = open_knowledge_base(ctx.settings, ctx.workspace, ctx.registry).sync(docs)
+    return open_knowledge_base(ctx.settings, ctx.workspace, ctx.registry)
+
+
+def _summary(report, failures) -> dict:  # type: ignore[no-untyped-def]
     for failure in failures:
-        console.print(f"[yellow]skipped[/] {failure.reason}")
+        console.print(f"[yellow]skipped[/] {failure.reason}", highlight=False)
     return {
         "added": report.added,
         "updated": report.updated,
@@ -37,21 +36,79 @@ def sync_folder(ctx: Context, folder: Path) -> dict:
     }
 
 
+def _show(summary: dict, as_json: bool) -> None:
+    if as_json:
+        print_json(summary)
+        return
+    console.print(
+        f"added {len(summary['added'])}, updated {len(summary['updated'])}, deleted {len(summary['deleted'])}, "
+        f"unchanged {summary['unchanged']}, failed {len(summary['failed'])}"
+        + (f" → knowledge-base version {summary['version']}" if summary["version"] else "")
+    )
+
+
+def sync_folder(ctx: Context, folder: Path, *, rebuild: bool = False) -> dict:
+    """Sync ``folder`` into the knowledge base; returns a summary (used by `init` too)."""
+    from helpline.retrieval.loaders import load_directory
+
+    docs, failures = load_directory(folder)
+    kb = _open(ctx)
+    with console.status(f"indexing {len(docs)} documents from {folder}"):
+        if rebuild:
+            kb.clear()
+        report = kb.sync(docs)
+    return _summary(report, failures)
+
+
 @kb_app.command("sync")
 def sync(
-    folder: Path = typer.Argument(..., help="Folder of Markdown/text articles."),
+    folder: Path = typer.Argument(..., help="Folder of articles (Markdown, HTML, text, PDF, DOCX, FAQ CSV/JSONL)."),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Drop the index and embed everything again."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Make the knowledge base match FOLDER: embed new and changed files, drop removed ones."""
-    summary = sync_folder(Context.load(), folder)
+    _show(sync_folder(Context.load(), folder, rebuild=rebuild), as_json)
+
+
+@kb_app.command("add")
+def add(
+    files: list[Path] = typer.Argument(..., help="Files to add or update (the id is the file name without suffix)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Add or update individual files; other documents are left alone."""
+    from helpline.retrieval.loaders import load_files
+
+    docs, failures = load_files(files)
+    kb = _open(Context.load())
+    with console.status(f"indexing {len(docs)} documents"):
+        report = kb.sync(docs, delete_missing=False)
+    _show(_summary(report, failures), as_json)
+
+
+@kb_app.command("remove")
+def remove(
+    doc_ids: list[str] = typer.Argument(..., help="Document ids (see `helpline kb list`)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Remove documents from the knowledge base."""
+    _show(_summary(_open(Context.load()).remove(doc_ids), []), as_json)
+
+
+@kb_app.command("list")
+def list_documents(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """The documents in the knowledge base."""
+    docs = _open(Context.load()).documents()
+    rows = [
+        {"doc_id": d.doc_id, "title": d.title, "access": d.access, "chunks": len(d.chunk_ids), "state": d.state}
+        for d in docs
+    ]
     if as_json:
-        print_json(summary)
-    else:
-        console.print(
-            f"added {len(summary['added'])}, updated {len(summary['updated'])}, "
-            f"deleted {len(summary['deleted'])}, unchanged {summary['unchanged']}, "
-            f"failed {len(summary['failed'])}"
-        )
+        print_json({"documents": rows})
+        return
+    table = Table("doc_id", "title", "access", "chunks", "state")
+    for r in rows:
+        table.add_row(r["doc_id"], r["title"], r["access"], str(r["chunks"]), r["state"])
+    Console().print(table)
 
 
 @kb_app.command("search")
@@ -59,13 +116,12 @@ def search(
     query: str = typer.Argument(..., help="A customer's question."),
     k: int = typer.Option(5, help="How many passages."),
     role: str = typer.Option("customer", help="customer (public only) or staff."),
+    history: list[str] = typer.Option(None, "--history", help="An earlier user turn (repeat, oldest first)."),
+    mode: str = typer.Option("", help="dense, bm25 or hybrid (default: retrieval.mode)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show which passages a question retrieves."""
-    from helpline.retrieval.factory import open_knowledge_base
-
-    ctx = Context.load()
-    hits = open_knowledge_base(ctx.settings, ctx.workspace, ctx.registry).search(query, k=k, role=role)
+    hits = _open(Context.load()).search(query, k=k, role=role, history=history or None, mode=mode or None)  # type: ignore[arg-type]
     if as_json:
         print_json({"query": query, "results": [h.model_dump() for h in hits]})
         return
@@ -78,14 +134,13 @@ def search(
 @kb_app.command("stats")
 def stats(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Documents, chunks and versions in the knowledge base."""
-    from helpline.retrieval.factory import open_knowledge_base
-
     ctx = Context.load()
-    chunks = open_knowledge_base(ctx.settings, ctx.workspace, ctx.registry).store.chunks()
+    docs = _open(ctx).documents()
     versions = ctx.registry.kb_versions()
     data = {
-        "documents": len({c.doc_id for c in chunks}),
-        "chunks": len(chunks),
+        "documents": len(docs),
+        "chunks": sum(len(d.chunk_ids) for d in docs),
+        "unfinished": [d.doc_id for d in docs if d.state != "ok"],
         "versions": len(versions),
         "latest_version": versions[-1].model_dump() if versions else None,
     }
@@ -98,3 +153,52 @@ def stats(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> 
 # `helpline eval ...` and `helpline bench ...` commands of this area (mounted by helpline/cli.py).
 eval_app = typer.Typer()
 bench_app = typer.Typer()
+
+
+@eval_app.command("retrieval")
+def eval_retrieval(
+    dataset: str = typer.Option(..., help="beir:DIR (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv) or doc2dial:DIR."),
+    mode: list[str] = typer.Option(["hybrid"], help="bm25, dense or hybrid; repeat to compare modes."),
+    history: bool = typer.Option(True, "--history/--no-history", help="Prepend the user's earlier turns."),
+    split: str = typer.Option("test", help="BEIR qrels split."),
+    limit: int = typer.Option(0, help="Only the first N queries (0: all)."),
+    backend: str = typer.Option("torch", help="Embedder backend: torch (fp32) or onnx-int8."),
+    chunk_size: int = typer.Option(0, help="Chunk size in characters (default: retrieval.chunk_size)."),
+    fusion: str = typer.Option("rrf", help="Hybrid fusion: rrf or weighted."),
+    question_alone: bool = typer.Option(True, help="With history, also search the question alone and fuse it in."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Recall@1/5/10, MRR@10 and nDCG@10 of the knowledge base's search on a test collection."""
+    from helpline.retrieval.datasets import load_collection
+    from helpline.retrieval.embedders import CachedEmbedder
+    from helpline.retrieval.evaluate import run_eval
+    from helpline.retrieval.factory import open_embedder
+    from helpline.retrieval.knowledge_base import SearchOptions
+
+    ctx = Context.load()
+    r = ctx.settings.retrieval
+    collection = load_collection(dataset, split=split, limit=limit or None)
+    inner = open_embedder(ctx.settings, ctx.workspace, ctx.registry, backend=backend)
+    embedder = CachedEmbedder(inner, ctx.workspace.indexes / "embedding-cache.sqlite")
+    options = SearchOptions(fusion=fusion, question_alone=question_alone)  # type: ignore[arg-type]
+    with console.status(f"indexing {len(collection.documents)} documents, then {len(collection.queries)} queries"):
+        results = run_eval(
+            collection,
+            embedder,
+            modes=mode,  # type: ignore[arg-type]
+            history=history,
+            chunk_size=chunk_size or r.chunk_size,
+            chunk_overlap=min(r.chunk_overlap, (chunk_size or r.chunk_size) // 4),
+            options=options,
+        )
+    data = {
+        "results": [vars(x) for x in results],
+        "embedding_cache": {"hits": embedder.hits, "misses": embedder.misses},
+    }
+    if as_json:
+        print_json(data)
+        return
+    table = Table("dataset", "mode", "history", *results[0].metrics)
+    for x in results:
+        table.add_row(x.dataset, x.mode, str(x.history), *(f"{v:.4f}" for v in x.metrics.values()))
+    Console().print(table)

@@ -1,31 +1,70 @@
-"""Build the knowledge base from settings (the one place that wires store and embedder)."""
+"""Build the knowledge base from settings (the one place that wires store, embedder and indexes)."""
 
 from __future__ import annotations
 
-from helpline.platform.errors import WorkspaceNotReadyError
+from pathlib import Path
+
+from helpline.platform.errors import ConfigError, WorkspaceNotReadyError
 from helpline.platform.registry import Registry
 from helpline.platform.settings import Settings
 from helpline.platform.workspace import Workspace
-from helpline.retrieval.embedders import SentenceTransformerEmbedder
-from helpline.retrieval.knowledge_base import KnowledgeBase
+from helpline.retrieval.embedders import Embedder, LazyEmbedder
+from helpline.retrieval.knowledge_base import KnowledgeBase, SearchOptions
+from helpline.retrieval.records import RecordManager
 from helpline.retrieval.stores.chroma import ChromaStore
 
+Backend = str  # "torch" (sentence-transformers fp32) or "onnx-int8"
 
-def open_knowledge_base(settings: Settings, workspace: Workspace, registry: Registry) -> KnowledgeBase:
-    """The configured knowledge base: MiniLM (or the configured embedder) over Chroma."""
+
+def open_embedder(settings: Settings, workspace: Workspace, registry: Registry, *, backend: Backend = "") -> Embedder:
+    """The configured embedder from the registry, on the torch fp32 or the ONNX int8 backend."""
     record = registry.get_model(settings.embedder)
     if record.kind != "embedder":
         raise WorkspaceNotReadyError(f"{settings.embedder!r} is a {record.kind}, not an embedder")
-    embedder = SentenceTransformerEmbedder(record.path, name=record.name)
+    # Until settings carry the field, the platform default is the fp32 torch backend.
+    backend = backend or getattr(settings.retrieval, "embedder_backend", "torch")
+    if backend not in ("torch", "onnx-int8"):
+        raise ConfigError(f"unknown embedder backend {backend!r}", hint="use torch or onnx-int8")
+
+    def load() -> Embedder:
+        if backend == "onnx-int8":
+            from helpline.retrieval.onnx_embedder import OnnxEmbedder, export_int8
+
+            folder = export_int8(record.path, workspace.models / f"{record.name}-onnx-int8")
+            return OnnxEmbedder(folder, name=f"{record.name}+onnx-int8")
+        from helpline.retrieval.embedders import SentenceTransformerEmbedder
+
+        return SentenceTransformerEmbedder(record.path, name=record.name)
+
+    return LazyEmbedder(record.name if backend == "torch" else f"{record.name}+onnx-int8", load)
+
+
+def index_paths(settings: Settings, workspace: Workspace) -> tuple[Path, Path]:
+    """(ledger database, BM25 folder) for the configured collection."""
+    r = settings.retrieval
+    where = "server" if r.store == "server" else "embedded"
+    base = workspace.indexes / f"{r.collection}-{where}"
+    return base / "records.sqlite", base / "bm25"
+
+
+def open_knowledge_base(
+    settings: Settings, workspace: Workspace, registry: Registry, *, embedder: Embedder | None = None
+) -> KnowledgeBase:
+    """The configured knowledge base: MiniLM (or the configured embedder) over Chroma, plus BM25."""
+    embedder = embedder or open_embedder(settings, workspace, registry)
     r = settings.retrieval
     if r.store == "server":
         store = ChromaStore.server(r.chroma_host, r.chroma_port, r.collection)
     else:
         store = ChromaStore.embedded(workspace.indexes / "chroma", r.collection)
+    records_path, bm25_dir = index_paths(settings, workspace)
     return KnowledgeBase(
         store=store,
         embedder=embedder,
         chunk_size=r.chunk_size,
         chunk_overlap=r.chunk_overlap,
         registry=registry,
+        records=RecordManager(records_path),
+        index_dir=bm25_dir,
+        options=SearchOptions(mode=r.mode),
     )

@@ -1,21 +1,49 @@
-"""The knowledge base: sync documents into a vector store and search them by role."""
+"""The knowledge base: sync documents into a vector store and a BM25 index; search them by role.
+
+Search modes: ``dense`` (embedding similarity in the vector store), ``bm25`` (lexical) and ``hybrid``
+(both, fused by reciprocal rank fusion). Follow-up questions are searched together with the user's
+earlier turns (``history``), because "and if I moved?" alone names nothing to look for.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
 
+from helpline.platform.errors import ConfigError, NotFoundError
 from helpline.platform.registry import KBVersion, Registry
 from helpline.platform.schemas import Access, Chunk, Document, ScoredChunk
-from helpline.retrieval.chunking import chunk_document, content_hash, embedding_text
+from helpline.retrieval.bm25 import BM25Index, chunks_fingerprint
+from helpline.retrieval.chunking import chunk_document, content_hash
 from helpline.retrieval.embedders import Embedder
+from helpline.retrieval.fusion import reciprocal_rank_fusion, weighted_fusion
+from helpline.retrieval.records import Record, RecordManager
 from helpline.retrieval.stores.protocol import VectorStore
+from helpline.retrieval.syncing import apply_sync
 
-#: What each caller may see. Customers never retrieve internal chunks.
+Mode = Literal["dense", "bm25", "hybrid"]
+
+#: What each caller may see. Customers never retrieve internal chunks; unknown roles see public only.
 VISIBLE: dict[str, tuple[Access, ...]] = {
     "customer": ("public",),
     "staff": ("public", "internal"),
 }
+
+
+@dataclass
+class SearchOptions:
+    """How a query is run (defaults are the measured best; see `helpline eval retrieval`)."""
+
+    mode: Mode = "hybrid"
+    candidates: int = 50
+    fusion: Literal["rrf", "weighted"] = "rrf"
+    rrf_k: int = 60
+    dense_weight: float = 0.5
+    history_turns: int = 2
+    #: Also search the question alone and fuse it in, so the newest turn outweighs older context.
+    question_alone: bool = True
 
 
 @dataclass
@@ -41,66 +69,192 @@ class KnowledgeBase:
         chunk_size: int = 900,
         chunk_overlap: int = 120,
         registry: Registry | None = None,
+        records: RecordManager | None = None,
+        index_dir: str | Path | None = None,
+        options: SearchOptions | None = None,
     ) -> None:
         self.store = store
         self.embedder = embedder
         self.chunk_size = chunk_size
         self.chunk_overlap = chunk_overlap
         self.registry = registry
+        self.records = records or RecordManager(":memory:")
+        self.index_dir = Path(index_dir) if index_dir else None
+        self.options = options or SearchOptions()
+        self._bm25: BM25Index | None = None
+        self._bm25_stamp: float | None = None
+        self._chunks: dict[str, Chunk] = {}
+
+    # writing ------------------------------------------------------------------------------
 
     def sync(self, docs: Iterable[Document], *, delete_missing: bool = True) -> SyncReport:
-        """Make the store hold exactly ``docs``: embed new and changed ones, delete removed ones."""
-        report = SyncReport()
-        stored = _doc_hashes(self.store.chunks())
+        """Make the store hold ``docs``: embed new and changed ones, delete removed ones (if ``delete_missing``).
+
+        Safe to kill at any point: the next sync finishes what the killed one started.
+        """
         wanted = {d.doc_id: d for d in docs}
-        for doc_id, doc in wanted.items():
-            doc_hash = _document_hash(doc)
-            if stored.get(doc_id, (None, []))[0] == doc_hash:
-                report.unchanged += 1
-                continue
-            chunks = chunk_document(doc, chunk_size=self.chunk_size, chunk_overlap=self.chunk_overlap)
-            for c in chunks:  # the document hash on every chunk tells the next sync what changed
-                c.content_hash = doc_hash
-            vectors = self.embedder.embed_documents([embedding_text(c) for c in chunks])
-            new_ids = {c.chunk_id for c in chunks}
-            self.store.upsert(chunks, vectors)
-            old_ids = stored.get(doc_id, (None, []))[1]
-            self.store.delete([cid for cid in old_ids if cid not in new_ids])
-            report.chunks_embedded += len(chunks)
-            (report.updated if doc_id in stored else report.added).append(doc_id)
-        if delete_missing:
-            for doc_id, (_, chunk_ids) in stored.items():
-                if doc_id not in wanted:
-                    self.store.delete(chunk_ids)
-                    report.deleted.append(doc_id)
-        if self.registry is not None and (report.added or report.updated or report.deleted):
-            report.version = self.registry.record_kb_version(
-                added=len(report.added),
-                updated=len(report.updated),
-                deleted=len(report.deleted),
-                content_hash=self.fingerprint(),
+        report = SyncReport()
+        apply_sync(self, wanted, report, delete_missing=delete_missing)
+        return self._finish(report)
+
+    def remove(self, doc_ids: list[str]) -> SyncReport:
+        """Delete documents by id; unknown ids are an error (nothing is deleted then)."""
+        known = self.records.all()
+        missing = [d for d in doc_ids if d not in known]
+        if missing:
+            raise NotFoundError(
+                f"no document with id {', '.join(map(repr, missing))} in the knowledge base",
+                hint="`helpline kb list` shows the ids",
             )
+        report = SyncReport()
+        for doc_id in doc_ids:
+            self.records.begin_delete(doc_id)
+            self.store.delete(known[doc_id].chunk_ids)
+            self.records.forget(doc_id)
+            report.deleted.append(doc_id)
+        return self._finish(report)
+
+    def clear(self) -> None:
+        """Drop every chunk and record (a full rebuild starts from here)."""
+        ids = [c.chunk_id for c in self.store.chunks()]
+        for start in range(0, len(ids), 5000):
+            self.store.delete(ids[start : start + 5000])
+        self.records.clear()
+        self._refresh_bm25(force=True)
+
+    def documents(self) -> list[Record]:
+        """The documents the knowledge base holds (including ones a killed sync left unfinished)."""
+        return list(self.records.all().values())
+
+    def _finish(self, report: SyncReport) -> SyncReport:
+        self._refresh_bm25()
+        changes = self.records.unrecorded()
+        if self.registry is not None and any(changes.values()):
+            report.version = self.registry.record_kb_version(**changes, content_hash=self.fingerprint())
+        self.records.reset_unrecorded()
         return report
 
-    def search(self, query: str, *, k: int = 4, role: str = "customer") -> list[ScoredChunk]:
-        """The ``k`` most relevant chunks that ``role`` may see."""
+    # reading ------------------------------------------------------------------------------
+
+    def search(
+        self,
+        query: str,
+        *,
+        k: int = 4,
+        role: str = "customer",
+        history: list[str] | None = None,
+        mode: Mode | None = None,
+    ) -> list[ScoredChunk]:
+        """The ``k`` most relevant chunks that ``role`` may see.
+
+        ``history`` holds the user's earlier turns, oldest first; the last ``history_turns`` of them are
+        searched together with ``query``. Scores are cosine similarities in dense mode, BM25 scores in
+        bm25 mode and fused scores in hybrid mode: compare them only within one mode.
+        """
+        opts = self.options
+        mode = mode or opts.mode
+        if mode not in ("dense", "bm25", "hybrid"):
+            raise ConfigError(f"unknown search mode {mode!r}", hint="use dense, bm25 or hybrid")
         access = VISIBLE.get(role, ("public",))
+        texts = self.query_texts(query, history)
+        n = max(k, opts.candidates)
+        rankings: list[list[tuple[str, float]]] = []
+        for text in texts:
+            if mode in ("bm25", "hybrid"):
+                rankings.append(self._bm25_search(text, n, access))
+            if mode in ("dense", "hybrid"):
+                rankings.append(self._dense_search(text, n, access))
+        if len(rankings) == 1:
+            fused = rankings[0]
+        elif opts.fusion == "weighted" and mode == "hybrid":
+            weights = [opts.dense_weight if i % 2 else 1 - opts.dense_weight for i in range(len(rankings))]
+            fused = weighted_fusion(rankings, weights=weights)
+        else:
+            fused = reciprocal_rank_fusion(rankings, k=opts.rrf_k)
+        out = []
+        for chunk_id, score in fused:
+            chunk = self._chunks.get(chunk_id)
+            if chunk is not None and chunk.access in access:  # the filter holds whatever the index says
+                out.append(ScoredChunk(chunk=chunk, score=score))
+            if len(out) == k:
+                break
+        return out
+
+    def query_texts(self, query: str, history: list[str] | None = None) -> list[str]:
+        """What gets searched for ``query``: with its recent context, and (optionally) alone."""
+        turns = self.options.history_turns
+        context = [t for t in (history or [])[-turns:] if t.strip()] if turns else []
+        texts = ["\n".join([*context, query])]
+        if context and self.options.question_alone:
+            texts.append(query)
+        return texts
+
+    def _dense_search(self, text: str, n: int, access: tuple[str, ...]) -> list[tuple[str, float]]:
         where = {"access": access[0]} if len(access) == 1 else {"access": {"$in": list(access)}}
-        return self.store.query(self.embedder.embed_query(query), k=k, where=where)
+        hits = self.store.query(self.embedder.embed_query(text), k=n, where=where)
+        for h in hits:
+            self._chunks.setdefault(h.chunk.chunk_id, h.chunk)
+        return [(h.chunk.chunk_id, h.score) for h in hits]
+
+    def _bm25_search(self, text: str, n: int, access: tuple[str, ...]) -> list[tuple[str, float]]:
+        self._refresh_bm25(verify=self._bm25 is None)
+        assert self._bm25 is not None
+        return self._bm25.search(text, k=n, access=access)
+
+    # the BM25 index follows the store --------------------------------------------------------
+
+    def _refresh_bm25(self, *, force: bool = False, verify: bool = True) -> None:
+        """Load the BM25 index another process saved; rebuild it from the store if it is stale.
+
+        Searches pass ``verify=False``: they only reload when the saved index changed on disk, so a
+        query costs one ``stat``. Syncs verify the index against the ledger every time.
+        """
+        stamp = self._pointer_stamp()
+        fresh = not force and self._bm25 is not None and stamp == self._bm25_stamp
+        if fresh and (not verify or self._bm25.fingerprint == self._ledger_fingerprint()):  # type: ignore[union-attr]
+            return
+        index = None if force or self.index_dir is None else BM25Index.load(self.index_dir)
+        if index is None or index.fingerprint != self._ledger_fingerprint():
+            index = BM25Index.build(self.store.chunks())
+            if self.index_dir is not None:
+                index.save(self.index_dir)
+        self._bm25, self._bm25_stamp = index, self._pointer_stamp()
+        self._chunks = dict(index.chunks)
+
+    def _pointer_stamp(self) -> float | None:
+        if self.index_dir is None:
+            return None
+        try:
+            return (self.index_dir / "bm25.json").stat().st_mtime_ns
+        except OSError:
+            return None
+
+    def _ledger_fingerprint(self) -> str:
+        records = self.records.all().values()
+        if any(r.state != "ok" for r in records):
+            return "unfinished-sync"
+        return chunks_fingerprint(
+            [
+                Chunk(chunk_id=cid, doc_id=r.doc_id, title="", text="", content_hash=r.doc_hash)
+                for r in records
+                for cid in r.chunk_ids
+            ]
+        )
 
     def fingerprint(self) -> str:
         """A hash of everything stored, identifying this knowledge-base version."""
         hashes = sorted(f"{c.chunk_id}:{c.content_hash}" for c in self.store.chunks())
         return content_hash("\n".join(hashes))
 
+    def chunk_documents(self, doc: Document) -> list[Chunk]:
+        """``doc`` split into chunks, each carrying the document's hash."""
+        chunks = chunk_document(doc, chunk_size=self.chunk_size, chunk_overlap=self.chunk_overlap)
+        doc_hash = document_hash(doc)
+        for c in chunks:  # the document hash on every chunk tells the next sync what changed
+            c.content_hash = doc_hash
+        return chunks
 
-def _document_hash(doc: Document) -> str:
+
+def document_hash(doc: Document) -> str:
+    """What decides whether a document changed: its title, access level and text."""
     return content_hash(f"{doc.title}\n{doc.access}\n{doc.text}")
-
-
-def _doc_hashes(chunks: list[Chunk]) -> dict[str, tuple[str, list[str]]]:
-    out: dict[str, tuple[str, list[str]]] = {}
-    for c in chunks:
-        _, ids = out.setdefault(c.doc_id, (c.content_hash, []))
-        ids.append(c.chunk_id)
-    return out
