@@ -23,22 +23,29 @@ from helpline.platform.settings import Settings
 from helpline.platform.workspace import Workspace
 
 #: Measured on doc2dial with MiniLM (see the closing note of issue 5 for the command and figures).
-DEFAULT_MIN_SCORE: dict[str, float] = {"dense": 0.35, "bm25": 0.0, "hybrid": 0.0}
+DEFAULT_MIN_SCORE: dict[str, float] = {"dense": 0.35, "bm25": 0.0}
 
 REPORT_NAME = "abstention.json"
+
+
+def scoring_mode(mode: str) -> str:
+    """Which scores the abstention decision reads: hybrid fuses by rank (its top score is about the
+    same for every question), so hybrid abstains on the dense similarity of the best passage."""
+    return "dense" if mode == "hybrid" else mode
 
 
 def min_score_for(settings: Settings, workspace: Workspace) -> float:
     """The threshold for the configured search mode (explicit setting > calibration > default)."""
     r = settings.retrieval
+    mode = scoring_mode(r.mode)
     if "min_score" in r.model_fields_set:
         return r.min_score
     report = workspace.reports / REPORT_NAME
     if report.is_file():
         calibrated = json.loads(report.read_text()).get("thresholds", {})
-        if r.mode in calibrated:
-            return float(calibrated[r.mode])
-    return DEFAULT_MIN_SCORE.get(r.mode, 0.0)
+        if mode in calibrated:
+            return float(calibrated[mode])
+    return DEFAULT_MIN_SCORE.get(mode, 0.0)
 
 
 def _questions(qa_path: Path, doc_ids: set[str], n: int, seed: int) -> list[dict[str, Any]]:
@@ -100,6 +107,9 @@ def calibrate(data_dir: Path, *, settings: Settings, embedder_path: str, n: int 
             Document(doc_id=d["doc_id"], title=d["title"], text=d["text"], metadata={"domain": d["domain"]})
             for d in docs
         )
-        pairs = score_pairs(kb.search, rows, k=settings.retrieval.top_k)
+        mode = scoring_mode(settings.retrieval.mode)
+        pairs = score_pairs(
+            lambda q, k, role: kb.search(q, k=k, role=role, mode=mode), rows, k=settings.retrieval.top_k
+        )
     result = tradeoff(pairs)
-    return {"mode": settings.retrieval.mode, "questions": len(rows), "documents": len(docs), **result}
+    return {"mode": mode, "questions": len(rows), "documents": len(docs), **result}

@@ -10,7 +10,7 @@ from helpline.platform.errors import EngineError
 from helpline.platform.registry import Registry
 from helpline.platform.settings import Settings
 from helpline.platform.workspace import Workspace
-from helpline.serving.abstention import min_score_for
+from helpline.serving.abstention import min_score_for, scoring_mode
 from helpline.serving.engines.protocol import Generator
 from helpline.serving.rag import RAGPipeline, Verifier
 
@@ -74,7 +74,10 @@ def build_pipeline(
         from helpline.retrieval.factory import open_knowledge_base
 
         kb = open_knowledge_base(settings, workspace, registry)
-    extra = {"verifier": verifier} if verifier is not None else {}
+    extra: dict[str, Any] = {"verifier": verifier} if verifier is not None else {}
+    mode = settings.retrieval.mode
+    if scoring_mode(mode) != mode:
+        extra["relevance"] = lambda q, k, role: kb.search(q, k=k, role=role, mode=scoring_mode(mode))
     return RAGPipeline(
         search=kb.search,
         generator=generator,

@@ -16,27 +16,17 @@ class KBAdmin:
         self.kb = kb
 
     def list_documents(self) -> list[dict[str, Any]]:
-        docs: dict[str, dict[str, Any]] = {}
-        for c in self.kb.store.chunks():
-            entry = docs.setdefault(c.doc_id, {"doc_id": c.doc_id, "title": c.title, "access": c.access, "chunks": 0})
-            entry["chunks"] += 1
-        return sorted(docs.values(), key=lambda d: d["doc_id"])
+        return [
+            {"doc_id": r.doc_id, "title": r.title, "access": r.access, "chunks": len(r.chunk_ids), "state": r.state}
+            for r in sorted(self.kb.documents(), key=lambda r: r.doc_id)
+        ]
 
     def upsert(self, docs: list[Document]) -> dict[str, Any]:
         """Add new and changed documents; leave every other document alone."""
         return _summary(self.kb.sync(docs, delete_missing=False))
 
     def delete(self, doc_id: str) -> dict[str, Any]:
-        ids = [c.chunk_id for c in self.kb.store.chunks() if c.doc_id == doc_id]
-        if not ids:
-            raise NotFoundError(f"no document {doc_id!r} in the knowledge base", hint="GET /admin/kb/documents")
-        self.kb.store.delete(ids)
-        version = None
-        if self.kb.registry is not None:
-            version = self.kb.registry.record_kb_version(
-                added=0, updated=0, deleted=1, content_hash=self.kb.fingerprint(), note=f"deleted {doc_id}"
-            ).id
-        return {"deleted": [doc_id], "chunks": len(ids), "version": version}
+        return _summary(self.kb.remove([doc_id]))
 
     def sync_folder(self, folder: str) -> dict[str, Any]:
         """Make the knowledge base mirror ``folder`` (as `helpline kb sync` does)."""

@@ -67,6 +67,9 @@ class RAGPipeline:
     temperature: float = 0.0
     handoff: str = HANDOFF
     verifier: Verifier = field(default_factory=NoVerifier)
+    #: Scores the best passage for the abstention decision when the ranking's own scores carry no
+    #: relevance (hybrid search fuses by rank, so its top score is the same for any question).
+    relevance: Search | None = None
     #: When the verifier rejects a whole (non-streamed) answer, replace it with the abstention.
     abstain_when_unverified: bool = True
 
@@ -84,8 +87,12 @@ class RAGPipeline:
         """Retrieve, and either decide to abstain or build the grounded prompt."""
         start = time.perf_counter()
         passages = self.retrieve(conversation, role=role)
+        best = passages[0].score if passages else float("-inf")
+        if passages and self.relevance is not None:
+            scored = self.relevance(retrieval_query(conversation), k=1, role=role)
+            best = scored[0].score if scored else float("-inf")
         took = (time.perf_counter() - start) * 1000
-        if not passages or passages[0].score < self.min_score:
+        if not passages or best < self.min_score:
             return Prepared(passages=[], abstained=True, abstention=self.abstention_text(), retrieval_ms=took)
         messages = self.prompt.build(conversation, passages)  # type: ignore[union-attr]
         return Prepared(passages=passages, messages=messages, retrieval_ms=(time.perf_counter() - start) * 1000)

@@ -76,7 +76,13 @@ def make_gateway(tmp_path: Path, limits: GatewayLimits | None = None) -> Gateway
     kb.sync(DOCS)
     backend = FakeBackend()
     router = ModelRouter(registry, backend)
-    pipeline = RAGPipeline(search=kb.search, generator=FakeGenerator(), top_k=2, min_score=0.2)
+    # Dense scores (cosine of the fake embedder's bag of words), so the threshold means something.
+    pipeline = RAGPipeline(
+        search=lambda q, k, role: kb.search(q, k=k, role=role, mode="dense"),
+        generator=FakeGenerator(),
+        top_k=2,
+        min_score=0.2,
+    )
     store = GatewayStore(tmp_path / "gateway.sqlite")
     keys = {role: store.create_key(role, name=f"test-{role}")[0] for role in ("customer", "staff", "engineer", "admin")}
     app = create_app(pipeline=pipeline, router=router, store=store, kb=kb, limits=limits)

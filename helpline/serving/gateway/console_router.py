@@ -1,0 +1,426 @@
+"""Routes the web console needs beyond the public and admin API: identity, cited passages, the
+knowledge-base view (documents with versions, file upload, re-sync from sources, search preview,
+history), the review queue, alias history, reports, and training/evaluation jobs.
+
+Every route checks the caller's role with ``requires``; hiding a page in the UI is not the
+authorization. The workspace is the folder that holds the registry, so nothing new needs wiring.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio.to_thread
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
+
+from helpline.platform.errors import ConfigError, DataError, EngineError, HelplineError, NotFoundError
+from helpline.platform.schemas import Access, ChatMessage
+from helpline.platform.workspace import Workspace
+from helpline.serving.gateway.auth import Principal, requires
+
+console = APIRouter(prefix="/console", tags=["console"])
+
+#: Command groups an engineer may start as jobs from the console (each a `helpline GROUP CMD`).
+JOB_GROUPS = ("data", "train", "eval", "bench")
+REPORT_SUFFIXES = {
+    ".html": "text/html",
+    ".json": "application/json",
+    ".jsonl": "application/x-ndjson",
+    ".png": "image/png",
+    ".svg": "image/svg+xml",
+    ".md": "text/markdown",
+    ".txt": "text/plain",
+}
+_PERCENT = re.compile(r"(\d{1,3})%")
+_lock = threading.Lock()  # guards the reviewed-examples file and each app's job table
+
+
+class Conflict(HelplineError):
+    http_status = 409
+
+
+class ReviewRequest(BaseModel):
+    answer: str = Field(min_length=1, max_length=8000, description="The answer the assistant should have given.")
+
+
+class JobRequest(BaseModel):
+    command: str = Field(description="A `helpline` command, e.g. 'train sft' or 'eval retrieval'.")
+    args: list[str] = Field(default_factory=list, max_length=64, description="Its arguments, one per item.")
+
+
+def _workspace(request: Request) -> Workspace:
+    return Workspace.at(request.app.state.router.registry.db_path.parent)
+
+
+def _jobs(request: Request) -> dict[str, subprocess.Popen]:
+    """This gateway's job processes by id (kept on the app, so apps built in tests stay apart)."""
+    with _lock:
+        if not hasattr(request.app.state, "console_jobs"):
+            request.app.state.console_jobs = {}
+        return request.app.state.console_jobs
+
+
+def _kb(request: Request) -> Any:
+    if request.app.state.kb_admin is None:
+        raise EngineError("this gateway has no knowledge base attached", hint="start it with `helpline run`")
+    return request.app.state.kb_admin.kb
+
+
+# identity and chat -------------------------------------------------------------------------
+
+
+@console.get("/whoami")
+def whoami(who: Principal = Depends(requires("customer"))) -> dict:
+    """The caller's role and key name (the UI chooses its pages with it)."""
+    return {"id": who.key.id, "role": who.role, "name": who.key.name, "prefix": who.key.prefix}
+
+
+@console.get("/responses/{response_id}/passages")
+def passages(response_id: str, request: Request, who: Principal = Depends(requires("customer"))) -> dict:
+    """The passages an answer was given, with their text. Customers see only their own answers."""
+    turn = request.app.state.store.turn(response_id)
+    if who.role == "customer" and turn["key_id"] != who.key.id:
+        raise NotFoundError(f"no response with id {response_id!r}", hint="use the `id` of one of your answers")
+    shown = [] if turn["abstained"] and who.role == "customer" else turn["passages"]
+    return {"response_id": response_id, "abstained": turn["abstained"], "passages": shown}
+
+
+# knowledge base ------------------------------------------------------------------------------
+
+
+@console.get("/kb/documents")
+async def kb_documents(request: Request, _: Principal = Depends(requires("staff"))) -> dict:
+    """Documents with chunk count, last update and the knowledge-base version that last changed them."""
+    kb = _kb(request)
+    records, versions = await anyio.to_thread.run_sync(lambda: (kb.documents(), _registry(request).kb_versions()))
+    rows = []
+    for r in records:
+        # A sync records its version after the documents it changed, so the first version at or
+        # after a document's update is the one that holds it.
+        version = next((v.id for v in versions if v.created_at >= r.updated_at), None)
+        rows.append({"doc_id": r.doc_id, "title": r.title, "access": r.access, "chunks": len(r.chunk_ids),
+                     "updated_at": r.updated_at, "version": version, "source": r.source, "state": r.state})  # fmt: skip
+    return {"documents": rows}
+
+
+@console.post("/kb/files")
+async def kb_upload_file(
+    request: Request,
+    filename: str = Query(min_length=1, max_length=200),
+    access: Access | None = Query(None, description="Override the file's own access (front matter)."),
+    who: Principal = Depends(requires("staff")),
+) -> dict:
+    """Add or update one document from an uploaded file (the raw bytes are the request body)."""
+    content = await request.body()
+    doc = await anyio.to_thread.run_sync(lambda: _load_upload(filename, content, access, who))
+    report = await anyio.to_thread.run_sync(lambda: request.app.state.kb_admin.upsert([doc]))
+    request.app.state.store.audit(who.actor, "kb.upload", doc.doc_id, report)
+    return {"doc_id": doc.doc_id, "title": doc.title, "access": doc.access, **report}
+
+
+def _load_upload(filename: str, content: bytes, access: str | None, who: Principal) -> Any:
+    from helpline.retrieval.loaders import load_file
+
+    name = Path(filename).name
+    if not name or name.startswith("."):
+        raise DataError(f"{filename!r} is not a usable file name", hint="upload a file such as returns.md")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        path.write_bytes(content)
+        doc = load_file(path)
+    update: dict[str, Any] = {"source": f"upload:{who.actor}:{name}"}
+    if access is not None:
+        update["access"] = access
+    return doc.model_copy(update=update)
+
+
+@console.post("/kb/resync")
+async def kb_resync(request: Request, who: Principal = Depends(requires("staff"))) -> dict:
+    """Re-read every document that came from a file on the gateway's machine and re-index changed
+    ones (and finish any sync that was interrupted). Uploaded documents are left as they are;
+    documents whose source file is gone are listed, not deleted."""
+    kb = _kb(request)
+    report = await anyio.to_thread.run_sync(lambda: _resync(kb))
+    request.app.state.store.audit(who.actor, "kb.resync", "", report)
+    return report
+
+
+def _resync(kb: Any) -> dict[str, Any]:
+    from helpline.retrieval.loaders import load_file
+
+    docs, missing, failed = [], [], []
+    for record in kb.documents():
+        if not record.source or record.source.startswith("upload:"):
+            continue
+        path = Path(record.source)
+        if not path.is_file():
+            missing.append(record.doc_id)
+            continue
+        try:
+            docs.append(load_file(path).model_copy(update={"doc_id": record.doc_id}))
+        except (HelplineError, OSError) as e:
+            failed.append({"doc_id": record.doc_id, "reason": str(e)})
+    report = kb.sync(docs, delete_missing=False)
+    return {"checked": len(docs), "updated": report.updated, "unchanged": report.unchanged,
+            "chunks_embedded": report.chunks_embedded, "source_missing": missing, "failed": failed,
+            "version": report.version.id if report.version else None}  # fmt: skip
+
+
+@console.get("/kb/search")
+async def kb_search(
+    request: Request,
+    q: str = Query(min_length=1, max_length=2000),
+    k: int = Query(5, ge=1, le=20),
+    role: Literal["customer", "staff"] = "customer",
+    _: Principal = Depends(requires("staff")),
+) -> dict:
+    """Which chunks a question retrieves, and whether the chat would answer or hand over: the chat's
+    own retrieval and abstention decision, seen as ``role``."""
+    pipeline = request.app.state.chat_service.pipeline
+    conversation = [ChatMessage(role="user", content=q)]
+
+    def preview() -> tuple[list, bool]:
+        hits = pipeline.search(q, k=k, role=role)
+        return hits, pipeline.prepare(conversation, role=role).abstained
+
+    hits, abstains = await anyio.to_thread.run_sync(preview)
+    return {"query": q, "role": role, "would_abstain": abstains, "results": [h.model_dump() for h in hits]}
+
+
+@console.get("/kb/versions")
+def kb_versions(request: Request, _: Principal = Depends(requires("staff"))) -> dict:
+    return {"versions": [v.model_dump() for v in reversed(_registry(request).kb_versions())]}
+
+
+def _registry(request: Request) -> Any:
+    return request.app.state.router.registry
+
+
+# review --------------------------------------------------------------------------------------
+
+
+@console.get("/review")
+def review_queue(
+    request: Request,
+    status: Literal["open", "reviewed", "all"] = "open",
+    limit: int = Query(200, ge=1, le=2000),
+    _: Principal = Depends(requires("staff")),
+) -> dict:
+    """Answers rated down or abstained, newest first, with the passages the assistant saw."""
+    items = []
+    for t in request.app.state.store.turns(limit=5000):
+        flagged = t.get("rating") == "down" or t["abstained"]
+        reviewed = t.get("correction") is not None
+        if (flagged or reviewed) and (status == "all" or (status == "reviewed") == reviewed):
+            items.append({**t, "reviewed": reviewed, "question": _last_user(t["messages"])})
+    return {"items": items[:limit]}
+
+
+@console.post("/review/{response_id}")
+def save_review(
+    response_id: str, body: ReviewRequest, request: Request, who: Principal = Depends(requires("staff"))
+) -> dict:
+    """Store the staff's correct answer on the turn and as a reviewed training example
+    (``<workspace>/datasets/reviewed/reviewed.jsonl``, the ``reviewed:`` source of `helpline data prepare`)."""
+    store = request.app.state.store
+    turn = store.turn(response_id)
+    store.add_feedback(response_id, rating=turn.get("rating") or "down", comment=turn.get("comment") or "",
+                       correction=body.answer, key_id=who.key.id)  # fmt: skip
+    example = {
+        "messages": [*(m for m in turn["messages"] if m["role"] != "system"),
+                     {"role": "assistant", "content": turn["answer"] or "(no answer)"}],
+        "corrected_answer": body.answer.strip(),
+        "response_id": response_id,
+        "reviewed_by": who.actor,
+        "reviewed_at": time.time(),
+    }  # fmt: skip
+    path = _workspace(request).datasets / "reviewed" / "reviewed.jsonl"
+    count = _upsert_example(path, example)
+    store.audit(who.actor, "review.save", response_id, {"examples": count})
+    return {"response_id": response_id, "path": str(path), "examples": count}
+
+
+def _last_user(messages: list[dict]) -> str:
+    return next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+
+
+def _upsert_example(path: Path, example: dict) -> int:
+    """Replace this response's earlier review (if any) and write the file atomically."""
+    with _lock:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+        kept = [ln for ln in lines if ln.strip() and json.loads(ln).get("response_id") != example["response_id"]]
+        kept.append(json.dumps(example, ensure_ascii=False))
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("\n".join(kept) + "\n", encoding="utf-8")
+        tmp.replace(path)
+        return len(kept)
+
+
+# models and reports --------------------------------------------------------------------------
+
+
+@console.get("/models/history")
+def alias_history(request: Request, _: Principal = Depends(requires("engineer"))) -> dict:
+    """Every change of the production and canary aliases, oldest first."""
+    registry = _registry(request)
+    return {"history": {a: [c.model_dump() for c in registry.alias_history(a)] for a in ("production", "canary")}}
+
+
+@console.get("/reports")
+def reports(request: Request, _: Principal = Depends(requires("engineer"))) -> dict:
+    """Evaluation reports (``reports/``) and training summaries and curves (``adapters/*/``), newest first."""
+    ws = _workspace(request)
+    found = []
+    for root in (ws.reports, ws.adapters):
+        if not root.is_dir():
+            continue
+        for p in root.rglob("*"):
+            if p.suffix not in REPORT_SUFFIXES or not p.is_file() or "checkpoint" in str(p.relative_to(root)):
+                continue
+            if root == ws.adapters and p.name not in ("training_summary.json", "metrics.jsonl"):
+                continue
+            st = p.stat()
+            found.append({"path": str(p.relative_to(ws.root)), "size": st.st_size, "modified": st.st_mtime})
+    return {"reports": sorted(found, key=lambda r: -r["modified"])}
+
+
+@console.get("/reports/file")
+def report_file(request: Request, path: str = Query(max_length=500), _: Principal = Depends(requires("engineer"))):
+    """One report file; only files inside ``reports/`` and ``adapters/`` of the workspace."""
+    ws = _workspace(request)
+    target = (ws.root / path).resolve()
+    allowed = any(target.is_relative_to(root.resolve()) for root in (ws.reports, ws.adapters))
+    if not allowed or target.suffix not in REPORT_SUFFIXES or not target.is_file():
+        raise NotFoundError(f"no report {path!r}", hint="GET /console/reports lists them")
+    return FileResponse(target, media_type=REPORT_SUFFIXES[target.suffix])
+
+
+# jobs ----------------------------------------------------------------------------------------
+
+
+@console.get("/jobs/commands")
+def job_commands(_: Principal = Depends(requires("engineer"))) -> dict:
+    return {"commands": _job_commands()}
+
+
+def _job_commands() -> list[str]:
+    """`helpline` commands of the data/train/eval/bench groups, read from the CLI itself."""
+    import typer.main
+
+    from helpline.cli import app
+
+    root = typer.main.get_command(app)
+    out = []
+    for group in JOB_GROUPS:
+        cmd = root.commands.get(group)  # type: ignore[attr-defined]
+        out += [f"{group} {name}" for name in sorted(getattr(cmd, "commands", {}))]
+    return out
+
+
+def job_argv(command: str, args: list[str]) -> list[str]:
+    """The job's command line: this Python's `helpline`, so it runs in the gateway's environment."""
+    return [sys.executable, "-m", "helpline", *command.split(), *args]
+
+
+@console.post("/jobs")
+def start_job(body: JobRequest, request: Request, who: Principal = Depends(requires("engineer"))) -> dict:
+    """Start `helpline COMMAND ARGS...` in the workspace as a subprocess (one job at a time: the
+    machine's cores are shared with serving). Follow it with GET /console/jobs/{id}."""
+    if body.command not in _job_commands():
+        raise ConfigError(f"{body.command!r} cannot be run as a job", hint="GET /console/jobs/commands lists them")
+    if any(len(a) > 1000 for a in body.args):
+        raise ConfigError("an argument is longer than 1000 characters")
+    ws, table = _workspace(request), _jobs(request)
+    with _lock:
+        running = [j for j, p in table.items() if p.poll() is None]
+        if running:
+            raise Conflict(f"job {running[0]} is still running", hint="wait for it or cancel it first")
+        job_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        folder = ws.logs / "jobs" / job_id
+        folder.mkdir(parents=True)
+        argv = job_argv(body.command, body.args)
+        meta = {"id": job_id, "command": body.command, "args": body.args, "argv": argv[1:], "actor": who.actor,
+                "started_at": time.time(), "returncode": None, "finished_at": None}  # fmt: skip
+        env = {**os.environ, "HELPLINE_WORKSPACE": str(ws.root), "PYTHONUNBUFFERED": "1", "COLUMNS": "120"}
+        with (folder / "output.log").open("wb") as log:
+            table[job_id] = subprocess.Popen(
+                argv, cwd=ws.root.parent, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,  # so that cancel can stop the job's own children too
+            )  # fmt: skip
+        meta["pid"] = table[job_id].pid
+        (folder / "job.json").write_text(json.dumps(meta, indent=2))
+    request.app.state.store.audit(who.actor, "job.start", job_id, {"command": body.command, "args": body.args})
+    return meta
+
+
+@console.get("/jobs")
+def jobs(request: Request, _: Principal = Depends(requires("engineer"))) -> dict:
+    root = _workspace(request).logs / "jobs"
+    ids = sorted((p.name for p in root.iterdir() if (p / "job.json").is_file()), reverse=True) if root.is_dir() else []
+    return {"jobs": [_job_state(root / i, _jobs(request), tail=0) for i in ids[:50]]}
+
+
+@console.get("/jobs/{job_id}")
+def job(
+    job_id: str, request: Request, tail: int = Query(200, ge=0, le=5000), _: Principal = Depends(requires("engineer"))
+) -> dict:
+    """A job's status, progress (the last percentage its output printed) and the tail of its log."""
+    return _job_state(_job_folder(request, job_id), _jobs(request), tail=tail)
+
+
+@console.post("/jobs/{job_id}/cancel")
+def cancel_job(job_id: str, request: Request, who: Principal = Depends(requires("engineer"))) -> dict:
+    folder = _job_folder(request, job_id)
+    process = _jobs(request).get(job_id)
+    if process is None or process.poll() is not None:
+        raise Conflict(f"job {job_id} is not running")
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    request.app.state.store.audit(who.actor, "job.cancel", job_id)
+    return _job_state(folder, _jobs(request), tail=50)
+
+
+def _job_folder(request: Request, job_id: str) -> Path:
+    folder = _workspace(request).logs / "jobs" / job_id
+    if not re.fullmatch(r"[\w-]+", job_id) or not (folder / "job.json").is_file():
+        raise NotFoundError(f"no job {job_id!r}", hint="GET /console/jobs lists them")
+    return folder
+
+
+def _job_state(folder: Path, table: dict[str, subprocess.Popen], *, tail: int) -> dict[str, Any]:
+    meta = json.loads((folder / "job.json").read_text())
+    process = table.get(meta["id"])
+    if meta["returncode"] is None and process is not None and process.poll() is not None:
+        meta.update(returncode=process.returncode, finished_at=time.time())
+        (folder / "job.json").write_text(json.dumps(meta, indent=2))
+    if meta["returncode"] is not None:
+        meta["status"] = "succeeded" if meta["returncode"] == 0 else "failed"
+    elif process is not None:
+        meta["status"] = "running"
+    else:
+        meta["status"] = "lost"  # started by an earlier gateway process that has since stopped
+    text = (folder / "output.log").read_text(encoding="utf-8", errors="replace")
+    # Progress bars redraw with carriage returns: keep only the latest state of each line.
+    lines = [ln.rsplit("\r", 1)[-1] for ln in text.replace("\r\n", "\n").split("\n")]
+    percents = _PERCENT.findall(text[-4000:])
+    meta["progress"] = 1.0 if meta["status"] == "succeeded" else (int(percents[-1]) / 100 if percents else None)
+    meta["log"] = "\n".join(lines[-tail:]) if tail else ""
+    return meta
