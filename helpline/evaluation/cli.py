@@ -173,3 +173,68 @@ def _detector(ctx: Context, name: str | None):
     from helpline.evaluation.hallucination.evaluate import load_detector
 
     return load_detector(ctx, name)
+
+
+@eval_app.command("rag")
+def rag(
+    dataset: Path = typer.Option(
+        Path("../shared/data/doc2dial"), "--dataset", help="doc2dial folder (docs.jsonl, qa.jsonl)."
+    ),
+    base: str = typer.Option("smollm2-135m-instruct", "--base", help="Base model (registry name or alias)."),
+    finetuned: str = typer.Option(None, "--finetuned", help="Fine-tuned adapter (name, alias or folder)."),
+    arms: str = typer.Option("base,finetuned,retrieval,hybrid", help="Comma-separated arms to run."),
+    limit: int = typer.Option(10, help="Answerable questions (gold document indexed)."),
+    removed: int = typer.Option(5, help="Questions whose gold document is left out of the index."),
+    max_tokens: int = typer.Option(64, help="Answer length cap."),
+    detector: str = typer.Option("helpline-detector", "--detector", help=DETECTOR_HELP),
+    verify: bool = typer.Option(False, help="Attach the detector as the pipeline's verifier (abstain if unsupported)."),
+    seed: int = typer.Option(0, help="Question sampling seed."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """End-to-end doc2dial RAG evaluation and the A/B report (base, fine-tuned, retrieval, hybrid)."""
+    from helpline.evaluation.rag_eval import run_ab
+
+    ctx = Context.load()
+    det = _detector(ctx, detector)
+    result = run_ab(
+        ctx,
+        dataset,
+        base=base,
+        finetuned=finetuned,
+        arms=[a.strip() for a in arms.split(",") if a.strip()],
+        limit=limit,
+        removed=removed,
+        max_tokens=max_tokens,
+        detector=det,
+        verify=verify,
+        seed=seed,
+    )
+    if as_json:
+        print_json(result)
+        return
+    for arm, row in result["arms"].items():
+        console.print(f"[bold]{arm}[/]: " + ", ".join(f"{k}={v}" for k, v in row.items() if k != "examples"))
+
+
+@eval_app.command("calibrate-detector")
+def calibrate_detector(
+    detector: str = typer.Option("helpline-detector", "--detector", help=DETECTOR_HELP),
+    config: Path = typer.Option(None, "--config", help="The training preset (for data paths and val_items)."),
+    overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. halueval_dir=../shared/data/halueval."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Fit the feature combiner, scoring mode and thresholds of a saved detector on the validation split."""
+    from helpline.evaluation.hallucination.evaluate import detector_path
+    from helpline.evaluation.hallucination.train import load_config, recalibrate
+
+    ctx = Context.load()
+    path = detector_path(ctx, detector)
+    report = recalibrate(path, load_config(config, overrides or []))
+    record = ctx.registry.get_model(detector) if not Path(detector).is_dir() else None
+    if record is not None:
+        metadata = {**record.metadata, "validation": report}
+        ctx.registry.register_model(record.name, kind=record.kind, path=record.path, metadata=metadata)
+    if as_json:
+        print_json(report)
+    else:
+        console.print(report)

@@ -177,6 +177,18 @@ def lexical_features(passage: str, answer: str, question: str | None) -> list[fl
     return [share, float(min(len(names), 5)), math.log1p(len(words))]
 
 
+def passage_windows(passages: list[str], *, size: int = 700, overlap: int = 150) -> list[tuple[int, str]]:
+    """(passage index, text): long passages cut into overlapping windows that fit the model's input."""
+    out: list[tuple[int, str]] = []
+    for i, text in enumerate(passages):
+        if len(text) <= size + overlap:
+            out.append((i, text))
+            continue
+        for start in range(0, len(text) - overlap, size - overlap):
+            out.append((i, text[start : start + size]))
+    return out
+
+
 @dataclass
 class DetectorConfig:
     """What `detector.json` beside the weights records (written by training and calibration)."""
@@ -286,7 +298,7 @@ class Detector:
         segments = [self._segments(q.answer, mode) for q in qs]
         for qi, (q, segs) in enumerate(zip(qs, segments)):
             for si, seg in enumerate(segs):
-                for pi, passage in enumerate(q.passages):
+                for pi, passage in passage_windows(list(q.passages)):
                     plan.append((qi, si, pi))
                     texts.append((passage, hypothesis(seg, q.question)))
         logits = self.logits(texts, batch_size=batch_size, progress=progress)

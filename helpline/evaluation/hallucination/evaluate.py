@@ -30,6 +30,11 @@ ANCHORS = {
 
 def load_detector(ctx: Context, name_or_path: str, *, quantize: bool = True) -> Detector:
     """A detector from a folder, or from the registry by name."""
+    return Detector.load(detector_path(ctx, name_or_path), quantize=quantize)
+
+
+def detector_path(ctx: Context, name_or_path: str) -> Path:
+    """The folder of a detector given as a folder or a registry name."""
     path = Path(name_or_path)
     if not path.is_dir():
         try:
@@ -39,7 +44,7 @@ def load_detector(ctx: Context, name_or_path: str, *, quantize: bool = True) -> 
                 f"no detector {name_or_path!r} (neither a folder nor a registered model)",
                 hint="train one: `helpline eval train-detector --config helpline/evaluation/recipes/detector.yaml`",
             ) from e
-    return Detector.load(path, quantize=quantize)
+    return path
 
 
 def evaluate_dataset(

@@ -1,0 +1,224 @@
+"""End-to-end RAG evaluation on doc2dial, and the A/B comparison of four arms.
+
+Arms: ``base`` (base model, no retrieval), ``finetuned`` (adapter, no retrieval), ``retrieval``
+(base model + RAG) and ``hybrid`` (adapter + RAG). For each answer: faithfulness (the detector,
+against the gold passage and, for RAG arms, against what was retrieved), citation correctness
+(the gold document is cited; top-1 too), similarity to the human agent's reply (embedding cosine
+and ROUGE-L), and, on questions whose gold document was left out of the index, the abstention rate.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from helpline.evaluation.regression.evaluators import Output, cosine, is_abstention, rouge_l
+from helpline.platform.errors import NotFoundError
+from helpline.platform.schemas import ChatMessage, Document
+
+
+@dataclass
+class Question:
+    """A doc2dial question with its gold document, gold span and the agent's reply."""
+
+    id: str
+    conversation: list[ChatMessage]
+    doc_id: str
+    gold_passage: str
+    agent_response: str
+    removed: bool = False
+
+
+def load_questions(folder: Path, *, limit: int, removed: int, seed: int = 0) -> tuple[list[Document], list[Question]]:
+    """Documents to index and ``limit`` answerable + ``removed`` unanswerable questions (seeded).
+
+    Unanswerable questions have their gold document left out of the returned documents.
+    """
+    docs_path, qa_path = folder / "docs.jsonl", folder / "qa.jsonl"
+    if not docs_path.exists() or not qa_path.exists():
+        raise NotFoundError(
+            f"{folder} lacks docs.jsonl/qa.jsonl", hint="pass the doc2dial folder, e.g. ../shared/data/doc2dial"
+        )
+    docs = {d["doc_id"]: d for d in map(json.loads, docs_path.read_text().splitlines()) if d}
+    rows = [json.loads(line) for line in qa_path.read_text().splitlines() if line.strip()]
+    rng = random.Random(seed)
+    rng.shuffle(rows)
+    gold_removed: set[str] = set()
+    picked: list[Question] = []
+    for row in rows:
+        unanswerable = len(gold_removed) < removed and row["doc_id"] not in {q.doc_id for q in picked}
+        if not unanswerable and sum(not q.removed for q in picked) >= limit:
+            continue
+        if not unanswerable and row["doc_id"] in gold_removed:
+            continue
+        if unanswerable:
+            gold_removed.add(row["doc_id"])
+        picked.append(_question(row, docs[row["doc_id"]], removed=unanswerable))
+        if len(gold_removed) >= removed and sum(not q.removed for q in picked) >= limit:
+            break
+    documents = [
+        Document(
+            doc_id=d["doc_id"],
+            title=d["title"],
+            text=d["text"],
+            source=str(docs_path),
+            metadata={"domain": d["domain"]},
+        )
+        for doc_id, d in docs.items()
+        if doc_id not in gold_removed
+    ]
+    return documents, picked
+
+
+def _question(row: dict, doc: dict, *, removed: bool) -> Question:
+    conv = [
+        ChatMessage(role="user" if t["role"] == "user" else "assistant", content=t["utterance"])
+        for t in row.get("history", [])[-4:]
+        if t["utterance"].strip()
+    ]
+    conv.append(ChatMessage(role="user", content=row["question"]))
+    start = max(0, int(row["answer_start"]) - 200)
+    gold = doc["text"][start : int(row["answer_start"]) + len(row["answer_span"]) + 200]
+    return Question(row["id"], conv, row["doc_id"], gold, row["agent_response"], removed)
+
+
+def answer_all(
+    arm: str, questions: list[Question], *, generator: Any, pipeline: Any | None, max_tokens: int
+) -> list[dict]:
+    """Answer every question with one arm; RAG arms go through the pipeline (retrieval, citations)."""
+    from helpline.serving.prompts import load_prompt
+
+    prompt = load_prompt("support")
+    out = []
+    for q in questions:
+        if pipeline is None:
+            gen = generator.generate(prompt.build(q.conversation, []), max_tokens=max_tokens, temperature=0.0)
+            out.append({"id": q.id, "text": gen.text, "citations": [], "abstained": False, "passages": []})
+            continue
+        answer = pipeline.answer(q.conversation)
+        passages = [] if answer.abstained else [p.chunk.text for p in pipeline.retrieve(q.conversation)]
+        cited = [c.doc_id for c in answer.citations]
+        out.append(
+            {"id": q.id, "text": answer.answer, "citations": cited, "abstained": answer.abstained, "passages": passages}
+        )
+    return out
+
+
+def score_arm(questions: list[Question], answers: list[dict], *, detector: Any, embedder: Any) -> dict[str, Any]:
+    """The arm's figures (rates are fractions over the questions they apply to)."""
+    answerable = [(q, a) for q, a in zip(questions, answers) if not q.removed]
+    unanswerable = [(q, a) for q, a in zip(questions, answers) if q.removed]
+    gold_scores = detector.verdicts([(a["text"], [q.gold_passage], None) for q, a in answerable]) if detector else []
+    retrieved = [
+        (q, a)
+        for q, a in answerable
+        if a["passages"] and not is_abstention(Output(a["text"], abstained=a["abstained"]))
+    ]
+    ret_scores = detector.verdicts([(a["text"], a["passages"], None) for _, a in retrieved]) if detector else []
+    vecs = embedder.embed_documents([x for q, a in answerable for x in (q.agent_response, a["text"] or " ")])
+    sims = [cosine(vecs[2 * i], vecs[2 * i + 1]) for i in range(len(answerable))]
+    return {
+        "n_answerable": len(answerable),
+        "n_unanswerable": len(unanswerable),
+        "faithful_rate_gold": _mean([not v.hallucinated for v in gold_scores]),
+        "hallucination_mean_gold": _mean([v.score for v in gold_scores]),
+        "faithful_rate_retrieved": _mean([not v.hallucinated for v in ret_scores]) if ret_scores else None,
+        "citation_correct": _mean([q.doc_id in a["citations"] for q, a in answerable]),
+        "citation_top1": _mean([bool(a["citations"]) and a["citations"][0] == q.doc_id for q, a in answerable]),
+        "similarity_agent": _mean(sims),
+        "rouge_l_agent": _mean([rouge_l(q.agent_response, a["text"]) for q, a in answerable]),
+        "abstention_rate_answerable": _mean(
+            [is_abstention(Output(a["text"], abstained=a["abstained"])) for _, a in answerable]
+        ),
+        "abstention_rate_removed": _mean(
+            [is_abstention(Output(a["text"], abstained=a["abstained"])) for _, a in unanswerable]
+        )
+        if unanswerable
+        else None,
+    }
+
+
+def build_index(documents: list[Document], ctx: Any, store_dir: str) -> Any:
+    """A throwaway knowledge base over the doc2dial documents (the workspace's embedder, cached)."""
+    from helpline.retrieval.embedders import CachedEmbedder, SentenceTransformerEmbedder
+    from helpline.retrieval.knowledge_base import KnowledgeBase
+    from helpline.retrieval.stores.chroma import ChromaStore
+
+    record = ctx.registry.get_model(ctx.settings.embedder)
+    inner = SentenceTransformerEmbedder(record.path, name=record.name)
+    embedder = CachedEmbedder(inner, ctx.workspace.indexes / "embedding-cache.sqlite")
+    r = ctx.settings.retrieval
+    kb = KnowledgeBase(
+        store=ChromaStore.embedded(store_dir, "doc2dial-eval"),
+        embedder=embedder,
+        chunk_size=r.chunk_size,
+        chunk_overlap=r.chunk_overlap,
+    )
+    kb.sync(documents)
+    return kb, inner
+
+
+def run_ab(
+    ctx: Any,
+    folder: Path,
+    *,
+    base: str,
+    finetuned: str | None,
+    arms: list[str],
+    limit: int,
+    removed: int,
+    max_tokens: int,
+    detector: Any,
+    verify: bool = False,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Answer the same questions with each arm and score them."""
+    from helpline.evaluation.regression.factory import resolve_model
+    from helpline.serving.factory import build_generator, build_pipeline
+
+    documents, questions = load_questions(folder, limit=limit, removed=removed, seed=seed)
+    results: dict[str, Any] = {"questions": len(questions), "documents_indexed": len(documents), "arms": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        kb, embedder = build_index(documents, ctx, tmp)
+        for arm in arms:
+            model = base if arm in ("base", "retrieval") else finetuned
+            if model is None:
+                results["arms"][arm] = {"skipped": "no fine-tuned model given (--finetuned)"}
+                continue
+            settings = ctx.settings.model_copy(update={"chat_model": resolve_model(ctx, model)})
+            generator = build_generator(settings, ctx.registry)
+            pipeline = None
+            if arm in ("retrieval", "hybrid"):
+                verifier = None
+                if verify and detector is not None:
+                    from helpline.evaluation.hallucination.verifier import DetectorVerifier
+
+                    verifier = DetectorVerifier(detector)
+                pipeline = build_pipeline(
+                    settings, ctx.workspace, ctx.registry, generator=generator, kb=kb, verifier=verifier
+                )
+                pipeline.max_tokens = max_tokens
+            answers = answer_all(arm, questions, generator=generator, pipeline=pipeline, max_tokens=max_tokens)
+            results["arms"][arm] = {
+                "model": model,
+                **score_arm(questions, answers, detector=detector, embedder=embedder),
+            }
+            results["arms"][arm]["examples"] = [
+                {
+                    "question": q.conversation[-1].content,
+                    "answer": a["text"][:300],
+                    "citations": a["citations"][:3],
+                    "gold": q.doc_id,
+                }
+                for q, a in list(zip(questions, answers))[:3]
+            ]
+    return results
+
+
+def _mean(values: list[Any]) -> float | None:
+    return round(statistics.fmean(float(v) for v in values), 4) if values else None
