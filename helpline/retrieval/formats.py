@@ -82,7 +82,8 @@ def parse_docx(data: bytes) -> Parsed:
         if style == "Title":
             title = title or words
         elif style.startswith("Heading") and style[-1:].isdigit():
-            lines.append(f"\n{'#' * min(int(style[-1]), 3)} {words}\n")
+            # Word's Title style is the document title, so Heading 1 is a top section (##).
+            lines.append(f"\n{'#' * min(int(style[-1]) + 1, 3)} {words}\n")
         else:
             lines.append(words)
     for table in document.tables:

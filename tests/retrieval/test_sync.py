@@ -1,0 +1,216 @@
+"""Incremental sync: add, update, delete, no-op, and recovery from a sync killed at any step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from helpline.platform.registry import Registry
+from helpline.platform.schemas import Document
+from helpline.retrieval.knowledge_base import KnowledgeBase
+from helpline.retrieval.records import RecordManager
+from helpline.testing import FakeEmbedder, InMemoryStore
+
+LONG = " ".join(f"Sentence {i} about parcels and refunds." for i in range(40))
+
+
+def doc(doc_id: str, text: str, access: str = "public") -> Document:
+    return Document(doc_id=doc_id, title=doc_id.title(), text=text, access=access)  # type: ignore[arg-type]
+
+
+V1 = [doc("a", "Alpha article about returns."), doc("b", LONG), doc("c", "Gamma article about fees.")]
+# b shrinks (its extra chunks must go), c is removed, d is new, a is unchanged.
+V2 = [doc("a", "Alpha article about returns."), doc("b", "Beta is short now."), doc("d", "Delta about vouchers.")]
+
+
+def open_kb(tmp_path: Path, store: InMemoryStore, embedder: FakeEmbedder | None = None) -> KnowledgeBase:
+    """A knowledge base as a new process would open it: same store and files, fresh objects."""
+    return KnowledgeBase(
+        store=store,
+        embedder=embedder or FakeEmbedder(),
+        chunk_size=200,
+        chunk_overlap=20,
+        registry=Registry(tmp_path / "registry.sqlite"),
+        records=RecordManager(tmp_path / "records.sqlite"),
+        index_dir=tmp_path / "bm25",
+    )
+
+
+def snapshot(store: InMemoryStore) -> dict[str, tuple[str, str]]:
+    return {c.chunk_id: (c.text, c.content_hash) for c in store.chunks()}
+
+
+def test_first_sync_adds_everything_and_records_a_version(tmp_path: Path) -> None:
+    kb = open_kb(tmp_path, InMemoryStore())
+    report = kb.sync(V1)
+    assert sorted(report.added) == ["a", "b", "c"] and report.chunks_embedded == kb.store.count() > 3
+    assert report.version is not None and report.version.added == 3
+    assert report.version.content_hash == kb.fingerprint()
+
+
+def test_second_identical_sync_embeds_nothing_and_records_no_version(tmp_path: Path) -> None:
+    store = InMemoryStore()
+    open_kb(tmp_path, store).sync(V1)
+    embedder = FakeEmbedder()
+    report = open_kb(tmp_path, store, embedder).sync(V1)
+    assert report.unchanged == 3 and report.chunks_embedded == 0 and embedder.calls == []
+    assert report.version is None
+    assert len(Registry(tmp_path / "registry.sqlite").kb_versions()) == 1
+
+
+def test_sync_updates_changed_deletes_removed_adds_new(tmp_path: Path) -> None:
+    store = InMemoryStore()
+    open_kb(tmp_path, store).sync(V1)
+    embedder = FakeEmbedder()
+    report = open_kb(tmp_path, store, embedder).sync(V2)
+    assert (report.added, report.updated, report.deleted, report.unchanged) == (["d"], ["b"], ["c"], 1)
+    assert {c.doc_id for c in store.chunks()} == {"a", "b", "d"}
+    assert [c.chunk_id for c in store.chunks() if c.doc_id == "b"] == ["b#0"]  # stale b chunks are gone
+    embedded = [t for call in embedder.calls for t in call]
+    assert not any("Alpha" in t for t in embedded)  # the unchanged document was not re-embedded
+    version = Registry(tmp_path / "registry.sqlite").kb_versions()[-1]
+    assert (version.added, version.updated, version.deleted) == (1, 1, 1)
+
+
+def test_changing_only_access_counts_as_a_change(tmp_path: Path) -> None:
+    kb = open_kb(tmp_path, InMemoryStore())
+    kb.sync([doc("a", "Secret steps.")])
+    kb.sync([doc("a", "Secret steps.", access="internal")])
+    assert kb.search("secret steps", k=5, role="customer") == []
+
+
+def test_add_without_delete_missing_keeps_other_documents(tmp_path: Path) -> None:
+    kb = open_kb(tmp_path, InMemoryStore())
+    kb.sync(V1)
+    kb.sync([doc("d", "Delta about vouchers.")], delete_missing=False)
+    assert {d.doc_id for d in kb.documents()} == {"a", "b", "c", "d"}
+
+
+def test_remove_deletes_documents_and_rejects_unknown_ids(tmp_path: Path) -> None:
+    from helpline.platform.errors import NotFoundError
+
+    kb = open_kb(tmp_path, InMemoryStore())
+    kb.sync(V1)
+    report = kb.remove(["c"])
+    assert report.deleted == ["c"] and report.version is not None and report.version.deleted == 1
+    assert "c" not in {c.doc_id for c in kb.store.chunks()}
+    assert all(h.chunk.doc_id != "c" for h in kb.search("gamma fees", k=5, mode="bm25"))
+    with pytest.raises(NotFoundError, match="nope"):
+        kb.remove(["a", "nope"])
+    assert "a" in {d.doc_id for d in kb.documents()}
+
+
+def test_bm25_index_is_persisted_and_follows_changes_made_by_another_process(tmp_path: Path) -> None:
+    store = InMemoryStore()
+    reader = open_kb(tmp_path, store)
+    reader.sync(V1)
+    assert reader.search("gamma fees", k=1, mode="bm25")[0].chunk.doc_id == "c"
+    open_kb(tmp_path, store).sync(V2)  # another process (e.g. `helpline kb sync`) changes the KB
+    hits = reader.search("delta vouchers", k=1, mode="bm25")
+    assert hits and hits[0].chunk.doc_id == "d"
+    assert all(h.chunk.doc_id != "c" for h in reader.search("gamma fees", k=5, mode="bm25"))
+
+
+def test_embedder_change_reembeds_everything(tmp_path: Path) -> None:
+    store = InMemoryStore()
+    open_kb(tmp_path, store).sync(V1)
+    other = FakeEmbedder(dimension=64)
+    other.name = "another-embedder"
+    report = open_kb(tmp_path, store, other).sync(V1)
+    assert sorted(report.updated) == ["a", "b", "c"]
+
+
+def test_store_built_before_the_ledger_is_adopted_without_reembedding(tmp_path: Path) -> None:
+    store = InMemoryStore()
+    KnowledgeBase(store=store, embedder=FakeEmbedder(), chunk_size=200, chunk_overlap=20).sync(V1)  # no ledger file
+    embedder = FakeEmbedder()
+    report = open_kb(tmp_path, store, embedder).sync(V1)
+    assert report.unchanged == 3 and embedder.calls == []
+
+
+# crash recovery -----------------------------------------------------------------------------
+
+
+class Crash(BaseException):
+    """Stands for kill -9: nothing after it runs (BaseException, so no `except Exception` catches it)."""
+
+
+class CrashingStore(InMemoryStore):
+    """Dies on the n-th call of one of its methods, before that call has any effect."""
+
+    def __init__(self, method: str, n: int) -> None:
+        super().__init__()
+        self.method, self.n, self.calls = method, n, 0
+
+    def arm(self, method: str, n: int) -> None:
+        self.method, self.n, self.calls = method, n, 0
+
+    def _tick(self, method: str) -> None:
+        if method == self.method:
+            self.calls += 1
+            if self.calls == self.n:
+                raise Crash(f"killed during {method} #{self.n}")
+
+    def upsert(self, chunks, vectors) -> None:  # type: ignore[no-untyped-def]
+        self._tick("upsert")
+        super().upsert(chunks, vectors)
+
+    def delete(self, chunk_ids) -> None:  # type: ignore[no-untyped-def]
+        self._tick("delete")
+        super().delete(chunk_ids)
+
+
+def expected_after_v2(tmp_path: Path) -> dict[str, tuple[str, str]]:
+    store = InMemoryStore()
+    open_kb(tmp_path / "clean", store).sync(V2)
+    return snapshot(store)
+
+
+@pytest.mark.parametrize(
+    "method,n",
+    [("upsert", 1), ("upsert", 2), ("delete", 1), ("delete", 2), ("delete", 3), ("delete", 4)],
+)
+def test_sync_killed_at_any_store_step_is_completed_by_the_next_sync(tmp_path: Path, method: str, n: int) -> None:
+    (tmp_path / "clean").mkdir()
+    store = CrashingStore("none", 0)
+    open_kb(tmp_path, store).sync(V1)
+    store.arm(method, n)
+    with pytest.raises(Crash):
+        open_kb(tmp_path, store).sync(V2)
+    store.arm("none", 0)
+    report = open_kb(tmp_path, store).sync(V2)
+    assert snapshot(store) == expected_after_v2(tmp_path)  # no duplicates, nothing lost, nothing stale
+    assert all(d.state == "ok" for d in open_kb(tmp_path, store).documents())
+    assert report.version is not None  # the interrupted changes are recorded as a version once
+    versions = Registry(tmp_path / "registry.sqlite").kb_versions()
+    assert len(versions) == 2
+    assert (versions[-1].added, versions[-1].updated, versions[-1].deleted) == (1, 1, 1)
+    hits = open_kb(tmp_path, store).search("delta vouchers", k=1, mode="bm25")
+    assert hits[0].chunk.doc_id == "d"  # the BM25 index matches the store again
+
+
+@pytest.mark.parametrize("step", ["commit", "forget", "begin_delete"])
+def test_sync_killed_around_ledger_writes_is_completed(tmp_path: Path, step: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "clean").mkdir()
+    store = InMemoryStore()
+    open_kb(tmp_path, store).sync(V1)
+
+    def die(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise Crash(step)
+
+    with monkeypatch.context() as m:
+        m.setattr(RecordManager, step, die)
+        with pytest.raises(Crash):
+            open_kb(tmp_path, store).sync(V2)
+    open_kb(tmp_path, store).sync(V2)
+    assert snapshot(store) == expected_after_v2(tmp_path)
+
+
+def test_killed_first_sync_of_new_document_still_counts_it_as_added(tmp_path: Path) -> None:
+    store = CrashingStore("delete", 1)  # dies after upserting a's chunks, before its stale-chunk cleanup
+    with pytest.raises(Crash):
+        open_kb(tmp_path, store).sync([doc("a", "Alpha.")])
+    store.arm("none", 0)
+    report = open_kb(tmp_path, store).sync([doc("a", "Alpha.")])
+    assert report.added == ["a"] and store.count() == 1
