@@ -236,7 +236,9 @@ def save_review(
     """Store the staff's correct answer on the turn and as a reviewed training example
     (``<workspace>/datasets/reviewed/reviewed.jsonl``, the ``reviewed:`` source of `helpline data prepare`)."""
     store = request.app.state.store
-    turn = store.turn(response_id)
+    store.turn(response_id)  # 404 for an unknown id
+    # The latest feedback (the customer's rating and comment) is kept with the correction.
+    turn = next(t for t in store.turns(limit=1_000_000) if t["response_id"] == response_id)
     store.add_feedback(response_id, rating=turn.get("rating") or "down", comment=turn.get("comment") or "",
                        correction=body.answer, key_id=who.key.id)  # fmt: skip
     example = {

@@ -1,0 +1,1 @@
+"""Page scripts that `st.navigation` runs (not meant to be imported)."""

@@ -1,0 +1,272 @@
+"""Models (ML engineers): the registry with lineage, deployment (promote, roll back, canary share),
+evaluation reports with their plots, and training/evaluation jobs with progress and logs."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shlex
+from typing import Any
+
+import streamlit as st
+
+from helpline.ui import session
+from helpline.ui.client import GatewayClient
+
+CHAT_KINDS = ("base", "adapter")
+
+
+def _lineage_dot(models: list[dict[str, Any]], aliases: dict[str, str]) -> str:
+    """Base models → adapters trained on them; aliases point at what they serve."""
+    lines = ["digraph lineage {", "rankdir=LR;", 'node [fontname="sans-serif", fontsize=11];']
+    for m in models:
+        shape = {"base": "box", "adapter": "ellipse"}.get(m["kind"], "component")
+        lines.append(f'"{m["name"]}" [shape={shape}, tooltip="{m["kind"]}"];')
+        if m.get("base_model"):
+            lines.append(f'"{m["base_model"]}" -> "{m["name"]}" [label="fine-tuned"];')
+    for alias, target in aliases.items():
+        lines.append(f'"alias:{alias}" [label="{alias}", shape=note, style=filled, fillcolor="#e8f0fe"];')
+        lines.append(f'"alias:{alias}" -> "{target}" [style=dashed];')
+    return "\n".join([*lines, "}"])
+
+
+def _lineage_fields(meta: dict[str, Any]) -> dict[str, str]:
+    dataset = meta.get("dataset")
+    gate = meta.get("gate")
+    return {
+        "Dataset": (dataset.get("hash") or dataset.get("name") or "")
+        if isinstance(dataset, dict)
+        else str(dataset or ""),
+        "KB version": str(meta.get("kb_version") or ""),
+        "Gate": ("passed" if gate.get("passed") else "failed") if isinstance(gate, dict) else "",
+    }
+
+
+def _registry(data: dict[str, Any]) -> None:
+    models, aliases = data["models"], data["aliases"]
+    rows = [
+        {
+            "Name": m["name"],
+            "Kind": m["kind"],
+            "Base": m.get("base_model") or "",
+            "Aliases": ", ".join(a for a, t in aliases.items() if t == m["name"]),
+            "Registered": session.when(m["created_at"]),
+            **_lineage_fields(m.get("metadata") or {}),
+        }
+        for m in models
+    ]
+    st.dataframe(rows, hide_index=True, width="stretch")
+    st.graphviz_chart(_lineage_dot(models, aliases))
+    name = st.selectbox("Lineage and metadata of", [m["name"] for m in models], key="model_detail")
+    chosen = next((m for m in models if m["name"] == name), None)
+    if chosen:
+        st.caption(f"Path: `{chosen['path']}`")
+        st.json(chosen.get("metadata") or {}, expanded=2)
+
+
+def _deploy(client: GatewayClient, data: dict[str, Any]) -> None:
+    names = [m["name"] for m in data["models"] if m["kind"] in CHAT_KINDS]
+    aliases = data["aliases"]
+    st.markdown(" · ".join(f"**{a}** → `{t}`" for a, t in aliases.items()) or "No alias is set.")
+    left, right = st.columns(2)
+    with left.form("promote"):
+        st.markdown("**Promote**: load the model into the engine, then switch the alias")
+        name = st.selectbox("Model", names, key="promote_model")
+        alias = st.radio("Alias", ["production", "canary"], horizontal=True, key="promote_alias")
+        if st.form_submit_button("Promote", type="primary", icon=":material/rocket_launch:"):
+            with st.spinner(f"Loading {name} and switching {alias}…"):
+                change = session.attempt(client.promote, name, alias)
+            if change is not None:
+                session.flash(f"{alias} → {change['model_name']} (was {change['previous'] or 'unset'}).")
+                st.rerun()
+    with right.form("rollback"):
+        st.markdown("**Roll back**: point the alias at its previous model")
+        alias = st.radio("Alias", ["production", "canary"], horizontal=True, key="rollback_alias")
+        if st.form_submit_button("Roll back", icon=":material/undo:"):
+            change = session.attempt(client.rollback, alias)
+            if change is not None:
+                session.flash(f"{alias} rolled back to {change['model_name']} (was {change['previous']}).")
+                st.rerun()
+    with st.form("canary"):
+        share = st.slider(
+            "Canary share: % of new conversations answered by the canary",
+            0,
+            100,
+            int(data.get("canary_share") or 0),
+            key="canary_share",
+        )
+        if "canary" not in aliases:
+            st.caption("No canary alias is set yet: promote a model to `canary` first, or the share has no effect.")
+        if st.form_submit_button("Apply share") and session.attempt(client.set_canary, float(share)) is not None:
+            session.flash(f"Canary share set to {share}%.")
+            st.rerun()
+    history = session.attempt(client.alias_history)
+    if history:
+        rows = [
+            {
+                "When": session.when(c["at"]),
+                "Alias": c["alias"],
+                "Now": c["model_name"],
+                "Before": c["previous"] or "",
+                "By": c["actor"],
+            }
+            for changes in history.values()
+            for c in changes
+        ]
+        st.markdown("**Alias history**")
+        st.dataframe(sorted(rows, key=lambda r: r["When"], reverse=True), hide_index=True, width="stretch")
+
+
+def _numbers(data: Any, prefix: str = "") -> dict[str, float]:
+    """Numeric fields (two levels deep) of a JSON report, for a quick bar chart."""
+    out: dict[str, float] = {}
+    if isinstance(data, dict):
+        for k, v in data.items():
+            if isinstance(v, bool):
+                continue
+            if isinstance(v, int | float):
+                out[prefix + str(k)] = float(v)
+            elif isinstance(v, dict) and not prefix:
+                out.update(_numbers(v, f"{k}."))
+    return out
+
+
+def _show_report(path: str, content_type: str, body: bytes) -> None:
+    if content_type.startswith("text/html"):
+        # A data: URL gives the report its own origin: it cannot reach the app's page.
+        st.iframe("data:text/html;base64," + base64.b64encode(body).decode(), height=720)
+    elif content_type.startswith("image/"):
+        st.image(body)
+    elif path.endswith(".jsonl"):
+        rows = [json.loads(line) for line in body.decode().splitlines() if line.strip()]
+        curves = [r for r in rows if "step" in r and any(k in r for k in ("loss", "eval_loss"))]
+        if curves:
+            st.line_chart(curves, x="step", y=[k for k in ("loss", "eval_loss") if any(k in r for r in curves)])
+        st.dataframe(rows[-200:], hide_index=True)
+    elif content_type.startswith("application/json"):
+        data = json.loads(body)
+        if isinstance(data, dict) and data.get("eval_curve"):
+            st.line_chart(data["eval_curve"], x="step", y="eval_loss")
+        numbers = _numbers(data)
+        if numbers:
+            st.bar_chart(
+                [{"metric": k, "value": v} for k, v in list(numbers.items())[:40]],
+                x="metric",
+                y="value",
+                horizontal=True,
+            )
+        st.json(data, expanded=1)
+    else:
+        st.markdown(body.decode(errors="replace"))
+
+
+def _reports(client: GatewayClient) -> None:
+    reports = session.attempt(client.reports)
+    if reports is None:
+        return
+    if not reports:
+        st.info("No reports yet: run an evaluation (`eval gate`, `eval regression`, ...) or a training job.")
+        return
+    path = st.selectbox(
+        "Report",
+        [r["path"] for r in reports],
+        key="report_path",
+        format_func=lambda p: f"{p} ({session.when(next(r['modified'] for r in reports if r['path'] == p))})",
+    )
+    fetched = session.attempt(client.report_file, path)
+    if fetched is not None:
+        content_type, body = fetched
+        st.download_button("Download", body, file_name=path.rsplit("/", 1)[-1], icon=":material/download:")
+        _show_report(path, content_type, body)
+
+
+def _follow(client: GatewayClient, job_id: str) -> None:
+    job = session.attempt(client.job, job_id, tail=300)
+    if job is None:
+        return
+    status = job["status"]
+    icon = {"running": "⏳", "succeeded": "✅", "failed": "❌"}.get(status, "❔")
+    st.markdown(
+        f"{icon} **{status}** · `helpline {job['command']} {shlex.join(job['args'])}` · started "
+        f"{session.when(job['started_at'])}"
+        + (f" · exit code {job['returncode']}" if job["returncode"] is not None else "")
+    )
+    st.progress(job["progress"] or 0.0, text=f"{round((job['progress'] or 0) * 100)}%" if job["progress"] else None)
+    st.code(job["log"] or "(no output yet)", language=None, height=360)
+    if status == "running":
+        if st.button("Cancel job", icon=":material/stop:", key=f"cancel-{job_id}"):
+            session.attempt(client.cancel_job, job_id)
+            st.rerun()
+    elif st.session_state.get("hl_job_running") == job_id:
+        st.session_state.pop("hl_job_running")
+        st.rerun()  # the job just ended: refresh the whole page (and stop polling)
+
+
+def _jobs(client: GatewayClient) -> None:
+    commands = session.attempt(client.job_commands) or []
+    with st.form("start-job"):
+        default = commands.index("train sft") if "train sft" in commands else 0
+        command = st.selectbox("Command", commands, index=default if commands else None, key="job_command")
+        args = st.text_input(
+            "Arguments",
+            key="job_args",
+            placeholder="--config helpline/training/configs/qlora-smollm2.yaml max_steps=20",
+        )
+        if st.form_submit_button("Start job", type="primary", icon=":material/play_arrow:") and command:
+            try:
+                argv = shlex.split(args)
+            except ValueError as e:
+                st.error(f"The arguments cannot be read: {e}")
+            else:
+                job = session.attempt(client.start_job, command, argv)
+                if job is not None:
+                    st.session_state["job_selected"] = job["id"]
+                    st.rerun()
+    jobs = session.attempt(client.jobs)
+    if not jobs:
+        st.caption("No jobs yet.")
+        return
+    st.dataframe(
+        [
+            {
+                "Job": j["id"],
+                "Command": j["command"],
+                "Status": j["status"],
+                "Started": session.when(j["started_at"]),
+                "Finished": session.when(j["finished_at"]),
+            }
+            for j in jobs
+        ],
+        hide_index=True,
+        width="stretch",
+    )
+    ids = [j["id"] for j in jobs]
+    job_id = st.selectbox("Follow job", ids, key="job_selected")
+    running = next(j for j in jobs if j["id"] == job_id)["status"] == "running"
+    if running:
+        st.session_state["hl_job_running"] = job_id
+    # While the job runs, only this part refreshes (every 2 s); the rest of the page stays put.
+    st.fragment(_follow, run_every=2.0 if running else None)(client, job_id)
+
+
+def render() -> None:
+    st.title("Models")
+    session.show_flash()
+    client = session.client()
+    registry, deploy, reports, jobs = st.tabs(["Registry", "Deploy", "Evaluations", "Jobs"])
+    with registry:
+        data = session.attempt(client.models)
+        if data is not None:
+            _registry(data)
+    with deploy:
+        if data is not None:
+            _deploy(client, data)
+        else:
+            st.caption("The registry could not be read (see the Registry tab).")
+    with reports:
+        _reports(client)
+    with jobs:
+        _jobs(client)
+
+
+render()

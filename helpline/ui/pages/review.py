@@ -1,0 +1,93 @@
+"""Review (support staff): answers rated down or handed over, with the passages the assistant saw;
+the correct answer a reviewer writes is stored as a reviewed training example."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from helpline.ui import session
+from helpline.ui.client import GatewayClient
+
+STATUS = {"open": "To review", "reviewed": "Reviewed", "all": "All"}
+
+
+def _why(item: dict[str, Any]) -> str:
+    reasons = []
+    if item.get("rating") == "down":
+        reasons.append("rated down")
+    if item["abstained"]:
+        reasons.append("handed over")
+    return ", ".join(reasons) or "corrected"
+
+
+def _detail(client: GatewayClient, item: dict[str, Any]) -> None:
+    st.subheader("Conversation")
+    for m in item["messages"]:
+        if m["role"] != "system":
+            st.chat_message(m["role"]).markdown(m["content"])
+    with st.chat_message("assistant"):
+        st.markdown(item["answer"] or "_(no answer: the request failed)_")
+        note = f"**{_why(item).capitalize()}** · model `{item['model']}` ({item['served_model']})"
+        if item.get("comment"):
+            note += f" · customer's comment: “{item['comment']}”"
+        st.caption(note)
+    st.subheader(f"Passages the assistant saw ({len(item['passages'])})")
+    if not item["passages"]:
+        st.info("None: nothing in the knowledge base was relevant enough, so the assistant handed over.")
+    for n, p in enumerate(item["passages"], 1):
+        with st.expander(f"[{n}] {p['title']} · score {p['score']:.3f}"):
+            st.markdown(p.get("text") or "_(text not recorded)_")
+            st.caption(f"`{p['chunk_id']}`")
+    st.subheader("Correct answer")
+    with st.form(f"review-{item['response_id']}"):
+        answer = st.text_area(
+            "What the assistant should have answered",
+            value=item.get("correction") or "",
+            height=180,
+            key=f"answer-{item['response_id']}",
+        )
+        st.caption("Saved as a reviewed example for the next fine-tuning run (`reviewed:` source of data prepare).")
+        if st.form_submit_button("Save reviewed answer", type="primary", icon=":material/check:"):
+            if not answer.strip():
+                st.warning("Write the correct answer first.")
+            elif (saved := session.attempt(client.save_review, item["response_id"], answer.strip())) is not None:
+                session.flash(f"Saved. {saved['examples']} reviewed example(s) are ready for training.")
+                st.rerun()
+
+
+def render() -> None:
+    st.title("Review")
+    session.show_flash()
+    client = session.client()
+    status = st.segmented_control("Show", list(STATUS), format_func=STATUS.get, default="open", key="review_status")
+    items = session.attempt(client.review_queue, status or "open")
+    if items is None:
+        return
+    if not items:
+        st.info("Nothing here: no answer was rated down or handed over." if status == "open" else "Nothing here yet.")
+        return
+    rows = [
+        {
+            "When": session.when(i["at"]),
+            "Question": i["question"],
+            "Why": _why(i),
+            "Comment": i.get("comment") or "",
+            "Reviewed": i["reviewed"],
+        }
+        for i in items
+    ]
+    st.dataframe(rows, hide_index=True, width="stretch")
+    by_id = {i["response_id"]: i for i in items}
+    chosen = st.selectbox(
+        "Conversation to review",
+        list(by_id),
+        key="review_choice",
+        format_func=lambda r: f"{session.when(by_id[r]['at'])} · {by_id[r]['question'][:90]}",
+    )
+    if chosen:
+        _detail(client, by_id[chosen])
+
+
+render()
