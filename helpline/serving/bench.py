@@ -113,7 +113,9 @@ def level(base_url: str, key: str, model: str, prompts: list[list[dict]], *, con
         async with openai.AsyncOpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=600) as client:
             return await run_level(client, model, prompts, concurrency=concurrency, n=n, max_tokens=max_tokens)
 
-    return asyncio.run(go())
+    result = asyncio.run(go())
+    console.print(f"  {model} c={concurrency}: {result}", highlight=False)  # partial results survive an abort
+    return result
 
 
 async def run_level(

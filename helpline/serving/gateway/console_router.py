@@ -105,7 +105,8 @@ def passages(response_id: str, request: Request, who: Principal = Depends(requir
 async def kb_documents(request: Request, _: Principal = Depends(requires("staff"))) -> dict:
     """Documents with chunk count, last update and the knowledge-base version that last changed them."""
     kb = _kb(request)
-    records, versions = await anyio.to_thread.run_sync(lambda: (kb.documents(), _registry(request).kb_versions()))
+    registry = kb.registry or _registry(request)
+    records, versions = await anyio.to_thread.run_sync(lambda: (kb.documents(), registry.kb_versions()))
     rows = []
     for r in records:
         # A sync records its version after the documents it changed, so the first version at or
@@ -202,7 +203,9 @@ async def kb_search(
 
 @console.get("/kb/versions")
 def kb_versions(request: Request, _: Principal = Depends(requires("staff"))) -> dict:
-    return {"versions": [v.model_dump() for v in reversed(_registry(request).kb_versions())]}
+    registry = getattr(request.app.state.kb_admin, "kb", None)
+    registry = getattr(registry, "registry", None) or _registry(request)
+    return {"versions": [v.model_dump() for v in reversed(registry.kb_versions())]}
 
 
 def _registry(request: Request) -> Any:
