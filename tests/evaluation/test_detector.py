@@ -6,13 +6,8 @@ import re
 
 import pytest
 
-from helpline.evaluation.hallucination.detector import (
-    Detector,
-    DetectorConfig,
-    hypothesis,
-    lexical_features,
-    split_sentences,
-)
+from helpline.evaluation.hallucination.detector import Detector, DetectorConfig, hypothesis, split_sentences
+from helpline.evaluation.hallucination.features import FEATURES, support_features
 
 
 def _fake_logits(pairs: list[tuple[str, str]], **_: object) -> list[float]:
@@ -25,9 +20,17 @@ def _fake_logits(pairs: list[tuple[str, str]], **_: object) -> list[float]:
     return out
 
 
+def _head(coef: list[float], bias: float, inputs: list[str]) -> dict:
+    n = len(coef)
+    return {"inputs": inputs, "mean": [0.0] * n, "scale": [1.0] * n, "coef": coef, "bias": bias}
+
+
 @pytest.fixture
 def detector() -> Detector:
-    det = Detector(model=None, tokenizer=None, config=DetectorConfig(threshold=0.5, mode="both"))
+    """The network stands in for itself (fake logits); the head reads only its logit."""
+    head = _head([0.0] * len(FEATURES) + [1.0], 0.0, ["features", "cross_encoder"])
+    config = DetectorConfig(threshold=0.5, mode="both", heads={"rag": head})
+    det = Detector(model=object(), tokenizer=None, config=config)
     det.logits = _fake_logits  # type: ignore[method-assign]
     return det
 
@@ -62,20 +65,22 @@ def test_threshold_decides(detector: Detector) -> None:
     assert not detector.verdict(answer, PASSAGES, threshold=0.999).hallucinated
 
 
-def test_combiner_weights_the_lexical_features(detector: Detector) -> None:
-    # Ignore the network, rely only on unsupported words: weight 0 on the logit.
-    detector.config.combiner = [0.0, 10.0, 0.0, 0.0, -5.0]
-    assert detector.score("Electronics within 14 days.", PASSAGES) < 0.05
-    assert detector.score("Mars Venus Jupiter.", PASSAGES) > 0.95
+def test_features_only_head_needs_no_network() -> None:
+    # Weight only "unsupported_share": a detector without a cross-encoder (train_cross_encoder=false).
+    coef = [10.0] + [0.0] * (len(FEATURES) - 1)
+    det = Detector(model=None, tokenizer=None, config=DetectorConfig(heads={"rag": _head(coef, -5.0, ["features"])}))
+    assert det.score("Electronics within 14 days.", PASSAGES) < 0.05
+    assert det.score("Mars Venus Jupiter.", PASSAGES) > 0.95
 
 
-def test_lexical_features_count_what_the_sources_lack() -> None:
-    share, names, _ = lexical_features(
-        "Delhi is the head office.", "The head office is in Mumbai since 1990.", "Where?"
-    )
-    assert names == 2.0  # Mumbai, 1990
-    assert 0.3 < share < 1.0
-    assert lexical_features("a b", "Delhi", "Is it Delhi?")[:2] == [0.0, 0.0]
+def test_support_features_count_what_the_sources_lack() -> None:
+    answer = "The head office is in Mumbai since 1990."
+    f = dict(zip(FEATURES, support_features("Delhi is the head office.", answer, "Where?")))
+    assert f["unsupported_names_numbers"] == 2.0  # Mumbai, 1990
+    assert 0.3 < f["unsupported_share"] < 1.0
+    copied = dict(zip(FEATURES, support_features("Delhi is the capital.", "Delhi", "Is it Delhi?")))
+    assert copied["unsupported_share"] == 0.0
+    assert copied["exact_span"] == 1.0
 
 
 def test_sentence_split_and_hypothesis_format() -> None:

@@ -1,10 +1,12 @@
-"""Score an answer's groundedness in passages with the fine-tuned cross-encoder.
+"""Score an answer's groundedness in passages: support features + a fine-tuned cross-encoder.
 
-The model reads (passage, "Q: question / A: answer") and outputs the probability that the answer is
-hallucinated. An answer is scored as a whole and sentence by sentence; a sentence counts as
-supported when *any* passage supports it (minimum over passages), and the answer is as bad as its
-worst part (maximum over the whole answer and its sentences). torch and transformers are imported
-inside functions so that the gateway pays for them only when a detector is configured.
+Each (passage, answer part) pair gets an input row: the support features of ``features.py``,
+the cross-encoder's logit when one was trained (MiniLM reading passage and "Q: question / A:
+answer"), and for HaluEval dialogue the style score. A per-kind logistic head (``qa``,
+``dialogue``, ``rag``; fitted by the training recipe) turns the row into P(hallucinated). An
+answer is scored whole and sentence by sentence; a part counts as supported when *any* passage
+supports it (minimum over passages), and the answer is as bad as its worst part. torch and
+transformers load only when a cross-encoder is present.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from helpline.evaluation.hallucination.features import apply_head, support_features
 from helpline.platform.errors import NotFoundError
 from helpline.platform.lazy_imports import require
 
 ScoringMode = Literal["answer", "sentences", "both"]
 CONFIG_FILE = "detector.json"
+STYLE_FILE = "style.joblib"
+CROSS_ENCODER = "cross_encoder"
 MAX_QUESTION_CHARS = 300
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[\"'(A-Z0-9])|\n+\s*(?:[-*•]|\d+[.)])?\s*")
 
@@ -52,131 +57,6 @@ def split_sentences(text: str) -> list[str]:
     return out
 
 
-_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9'-]*")
-_STOP = frozenset(
-    [
-        "a",
-        "an",
-        "the",
-        "and",
-        "or",
-        "but",
-        "if",
-        "of",
-        "to",
-        "in",
-        "on",
-        "at",
-        "by",
-        "for",
-        "with",
-        "from",
-        "as",
-        "is",
-        "are",
-        "was",
-        "were",
-        "be",
-        "been",
-        "being",
-        "it",
-        "its",
-        "this",
-        "that",
-        "these",
-        "those",
-        "i",
-        "you",
-        "he",
-        "she",
-        "we",
-        "they",
-        "me",
-        "him",
-        "her",
-        "us",
-        "them",
-        "my",
-        "your",
-        "his",
-        "our",
-        "their",
-        "what",
-        "which",
-        "who",
-        "whom",
-        "when",
-        "where",
-        "why",
-        "how",
-        "not",
-        "no",
-        "yes",
-        "do",
-        "does",
-        "did",
-        "have",
-        "has",
-        "had",
-        "will",
-        "would",
-        "can",
-        "could",
-        "should",
-        "may",
-        "might",
-        "must",
-        "also",
-        "so",
-        "than",
-        "then",
-        "there",
-        "here",
-        "very",
-        "just",
-        "about",
-        "into",
-        "over",
-        "after",
-        "before",
-        "up",
-        "down",
-        "out",
-        "too",
-        "only",
-        "own",
-        "same",
-        "such",
-        "more",
-        "most",
-        "other",
-        "some",
-        "any",
-        "all",
-        "both",
-        "each",
-    ]
-)
-FEATURES = ("cross_encoder_logit", "unsupported_words", "unsupported_names_numbers", "log_words")
-
-
-def lexical_features(passage: str, answer: str, question: str | None) -> list[float]:
-    """What the answer says that neither the passage nor the question contains.
-
-    ``unsupported_words``: share of the answer's content words (5-letter prefixes, so plurals and
-    tenses match) found in neither; ``unsupported_names_numbers``: capitalised words and numbers
-    found in neither (capped at 5); ``log_words``: log(1 + answer length in words).
-    """
-    known = {w.lower()[:5] for w in _WORD.findall(f"{passage} {question or ''}")}
-    words = _WORD.findall(answer)
-    content = [(i, w) for i, w in enumerate(words) if w.lower() not in _STOP]
-    unsupported = [(i, w) for i, w in content if w.lower()[:5] not in known]
-    # A capital on the answer's first word says nothing; elsewhere it marks a name.
-    names = [w for i, w in unsupported if w[0].isdigit() or (w[0].isupper() and i > 0)]
-    share = len(unsupported) / len(content) if content else 0.0
-    return [share, float(min(len(names), 5)), math.log1p(len(words))]
-
-
 def passage_windows(passages: list[str], *, size: int = 700, overlap: int = 150) -> list[tuple[int, str]]:
     """(passage index, text): long passages cut into overlapping windows that fit the model's input."""
     out: list[tuple[int, str]] = []
@@ -194,18 +74,20 @@ class DetectorConfig:
     """What `detector.json` beside the weights records (written by training and calibration)."""
 
     threshold: float = 0.5
-    max_length: int = 256
+    max_length: int = 128
     mode: ScoringMode = "both"
+    # Per kind: HaluEval labels whole answers, so its kinds score the whole answer.
+    modes: dict[str, ScoringMode] = field(default_factory=lambda: {"qa": "answer", "dialogue": "answer"})
     thresholds: dict[str, float] = field(default_factory=dict)
-    # Logistic-regression weights over FEATURES (+ bias last), fitted on the validation split;
-    # empty means "use the cross-encoder's probability alone".
-    combiner: list[float] = field(default_factory=list)
+    # kind -> fitted logistic head (see features.fit_head); "rag" is the default for live answers.
+    heads: dict[str, dict[str, Any]] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def read(cls, folder: Path) -> DetectorConfig:
         path = folder / CONFIG_FILE
-        return cls(**json.loads(path.read_text())) if path.exists() else cls()
+        data = json.loads(path.read_text()) if path.exists() else {}
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
     def write(self, folder: Path) -> None:
         (folder / CONFIG_FILE).write_text(json.dumps(asdict(self), indent=2))
@@ -244,70 +126,80 @@ class _Query:
 class Detector:
     """A loaded detector; create it with :meth:`load`. Thread-safe for inference."""
 
-    def __init__(self, model: Any, tokenizer: Any, config: DetectorConfig, *, name: str = "detector") -> None:
-        self.model = model
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        config: DetectorConfig,
+        *,
+        style: Any = None,
+        name: str = "detector",
+    ) -> None:
+        self.model = model  # the cross-encoder, or None (support features only)
         self.tokenizer = tokenizer
         self.config = config
+        self.style = style
         self.name = name
 
     @classmethod
     def load(cls, path: str | Path, *, quantize: bool = True, threads: int | None = None) -> Detector:
-        """Load a saved detector; ``quantize`` applies int8 dynamic quantization (faster on CPU)."""
-        torch = require("torch", "eval")
-        transformers = require("transformers", "eval")
+        """Load a saved detector; ``quantize`` runs the cross-encoder in int8 (faster on CPU)."""
         folder = Path(path)
-        if not (folder / "config.json").exists():
+        if not (folder / CONFIG_FILE).exists():
             raise NotFoundError(
-                f"no detector checkpoint at {folder}",
+                f"no detector at {folder}",
                 hint="train one with `helpline eval train-detector` or pass the folder of a saved detector",
             )
-        if threads:
-            torch.set_num_threads(threads)
-        tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder))
-        model = transformers.AutoModelForSequenceClassification.from_pretrained(str(folder)).eval()
-        if quantize:
-            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-        return cls(model, tokenizer, DetectorConfig.read(folder), name=folder.name)
+        model = tokenizer = style = None
+        if (folder / CROSS_ENCODER / "config.json").exists():
+            model, tokenizer = load_cross_encoder(folder / CROSS_ENCODER, quantize=quantize, threads=threads)
+        if (folder / STYLE_FILE).exists():
+            style = require("joblib", "eval").load(folder / STYLE_FILE)
+        return cls(model, tokenizer, DetectorConfig.read(folder), style=style, name=folder.name)
 
     # scoring ---------------------------------------------------------------------------------
 
-    def score(self, answer: str, passages: list[str], question: str | None = None) -> float:
+    def score(self, answer: str, passages: list[str], question: str | None = None, *, kind: str = "rag") -> float:
         """Probability that ``answer`` is not supported by ``passages`` (0 = grounded, 1 = hallucinated)."""
-        return self.verdict(answer, passages, question).score
+        return self.verdict(answer, passages, question, kind=kind).score
 
     def verdict(
-        self, answer: str, passages: list[str], question: str | None = None, *, threshold: float | None = None
+        self,
+        answer: str,
+        passages: list[str],
+        question: str | None = None,
+        *,
+        threshold: float | None = None,
+        kind: str = "rag",
     ) -> Verdict:
         """The score, the decision at the calibrated threshold, and per-sentence detail."""
-        return self.verdicts([(answer, passages, question)], threshold=threshold)[0]
+        return self.verdicts([(answer, passages, question)], threshold=threshold, kind=kind)[0]
+
+    def threshold_for(self, kind: str) -> float:
+        return self.config.thresholds.get(kind, self.config.threshold)
 
     def verdicts(
         self,
         queries: Sequence[tuple[str, Sequence[str], str | None]],
         *,
         threshold: float | None = None,
+        kind: str = "rag",
         batch_size: int = 32,
         progress: bool = False,
     ) -> list[Verdict]:
         """Batched :meth:`verdict` for offline evaluation (one forward pass per batch of pairs)."""
-        mode = self.config.mode
-        cut = self.config.threshold if threshold is None else threshold
+        mode = self.config.modes.get(kind, self.config.mode)
+        cut = self.threshold_for(kind) if threshold is None else threshold
         qs = [_Query(a, list(p) or [""], q) for a, p, q in queries]
         plan: list[tuple[int, int, int]] = []  # (query, segment (0 = whole answer), passage)
-        texts: list[tuple[str, str]] = []
+        triples: list[tuple[str, str, str | None]] = []
         segments = [self._segments(q.answer, mode) for q in qs]
         for qi, (q, segs) in enumerate(zip(qs, segments)):
             for si, seg in enumerate(segs):
                 for pi, passage in passage_windows(list(q.passages)):
                     plan.append((qi, si, pi))
-                    texts.append((passage, hypothesis(seg, q.question)))
-        logits = self.logits(texts, batch_size=batch_size, progress=progress)
-        probs = [
-            self.combine(logit, lexical_features(passage, seg_answer, qs[qi].question))
-            for logit, (qi, _, _), (passage, _), seg_answer in zip(
-                logits, plan, texts, self._segment_texts(plan, segments)
-            )
-        ]
+                    triples.append((passage, seg, q.question))
+        probs = self.probabilities(triples, kind=kind, batch_size=batch_size, progress=progress)
         best: dict[tuple[int, int], tuple[float, int]] = {}
         for (qi, si, pi), p in zip(plan, probs):
             if (qi, si) not in best or p < best[(qi, si)][0]:
@@ -321,15 +213,47 @@ class Detector:
             out.append(Verdict(round(score, 6), score >= cut, cut, round(whole, 6), sentences))
         return out
 
-    def combine(self, logit: float, features: list[float]) -> float:
-        """P(hallucinated) from the cross-encoder logit and the lexical features."""
-        w = self.config.combiner
-        z = logit if not w else w[0] * logit + sum(a * b for a, b in zip(w[1:-1], features)) + w[-1]
-        return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
+    def probabilities(
+        self,
+        triples: list[tuple[str, str, str | None]],
+        *,
+        kind: str = "rag",
+        batch_size: int = 32,
+        progress: bool = False,
+    ) -> list[float]:
+        """P(hallucinated) of (passage, answer part, question) triples under the ``kind`` head."""
+        rows = self.inputs(triples, kind=kind, batch_size=batch_size, progress=progress)
+        head = self.head(kind)
+        if head is None:  # an untrained detector: the cross-encoder alone, or nothing to go on
+            return [1.0 / (1.0 + math.exp(-r[-1])) if self.model is not None else 0.5 for r in rows]
+        return [apply_head(head, r) for r in rows]
 
-    @staticmethod
-    def _segment_texts(plan: list[tuple[int, int, int]], segments: list[list[str]]) -> list[str]:
-        return [segments[qi][si] for qi, si, _ in plan]
+    def head(self, kind: str) -> dict[str, Any] | None:
+        heads = self.config.heads
+        return heads.get(kind) or heads.get("rag") or (next(iter(heads.values())) if heads else None)
+
+    def inputs(
+        self,
+        triples: list[tuple[str, str, str | None]],
+        *,
+        kind: str = "rag",
+        batch_size: int = 32,
+        progress: bool = False,
+    ) -> list[list[float]]:
+        """Input rows for a head: support features, then the cross-encoder logit, then the style score."""
+        head = self.head(kind)
+        names = head["inputs"] if head else ["cross_encoder"]
+        rows = [support_features(p, a, q) for p, a, q in triples]
+        if "cross_encoder" in names:
+            if self.model is None:
+                raise NotFoundError("this detector's head needs a cross-encoder, but none was loaded")
+            pairs = [(p, hypothesis(a, q)) for p, a, q in triples]
+            for row, z in zip(rows, self.logits(pairs, batch_size=batch_size, progress=progress)):
+                row.append(z)
+        if "style" in names and self.style is not None:
+            for row, z in zip(rows, self.style.decision_function([a for _, a, _ in triples]).tolist()):
+                row.append(float(z))
+        return rows
 
     def _segments(self, answer: str, mode: ScoringMode) -> list[str]:
         # Index 0 is the whole answer; sentences follow when the answer has more than one.
@@ -338,18 +262,16 @@ class Detector:
             return [answer]
         return [answer, *sentences]
 
-    def probabilities(
-        self, pairs: list[tuple[str, str]], *, batch_size: int = 32, progress: bool = False
-    ) -> list[float]:
-        """P(hallucinated) for (passage, hypothesis) pairs, batched by length to limit padding."""
+    def logits(self, pairs: list[tuple[str, str]], *, batch_size: int = 32, progress: bool = False) -> list[float]:
+        """The cross-encoder's logit for (passage, hypothesis) pairs, batched by length to limit padding."""
         torch = require("torch", "eval")
         order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
         out = [0.0] * len(pairs)
-        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        batches: Any = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
         if progress:
             from tqdm import tqdm
 
-            batches = tqdm(batches, desc="scoring", unit="batch")
+            batches = tqdm(batches, desc="cross-encoder", unit="batch")
         with torch.inference_mode():
             for idx in batches:
                 enc = self.tokenizer(
@@ -363,3 +285,16 @@ class Detector:
                 for i, z in zip(idx, self.model(**enc).logits[:, 0].tolist()):
                     out[i] = float(z)
         return out
+
+
+def load_cross_encoder(folder: Path, *, quantize: bool = True, threads: int | None = None) -> tuple[Any, Any]:
+    """The fine-tuned MiniLM cross-encoder and its tokenizer (int8 dynamic quantization by default)."""
+    torch = require("torch", "eval")
+    transformers = require("transformers", "eval")
+    if threads:
+        torch.set_num_threads(threads)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder))
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(str(folder)).eval()
+    if quantize:
+        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    return model, tokenizer

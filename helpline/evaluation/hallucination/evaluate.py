@@ -64,9 +64,11 @@ def evaluate_dataset(
         pairs = protocol_pairs(split_items(read_halueval(path, kind), split), seed=seed)
     if limit:
         pairs = pairs[:limit]
-    cut = threshold if threshold is not None else detector.config.thresholds.get(kind, detector.config.threshold)
+    head = "rag" if kind == "doc2dial" else kind
+    cut = threshold if threshold is not None else detector.threshold_for(head)
     start = time.perf_counter()
-    verdicts = detector.verdicts([(p.answer, list(p.passages), p.question) for p in pairs], progress=True)
+    queries = [(p.answer, list(p.passages), p.question) for p in pairs]
+    verdicts = detector.verdicts(queries, threshold=cut, kind=head, progress=True)
     seconds = time.perf_counter() - start
     metrics = binary_metrics([p.label for p in pairs], [v.score for v in verdicts], cut)
     return {
@@ -74,6 +76,8 @@ def evaluate_dataset(
         "kind": kind,
         "split": split,
         "detector": detector.name,
+        "head": head,
+        "head_inputs": (detector.head(head) or {}).get("inputs", []),
         "threshold": round(cut, 4),
         **metrics,
         "ms_per_answer_batched": round(1000 * seconds / max(1, len(pairs)), 2),
@@ -88,12 +92,13 @@ def bench(detector: Detector, spec: str, *, n: int = 100) -> dict[str, Any]:
         pairs = doc2dial_pairs(path, "test")[:n]
     else:
         pairs = protocol_pairs(split_items(read_halueval(path, kind), "test"))[:n]
+    head = "rag" if kind == "doc2dial" else kind
     for p in pairs[:3]:  # warm-up: first calls allocate
-        detector.score(p.answer, list(p.passages), p.question)
+        detector.score(p.answer, list(p.passages), p.question, kind=head)
     times = []
     for p in pairs:
         start = time.perf_counter()
-        detector.score(p.answer, list(p.passages), p.question)
+        detector.score(p.answer, list(p.passages), p.question, kind=head)
         times.append((time.perf_counter() - start) * 1000)
     times.sort()
     return {
@@ -102,6 +107,6 @@ def bench(detector: Detector, spec: str, *, n: int = 100) -> dict[str, Any]:
         "n": len(times),
         "median_ms": round(statistics.median(times), 2),
         "p90_ms": round(times[int(0.9 * (len(times) - 1))], 2),
+        "head_inputs": (detector.head(head) or {}).get("inputs", []),
         "max_length": detector.config.max_length,
-        "mode": detector.config.mode,
     }

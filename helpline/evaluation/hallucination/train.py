@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,6 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError
 
 from helpline.evaluation.hallucination.data import (
-    SPLIT_SEED,
     Pair,
     both_pairs,
     doc2dial_pairs,
@@ -25,8 +25,7 @@ from helpline.evaluation.hallucination.data import (
     read_halueval,
     split_items,
 )
-from helpline.evaluation.hallucination.detector import FEATURES, Detector, DetectorConfig, hypothesis, lexical_features
-from helpline.evaluation.hallucination.metrics import best_threshold, binary_metrics
+from helpline.evaluation.hallucination.detector import CROSS_ENCODER, hypothesis
 from helpline.platform.errors import ConfigError
 from helpline.platform.lazy_imports import require
 
@@ -46,9 +45,11 @@ class DetectorTrainConfig(BaseModel):
     batch_size: int = Field(16, ge=1, description="Pairs per optimiser step.")
     learning_rate: float = Field(4e-5, gt=0, description="Peak AdamW learning rate.")
     warmup_ratio: float = Field(0.06, ge=0, le=0.5, description="Share of steps with linear warm-up.")
-    max_length: int = Field(192, ge=32, le=512, description="Tokens per (passage, answer) pair; passages are cut.")
+    max_length: int = Field(128, ge=32, le=512, description="Tokens per (passage, answer) pair; passages are cut.")
     question_dropout: float = Field(0.2, ge=0, le=1, description="Share of pairs trained without the question.")
     max_minutes: float = Field(20.0, gt=0, description="Wall-time budget; the learning rate anneals to 0 by then.")
+    train_cross_encoder: bool = Field(True, description="Fine-tune the cross-encoder (else support features only).")
+    cross_encoder_from: Path | None = Field(None, description="Reuse an already fine-tuned cross-encoder folder.")
     freeze_embeddings: bool = Field(True, description="Keep the word embeddings fixed (half the weights; faster).")
     threads: int = Field(2, ge=1, description="torch CPU threads.")
     seed: int = Field(13, description="Shuffling, dropout and sampling seed.")
@@ -88,8 +89,10 @@ def build_training_pairs(cfg: DetectorTrainConfig) -> tuple[list[Pair], dict[str
     return train, val
 
 
-def train(cfg: DetectorTrainConfig, *, base_path: Path, output: Path, log=print) -> dict[str, Any]:
-    """Run the recipe; returns the calibration metrics (also written into detector.json)."""
+def train_cross_encoder(
+    cfg: DetectorTrainConfig, *, base_path: Path, output: Path, log: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """Fine-tune MiniLM as a cross-encoder and save it (HF format) to ``output``."""
     torch = require("torch", "eval")
     transformers = require("transformers", "eval")
     torch.manual_seed(cfg.seed)
@@ -97,7 +100,7 @@ def train(cfg: DetectorTrainConfig, *, base_path: Path, output: Path, log=print)
     rng = random.Random(cfg.seed)
 
     # setup
-    train_pairs, val = build_training_pairs(cfg)
+    train_pairs, _ = build_training_pairs(cfg)
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(base_path))
     model = transformers.AutoModelForSequenceClassification.from_pretrained(str(base_path), num_labels=1)
     steps = math.ceil(len(train_pairs) * cfg.epochs / cfg.batch_size)
@@ -132,38 +135,26 @@ def train(cfg: DetectorTrainConfig, *, base_path: Path, output: Path, log=print)
         optimizer.step()
         optimizer.zero_grad()
         losses.append(loss.item())
-        if step % 25 == 0 or step == steps - 1:
+        if step % 10 == 0 or step == steps - 1:
             elapsed = time.time() - start
             log(f"step {step + 1}/{steps} loss {sum(losses[-25:]) / len(losses[-25:]):.4f} {elapsed / 60:.1f} min")
         if progress >= 1.0:
             log(f"stopping at step {step + 1}: max_minutes={cfg.max_minutes} reached")
             break
-    train_minutes = (time.time() - start) / 60
 
     # save
     output.mkdir(parents=True, exist_ok=True)
     model.eval()
     model.save_pretrained(str(output))
     tokenizer.save_pretrained(str(output))
-    config = DetectorConfig(max_length=cfg.max_length)
-    config.write(output)
-
-    # calibrate on the validation split, with the quantized model the gateway runs
-    detector = Detector.load(output, quantize=True)
-    report = calibrate(detector, val)
-    detector.config.metadata = {
-        "role": "detector",
+    return {
         "base_model": str(base_path),
         "train_pairs": len(train_pairs),
         "steps_done": len(losses),
-        "train_minutes": round(train_minutes, 2),
-        "final_loss": round(sum(losses[-50:]) / max(1, len(losses[-50:])), 4),
-        "split_seed": SPLIT_SEED,
-        "config": cfg.model_dump(mode="json"),
-        "validation": report,
+        "pairs_seen": len(losses) * cfg.batch_size,
+        "train_minutes": round((time.time() - start) / 60, 2),
+        "final_loss": round(sum(losses[-25:]) / max(1, len(losses[-25:])), 4),
     }
-    detector.config.write(output)
-    return detector.config.metadata
 
 
 def _lr_factor(progress: float, warmup: float) -> float:
@@ -172,41 +163,23 @@ def _lr_factor(progress: float, warmup: float) -> float:
     return max(0.0, (1.0 - progress) / (1.0 - warmup))
 
 
-def calibrate(detector: Detector, val: dict[str, list[Pair]]) -> dict[str, Any]:
-    """Fit the feature combiner, pick the scoring mode, and set per-kind thresholds on validation pairs.
+def train(
+    cfg: DetectorTrainConfig, *, base_path: Path, output: Path, log: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """The whole recipe: cross-encoder (optional) -> style model -> heads -> thresholds -> save."""
+    import shutil
 
-    Updates ``detector.config`` in place and returns the validation metrics it chose by.
-    """
-    sklearn = require("sklearn.linear_model", "eval")
-    pairs = [p for kind_pairs in val.values() for p in kind_pairs]
-    logits = detector.logits([(p.passages[0], hypothesis(p.answer, p.question)) for p in pairs])
-    rows = [[z, *lexical_features(p.passages[0], p.answer, p.question)] for z, p in zip(logits, pairs)]
-    lr = sklearn.LogisticRegression(C=1.0, max_iter=1000).fit(rows, [p.label for p in pairs])
-    detector.config.combiner = [round(float(w), 6) for w in lr.coef_[0]] + [round(float(lr.intercept_[0]), 6)]
-    best: tuple[float, str, dict[str, Any]] = (-1.0, "answer", {})
-    for mode in ("answer", "both"):
-        detector.config.mode = mode  # type: ignore[assignment]
-        report: dict[str, Any] = {}
-        for kind, kind_pairs in val.items():
-            verdicts = detector.verdicts([(p.answer, list(p.passages), p.question) for p in kind_pairs])
-            scores, labels = [v.score for v in verdicts], [p.label for p in kind_pairs]
-            threshold = best_threshold(labels, scores)
-            report[kind] = {"threshold": round(threshold, 4), **binary_metrics(labels, scores, threshold)}
-        mean = sum(r["balanced_accuracy"] for r in report.values()) / len(report)
-        if mean > best[0]:
-            best = (mean, mode, report)
-    _, mode, report = best
-    detector.config.mode = mode  # type: ignore[assignment]
-    detector.config.thresholds = {kind: r["threshold"] for kind, r in report.items()}
-    detector.config.threshold = round(sum(detector.config.thresholds.values()) / len(report), 4)
-    return {"mode": mode, "features": list(FEATURES), "combiner": detector.config.combiner, **report}
+    from helpline.evaluation.hallucination.calibration import fit_detector
 
-
-def recalibrate(path: Path, cfg: DetectorTrainConfig) -> dict[str, Any]:
-    """Calibrate a saved detector again (after changing features or validation size)."""
-    _, val = build_training_pairs(cfg.model_copy(update={"qa_items": 0, "dialogue_items": 0, "doc2dial_pairs": 1}))
-    detector = Detector.load(path, quantize=True)
-    report = calibrate(detector, val)
-    detector.config.metadata["validation"] = report
-    detector.config.write(path)
-    return report
+    output.mkdir(parents=True, exist_ok=True)
+    ce_dir = output / CROSS_ENCODER
+    ce_meta: dict[str, Any] = {}
+    if cfg.cross_encoder_from:
+        if ce_dir.exists():
+            shutil.rmtree(ce_dir)
+        shutil.copytree(cfg.cross_encoder_from, ce_dir)
+        ce_meta = {"reused": str(cfg.cross_encoder_from)}
+    elif cfg.train_cross_encoder:
+        ce_meta = train_cross_encoder(cfg, base_path=base_path, output=ce_dir, log=log)
+    report = fit_detector(cfg, output, log=log)
+    return {"role": "detector", "cross_encoder": ce_meta, **report}
