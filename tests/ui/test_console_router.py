@@ -36,13 +36,26 @@ ENGINEER_ROUTES = [
 ]
 
 
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Gateway:
+    """One gateway for the read-only role checks (building one per case would dominate the run)."""
+    from ui_support import mount_console
+
+    from helpline.testing.serving import make_gateway
+
+    gateway = make_gateway(tmp_path_factory.mktemp("roles"))
+    mount_console(gateway.client.app)
+    return gateway
+
+
 def _call(gw: Gateway, role: str | None, method: str, path: str, **kwargs):
     headers = gw.headers(role) if role else {}
     return gw.client.request(method, path, headers=headers, **kwargs)
 
 
 @pytest.mark.parametrize(("method", "path"), STAFF_ROUTES + ENGINEER_ROUTES)
-def test_customer_key_reaches_no_staff_or_engineer_route(gw: Gateway, method: str, path: str) -> None:
+def test_customer_key_reaches_no_staff_or_engineer_route(shared: Gateway, method: str, path: str) -> None:
+    gw = shared
     r = _call(gw, "customer", method, path, json={"answer": "x", "command": "train sft"})
     assert r.status_code == 403, r.text
     assert "role" in r.json()["error"]["message"]
@@ -50,8 +63,8 @@ def test_customer_key_reaches_no_staff_or_engineer_route(gw: Gateway, method: st
 
 
 @pytest.mark.parametrize(("method", "path"), ENGINEER_ROUTES)
-def test_staff_key_reaches_no_engineer_route(gw: Gateway, method: str, path: str) -> None:
-    assert _call(gw, "staff", method, path, json={"command": "train sft"}).status_code == 403
+def test_staff_key_reaches_no_engineer_route(shared: Gateway, method: str, path: str) -> None:
+    assert _call(shared, "staff", method, path, json={"command": "train sft"}).status_code == 403
 
 
 def test_whoami_names_the_role_and_never_the_key(gw: Gateway) -> None:
@@ -139,8 +152,11 @@ def test_resync_rereads_changed_source_files_and_lists_missing_ones(gw: Gateway,
 
 def _rated_down_and_abstained(gw: Gateway) -> tuple[str, str]:
     down = gw.chat("customer", RETURN_Q).json()["id"]
-    gw.client.post("/v1/feedback", json={"response_id": down, "rating": "down", "comment": "no label link"},
-                   headers=gw.headers("customer"))  # fmt: skip
+    gw.client.post(
+        "/v1/feedback",
+        json={"response_id": down, "rating": "down", "comment": "no label link"},
+        headers=gw.headers("customer"),
+    )
     gw.chat("customer", "What are the shipping fees?")  # answered, not rated: not in the queue
     abstained = gw.chat("customer", "zebra quantum violin").json()["id"]
     return down, abstained

@@ -41,6 +41,18 @@ def serve(app: Any) -> Served:
     return Served(f"http://127.0.0.1:{port}", stop)
 
 
+def with_versions(gateway: Any) -> Any:
+    """Give the fake gateway's knowledge base the registry (as the real gateway's has), so that
+    syncs record knowledge-base versions; the fake documents become version 1."""
+    from helpline.testing.serving import DOCS
+
+    gateway.kb.registry = gateway.registry
+    gateway.kb.clear()
+    gateway.kb.sync(DOCS)
+    assert [v.id for v in gateway.registry.kb_versions()] == [1]
+    return gateway
+
+
 def mount_console(app: Any) -> Any:
     """What app.py will do once the lead mounts the router (one include_router line)."""
     from helpline.serving.gateway.console_router import console

@@ -95,7 +95,7 @@ def _upload(client: GatewayClient) -> None:
                     "Document": r["doc_id"],
                     "Result": outcome,
                     "Passages embedded": r["chunks_embedded"],
-                    "Version": r.get("version") or "—",
+                    "Version": f"v{r['version']}" if r.get("version") else "—",
                 }
             )
         except GatewayError as e:

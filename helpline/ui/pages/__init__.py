@@ -1,1 +1,0 @@
-"""Page scripts that `st.navigation` runs (not meant to be imported)."""
