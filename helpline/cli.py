@@ -42,6 +42,8 @@ app.add_typer(data_app, name="data")
 app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
 app.add_typer(bench_app, name="bench")
+app.add_typer(serving_cli.keys_app, name="keys")
+app.add_typer(serving_cli.conversations_app, name="conversations")
 app.add_typer(serving_app)
 
 

@@ -102,6 +102,9 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def _auth_header(workspace_dir: Path) -> dict[str, str]:
-    """A customer key if the gateway has keys (created by `helpline keys create`), else none."""
-    key_file = workspace_dir / ".helpline" / "test-customer-key"
-    return {"Authorization": f"Bearer {key_file.read_text().strip()}"} if key_file.exists() else {}
+    """A fresh customer key, made the way an operator would: `helpline keys create`."""
+    out = subprocess.run(
+        [sys.executable, "-m", "helpline", "keys", "create", "--role", "customer", "--name", "e2e", "--json"],
+        cwd=workspace_dir, env=_env(), capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return {"Authorization": f"Bearer {json.loads(out.stdout)['key']}"}
