@@ -103,9 +103,10 @@ def build_gateway(
     from helpline.retrieval.factory import open_knowledge_base
     from helpline.serving.gateway.app import create_app
     from helpline.serving.gateway.store import GatewayStore
+    from helpline.serving.kb_owner import OwnedKB
     from helpline.serving.routing import ModelRouter, TransformersBackend, VLLMBackend
 
-    kb = open_knowledge_base(settings, workspace, registry)
+    kb = OwnedKB(lambda: open_knowledge_base(settings, workspace, registry))
     if engine == "vllm":
         base = server.served_name if server is not None else _base_name(settings, registry)
         backend: Any = VLLMBackend(base_url=vllm_url(settings), base_model=base, server=server)
@@ -147,16 +148,17 @@ def readiness_checks(settings: Settings, kb: Any, *, engine: EngineChoice) -> An
         else:
             out["engine"] = {"ok": True, "kind": "transformers"}
         try:
-            store = kb.store
+            store = kb.kb.store
             count = await anyio.to_thread.run_sync(
-                lambda: store.count() if hasattr(store, "count") else len(store.chunks())
+                lambda: kb.call(lambda: store.count() if hasattr(store, "count") else len(store.chunks()))
             )
             out["index"] = {"ok": count > 0, "chunks": count}
         except Exception as e:  # a broken index must show up as not ready, whatever broke
             out["index"] = {"ok": False, "error": f"{type(e).__name__}: {e}"}
         try:
-            vector = await anyio.to_thread.run_sync(lambda: kb.embedder.embed_query("ready?"))
-            out["embedder"] = {"ok": len(vector) > 0, "name": kb.embedder.name}
+            embedder = kb.kb.embedder
+            vector = await anyio.to_thread.run_sync(lambda: kb.call(embedder.embed_query, "ready?"))
+            out["embedder"] = {"ok": len(vector) > 0, "name": embedder.name}
         except Exception as e:
             out["embedder"] = {"ok": False, "error": f"{type(e).__name__}: {e}"}
         return out

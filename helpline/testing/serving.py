@@ -13,6 +13,7 @@ from helpline.retrieval.knowledge_base import KnowledgeBase
 from helpline.serving.gateway.app import create_app
 from helpline.serving.gateway.config import GatewayLimits
 from helpline.serving.gateway.store import GatewayStore
+from helpline.serving.kb_owner import OwnedKB
 from helpline.serving.rag import RAGPipeline
 from helpline.serving.routing import ModelRouter
 from helpline.testing import FakeEmbedder, FakeGenerator, InMemoryStore
@@ -57,7 +58,7 @@ class Gateway:
     backend: FakeBackend
     registry: Registry
     store: GatewayStore
-    kb: KnowledgeBase
+    kb: OwnedKB
 
     def headers(self, role: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.keys[role]}"}
@@ -72,7 +73,9 @@ def make_gateway(tmp_path: Path, limits: GatewayLimits | None = None) -> Gateway
     registry.register_model("fake-base", kind="base", path=tmp_path / "base")
     registry.register_model("fake-adapter", kind="adapter", path=tmp_path / "adapter", base_model="fake-base")
     registry.set_alias("production", "fake-base", actor="test")
-    kb = KnowledgeBase(store=InMemoryStore(), embedder=FakeEmbedder(), chunk_size=300, chunk_overlap=20)
+    kb = OwnedKB(
+        lambda: KnowledgeBase(store=InMemoryStore(), embedder=FakeEmbedder(), chunk_size=300, chunk_overlap=20)
+    )
     kb.sync(DOCS)
     backend = FakeBackend()
     router = ModelRouter(registry, backend)
