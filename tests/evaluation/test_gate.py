@@ -148,3 +148,22 @@ def test_run_suite_records_faithfulness_with_a_verifier(tmp_path: Path) -> None:
     )
     assert faithful.summary()["hallucination_mean"] == 0.0
     assert invented.summary()["hallucination_mean"] > 0.3
+
+
+def test_regression_after_sync_reports_a_drop(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, suite_file: Path
+) -> None:
+    from helpline.evaluation.hooks import regression_after_sync
+    from helpline.platform.context import Context
+
+    monkeypatch.setenv("HELPLINE_WORKSPACE", str(tmp_path / "ws"))
+    ctx = Context.load()
+    first = regression_after_sync(ctx, suite=suite_file, responder=FakeResponder(GOOD))
+    assert first["pass_rate"] == 1.0 and "dropped" not in first
+    # Sync #2 lost a fact: the same suite now fails a case, and the hook says so.
+    import time
+
+    time.sleep(1.1)  # report names carry the second
+    second = regression_after_sync(ctx, suite=suite_file, responder=FakeResponder(WORSE))
+    assert second["dropped"] is True
+    assert Path(second["report"]).exists()

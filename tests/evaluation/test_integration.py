@@ -1,0 +1,128 @@
+"""Integration: the detector recipe end to end on a tiny hand-written HaluEval-format file, with the
+real MiniLM from the workspace (a few optimiser steps, not minutes), then the CLI on that detector."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+pytestmark = pytest.mark.integration
+
+# Hand-written rows in HaluEval's format (not taken from the dataset).
+QA = [
+    (
+        "Paris is the capital of France. It lies on the Seine.",
+        "What is the capital of France?",
+        "Paris",
+        "Lyon is the capital of France.",
+    ),
+    (
+        "The Nile flows through Egypt and Sudan.",
+        "Which river flows through Egypt?",
+        "The Nile",
+        "The Amazon flows through Egypt since 1900.",
+    ),
+    (
+        "Mount Kenya is in Kenya. It is 5,199 metres high.",
+        "How high is Mount Kenya?",
+        "5,199 metres",
+        "Mount Kenya is 8,000 metres high and in Peru.",
+    ),
+    (
+        "Ada Lovelace wrote the first published algorithm.",
+        "Who wrote the first published algorithm?",
+        "Ada Lovelace",
+        "Charles Dickens wrote it in London.",
+    ),
+    (
+        "Tokyo hosted the 1964 Summer Olympics.",
+        "Which city hosted the 1964 Summer Olympics?",
+        "Tokyo",
+        "Rome hosted the 1964 Games, not Tokyo.",
+    ),
+    (
+        "Oslo is the capital of Norway.",
+        "What is the capital of Norway?",
+        "Oslo",
+        "Bergen became the capital of Norway in 1990.",
+    ),
+]
+DIALOGUE = [
+    (
+        "Inception is directed by Christopher Nolan.",
+        "[Human]: Who made Inception?",
+        "Christopher Nolan directed it.",
+        "Steven Spielberg directed Inception in 1985.",
+    ),
+    (
+        "Jaws is directed by Steven Spielberg.",
+        "[Human]: Do you like Jaws?",
+        "Yes, Spielberg did a great job.",
+        "I prefer it to Titanic, which James Cameron also made in 1975.",
+    ),
+] * 3
+
+
+def _write(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "qa_data.jsonl", "w") as f:
+        for i, (k, q, r, h) in enumerate(QA * 30):  # distinct items, so every split gets some
+            row = {"knowledge": k, "question": f"{q} (#{i})", "right_answer": r, "hallucinated_answer": h}
+            f.write(json.dumps(row) + "\n")
+    with open(folder / "dialogue_data.jsonl", "w") as f:
+        for i, (k, d, r, h) in enumerate(DIALOGUE * 10):
+            f.write(
+                json.dumps(
+                    {"knowledge": k, "dialogue_history": f"{d} ({i})", "right_response": r, "hallucinated_response": h}
+                )
+                + "\n"
+            )
+    return folder
+
+
+def test_train_detector_then_evaluate_with_the_cli(in_workspace: Path, tmp_path: Path) -> None:
+    from helpline.cli import app
+
+    data = _write(tmp_path / "halueval")
+    runner = CliRunner()
+    trained = runner.invoke(
+        app,
+        ["eval", "train-detector", f"halueval_dir={data}", "qa_items=8", "dialogue_items=8", "val_items=40",
+         "doc2dial_pairs=0", "max_minutes=0.5", "output_name=test-detector", "--json"],
+    )  # fmt: skip
+    assert trained.exit_code == 0, trained.output
+    report = json.loads(trained.stdout)
+    assert report["cross_encoder"]["steps_done"] >= 1
+    folder = Path(report["path"])
+    assert (folder / "cross_encoder" / "config.json").exists() and (folder / "detector.json").exists()
+
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "hallucination",
+            "--dataset",
+            f"halueval-qa:{data / 'qa_data.jsonl'}",
+            "--detector",
+            "test-detector",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    # Hand-written hallucinations add names and numbers the knowledge lacks: the support features see them.
+    assert metrics["n"] == len(QA) * 30
+    assert metrics["balanced_accuracy"] > 0.9
+
+    from helpline.evaluation.hallucination.detector import Detector
+
+    detector = Detector.load(folder)
+    grounded = detector.verdict("Paris is the capital.", ["Paris is the capital of France."])
+    invented = detector.verdict(
+        "Paris is the capital. It has 90 million residents and Elon Musk as mayor.", ["Paris is the capital of France."]
+    )
+    assert invented.score > grounded.score
+    assert max(invented.sentences, key=lambda s: s.score).sentence.startswith("It has 90 million")
