@@ -1,0 +1,59 @@
+"""doc2dial question selection for the end-to-end evaluation (hand-written mini collection)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from helpline.evaluation.rag_eval import load_questions, score_arm
+from helpline.testing import FakeEmbedder
+
+
+def _folder(tmp_path: Path) -> Path:
+    docs = [
+        {"doc_id": f"d{i}", "domain": "dmv", "title": f"Doc {i}", "text": f"Document {i} says fee {i}0 dollars."}
+        for i in range(6)
+    ]
+    qa = [
+        {"id": f"q{i}", "doc_id": f"d{i % 6}", "question": f"What is fee {i % 6}?", "history": [], "answer_span": f"fee {i % 6}0 dollars",
+         "answer_start": 16, "agent_response": f"It is {i % 6}0 dollars."}
+        for i in range(12)
+    ]  # fmt: skip
+    (tmp_path / "docs.jsonl").write_text("\n".join(json.dumps(d) for d in docs))
+    (tmp_path / "qa.jsonl").write_text("\n".join(json.dumps(q) for q in qa))
+    return tmp_path
+
+
+def test_removed_questions_lose_their_gold_document(tmp_path: Path) -> None:
+    documents, questions = load_questions(_folder(tmp_path), limit=4, removed=2, seed=1)
+    indexed = {d.doc_id for d in documents}
+    removed = [q for q in questions if q.removed]
+    answerable = [q for q in questions if not q.removed]
+    assert len(removed) == 2 and len(answerable) == 4
+    assert all(q.doc_id not in indexed for q in removed)
+    assert all(q.doc_id in indexed for q in answerable)
+    assert all("dollars" in q.gold_passage for q in questions)
+
+
+class _Detector:
+    def verdicts(self, queries, **_):
+        from helpline.evaluation.hallucination.detector import Verdict
+
+        return [Verdict(0.9 if "100" in a else 0.1, "100" in a, 0.5, 0.0, []) for a, _, _ in queries]
+
+
+def test_score_arm_counts_citations_abstentions_and_faithfulness(tmp_path: Path) -> None:
+    _, questions = load_questions(_folder(tmp_path), limit=2, removed=1, seed=1)
+    answers = []
+    for q in questions:
+        if q.removed:
+            answers.append({"text": "I'm sorry, I don't know.", "citations": [], "abstained": True, "passages": []})
+        else:
+            answers.append(
+                {"text": "It is 100 dollars.", "citations": [q.doc_id], "abstained": False, "passages": ["x"]}
+            )
+    scores = score_arm(questions, answers, detector=_Detector(), embedder=FakeEmbedder())
+    assert scores["citation_correct"] == 1.0
+    assert scores["abstention_rate_removed"] == 1.0
+    assert scores["abstention_rate_answerable"] == 0.0
+    assert scores["faithful_rate_gold"] == 0.0  # "100 dollars" is not what the gold passage says
