@@ -46,16 +46,29 @@ def navigation(who: Principal | None) -> StreamlitPage:
     """Pages by role; a higher role also gets every lower role's pages."""
     if who is None:
         return st.navigation([st.Page(sign_in_page, title="Sign in", icon=":material/login:")], position="hidden")
-    chat = st.Page("views/chat.py", title="Chat", icon=":material/chat:", default=not who.may("staff"))
+    chat = st.Page("views/chat.py", title="Chat", icon=":material/chat:", url_path="chat", default=not who.may("staff"))
     sections = {"Support": [chat]}
     if who.may("staff"):
         sections["Support team"] = [
-            st.Page("views/knowledge_base.py", title="Knowledge base", icon=":material/library_books:"),
-            st.Page("views/review.py", title="Review", icon=":material/rate_review:", default=not who.may("engineer")),
+            st.Page(
+                "views/knowledge_base.py",
+                title="Knowledge base",
+                icon=":material/library_books:",
+                url_path="knowledge-base",
+            ),
+            st.Page(
+                "views/review.py",
+                title="Review",
+                icon=":material/rate_review:",
+                url_path="review",
+                default=not who.may("engineer"),
+            ),
         ]
     if who.may("engineer"):
         sections["ML engineering"] = [
-            st.Page("views/models.py", title="Models", icon=":material/model_training:", default=True),
+            st.Page(
+                "views/models.py", title="Models", icon=":material/model_training:", url_path="models", default=True
+            ),
         ]
     sidebar(who)
     return st.navigation(sections)

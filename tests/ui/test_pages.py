@@ -263,7 +263,7 @@ def test_start_a_job_and_follow_it_to_the_end(live: LiveGateway) -> None:
     at = _models(live)
     at.selectbox(key="job_command").select("train sft")
     at.text_input(key="job_args").input("--help-config")
-    button(at, "Start job").click().run()
+    at.button(key="job_start").click().run()
     _no_traceback(at)
     deadline = time.monotonic() + 60
     while "succeeded" not in texts(at) and time.monotonic() < deadline:

@@ -46,9 +46,10 @@ def with_versions(gateway: Any) -> Any:
     syncs record knowledge-base versions; the fake documents become version 1."""
     from helpline.testing.serving import DOCS
 
-    gateway.kb.registry = gateway.registry
-    gateway.kb.clear()
-    gateway.kb.sync(DOCS)
+    owned = gateway.kb  # an OwnedKB: the KnowledgeBase lives on its own thread
+    owned.kb.registry = gateway.registry
+    owned.call(owned.kb.clear)
+    owned.sync(DOCS)
     assert [v.id for v in gateway.registry.kb_versions()] == [1]
     return gateway
 

@@ -202,26 +202,45 @@ def _follow(client: GatewayClient, job_id: str) -> None:
         st.rerun()  # the job just ended: refresh the whole page (and stop polling)
 
 
-def _jobs(client: GatewayClient) -> None:
+EXAMPLES = {
+    "train sft": "--config smollm2-135m-qlora-cpu max_steps=20",
+    "train export": ".helpline/adapters/smollm2-135m-qlora-cpu",
+    "data prepare": "--source reviewed:.helpline/datasets/reviewed/reviewed.jsonl --out reviewed",
+    "eval gate": "--candidate NAME --baseline production --limit 20",
+    "eval regression": "--suite helpline/evaluation/suites/support.yaml",
+    "eval retrieval": "--dataset beir:../shared/data/DIR --limit 200",
+}
+
+
+def _start_form(client: GatewayClient) -> None:
     commands = session.attempt(client.job_commands) or []
-    with st.form("start-job"):
-        default = commands.index("train sft") if "train sft" in commands else 0
-        command = st.selectbox("Command", commands, index=default if commands else None, key="job_command")
-        args = st.text_input(
-            "Arguments",
-            key="job_args",
-            placeholder="--config helpline/training/configs/qlora-smollm2.yaml max_steps=20",
-        )
-        if st.form_submit_button("Start job", type="primary", icon=":material/play_arrow:") and command:
-            try:
-                argv = shlex.split(args)
-            except ValueError as e:
-                st.error(f"The arguments cannot be read: {e}")
-            else:
-                job = session.attempt(client.start_job, command, argv)
-                if job is not None:
-                    st.session_state["job_selected"] = job["id"]
-                    st.rerun()
+    left, right = st.columns([1, 2])
+    default = commands.index("train sft") if "train sft" in commands else 0
+    command = left.selectbox("Command", commands, index=default if commands else None, key="job_command")
+    example = EXAMPLES.get(command or "", "--help")
+    args = right.text_input(
+        "Arguments",
+        key="job_args",
+        placeholder=example,
+        help=f"For example: {example}. Add --help to see the command's options.",
+    )
+    if st.button("Start job", type="primary", icon=":material/play_arrow:", key="job_start", disabled=not command):
+        try:
+            argv = shlex.split(args)
+        except ValueError as e:
+            st.error(f"The arguments cannot be read: {e}")
+            return
+        job = session.attempt(client.start_job, command, argv)
+        if job is not None:
+            st.session_state["job_selected"] = job["id"]
+            st.rerun()
+
+
+def _jobs(client: GatewayClient) -> None:
+    st.caption(
+        "Runs `helpline COMMAND ARGUMENTS` on the server, one job at a time; its output is kept in the workspace."
+    )
+    _start_form(client)
     jobs = session.attempt(client.jobs)
     if not jobs:
         st.caption("No jobs yet.")
