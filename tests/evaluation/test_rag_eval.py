@@ -14,11 +14,13 @@ def _folder(tmp_path: Path) -> Path:
         {"doc_id": f"d{i}", "domain": "dmv", "title": f"Doc {i}", "text": f"Document {i} says fee {i}0 dollars."}
         for i in range(6)
     ]
-    qa = [
-        {"id": f"q{i}", "doc_id": f"d{i % 6}", "question": f"What is fee {i % 6}?", "history": [], "answer_span": f"fee {i % 6}0 dollars",
-         "answer_start": 16, "agent_response": f"It is {i % 6}0 dollars."}
-        for i in range(12)
-    ]  # fmt: skip
+    qa = []
+    for i in range(12):
+        d = i % 6
+        qa.append(
+            {"id": f"q{i}", "doc_id": f"d{d}", "question": f"What is fee {d}?", "history": [],
+             "answer_span": f"fee {d}0 dollars", "answer_start": 16, "agent_response": f"It is {d}0 dollars."}
+        )  # fmt: skip
     (tmp_path / "docs.jsonl").write_text("\n".join(json.dumps(d) for d in docs))
     (tmp_path / "qa.jsonl").write_text("\n".join(json.dumps(q) for q in qa))
     return tmp_path
