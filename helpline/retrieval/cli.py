@@ -165,7 +165,8 @@ def eval_retrieval(
     backend: str = typer.Option("torch", help="Embedder backend: torch (fp32) or onnx-int8."),
     chunk_size: int = typer.Option(0, help="Chunk size in characters (default: retrieval.chunk_size)."),
     fusion: str = typer.Option("rrf", help="Hybrid fusion: rrf or weighted."),
-    question_alone: bool = typer.Option(True, help="With history, also search the question alone and fuse it in."),
+    history_turns: int = typer.Option(6, help="How many earlier user turns are searched with the question."),
+    question_alone: bool = typer.Option(False, help="With history, also search the question alone and fuse it in."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Recall@1/5/10, MRR@10 and nDCG@10 of the knowledge base's search on a test collection."""
@@ -180,7 +181,7 @@ def eval_retrieval(
     collection = load_collection(dataset, split=split, limit=limit or None)
     inner = open_embedder(ctx.settings, ctx.workspace, ctx.registry, backend=backend)
     embedder = CachedEmbedder(inner, ctx.workspace.indexes / "embedding-cache.sqlite")
-    options = SearchOptions(fusion=fusion, question_alone=question_alone)  # type: ignore[arg-type]
+    options = SearchOptions(fusion=fusion, history_turns=history_turns, question_alone=question_alone)  # type: ignore[arg-type]
     with console.status(f"indexing {len(collection.documents)} documents, then {len(collection.queries)} queries"):
         results = run_eval(
             collection,
@@ -202,3 +203,42 @@ def eval_retrieval(
     for x in results:
         table.add_row(x.dataset, x.mode, str(x.history), *(f"{v:.4f}" for v in x.metrics.values()))
     Console().print(table)
+
+
+@bench_app.command("retrieval")
+def bench_retrieval(
+    sizes: str = typer.Option("10000,100000", help="Knowledge-base sizes (chunks) to measure query latency at."),
+    rounds: int = typer.Option(3, help="Rounds of the ingest measurement (the median is reported)."),
+    repeats: int = typer.Option(3, help="Passes over the question set per latency measurement."),
+    backend: str = typer.Option("onnx-int8", help="Embedder backend on the query path: torch or onnx-int8."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Ingest chunks/s (fp32 torch vs int8 ONNX), query latency p50/p95 at each size, peak memory."""
+    import yaml
+
+    from helpline.retrieval.bench import ingest_throughput, peak_rss_mb, sample_texts, scale_report
+    from helpline.retrieval.factory import open_embedder
+
+    ctx = Context.load()
+    r = ctx.settings.retrieval
+    docs, texts = sample_texts(SAMPLE_KB, chunk_size=r.chunk_size, chunk_overlap=r.chunk_overlap)
+    questions = [q["question"] for q in yaml.safe_load((SAMPLE_KB / "QUESTIONS.yaml").read_text())]
+    embedders = {b: open_embedder(ctx.settings, ctx.workspace, ctx.registry, backend=b) for b in ("torch", "onnx-int8")}
+    with console.status(f"embedding {len(texts)} chunks × {rounds} rounds per backend"):
+        ingest = ingest_throughput(embedders, texts, rounds=rounds)
+    speedup = ingest["onnx-int8"]["chunks_per_s_median"] / ingest["torch"]["chunks_per_s_median"]
+    with console.status(f"building {sizes} chunk indexes and timing {len(questions)} questions"):
+        scale = scale_report(
+            docs, embedders[backend], questions, sizes=[int(s) for s in sizes.split(",")], repeats=repeats
+        )
+    data = {
+        "ingest": {"chunks": len(texts), **ingest, "speedup_int8_vs_fp32": round(speedup, 2)},
+        "query_backend": backend,
+        "scale": scale,
+        "synthetic_vectors": "chunks beyond the sample KB's use random unit vectors and generated text",
+        "peak_rss_mb": peak_rss_mb(),
+    }
+    if as_json:
+        print_json(data)
+    else:
+        console.print(data)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from helpline.platform.lazy_imports import require
+from helpline.platform.schemas import ScoredChunk
 from helpline.retrieval.datasets import Collection
 from helpline.retrieval.embedders import Embedder
 from helpline.retrieval.knowledge_base import KnowledgeBase, Mode, SearchOptions
@@ -63,6 +64,15 @@ def build_index(
     return kb
 
 
+def rank_documents(hits: list[ScoredChunk]) -> dict[str, float]:
+    """Documents in the order of their best chunk, scored by descending rank (ties are impossible)."""
+    ranked: dict[str, float] = {}
+    for h in hits:
+        if h.chunk.doc_id not in ranked:
+            ranked[h.chunk.doc_id] = float(len(hits) - len(ranked))
+    return ranked
+
+
 def evaluate(
     kb: KnowledgeBase,
     collection: Collection,
@@ -85,11 +95,7 @@ def evaluate(
         start = time.perf_counter()
         hits = kb.search(q.text, k=CHUNKS_PER_QUERY, role="staff", history=q.history if history else None, mode=mode)
         timings.append((time.perf_counter() - start) * 1000)
-        ranked: dict[str, float] = {}
-        for h in hits:  # a document ranks where its best chunk ranks
-            if h.chunk.doc_id not in ranked:
-                ranked[h.chunk.doc_id] = float(CHUNKS_PER_QUERY - len(ranked))
-        run[q.qid] = ranked or {"__none__": 0.0}
+        run[q.qid] = rank_documents(hits) or {"__none__": 0.0}
         if progress:
             progress(1)
     qrels = ranx.Qrels({q.qid: q.relevant for q in collection.queries})

@@ -41,9 +41,11 @@ class SearchOptions:
     fusion: Literal["rrf", "weighted"] = "rrf"
     rrf_k: int = 60
     dense_weight: float = 0.5
-    history_turns: int = 2
-    #: Also search the question alone and fuse it in, so the newest turn outweighs older context.
-    question_alone: bool = True
+    #: Earlier user turns searched with the question. On doc2dial more context kept helping up to ~6 turns
+    #: (BM25 recall@5: 0.59 alone, 0.81 with 2 turns, 0.87 with 6), as a conversation stays on one topic.
+    history_turns: int = 6
+    #: Also search the question alone and fuse it in. Off: on doc2dial it cost 0.12 recall@5 (BM25).
+    question_alone: bool = False
 
 
 @dataclass
@@ -120,6 +122,10 @@ class KnowledgeBase:
         for start in range(0, len(ids), 5000):
             self.store.delete(ids[start : start + 5000])
         self.records.clear()
+        self._refresh_bm25(force=True)
+
+    def reindex(self) -> None:
+        """Rebuild the BM25 index from the store (after chunks were written to the store directly)."""
         self._refresh_bm25(force=True)
 
     def documents(self) -> list[Record]:

@@ -73,7 +73,7 @@ def _reconcile(kb: KnowledgeBase) -> dict[str, Record]:
     records = kb.records.all()
     stored = kb.store.chunks()
     if not records and stored:
-        kb.records.adopt(_records_from_chunks(stored))
+        kb.records.adopt(records_from_chunks(stored))
         return kb.records.all()
     known = {cid for r in records.values() for cid in r.chunk_ids}
     orphans = [c.chunk_id for c in stored if c.chunk_id not in known]
@@ -81,7 +81,8 @@ def _reconcile(kb: KnowledgeBase) -> dict[str, Record]:
     return records
 
 
-def _records_from_chunks(chunks: list[Chunk]) -> list[Record]:
+def records_from_chunks(chunks: list[Chunk]) -> list[Record]:
+    """Ledger rows describing chunks already in a store (grouped by document)."""
     by_doc: dict[str, list[Chunk]] = {}
     for c in chunks:
         by_doc.setdefault(c.doc_id, []).append(c)

@@ -64,12 +64,13 @@ def test_follow_up_is_searched_with_the_conversation(kb: KnowledgeBase, mode: st
 
 
 def test_only_the_last_turns_of_history_are_used(kb: KnowledgeBase) -> None:
-    texts = kb.query_texts("and the fee?", ["turn one", "turn two", "turn three"])
-    assert texts[0] == "turn two\nturn three\nand the fee?"
-    assert texts[1] == "and the fee?"  # the question alone is fused in too
+    kb.options = SearchOptions(history_turns=2)
+    assert kb.query_texts("and the fee?", ["turn one", "turn two", "turn three"]) == [
+        "turn two\nturn three\nand the fee?"
+    ]
     assert kb.query_texts("plain question", None) == ["plain question"]
-    lone = KnowledgeBase(store=InMemoryStore(), embedder=FakeEmbedder(), options=SearchOptions(question_alone=False))
-    assert lone.query_texts("q", ["h"]) == ["h\nq"]
+    kb.options = SearchOptions(history_turns=2, question_alone=True)
+    assert kb.query_texts("q", ["h", " "]) == ["h\nq", "q"]  # blank turns are dropped
 
 
 def test_weighted_fusion_mode_also_filters_and_ranks(kb: KnowledgeBase) -> None:
