@@ -134,3 +134,76 @@ def export(
     report = export_adapter(run_dir, ctx=Context.load(), name=name, merge=merge, console=console)
     if as_json:
         print_json(report)
+
+
+def _model_and_adapter(ref: str, ctx: Context) -> tuple[str, str | None]:
+    """Registry name/alias or folder → (base checkpoint path, adapter path or None)."""
+    path = Path(ref).expanduser()
+    if (path / "adapter_config.json").is_file():
+        base = json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
+        return base, str(path)
+    if (path / "config.json").is_file():
+        return str(path), None
+    record = ctx.registry.get_model(ref)
+    if record.kind == "adapter":
+        return ctx.registry.get_model(record.base_model or "").path, record.path
+    return record.path, None
+
+
+@eval_app.command("sft")
+def eval_sft(
+    model: str = typer.Option(..., help="Registry name/alias, adapter folder or checkpoint folder."),
+    dataset: str = typer.Option(..., help="bitext:CSV or chat:JSONL (e.g. a prepared test.jsonl)."),
+    baseline: str | None = typer.Option(None, help="Also score this model (e.g. the base) on the same examples."),
+    limit: int = typer.Option(100, help="Examples scored (a seeded sample)."),
+    max_tokens: int = typer.Option(192, help="Longest answer generated."),
+    batch_size: int = typer.Option(8, help="Generation batch size."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """ROUGE-L to the reference answers and the structure check (steps, placeholders, opener)."""
+    from helpline.training.evaluate import generate_batched, load_eval_set, score_answers
+
+    ctx = Context.load()
+    prompts, references, questions = load_eval_set(dataset, limit)
+    report: dict = {"dataset": dataset, "examples": len(prompts), "max_tokens": max_tokens}
+    for label, ref in (("model", model), ("baseline", baseline)):
+        if ref is None:
+            continue
+        base, adapter = _model_and_adapter(ref, ctx)
+        with console.status(f"generating {len(prompts)} answers with {ref}"):
+            answers = generate_batched(base, adapter, prompts, max_tokens=max_tokens, batch_size=batch_size)
+        report[label] = {"name": ref, **score_answers(answers, references, questions), "sample": answers[0][:300]}
+    if as_json:
+        print_json(report)
+    else:
+        for label in ("model", "baseline"):
+            if label in report:
+                r = report[label]
+                console.print(f"{r['name']}: ROUGE-L {r['rougeL_f1']}, structure {r['structure']}")
+
+
+@bench_app.command("training")
+def bench_training(
+    model: str = typer.Option("smollm2-135m-instruct", help="Registry name or folder of the base model."),
+    dataset: str = typer.Option("bitext", help="Prepared dataset (NAME, NAME/vN or folder)."),
+    steps: int = typer.Option(4, help="Optimizer steps per method (the first is not timed)."),
+    batch: int = typer.Option(4, help="Examples per step."),
+    max_length: int = typer.Option(256, help="Longest example kept."),
+    methods: str = typer.Option("full,lora,qlora", help="Comma-separated methods."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Peak memory (RSS) and tokens/s of full fine-tuning, LoRA and QLoRA on the same batches."""
+    from helpline.training.bench import run_bench
+    from helpline.training.data.prepare import resolve_dataset
+    from helpline.training.sft import resolve_base_model
+
+    ctx = Context.load()
+    base = resolve_base_model(model, ctx)
+    data = resolve_dataset(dataset, ctx.workspace.datasets)
+    with console.status("training each method in its own process"):
+        report = run_bench(base, data, methods=methods.split(","), steps=steps, batch=batch, max_length=max_length)
+    if as_json:
+        print_json(report)
+        return
+    for method, r in report["methods"].items():
+        console.print(f"{method}: peak {r.get('peak_rss_mb')} MB, {r.get('tokens_per_s')} tokens/s")

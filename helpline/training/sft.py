@@ -66,6 +66,8 @@ def tokenize_split(tokenizer, file: Path, cfg: SFTConfig, limit: int | None) -> 
                 too_long += 1
             else:
                 examples.append(ex)
+    if not examples and too_long == 0:
+        raise DataError(f"{file} has no examples", hint="prepare the dataset again with a larger share for this split")
     if not examples:
         raise DataError(f"{file}: no example fits max_length={cfg.max_length}", hint="raise max_length")
     return examples, too_long

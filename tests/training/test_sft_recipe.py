@@ -1,0 +1,134 @@
+"""The SFT recipe end to end on a tiny Llama built from a config (no download, a few seconds)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from helpline.platform.context import Context
+from helpline.platform.errors import ConfigError
+from helpline.testing.training import tiny_llama, tiny_tokenizer
+from helpline.training.config import SFTConfig, load_config
+from helpline.training.data.prepare import PrepareOptions, prepare_dataset
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("trl")
+pytest.importorskip("peft")
+
+
+NAMES = [f"{a}{b}" for a in ("ka", "lo", "mi", "nu", "po", "ru") for b in ("ta", "ve", "xo", "zu")]
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("tiny-base")
+    tokenizer = tiny_tokenizer()
+    tiny_llama(tokenizer).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    lines = []
+    for i, (topic, answer) in enumerate(
+        [("refund", "Refunds take five days."), ("order", "Open My Orders and click Cancel."),
+         ("delivery", "Your parcel is on its way."), ("password", "Click Forgot password.")] * 6
+    ):  # fmt: skip
+        question = f"{NAMES[i]} asks about the {topic}, {NAMES[-1 - i]} style"
+        lines.append({"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}],
+                      "intent": topic})  # fmt: skip
+    (root / "chat.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    options = PrepareOptions(sources=[f"chat:{root / 'chat.jsonl'}"], name="tiny", validation=0.2, test=0.2,
+                             sibling_threshold=0.99)  # fmt: skip
+    return Path(prepare_dataset(options, datasets_dir=root / "ds", count_tokens=None, context_length=None)["path"])
+
+
+def _config(tiny_base: Path, tiny_dataset: Path, out: Path, **kw) -> SFTConfig:
+    base = dict(base_model=str(tiny_base), dataset=str(tiny_dataset), output_dir=str(out), method="lora",
+                max_steps=4, eval_steps=2, logging_steps=1, per_device_train_batch_size=2, learning_rate=1e-2,
+                lora_r=4, lora_alpha=8, warmup_steps=0, export=False, max_length=128)  # fmt: skip
+    return SFTConfig(**{**base, **kw})
+
+
+def _run(cfg: SFTConfig, tmp_path: Path) -> dict:
+    from helpline.training.sft import run_sft
+
+    return run_sft(cfg, preset="test", ctx=Context.load(workspace=tmp_path / "ws"))
+
+
+def _weights(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(next(path.glob("*.safetensors"))))
+
+
+def test_lora_trains_adapter_only_with_finite_loss(tiny_base: Path, tiny_dataset: Path, tmp_path: Path) -> None:
+    summary = _run(_config(tiny_base, tiny_dataset, tmp_path / "run"), tmp_path)
+    assert summary["global_step"] == 4
+    assert torch.isfinite(torch.tensor(summary["train_loss"]))
+    assert [p["step"] for p in summary["eval_curve"]] == [2, 4, 4] or summary["eval_curve"][0]["step"] == 2
+    adapter = _weights(Path(summary["artifact"]))
+    lora_b = [v for k, v in adapter.items() if "lora_B" in k]
+    assert lora_b and any(v.abs().sum() > 0 for v in lora_b), "LoRA B starts at zero; it must have moved"
+    assert not any("lora" not in k for k in adapter), "only LoRA weights belong in the adapter"
+    from transformers import AutoModelForCausalLM
+
+    reloaded = AutoModelForCausalLM.from_pretrained(str(tiny_base))
+    original = _weights(tiny_base)
+    for name, tensor in reloaded.state_dict().items():  # the base checkpoint on disk is untouched
+        if name in original:
+            assert torch.equal(tensor, original[name])
+    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert any("eval_loss" in r for r in records) and any("loss" in r for r in records)
+
+
+def test_full_fine_tuning_changes_the_base_weights(tiny_base: Path, tiny_dataset: Path, tmp_path: Path) -> None:
+    summary = _run(_config(tiny_base, tiny_dataset, tmp_path / "full", method="full", max_steps=2), tmp_path)
+    tuned, original = _weights(Path(summary["artifact"])), _weights(tiny_base)
+    changed = [k for k in original if k in tuned and not torch.equal(tuned[k].float(), original[k].float())]
+    assert changed
+
+
+def test_interrupted_run_resumes_from_its_last_checkpoint(tiny_base: Path, tiny_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "resumable"
+    _run(_config(tiny_base, tiny_dataset, out, max_steps=2, early_stopping_patience=None), tmp_path)
+    with pytest.raises(ConfigError, match="already has checkpoints"):
+        _run(_config(tiny_base, tiny_dataset, out, max_steps=4), tmp_path)
+    summary = _run(
+        _config(tiny_base, tiny_dataset, out, max_steps=4, resume=True, early_stopping_patience=None), tmp_path
+    )
+    assert summary["resumed_from"] == "checkpoint-2"
+    assert summary["global_step"] == 4
+
+
+def test_same_seed_same_adapter(tiny_base: Path, tiny_dataset: Path, tmp_path: Path) -> None:
+    a = _weights(Path(_run(_config(tiny_base, tiny_dataset, tmp_path / "a", max_steps=2), tmp_path)["artifact"]))
+    b = _weights(Path(_run(_config(tiny_base, tiny_dataset, tmp_path / "b", max_steps=2), tmp_path)["artifact"]))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_config_reports_every_problem_at_once(tmp_path: Path) -> None:
+    preset = tmp_path / "p.yaml"
+    preset.write_text("dataset: x\neval_steps: 10\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(preset, ["save_steps=15", "resume=true", "overwrite=true"])
+    assert "save_steps (15) must be a multiple" in err.value.message
+    assert "resume and overwrite" in err.value.message
+    with pytest.raises(ConfigError) as err:
+        load_config(preset, ["lora_r=0", "method=qlora4", "no_such_key=1"])
+    for field in ("lora_r", "method", "no_such_key"):
+        assert field in err.value.message
+
+
+def test_shipped_presets_are_valid() -> None:
+    presets = sorted((Path(__file__).parents[2] / "helpline" / "training" / "configs").glob("*.yaml"))
+    assert len(presets) >= 4
+    for preset in presets:
+        cfg, _ = load_config(preset)
+        assert preset.read_text().startswith("#") and "helpline train sft" in preset.read_text().split("\n\n")[0]
+        if cfg.method != "full":
+            assert set(cfg.lora_target_modules) >= {"q_proj", "v_proj"}
