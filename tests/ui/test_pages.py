@@ -78,6 +78,7 @@ def test_chat_streams_a_cited_answer_and_takes_feedback(live: LiveGateway) -> No
     shown = texts(at)
     assert "answer from fake-base" in shown
     assert [e.label for e in at.expander] == ["[1] Returning an item", "[2] Shipping fees"]
+    assert "relevance" not in texts(at)  # ranking scores mean nothing to a customer
     assert "print the label" in at.expander[0].markdown[0].value  # the passage itself
     at.feedback[0].set_value(0).run()  # thumbs down
     turn = live.gateway.store.turns()[0]

@@ -36,10 +36,13 @@ def _history(turns: list[dict[str, Any]]) -> list[ChatMessage]:
 
 def _sources(sources: list[dict[str, Any]]) -> None:
     st.caption(f"Sources ({len(sources)}): open one to read the passage the answer is based on")
+    seen: set[str] = set()
     for n, c in enumerate(sources, 1):
-        with st.expander(f"[{n}] {c['title']}", icon=":material/article:"):
+        label = f"[{n}] {c['title']}" + (" (another passage)" if c["title"] in seen else "")
+        seen.add(c["title"])
+        with st.expander(label, icon=":material/article:"):
             st.markdown(c.get("text") or "_The passage text is not available._")
-            st.caption(f"Article `{c['doc_id']}` · passage `{c['chunk_id']}` · relevance {c['score']:.2f}")
+            st.caption(f"From the help article `{c['doc_id']}`")
 
 
 def _rate(index: int) -> None:
