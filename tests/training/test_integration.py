@@ -1,0 +1,63 @@
+"""Integration tier: a few QLoRA steps on the real SmolLM2, then the export gate with the real vLLM."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from helpline.platform.context import Context
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def trained_run(workspace_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    from helpline.training.config import load_config
+    from helpline.training.data.prepare import PrepareOptions, prepare_dataset
+    from helpline.training.sft import run_sft
+
+    root = tmp_path_factory.mktemp("qlora")
+    questions = ["How do I cancel my order?", "Where is my refund?", "How do I change my address?",
+                 "I forgot my password.", "Can I talk to a person?", "Which payment methods do you take?"]  # fmt: skip
+    lines = [
+        {
+            "messages": [
+                {"role": "user", "content": f"{q} ({tone})"},
+                {"role": "assistant", "content": f"I understand. 1. Open {{{{Website Name}}}}.\n2. {q}"},
+            ],
+            "intent": f"i{i}",
+        }
+        for i, q in enumerate(questions)
+        for tone in ("please", "thanks", "urgent", "now")
+    ]
+    (root / "chat.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    ctx = Context.load(workspace=workspace_dir / ".helpline")
+    options = PrepareOptions(sources=[f"chat:{root / 'chat.jsonl'}"], name="it", validation=0.2, test=0.2)
+    dataset = prepare_dataset(options, datasets_dir=root / "ds", count_tokens=None, context_length=None)["path"]
+    cfg, preset = load_config(
+        "smollm2-135m-qlora-cpu",
+        [f"dataset={dataset}", f"output_dir={root / 'run'}", "max_steps=2", "eval_steps=2", "max_eval_examples=2",
+         "per_device_train_batch_size=2", "max_length=128", "export=false"],
+    )  # fmt: skip
+    return {"summary": run_sft(cfg, preset=preset, ctx=ctx), "ctx": ctx}
+
+
+def test_qlora_steps_on_smollm2_give_a_finite_loss_and_an_adapter(trained_run: dict) -> None:
+    summary = trained_run["summary"]
+    assert summary["global_step"] == 2
+    assert 0 < summary["best_eval_loss"] < 20
+    assert (Path(summary["artifact"]) / "adapter_config.json").is_file()
+
+
+def test_export_gate_loads_the_adapter_in_vllm_and_registers_it(trained_run: dict) -> None:
+    from helpline.training.export import export_adapter
+
+    ctx = trained_run["ctx"]
+    report = export_adapter(Path(trained_run["summary"]["run_dir"]), ctx=ctx, name="it-adapter", max_tokens=16)
+    assert report["passed"]
+    assert len(report["agreement"]["per_prompt"]) == 8
+    record = ctx.registry.get_model("it-adapter")
+    assert record.kind == "adapter" and record.base_model == "smollm2-135m-instruct"
+    assert record.metadata["dataset"]["hash"]
