@@ -119,6 +119,21 @@ def test_customer_chat_never_cites_internal_articles(live: LiveGateway) -> None:
     assert "Goodwill credit" not in [e.label.split("] ", 1)[-1] for e in at.expander]
 
 
+def test_gateway_going_down_mid_session_is_a_notice_on_every_page(
+    live: LiveGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = sign_in(live.key("engineer"))
+    monkeypatch.setenv("HELPLINE_UI__GATEWAY_URL", "http://127.0.0.1:9")  # the gateway "stops"
+    at.switch_page("views/chat.py").run()
+    at.chat_input[0].set_value(RETURN_Q).run()
+    _no_traceback(at)
+    assert "The helpline service is not reachable." in texts(at)
+    for page in TITLES:
+        at.switch_page(page).run()
+        _no_traceback(at)
+        assert "The helpline service is not reachable." in texts(at), page
+
+
 # knowledge base -------------------------------------------------------------------------------
 
 

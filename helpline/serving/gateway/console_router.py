@@ -9,6 +9,7 @@ authorization. The workspace is the folder that holds the registry, so nothing n
 from __future__ import annotations
 
 import json
+import mimetypes
 import os
 import re
 import signal
@@ -35,15 +36,7 @@ console = APIRouter(prefix="/console", tags=["console"])
 
 #: Command groups an engineer may start as jobs from the console (each a `helpline GROUP CMD`).
 JOB_GROUPS = ("data", "train", "eval", "bench")
-REPORT_SUFFIXES = {
-    ".html": "text/html",
-    ".json": "application/json",
-    ".jsonl": "application/x-ndjson",
-    ".png": "image/png",
-    ".svg": "image/svg+xml",
-    ".md": "text/markdown",
-    ".txt": "text/plain",
-}
+REPORT_SUFFIXES = (".html", ".json", ".jsonl", ".png", ".svg", ".md", ".txt")
 _PERCENT = re.compile(r"(\d{1,3})%")
 _lock = threading.Lock()  # guards the reviewed-examples file and each app's job table
 
@@ -104,8 +97,7 @@ def passages(response_id: str, request: Request, who: Principal = Depends(requir
 @console.get("/kb/documents")
 async def kb_documents(request: Request, _: Principal = Depends(requires("staff"))) -> dict:
     """Documents with chunk count, last update and the knowledge-base version that last changed them."""
-    kb = _kb(request)
-    registry = kb.registry or _registry(request)
+    kb, registry = _kb(request), _kb_registry(request)
     records, versions = await anyio.to_thread.run_sync(lambda: (kb.documents(), registry.kb_versions()))
     rows = []
     for r in records:
@@ -203,13 +195,16 @@ async def kb_search(
 
 @console.get("/kb/versions")
 def kb_versions(request: Request, _: Principal = Depends(requires("staff"))) -> dict:
-    registry = getattr(request.app.state.kb_admin, "kb", None)
-    registry = getattr(registry, "registry", None) or _registry(request)
-    return {"versions": [v.model_dump() for v in reversed(registry.kb_versions())]}
+    return {"versions": [v.model_dump() for v in reversed(_kb_registry(request).kb_versions())]}
 
 
 def _registry(request: Request) -> Any:
     return request.app.state.router.registry
+
+
+def _kb_registry(request: Request) -> Any:
+    """Where the knowledge base records its versions (the gateway's registry, in a real gateway)."""
+    return getattr(_kb(request), "registry", None) or _registry(request)
 
 
 # review --------------------------------------------------------------------------------------
@@ -311,7 +306,7 @@ def report_file(request: Request, path: str = Query(max_length=500), _: Principa
     allowed = any(target.is_relative_to(root.resolve()) for root in (ws.reports, ws.adapters))
     if not allowed or target.suffix not in REPORT_SUFFIXES or not target.is_file():
         raise NotFoundError(f"no report {path!r}", hint="GET /console/reports lists them")
-    return FileResponse(target, media_type=REPORT_SUFFIXES[target.suffix])
+    return FileResponse(target, media_type=mimetypes.guess_type(target.name)[0] or "text/plain")
 
 
 # jobs ----------------------------------------------------------------------------------------
