@@ -271,8 +271,8 @@ def test_reports_are_listed_and_plotted(live: LiveGateway) -> None:
     at = _models(live)
     _no_traceback(at)
     assert at.selectbox(key="report_path").value == "adapters/run1/training_summary.json"
-    charts = at.get("vega_lite_chart")
-    assert len(charts) == 2  # the eval-loss curve and the metrics bars
+    assert len(at.get("vega_lite_chart")) == 1  # the eval-loss curve
+    assert ("best_eval_loss", "1.4") in [(m.label, m.value) for m in at.metric]
 
 
 def test_start_a_job_and_follow_it_to_the_end(live: LiveGateway) -> None:

@@ -118,7 +118,7 @@ def _deploy(client: GatewayClient, data: dict[str, Any]) -> None:
 
 
 def _numbers(data: Any, prefix: str = "") -> dict[str, float]:
-    """Numeric fields (two levels deep) of a JSON report, for a quick bar chart."""
+    """Numeric fields (two levels deep) of a JSON report, shown as headline figures."""
     out: dict[str, float] = {}
     if isinstance(data, dict):
         for k, v in data.items():
@@ -134,7 +134,7 @@ def _numbers(data: Any, prefix: str = "") -> dict[str, float]:
 def _show_report(path: str, content_type: str, body: bytes) -> None:
     if content_type.startswith("text/html"):
         # A data: URL gives the report its own origin: it cannot reach the app's page.
-        st.iframe("data:text/html;base64," + base64.b64encode(body).decode(), height=720)
+        st.iframe("data:text/html;charset=utf-8;base64," + base64.b64encode(body).decode(), height=720)
     elif content_type.startswith("image/"):
         st.image(body)
     elif path.endswith(".jsonl"):
@@ -147,14 +147,9 @@ def _show_report(path: str, content_type: str, body: bytes) -> None:
         data = json.loads(body)
         if isinstance(data, dict) and data.get("eval_curve"):
             st.line_chart(data["eval_curve"], x="step", y="eval_loss")
-        numbers = _numbers(data)
-        if numbers:
-            st.bar_chart(
-                [{"metric": k, "value": v} for k, v in list(numbers.items())[:40]],
-                x="metric",
-                y="value",
-                horizontal=True,
-            )
+        numbers = list(_numbers(data).items())[:8]
+        for column, (name, value) in zip(st.columns(4) * 2, numbers):
+            column.metric(name, f"{value:.4g}")
         st.json(data, expanded=1)
     else:
         st.markdown(body.decode(errors="replace"))
@@ -185,7 +180,11 @@ def _follow(client: GatewayClient, job_id: str) -> None:
     if job is None:
         return
     status = job["status"]
-    icon = {"running": "⏳", "succeeded": "✅", "failed": "❌"}.get(status, "❔")
+    icon = {
+        "running": ":blue[:material/progress_activity:]",
+        "succeeded": ":green[:material/check_circle:]",
+        "failed": ":red[:material/error:]",
+    }.get(status, ":gray[:material/help:]")
     st.markdown(
         f"{icon} **{status}** · `helpline {job['command']} {shlex.join(job['args'])}` · started "
         f"{session.when(job['started_at'])}"
