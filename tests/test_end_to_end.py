@@ -55,11 +55,11 @@ def test_ask_with_unknown_model_says_what_to_do(workspace_dir: Path) -> None:
 
 
 def test_run_serves_cited_answers_through_vllm(workspace_dir: Path) -> None:
-    gateway, engine = _free_port(), _free_port()
+    gateway, engine, ui = _free_port(), _free_port(), _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "helpline", "run"],
         cwd=workspace_dir,
-        env=_env(HELPLINE_GATEWAY__PORT=str(gateway), HELPLINE_VLLM__PORT=str(engine)),
+        env=_env(HELPLINE_GATEWAY__PORT=str(gateway), HELPLINE_VLLM__PORT=str(engine), HELPLINE_UI__PORT=str(ui)),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
     try:
@@ -87,6 +87,7 @@ def test_run_serves_cited_answers_through_vllm(workspace_dir: Path) -> None:
         body = resp.json()
         assert body["choices"][0]["message"]["content"].strip()
         assert body["citations"][0]["doc_id"] == "accounts-reset-your-password"
+        assert httpx.get(f"http://127.0.0.1:{ui}/_stcore/health", timeout=10).status_code == 200  # the UI is up
     finally:
         _stop(proc)
 

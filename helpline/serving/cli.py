@@ -70,8 +70,9 @@ def run(
     engine: str = typer.Option(None, help="vllm (supervised server; default when installed) or transformers."),
     host: str = typer.Option(None, help="Gateway interface (default: settings.gateway.host)."),
     port: int = typer.Option(None, help="Gateway port (default: settings.gateway.port)."),
+    ui: bool = typer.Option(True, "--ui/--no-ui", help="Also serve the Streamlit app (settings.ui.port)."),
 ) -> None:
-    """Start the engine (supervised vLLM on loopback) and the gateway; Ctrl-C stops both."""
+    """Start the engine (supervised vLLM on loopback), the gateway and the UI; Ctrl-C stops them."""
     import uvicorn
 
     from helpline.serving.engines.vllm_server import VLLMServer
@@ -83,6 +84,7 @@ def run(
     engine = engine or _default_engine()
     host, port = host or s.gateway.host, port or s.gateway.port
     server = None
+    ui_process = None
     if engine == "vllm":
         record = ctx.registry.get_model(s.chat_model)
         base = ctx.registry.get_model(record.base_model) if record.kind == "adapter" else record
@@ -105,6 +107,7 @@ def run(
         else:
             console.print("[green]engine[/]  transformers, in-process")
         _bootstrap_keys(ctx)
+        ui_process = _start_ui(ctx, gateway_url=f"http://127.0.0.1:{port}") if ui else None
         console.print(
             f"try: curl -s {url}/v1/chat/completions -H 'authorization: Bearer <customer key>' "
             "-H 'content-type: application/json' "
@@ -112,9 +115,22 @@ def run(
         )
         uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=10)
     finally:
+        if ui_process is not None:
+            ui_process.terminate()
+            ui_process.wait(timeout=30)
         if server is not None:
             server.stop()
         console.print("stopped")
+
+
+def _start_ui(ctx: Context, *, gateway_url: str):
+    """Serve the Streamlit app beside the gateway; it only talks to the gateway over HTTP."""
+    from helpline.ui.launch import start_streamlit
+
+    port = ctx.settings.ui.port
+    process = start_streamlit(gateway_url, port, log_path=ctx.workspace.logs / "ui.log")
+    console.print(f"[green]ui[/]      http://127.0.0.1:{port}  (sign in with a key above)")
+    return process
 
 
 # keys -------------------------------------------------------------------------------------------
