@@ -38,6 +38,12 @@ class Thresholds(BaseModel):
     max_pass_rate_drop: float = Field(0.05, ge=0, le=1, description="Largest allowed drop in a suite's pass rate.")
     max_category_drop: float = Field(0.34, ge=0, le=1, description="Largest allowed drop in one category.")
     min_category_cases: int = Field(3, ge=1, description="Categories with fewer cases are reported, not gated.")
+    max_score_drop: float = Field(
+        0.05, ge=0, le=1, description="Largest allowed drop of a suite's mean case score (mean of evaluator scores)."
+    )
+    max_evaluator_drop: float = Field(
+        0.15, ge=0, le=1, description="Largest allowed drop of one evaluator's mean score."
+    )
     max_hallucination_increase: float = Field(
         0.05, ge=0, le=1, description="Largest allowed rise of the mean detector score (when a detector runs)."
     )
@@ -122,6 +128,25 @@ def compare(candidate: list[SuiteResult], baseline: list[SuiteResult], threshold
                 drop <= t.max_pass_rate_drop + 1e-9,
             )
         )
+        score_drop = b["mean_score"] - c["mean_score"]
+        checks.append(
+            Check(
+                f"{s}: mean score vs baseline",
+                c["mean_score"],
+                b["mean_score"],
+                f"drop ≤ {t.max_score_drop}",
+                score_drop <= t.max_score_drop + 1e-9,
+            )
+        )
+        for name, value in c["evaluators"].items():
+            if name in b["evaluators"]:
+                drop = b["evaluators"][name] - value
+                ok = drop <= t.max_evaluator_drop + 1e-9
+                checks.append(
+                    Check(
+                        f"{s}: {name} vs baseline", value, b["evaluators"][name], f"drop ≤ {t.max_evaluator_drop}", ok
+                    )
+                )
         for cat, cc in c["categories"].items():
             bc = b["categories"].get(cat)
             if cat in t.required_categories:

@@ -78,7 +78,7 @@ def write_gate_report(report: GateReport, cand: list[SuiteResult], base: list[Su
     for cr, br in zip(cand, base):
         cs, bs = cr.summary(), br.summary()
         parts.append(f"<h2>Suite {html.escape(cr.suite)}</h2><table>" + _row("", "baseline", "candidate", header=True))
-        for key in ("n", "pass_rate", "abstention_rate", "hallucination_mean", "median_latency_ms"):
+        for key in ("n", "pass_rate", "mean_score", "abstention_rate", "hallucination_mean", "median_latency_ms"):
             parts.append(_row(key, bs[key], cs[key]))
         for name in sorted(set(cs["evaluators"]) | set(bs["evaluators"])):
             parts.append(

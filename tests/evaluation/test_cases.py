@@ -86,3 +86,15 @@ def test_generators_build_cases_from_shared_data(shared_data: Path) -> None:
     assert len({c.category for c in bitext}) > 5  # spread over intents' categories
     assert all(c.context and c.expect.must_cite == [c.context[0].doc_id] for c in doc2dial)
     assert all("{{" not in (c.expect.reference or "") for c in bitext)
+
+
+def test_bad_regex_and_bad_schema_are_refused(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "name: s\ncases:\n  - id: rx\n    question: q\n    expect: {regex: ['(unclosed']}\n"
+        "  - id: js\n    question: q\n    expect: {json_schema: {type: 12}}\n",
+    )
+    with pytest.raises(DataError) as err:
+        load_suite(path)
+    assert "'rx' (#1)" in str(err.value) and "does not compile" in str(err.value)
+    assert "'js' (#2)" in str(err.value) and "not a valid JSON Schema" in str(err.value)

@@ -7,6 +7,7 @@ typo such as ``must_contian`` fails loudly instead of silently checking nothing.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -84,6 +85,18 @@ class Expectations(_Strict):
         )
         if not any(checks):
             raise ValueError("expect has no checks; add at least one (must_contain, reference, ...)")
+        if self.json_schema is not None:
+            import jsonschema
+
+            try:
+                jsonschema.Draft202012Validator.check_schema(self.json_schema)
+            except jsonschema.SchemaError as e:
+                raise ValueError(f"json_schema is not a valid JSON Schema: {e.message}") from e
+        for pattern in self.regex:
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ValueError(f"regex {pattern!r} does not compile: {e}") from e
         return self
 
 

@@ -123,6 +123,8 @@ class SuiteResult:
             "model": self.model,
             "n": len(self.cases),
             "pass_rate": _rate(self.cases),
+            # Mean over cases of the mean evaluator score: moves when pass/fail does not (small models).
+            "mean_score": round(sum(_case_score(c) for c in self.cases) / max(1, len(self.cases)), 4),
             "categories": {k: {"n": len(v), "pass_rate": _rate(v)} for k, v in sorted(by_cat.items())},
             "evaluators": {k: round(sum(v) / len(v), 4) for k, v in sorted(by_eval.items())},
             "abstention_rate": round(sum(c.abstained for c in self.cases) / max(1, len(self.cases)), 4),
@@ -178,6 +180,10 @@ def run_suite(
     for case in iterator:
         result.cases.append(run_case(case, responder, embedder=embedder, verifier=verifier))
     return result
+
+
+def _case_score(case: CaseResult) -> float:
+    return sum(s.score for s in case.scores) / len(case.scores) if case.scores else 1.0
 
 
 def _rate(cases: list[CaseResult]) -> float:
