@@ -189,6 +189,7 @@ def rag(
     detector: str = typer.Option("helpline-detector", "--detector", help=DETECTOR_HELP),
     verify: bool = typer.Option(False, help="Attach the detector as the pipeline's verifier (abstain if unsupported)."),
     seed: int = typer.Option(0, help="Question sampling seed."),
+    max_docs: int = typer.Option(60, help="Documents indexed (gold ones + seeded distractors; 0 = all)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """End-to-end doc2dial RAG evaluation and the A/B report (base, fine-tuned, retrieval, hybrid)."""
@@ -208,6 +209,7 @@ def rag(
         detector=det,
         verify=verify,
         seed=seed,
+        max_docs=max_docs,
     )
     if as_json:
         print_json(result)

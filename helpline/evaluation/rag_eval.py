@@ -34,7 +34,9 @@ class Question:
     removed: bool = False
 
 
-def load_questions(folder: Path, *, limit: int, removed: int, seed: int = 0) -> tuple[list[Document], list[Question]]:
+def load_questions(
+    folder: Path, *, limit: int, removed: int, seed: int = 0, max_docs: int = 0
+) -> tuple[list[Document], list[Question]]:
     """Documents to index and ``limit`` answerable + ``removed`` unanswerable questions (seeded).
 
     Unanswerable questions have their gold document left out of the returned documents.
@@ -61,6 +63,13 @@ def load_questions(folder: Path, *, limit: int, removed: int, seed: int = 0) -> 
         picked.append(_question(row, docs[row["doc_id"]], removed=unanswerable))
         if len(gold_removed) >= removed and sum(not q.removed for q in picked) >= limit:
             break
+    keep = set(docs) - gold_removed
+    if max_docs and len(keep) > max_docs:
+        # Gold documents of the answerable questions, plus seeded distractors up to max_docs.
+        gold = {q.doc_id for q in picked if not q.removed}
+        others = sorted(keep - gold)
+        rng.shuffle(others)
+        keep = gold | set(others[: max(0, max_docs - len(gold))])
     documents = [
         Document(
             doc_id=d["doc_id"],
@@ -70,7 +79,7 @@ def load_questions(folder: Path, *, limit: int, removed: int, seed: int = 0) -> 
             metadata={"domain": d["domain"]},
         )
         for doc_id, d in docs.items()
-        if doc_id not in gold_removed
+        if doc_id in keep
     ]
     return documents, picked
 
@@ -176,12 +185,13 @@ def run_ab(
     detector: Any,
     verify: bool = False,
     seed: int = 0,
+    max_docs: int = 0,
 ) -> dict[str, Any]:
     """Answer the same questions with each arm and score them."""
     from helpline.evaluation.regression.factory import resolve_model
     from helpline.serving.factory import build_generator, build_pipeline
 
-    documents, questions = load_questions(folder, limit=limit, removed=removed, seed=seed)
+    documents, questions = load_questions(folder, limit=limit, removed=removed, seed=seed, max_docs=max_docs)
     results: dict[str, Any] = {"questions": len(questions), "documents_indexed": len(documents), "arms": {}}
     with tempfile.TemporaryDirectory() as tmp:
         kb, embedder = build_index(documents, ctx, tmp)
