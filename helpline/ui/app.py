@@ -38,7 +38,8 @@ def sign_in_page() -> None:
 def sidebar(who: Principal) -> None:
     with st.sidebar:
         st.caption(f"Signed in as **{who.role}**" + (f" ({who.name})" if who.name else ""))
-        st.caption(f"Gateway: {session.gateway_url()}")
+        if who.may("staff"):
+            st.caption(f"Gateway: {session.gateway_url()}")
         st.button("Sign out", icon=":material/logout:", key="sign_out", on_click=session.sign_out)
 
 
