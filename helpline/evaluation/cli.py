@@ -55,9 +55,10 @@ def hallucination(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Score the detector with HaluEval's protocol: each item shows its right or hallucinated answer (p = 0.5)."""
-    from helpline.evaluation.hallucination.evaluate import evaluate_dataset, load_detector
+    from helpline.evaluation.hallucination.evaluate import ensure_default_detector, evaluate_dataset, load_detector
 
     ctx = Context.load()
+    ensure_default_detector(ctx, detector, log=lambda m: console.print(m, highlight=False))
     det = load_detector(ctx, detector)
     result = evaluate_dataset(det, dataset, split=split, limit=limit, threshold=threshold, seed=seed)  # type: ignore[arg-type]
     if as_json:

@@ -183,3 +183,16 @@ def test_a_drop_in_scores_fails_even_when_both_fail_every_case(tmp_path: Path) -
     assert not report.passed
     failed = {c.name for c in report.checks if not c.passed}
     assert {"two: mean score vs baseline", "two: must_contain vs baseline"} <= failed
+
+
+def test_missing_detector_without_data_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from helpline.evaluation.hallucination.evaluate import ensure_default_detector, load_detector
+    from helpline.platform.context import Context
+    from helpline.platform.errors import NotFoundError
+
+    monkeypatch.setenv("HELPLINE_WORKSPACE", str(tmp_path / "ws"))
+    monkeypatch.setenv("HELPLINE_HALUEVAL_DIR", str(tmp_path / "absent"))
+    ctx = Context.load()
+    ensure_default_detector(ctx, "helpline-detector")  # no data: trains nothing
+    with pytest.raises(NotFoundError, match="train-detector"):
+        load_detector(ctx, "helpline-detector")

@@ -20,6 +20,8 @@ from helpline.evaluation.hallucination.metrics import binary_metrics
 from helpline.platform.context import Context
 from helpline.platform.errors import NotFoundError
 
+DEFAULT_DETECTOR = "helpline-detector"
+
 # Published anchors to read our figures against (not comparable one-to-one: see the report).
 ANCHORS = {
     "qa": "ChatGPT 62.59% accuracy on HaluEval QA (judging without knowledge; Li et al. 2023)",
@@ -31,6 +33,36 @@ ANCHORS = {
 def load_detector(ctx: Context, name_or_path: str, *, quantize: bool = True) -> Detector:
     """A detector from a folder, or from the registry by name."""
     return Detector.load(detector_path(ctx, name_or_path), quantize=quantize)
+
+
+def ensure_default_detector(ctx: Context, name: str, *, log=print) -> None:
+    """First use in a fresh workspace: train the support-feature detector (about a minute, no network).
+
+    Only for the default name, and only from the shared HaluEval *training* split
+    (``$HELPLINE_HALUEVAL_DIR`` or ``../shared/data/halueval``); otherwise nothing happens and
+    loading reports what to run.
+    """
+    import os
+
+    if name != DEFAULT_DETECTOR or Path(name).is_dir() or any(m.name == name for m in ctx.registry.list_models()):
+        return
+    halueval = Path(os.environ.get("HELPLINE_HALUEVAL_DIR", "../shared/data/halueval"))
+    if not (halueval / "qa_data.jsonl").exists():
+        return
+    from helpline.evaluation.hallucination.train import DetectorTrainConfig, train
+
+    doc2dial = halueval.parent / "doc2dial"
+    cfg = DetectorTrainConfig(
+        halueval_dir=halueval,
+        doc2dial_dir=doc2dial if (doc2dial / "qa.jsonl").exists() else None,
+        train_cross_encoder=False,
+        val_items=800,
+        output_name=name,
+    )
+    log(f"no detector yet: training {name} from {halueval} (support features, about a minute)")
+    output = ctx.workspace.models / name
+    metadata = train(cfg, base_path=Path("."), output=output, log=log)
+    ctx.registry.register_model(name, kind="base", path=output, metadata=metadata)
 
 
 def detector_path(ctx: Context, name_or_path: str) -> Path:
