@@ -33,7 +33,9 @@ def _token_counter(ctx: Context, model: str | None, chat_template: str | None):
     context = config.get("max_position_embeddings") or config.get("text_config", {}).get("max_position_embeddings")
 
     def count(messages: list[dict]) -> int:
-        return len(tokenizer.apply_chat_template(messages, tokenize=True))
+        # transformers 5 returns a BatchEncoding from tokenize=True: count the ids of the rendered text.
+        text = tokenizer.apply_chat_template(messages, tokenize=False)
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
     return count, context, model
 

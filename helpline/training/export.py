@@ -114,10 +114,11 @@ def vllm_generate(base_path: Path, adapter_dir: Path, prompts: list[list[int]], 
 def fixed_prompts(tokenizer) -> list[list[int]]:
     """The gate's prompt set, rendered with the training tokenizer's chat template."""
     questions = yaml.safe_load(resources.files("helpline.training").joinpath("export_prompts.yaml").read_text())
-    return [
-        tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=True, add_generation_prompt=True)
+    texts = [
+        tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
         for q in questions
     ]
+    return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
 
 
 def merge_adapter(base_path: Path, adapter_dir: Path, target: Path) -> Path:
