@@ -93,7 +93,7 @@ def _question(row: dict, doc: dict, *, removed: bool) -> Question:
     conv.append(ChatMessage(role="user", content=row["question"]))
     start = max(0, int(row["answer_start"]) - 200)
     gold = doc["text"][start : int(row["answer_start"]) + len(row["answer_span"]) + 200]
-    return Question(row["id"], conv, row["doc_id"], gold, row["agent_response"], removed)
+    return Question(row["id"], conv, row["doc_id"], gold, row.get("agent_response") or "", removed)
 
 
 def answer_all(
@@ -129,7 +129,7 @@ def score_arm(questions: list[Question], answers: list[dict], *, detector: Any, 
         if a["passages"] and not is_abstention(Output(a["text"], abstained=a["abstained"]))
     ]
     ret_scores = detector.verdicts([(a["text"], a["passages"], None) for _, a in retrieved]) if detector else []
-    vecs = embedder.embed_documents([x for q, a in answerable for x in (q.agent_response, a["text"] or " ")])
+    vecs = embedder.embed_documents([x for q, a in answerable for x in (q.agent_response or " ", a["text"] or " ")])
     sims = [cosine(vecs[2 * i], vecs[2 * i + 1]) for i in range(len(answerable))]
     return {
         "n_answerable": len(answerable),
