@@ -129,8 +129,9 @@ def score_arm(questions: list[Question], answers: list[dict], *, detector: Any, 
         if a["passages"] and not is_abstention(Output(a["text"], abstained=a["abstained"]))
     ]
     ret_scores = detector.verdicts([(a["text"], a["passages"], None) for _, a in retrieved]) if detector else []
-    vecs = embedder.embed_documents([x for q, a in answerable for x in (q.agent_response or " ", a["text"] or " ")])
-    sims = [cosine(vecs[2 * i], vecs[2 * i + 1]) for i in range(len(answerable))]
+    replied = [(q, a) for q, a in answerable if q.agent_response.strip()]  # some turns have no agent reply
+    vecs = embedder.embed_documents([x for q, a in replied for x in (q.agent_response, a["text"] or " ")])
+    sims = [cosine(vecs[2 * i], vecs[2 * i + 1]) for i in range(len(replied))]
     return {
         "n_answerable": len(answerable),
         "n_unanswerable": len(unanswerable),
@@ -140,7 +141,7 @@ def score_arm(questions: list[Question], answers: list[dict], *, detector: Any, 
         "citation_correct": _mean([q.doc_id in a["citations"] for q, a in answerable]),
         "citation_top1": _mean([bool(a["citations"]) and a["citations"][0] == q.doc_id for q, a in answerable]),
         "similarity_agent": _mean(sims),
-        "rouge_l_agent": _mean([rouge_l(q.agent_response, a["text"]) for q, a in answerable]),
+        "rouge_l_agent": _mean([rouge_l(q.agent_response, a["text"]) for q, a in replied]),
         "abstention_rate_answerable": _mean(
             [is_abstention(Output(a["text"], abstained=a["abstained"])) for _, a in answerable]
         ),
