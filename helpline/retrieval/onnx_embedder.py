@@ -1,7 +1,8 @@
 """A fast CPU backend for sentence-transformers encoders: ONNX Runtime with int8 weights.
 
 The model is exported once from the local checkpoint folder (no hub access) with torch's ONNX exporter,
-then its weight matrices are quantized to int8 per channel (dynamic quantization). Only matrix
+its attention, layer norms and GELUs are fused by ONNX Runtime's transformer optimizer, then its weight
+matrices are quantized to int8 per channel (dynamic quantization). Only matrix
 multiplications with constant weights are quantized: quantizing the attention products between two
 activations costs far more accuracy (cosine to fp32 fell to 0.94 when we tried) for little speed.
 Mean pooling and L2 normalisation are done here, as in all-MiniLM-L6-v2's sentence-transformers modules.
@@ -37,7 +38,8 @@ def export_int8(model_path: str | Path, out_dir: str | Path, *, force: bool = Fa
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    model = transformers.AutoModel.from_pretrained(str(model_path)).eval()
+    # Eager attention exports the MatMul/Softmax pattern that ONNX Runtime fuses into one Attention op.
+    model = transformers.AutoModel.from_pretrained(str(model_path), attn_implementation="eager").eval()
 
     class _Encoder(torch.nn.Module):  # positional inputs for the exporter, keyword ones for BERT
         def __init__(self) -> None:
@@ -60,14 +62,24 @@ def export_int8(model_path: str | Path, out_dir: str | Path, *, force: bool = Fa
         opset_version=17,
         dynamo=False,
     )
-    quantization.quantize_dynamic(
+    optimizer = require("onnxruntime.transformers.optimizer", "retrieval")
+    fused = optimizer.optimize_model(
         str(fp32),
+        model_type="bert",
+        num_heads=model.config.num_attention_heads,
+        hidden_size=model.config.hidden_size,
+        opt_level=1,
+    )
+    fused.save_model_to_file(str(tmp / "model_fused.onnx"))
+    quantization.quantize_dynamic(
+        str(tmp / "model_fused.onnx"),
         str(tmp / INT8_FILE),
         weight_type=quantization.QuantType.QInt8,
         per_channel=True,
-        extra_options={"MatMulConstBOnly": True},
+        extra_options={"MatMulConstBOnly": True, "DefaultTensorType": 1},  # 1 = FLOAT, for the fused ops
     )
-    fp32.unlink()
+    for leftover in (fp32, tmp / "model_fused.onnx"):
+        leftover.unlink()
     for name in ("tokenizer.json", "sentence_bert_config.json"):
         shutil.copy(model_path / name, tmp / name)
     shutil.rmtree(out_dir, ignore_errors=True)
