@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 from helpline.platform.errors import ConfigError, NotFoundError
 from helpline.platform.registry import KBVersion, Registry
@@ -30,6 +30,12 @@ VISIBLE: dict[str, tuple[Access, ...]] = {
     "customer": ("public",),
     "staff": ("public", "internal"),
 }
+
+
+class Reranker(Protocol):
+    """Re-orders the fused candidates of a query (e.g. a cross-encoder); returns them best first."""
+
+    def rerank(self, query: str, hits: list[ScoredChunk]) -> list[ScoredChunk]: ...
 
 
 @dataclass
@@ -74,6 +80,7 @@ class KnowledgeBase:
         records: RecordManager | None = None,
         index_dir: str | Path | None = None,
         options: SearchOptions | None = None,
+        reranker: Reranker | None = None,
     ) -> None:
         self.store = store
         self.embedder = embedder
@@ -83,6 +90,9 @@ class KnowledgeBase:
         self.records = records or RecordManager(":memory:")
         self.index_dir = Path(index_dir) if index_dir else None
         self.options = options or SearchOptions()
+        self.reranker = reranker
+        #: How many fused candidates the reranker sees.
+        self.rerank_depth = 20
         self._bm25: BM25Index | None = None
         self._bm25_stamp: float | None = None
         self._chunks: dict[str, Chunk] = {}
@@ -177,14 +187,17 @@ class KnowledgeBase:
             fused = weighted_fusion(rankings, weights=weights)
         else:
             fused = reciprocal_rank_fusion(rankings, k=opts.rrf_k)
+        depth = max(k, self.rerank_depth) if self.reranker is not None else k
         out = []
         for chunk_id, score in fused:
             chunk = self._chunks.get(chunk_id)
             if chunk is not None and chunk.access in access:  # the filter holds whatever the index says
                 out.append(ScoredChunk(chunk=chunk, score=score))
-            if len(out) == k:
+            if len(out) == depth:
                 break
-        return out
+        if self.reranker is not None and out:
+            out = [h for h in self.reranker.rerank(texts[0], out) if h.chunk.access in access]
+        return out[:k]
 
     def query_texts(self, query: str, history: list[str] | None = None) -> list[str]:
         """What gets searched for ``query``: with its recent context, and (optionally) alone."""

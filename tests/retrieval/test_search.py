@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpline.platform.schemas import Document
+from helpline.platform.schemas import Document, ScoredChunk
 from helpline.retrieval.knowledge_base import KnowledgeBase, SearchOptions
 from helpline.testing import FakeEmbedder, InMemoryStore
 
@@ -88,3 +88,24 @@ def test_search_with_empty_knowledge_base_returns_nothing() -> None:
     kb = KnowledgeBase(store=InMemoryStore(), embedder=FakeEmbedder())
     for mode in MODES:
         assert kb.search("anything", k=3, mode=mode) == []  # type: ignore[arg-type]
+
+
+class ReverseReranker:
+    """Puts the fused list upside down, and records what it was asked."""
+
+    def __init__(self) -> None:
+        self.queries: list[str] = []
+
+    def rerank(self, query: str, hits: list[ScoredChunk]) -> list[ScoredChunk]:
+        self.queries.append(query)
+        return list(reversed(hits))
+
+
+def test_reranker_reorders_candidates_with_the_conversation_and_keeps_the_filter(kb: KnowledgeBase) -> None:
+    plain = kb.search("refund fraud review", k=3)
+    reranker = ReverseReranker()
+    kb.reranker = reranker
+    reranked = kb.search("refund fraud review", k=3, history=["my order"])
+    assert reranker.queries == ["my order\nrefund fraud review"]
+    assert reranked and reranked[0].chunk.chunk_id != plain[0].chunk.chunk_id
+    assert all(h.chunk.access == "public" for h in reranked)
