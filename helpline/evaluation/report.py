@@ -19,7 +19,7 @@ table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ccc;padding
 
 
 def category_plot(cand: SuiteResult, base: SuiteResult) -> str:
-    """Grouped bars of pass rate per category, as a base64 PNG."""
+    """Per category: pass rate (solid) and mean case score (hatched), baseline vs candidate, as a base64 PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -28,14 +28,29 @@ def category_plot(cand: SuiteResult, base: SuiteResult) -> str:
     c, b = cand.summary()["categories"], base.summary()["categories"]
     cats = sorted(set(c) | set(b))
     xs = range(len(cats))
-    fig, ax = plt.subplots(figsize=(max(4, 0.9 * len(cats) + 2), 3))
-    ax.bar([x - 0.2 for x in xs], [b.get(k, {}).get("pass_rate", 0) for k in cats], 0.4, label="baseline")
-    ax.bar([x + 0.2 for x in xs], [c.get(k, {}).get("pass_rate", 0) for k in cats], 0.4, label="candidate")
+    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(cats) + 2), 3))
+    bars = [("baseline", b, -0.3, "tab:blue"), ("candidate", c, 0.1, "tab:orange")]
+    for label, data, offset, color in bars:
+        ax.bar(
+            [x + offset for x in xs],
+            [data.get(k, {}).get("pass_rate", 0) for k in cats],
+            0.2,
+            color=color,
+            label=f"{label} pass rate",
+        )
+        ax.bar(
+            [x + offset + 0.2 for x in xs],
+            [data.get(k, {}).get("mean_score", 0) for k in cats],
+            0.2,
+            color=color,
+            alpha=0.5,
+            hatch="//",
+            label=f"{label} mean score",
+        )
     ax.set_xticks(list(xs), cats, rotation=30, ha="right")
     ax.set_ylim(0, 1)
-    ax.set_ylabel("pass rate")
+    ax.legend(fontsize=7)
     ax.set_title(cand.suite)
-    ax.legend()
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)

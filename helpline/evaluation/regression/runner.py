@@ -125,7 +125,10 @@ class SuiteResult:
             "pass_rate": _rate(self.cases),
             # Mean over cases of the mean evaluator score: moves when pass/fail does not (small models).
             "mean_score": round(sum(_case_score(c) for c in self.cases) / max(1, len(self.cases)), 4),
-            "categories": {k: {"n": len(v), "pass_rate": _rate(v)} for k, v in sorted(by_cat.items())},
+            "categories": {
+                k: {"n": len(v), "pass_rate": _rate(v), "mean_score": round(sum(map(_case_score, v)) / len(v), 4)}
+                for k, v in sorted(by_cat.items())
+            },
             "evaluators": {k: round(sum(v) / len(v), 4) for k, v in sorted(by_eval.items())},
             "abstention_rate": round(sum(c.abstained for c in self.cases) / max(1, len(self.cases)), 4),
             "hallucination_mean": round(sum(hall) / len(hall), 4) if hall else None,
