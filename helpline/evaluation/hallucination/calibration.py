@@ -67,6 +67,8 @@ def validation_pairs(cfg: Any, items: dict[str, list]) -> dict[str, list[Pair]]:
     rag = list(val["qa"])
     if cfg.doc2dial_dir:
         rag += doc2dial_pairs(cfg.doc2dial_dir, "val")[: cfg.val_items]
+        # Human agent replies paraphrase the passage: without them the head learns "verbatim = faithful".
+        rag += doc2dial_pairs(cfg.doc2dial_dir, "val", faithful="agent")[: cfg.val_items]
     val["rag"] = rag
     return val
 

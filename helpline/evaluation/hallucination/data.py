@@ -123,12 +123,17 @@ def both_pairs(items: list[Item]) -> list[Pair]:
     return out
 
 
-def doc2dial_pairs(folder: str | Path, split: Split, *, seed: int = PROTOCOL_SEED, window: int = 700) -> list[Pair]:
+def doc2dial_pairs(
+    folder: str | Path, split: Split, *, seed: int = PROTOCOL_SEED, window: int = 700, faithful: str = "span"
+) -> list[Pair]:
     """Faithful vs unfaithful answers over doc2dial passages, split by document.
 
     The passage is the gold document's text around the gold span (what retrieval returns). The
     faithful answer is the gold span; the unfaithful one is a fluent span of another document of
     the same domain. Each question gets one of the two with p = 0.5 (as in HaluEval's protocol).
+    With ``faithful="agent"`` the answers are human agent replies instead (paraphrases of the gold
+    passage, against the reply of a question about another document of the same domain): closer to
+    what a generator writes than verbatim spans.
     """
     folder = Path(folder)
     docs = {d["doc_id"]: d for d in _jsonl(folder / "docs.jsonl")}
@@ -137,17 +142,26 @@ def doc2dial_pairs(folder: str | Path, split: Split, *, seed: int = PROTOCOL_SEE
         by_domain.setdefault(d["domain"], []).append(doc_id)
     rng = random.Random(seed)
     pairs = []
-    for row in _jsonl(folder / "qa.jsonl"):
+    rows = _jsonl(folder / "qa.jsonl")
+    replies: dict[str, list[tuple[str, str]]] = {}
+    for r in rows:
+        if r.get("agent_response") and r["doc_id"] in docs:
+            replies.setdefault(docs[r["doc_id"]]["domain"], []).append((r["doc_id"], r["agent_response"]))
+    for row in rows:
         doc = docs.get(row["doc_id"])
         if doc is None or (split != "all" and _doc_split(row["doc_id"]) != split):
+            continue
+        if faithful == "agent" and not row.get("agent_response"):
             continue
         start = max(0, int(row["answer_start"]) - window // 2)
         passage = doc["text"][start : start + window + len(row["answer_span"])]
         label = int(rng.random() < 0.5)
-        answer = row["answer_span"].strip()
-        if label:
+        answer = row["answer_span"].strip() if faithful == "span" else row["agent_response"].strip()
+        if label and faithful == "span":
             others = [o for o in by_domain[doc["domain"]] if o != row["doc_id"]]
             answer = _fluent_span(docs[rng.choice(others)]["text"], rng, len(answer))
+        elif label:
+            answer = rng.choice([t for d, t in replies[doc["domain"]] if d != row["doc_id"]]).strip()
         question = _dialogue_question(row)
         pairs.append(Pair((passage,), answer, question, label, row["id"]))
     return pairs
