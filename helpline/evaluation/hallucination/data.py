@@ -55,11 +55,11 @@ class Pair:
 def parse_dataset_spec(spec: str) -> tuple[Kind, Path]:
     """``halueval-qa:FILE`` / ``halueval-dialogue:FILE`` / ``doc2dial:FOLDER`` -> (kind, path)."""
     name, sep, path = spec.partition(":")
-    kinds = {"halueval-qa": "qa", "halueval-dialogue": "dialogue", "doc2dial": "doc2dial"}
+    kinds = {"halueval-qa": "qa", "halueval-dialogue": "dialogue", "doc2dial": "doc2dial", "doc2dial-agent": "doc2dial"}
     if not sep or name not in kinds:
         raise DataError(
             f"cannot read dataset spec {spec!r}",
-            hint="use halueval-qa:FILE, halueval-dialogue:FILE or doc2dial:FOLDER (with docs.jsonl and qa.jsonl)",
+            hint="use halueval-qa:FILE, halueval-dialogue:FILE, doc2dial:FOLDER or doc2dial-agent:FOLDER",
         )
     if not Path(path).exists():
         raise NotFoundError(f"dataset file {path!r} does not exist", hint="pass the path of a HaluEval-format file")

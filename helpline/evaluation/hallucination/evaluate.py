@@ -91,7 +91,8 @@ def evaluate_dataset(
     """Metrics for "hallucinated" on one dataset under the p = 0.5 protocol."""
     kind, path = parse_dataset_spec(spec)
     if kind == "doc2dial":
-        pairs = doc2dial_pairs(path, split, seed=seed)
+        faithful = "agent" if spec.startswith("doc2dial-agent:") else "span"
+        pairs = doc2dial_pairs(path, split, seed=seed, faithful=faithful)
     else:
         pairs = protocol_pairs(split_items(read_halueval(path, kind), split), seed=seed)
     if limit:
