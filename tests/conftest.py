@@ -31,9 +31,7 @@ def workspace_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = Path(reuse) if reuse else tmp_path_factory.mktemp("ws")
     if not (root / ".helpline" / "registry.sqlite").exists():
         env = {k: v for k, v in os.environ.items() if not k.startswith("HELPLINE_")}
-        subprocess.run(
-            [sys.executable, "-m", "helpline", "init"], cwd=root, env=env, check=True, capture_output=True
-        )
+        subprocess.run([sys.executable, "-m", "helpline", "init"], cwd=root, env=env, check=True, capture_output=True)
     return root
 
 

@@ -15,18 +15,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from helpline.evaluation.regression.runner import SuiteResult
-from helpline.platform.errors import ConfigError, HelplineError, NotFoundError
+from helpline.platform.errors import ConfigError, NotFoundError
+from helpline.platform.promotion import GateError, require_passing_gate
 from helpline.platform.registry import Registry
+
+__all__ = ["GateError", "require_passing_gate"]  # the policy lives in platform; re-exported here
 
 DEFAULT_CONFIG = Path(__file__).parent / "gate.yaml"
 SUITES_DIR = Path(__file__).parent / "suites"
-
-
-class GateError(HelplineError):
-    """A model may not be promoted: no gate report, or a failing one."""
-
-    exit_code = 1
-    http_status = 409
 
 
 class Thresholds(BaseModel):
@@ -190,36 +186,14 @@ def decide(
 
 def record_gate(registry: Registry, model_name: str, report: GateReport) -> None:
     """Store the verdict in the model's registry metadata (``metadata["gate"]``)."""
-    record = registry.get_model(model_name)
-    metadata = dict(record.metadata)
-    metadata["gate"] = {
+    gate = {
         "passed": report.passed,
         "baseline": report.baseline,
         "at": report.at,
         "report": report.report_path,
         "failed_checks": [c.name for c in report.checks if not c.passed],
     }
-    registry.register_model(
-        record.name, kind=record.kind, path=record.path, base_model=record.base_model, metadata=metadata
-    )
-
-
-def require_passing_gate(registry: Registry, model_name: str, *, max_age_days: float | None = None) -> dict[str, Any]:
-    """Raise :class:`GateError` unless ``model_name`` has a passing (and recent enough) gate report."""
-    record = registry.get_model(model_name)
-    gate = record.metadata.get("gate")
-    run = f"helpline eval gate --candidate {record.name} --baseline production"
-    if not gate:
-        raise GateError(f"{record.name} has no gate report", hint=f"run `{run}` first")
-    if not gate.get("passed"):
-        failed = ", ".join(gate.get("failed_checks", [])) or "see the report"
-        raise GateError(
-            f"{record.name} failed its gate ({failed}); report: {gate.get('report')}",
-            hint=f"fix the regressions and run `{run}` again",
-        )
-    if max_age_days is not None and time.time() - float(gate.get("at", 0)) > max_age_days * 86400:
-        raise GateError(f"{record.name}'s gate report is older than {max_age_days} days", hint=f"run `{run}` again")
-    return gate
+    registry.update_metadata(model_name, {"gate": gate})
 
 
 def run_gate(

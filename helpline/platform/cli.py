@@ -14,6 +14,7 @@ from rich.table import Table
 from helpline.platform.bundled import BUNDLED, import_bundled
 from helpline.platform.context import Context
 from helpline.platform.errors import HelplineError
+from helpline.platform.promotion import require_passing_gate
 
 console = Console(stderr=True)
 models_app = typer.Typer(no_args_is_help=True, help="Base models, adapters and aliases.")
@@ -68,9 +69,13 @@ def import_models(
 def promote(
     name: str = typer.Argument(..., help="Registered model or adapter to promote."),
     alias: str = typer.Option("production", help="Alias to point at it (production or canary)."),
+    force: bool = typer.Option(False, help="Promote without a passing gate report (recorded as forced)."),
 ) -> None:
-    """Point an alias at a model (the previous target is kept for rollback)."""
-    change = Context.load().registry.set_alias(alias, name, actor="cli")
+    """Point an alias at a model that passed its gate (the previous target is kept for rollback)."""
+    registry = Context.load().registry
+    if not force:
+        require_passing_gate(registry, name)
+    change = registry.set_alias(alias, name, actor="cli:forced" if force else "cli")
     console.print(f"[green]{alias}[/] → {change.model_name} (was {change.previous or 'unset'})")
 
 

@@ -151,6 +151,14 @@ class Registry:
             )
         return _model(row)
 
+    def update_metadata(self, name: str, updates: dict[str, Any]) -> ModelRecord:
+        """Merge ``updates`` into a model's metadata (its other fields and creation time stay)."""
+        record = self.get_model(name)
+        metadata = {**record.metadata, **updates}
+        with self._connect() as db:
+            db.execute("UPDATE models SET metadata = ? WHERE name = ?", (json.dumps(metadata), record.name))
+        return record.model_copy(update={"metadata": metadata})
+
     def list_models(self, kind: ModelKind | None = None) -> list[ModelRecord]:
         with self._connect() as db:
             if kind is None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from helpline.platform.errors import ConfigError, NotFoundError
+from helpline.platform.promotion import require_passing_gate
 from helpline.platform.registry import AliasChange, ModelRecord, Registry
 from helpline.serving.engines.protocol import Generator
 
@@ -84,9 +85,11 @@ class ModelRouter:
             ) from e
         return Route(requested=model, alias=alias, record=record, generator=self.backend.generator_for(record))
 
-    def promote(self, name: str, *, alias: str = "production", actor: str) -> AliasChange:
-        """Load ``name`` into the engine first (a broken adapter never goes live), then switch."""
+    def promote(self, name: str, *, alias: str = "production", actor: str, force: bool = False) -> AliasChange:
+        """Check the gate, load ``name`` into the engine (a broken adapter never goes live), then switch."""
         record = self._record(name)
+        if not force:
+            require_passing_gate(self.registry, record.name)
         self.backend.generator_for(record)
         with self._lock:
             return self.registry.set_alias(alias, record.name, actor=actor)

@@ -68,10 +68,17 @@ class Gateway:
         return self.client.post("/v1/chat/completions", json=body, headers=self.headers(role))
 
 
+#: What `helpline eval gate` records for a candidate that passed (promotion requires it).
+PASSED_GATE = {"gate": {"passed": True, "baseline": "fake-base", "at": 0.0, "report": "", "failed_checks": []}}
+
+
 def make_gateway(tmp_path: Path, limits: GatewayLimits | None = None) -> Gateway:
     registry = Registry(tmp_path / "registry.sqlite")
     registry.register_model("fake-base", kind="base", path=tmp_path / "base")
-    registry.register_model("fake-adapter", kind="adapter", path=tmp_path / "adapter", base_model="fake-base")
+    registry.register_model(
+        "fake-adapter", kind="adapter", path=tmp_path / "adapter", base_model="fake-base", metadata=PASSED_GATE
+    )
+    registry.register_model("ungated-adapter", kind="adapter", path=tmp_path / "ungated", base_model="fake-base")
     registry.set_alias("production", "fake-base", actor="test")
     kb = OwnedKB(
         lambda: KnowledgeBase(store=InMemoryStore(), embedder=FakeEmbedder(), chunk_size=300, chunk_overlap=20)

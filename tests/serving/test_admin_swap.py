@@ -85,3 +85,16 @@ def test_conversation_log_records_model_passages_and_latency(gateway: Gateway) -
     turn = gateway.store.turn(answer["id"])
     assert turn["served_model"] == "fake-base" and turn["passages"][0]["doc_id"] == "returns"
     assert turn["passages"][0]["text"] and turn["latency_ms"] > 0 and turn["answer"] == "answer from fake-base"
+
+
+def test_promotion_without_a_passing_gate_is_refused_unless_an_admin_forces_it(gateway: Gateway) -> None:
+    engineer, admin = gateway.headers("engineer"), gateway.headers("admin")
+    resp = gateway.client.post("/admin/models/promote", json={"name": "ungated-adapter"}, headers=engineer)
+    assert resp.status_code == 409
+    assert "no gate report" in resp.json()["error"]["message"]
+    assert _answer(gateway) == "answer from fake-base"  # nothing switched
+    forced = {"name": "ungated-adapter", "force": True}
+    assert gateway.client.post("/admin/models/promote", json=forced, headers=engineer).status_code == 403
+    assert gateway.client.post("/admin/models/promote", json=forced, headers=admin).status_code == 200
+    assert _answer(gateway) == "answer from ungated-adapter"
+    assert "model.promote.forced" in [a["action"] for a in gateway.store.audit_log()]

@@ -13,6 +13,8 @@ import httpx
 import openai
 import pytest
 
+from helpline.testing.serving import PASSED_GATE
+
 pytestmark = pytest.mark.integration
 
 RETURN_Q = "How do I send something back to you?"
@@ -41,7 +43,7 @@ def stack(workspace_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     registry = _copy_registry(ws.registry_db, tmp / "registry.sqlite")  # the swap must not touch the shared one
     base = registry.get_model("smollm2-135m-instruct")
     adapter_path = random_adapter(base.path, tmp / "adapter", rank=8)
-    registry.register_model("test-lora", kind="adapter", path=adapter_path, base_model=base.name)
+    registry.register_model("test-lora", kind="adapter", path=adapter_path, base_model=base.name, metadata=PASSED_GATE)
     settings = load_settings(workspace=ws.root)
     settings = settings.model_copy(
         update={

@@ -240,8 +240,8 @@ def test_models_page_shows_registry_and_lineage(live: LiveGateway) -> None:
     at = _models(live)
     _no_traceback(at)
     table = at.dataframe[0].value
-    assert list(table["Name"]) == ["fake-base", "fake-adapter"]
-    assert list(table["Aliases"]) == ["production", ""]
+    assert list(table["Name"]) == ["fake-base", "fake-adapter", "ungated-adapter"]
+    assert list(table["Aliases"]) == ["production", "", ""]
     dot = at.get("graphviz_chart")[0].proto.spec
     assert '"fake-base" -> "fake-adapter"' in dot and '"alias:production" -> "fake-base"' in dot
 

@@ -6,7 +6,7 @@ Every change goes to the audit log with the caller's key id and role.
 from __future__ import annotations
 
 import anyio.to_thread
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 
 from helpline.platform.errors import EngineError
 from helpline.platform.schemas import Document
@@ -81,8 +81,13 @@ async def models_promote(
 ) -> dict:
     """Load the model into the engine, then switch the alias atomically."""
     router = request.app.state.router
-    change = await anyio.to_thread.run_sync(lambda: router.promote(body.name, alias=body.alias, actor=who.actor))
-    request.app.state.store.audit(who.actor, "model.promote", body.alias, change.model_dump())
+    if body.force and who.role != "admin":
+        raise HTTPException(403, "promoting without a passing gate report (force) needs the admin role")
+    change = await anyio.to_thread.run_sync(
+        lambda: router.promote(body.name, alias=body.alias, actor=who.actor, force=body.force)
+    )
+    action = "model.promote.forced" if body.force else "model.promote"
+    request.app.state.store.audit(who.actor, action, body.alias, change.model_dump())
     return change.model_dump()
 
 

@@ -128,6 +128,7 @@ class SyncRequest(BaseModel):
 class PromoteRequest(BaseModel):
     name: str = Field(description="Registered model or adapter.")
     alias: Literal["production", "canary"] = "production"
+    force: bool = Field(False, description="Promote without a passing gate report (admin role only; audited).")
 
 
 class RollbackRequest(BaseModel):
