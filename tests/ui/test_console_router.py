@@ -261,3 +261,14 @@ def test_one_job_at_a_time_and_cancel_stops_it(gw: Gateway, monkeypatch: pytest.
         "POST",
         f"/console/jobs/{_call(gw, 'engineer', 'GET', '/console/jobs').json()['jobs'][0]['id']}/cancel",
     )
+
+
+def test_a_large_article_uploads_although_chat_bodies_are_capped(gw: Gateway) -> None:
+    """Files get the upload cap (20 MB), not the 256 KiB chat-request cap."""
+    section = "## Section {i}\n\nPallets ship by freight within ten business days of the order.\n\n"
+    text = ("---\ntitle: Freight\n---\n# Freight\n\n" + "".join(section.format(i=i) for i in range(6000))).encode()
+    assert len(text) > 300 * 1024
+    r = _call(gw, "staff", "POST", "/console/kb/files?filename=freight.md", content=text)
+    assert r.status_code == 200, r.text
+    huge = b"x" * (21 * 1024 * 1024)
+    assert _call(gw, "staff", "POST", "/console/kb/files?filename=huge.md", content=huge).status_code == 413

@@ -58,7 +58,7 @@ def create_app(
             return to_error_response(exc)
 
     app.add_middleware(CountRequests, metrics=metrics)
-    app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes, max_upload_bytes=limits.max_upload_bytes)
     return app
 
 

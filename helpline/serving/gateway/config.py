@@ -9,6 +9,9 @@ class GatewayLimits(BaseModel):
     """What one request and one key may ask for. Oversize requests are refused, never truncated."""
 
     max_body_bytes: int = Field(256 * 1024, ge=1024, description="Largest request body accepted (413 above).")
+    max_upload_bytes: int = Field(
+        20 * 1024 * 1024, ge=1024, description="Largest knowledge-base file upload (staff routes under /console/kb/)."
+    )
     max_messages: int = Field(64, ge=1, description="Most messages in one chat request.")
     max_message_chars: int = Field(8000, ge=1, description="Longest single message, in characters.")
     max_tokens: int = Field(1024, ge=1, description="Largest `max_tokens` a client may ask for.")

@@ -84,17 +84,23 @@ class BodySizeLimit:
     """ASGI middleware: refuse bodies over ``max_bytes`` (by Content-Length, or while reading a
     chunked body) before any of it is parsed."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    #: File uploads (PDF, DOCX) are far larger than any chat request; only these paths get the upload cap.
+    UPLOAD_PREFIXES = ("/console/kb/files",)
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int, max_upload_bytes: int | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_upload_bytes = max_upload_bytes or max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        upload = str(scope.get("path", "")).startswith(self.UPLOAD_PREFIXES)
+        limit = self.max_upload_bytes if upload else self.max_bytes
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._refuse(send, limit)
             return
         seen = 0
 
@@ -103,20 +109,18 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise PayloadTooLarge(f"request body over {self.max_bytes} bytes")
+                if seen > limit:
+                    raise PayloadTooLarge(f"request body over {limit} bytes")
             return message
 
         await self.app(scope, limited_receive, send)
 
-    async def _refuse(self, send: Send) -> None:
+    async def _refuse(self, send: Send, limit: int) -> None:
         import json
 
         from helpline.serving.gateway.errors import error_body
 
-        body = json.dumps(
-            error_body(413, f"request body over {self.max_bytes} bytes", "invalid_request_error")
-        ).encode()
+        body = json.dumps(error_body(413, f"request body over {limit} bytes", "invalid_request_error")).encode()
         await send(
             {
                 "type": "http.response.start",
