@@ -164,7 +164,7 @@ def eval_retrieval(
     limit: int = typer.Option(0, help="Only the first N queries (0: all)."),
     backend: str = typer.Option("torch", help="Embedder backend: torch (fp32) or onnx-int8."),
     chunk_size: int = typer.Option(0, help="Chunk size in characters (default: retrieval.chunk_size)."),
-    fusion: str = typer.Option("rrf", help="Hybrid fusion: rrf or weighted."),
+    fusion: str = typer.Option("weighted", help="Hybrid fusion: weighted (min-max, 50/50) or rrf (k=60)."),
     history_turns: int = typer.Option(6, help="How many earlier user turns are searched with the question."),
     question_alone: bool = typer.Option(False, help="With history, also search the question alone and fuse it in."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),

