@@ -76,3 +76,10 @@ class VectorStoreContract:
     def test_query_on_empty_store_returns_nothing(self, store) -> None:  # type: ignore[no-untyped-def]
         assert store.query(unit(1, 0, 0, 0), k=3) == []
         assert store.chunks() == []
+
+    def test_listing_and_deleting_go_beyond_one_page(self, store) -> None:  # type: ignore[no-untyped-def]
+        chunks = [make_chunk(n) for n in range(5003)]  # ChromaStore reads and deletes in pages of 5000
+        store.upsert(chunks, [unit(1, n % 7 + 1, 0, 0) for n in range(len(chunks))])
+        assert len({c.chunk_id for c in store.chunks()}) == 5003
+        store.delete([c.chunk_id for c in chunks[:5002]])
+        assert [c.chunk_id for c in store.chunks()] == ["doc#5002"]

@@ -11,6 +11,7 @@ from helpline.platform.schemas import Chunk, ScoredChunk
 _META_FIELDS = ("doc_id", "title", "section", "source", "access", "content_hash")
 # Chroma's default search breadth (ef=10) misses true neighbours: dense nDCG@10 on SciFact was 0.645 with it
 # and 0.651 with exact search. 128 recovers that at well under a millisecond more per query.
+_PAGE = 5000  # rows per get/delete call ("too many SQL variables" above ~30k)
 _HNSW = {"hnsw:space": "cosine", "hnsw:search_ef": 128}
 
 
@@ -70,14 +71,19 @@ class ChromaStore:
         ]
 
     def delete(self, chunk_ids: list[str]) -> None:
-        if chunk_ids:
-            self._collection.delete(ids=chunk_ids)
+        for start in range(0, len(chunk_ids), _PAGE):
+            self._collection.delete(ids=chunk_ids[start : start + _PAGE])
 
     def chunks(self, where: dict | None = None) -> list[Chunk]:
-        result = self._collection.get(where=where or None, include=["documents", "metadatas"])
-        return [
-            _chunk(cid, doc, meta) for cid, doc, meta in zip(result["ids"], result["documents"], result["metadatas"])
-        ]
+        """Every stored chunk (matching ``where``), read in pages: Chroma's SQLite caps one query's size."""
+        out: list[Chunk] = []
+        while True:
+            page = self._collection.get(
+                where=where or None, include=["documents", "metadatas"], limit=_PAGE, offset=len(out)
+            )
+            out.extend(_chunk(c, d, m) for c, d, m in zip(page["ids"], page["documents"], page["metadatas"]))
+            if len(page["ids"]) < _PAGE:
+                return out
 
     def count(self) -> int:
         return self._collection.count()
