@@ -7,6 +7,8 @@ the UI shows ``st.error``.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class HelplineError(Exception):
     """Base class of every error helpline raises on purpose."""
@@ -60,3 +62,8 @@ class WorkspaceNotReadyError(HelplineError):
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message, hint=hint or "run `helpline init` first")
+
+
+def validation_problems(errors: list[Any], *, prefix: str = "") -> list[str]:
+    """Pydantic's ``e.errors()`` as ``field.path: message`` lines, so a user sees every problem at once."""
+    return [f"{prefix}{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}" for err in errors]

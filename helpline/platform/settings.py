@@ -18,7 +18,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from helpline.platform.errors import ConfigError
+from helpline.platform.errors import ConfigError, validation_problems
 
 
 class RetrievalSettings(BaseModel):
@@ -135,7 +135,7 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}" for err in e.errors())
+        problems = "; ".join(validation_problems(e.errors()))
         raise ConfigError(
             f"invalid settings: {problems}",
             hint="fix helpline.yaml / HELPLINE_* variables (see README, 'Configuration')",

@@ -12,7 +12,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from helpline.platform.errors import ConfigError, NotFoundError
+from helpline.platform.errors import ConfigError, NotFoundError, validation_problems
 
 LLAMA_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -142,7 +142,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     try:
         return SFTConfig(**data), name
     except ValidationError as e:
-        problems = [f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}" for err in e.errors()]
+        problems = validation_problems(e.errors())
         raise ConfigError(
             f"invalid training config: {'; '.join(problems)}",
             hint="fix the preset or the key=value overrides (`helpline train sft --help-config` lists every field)",

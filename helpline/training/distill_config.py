@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from helpline.platform.errors import ConfigError, NotFoundError
+from helpline.platform.errors import ConfigError, NotFoundError, validation_problems
 from helpline.training.config import SFTConfig, parse_overrides
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -127,7 +127,7 @@ class DistillConfig(BaseModel):
             try:
                 SFTConfig(**{"dataset": "-", "base_model": self.student, **self.sft})
             except ValidationError as e:
-                problems.extend(f"sft.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
+                problems.extend(validation_problems(e.errors(), prefix="sft."))
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -167,7 +167,7 @@ def load_distill_config(path: str | Path | None, overrides: list[str] | None = N
     try:
         return DistillConfig(**data)
     except ValidationError as e:
-        problems = [f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}" for err in e.errors()]
+        problems = validation_problems(e.errors())
         raise ConfigError(
             f"invalid distillation config: {'; '.join(problems)}",
             hint="fix the preset or the key=value overrides (`helpline train distill --help-config` lists fields)",
