@@ -25,6 +25,8 @@ from helpline.retrieval.syncing import apply_sync
 
 Mode = Literal["dense", "bm25", "hybrid"]
 
+ALL_ACCESS: tuple[Access, ...] = ("public", "internal")
+
 #: What each caller may see. Customers never retrieve internal chunks; unknown roles see public only.
 VISIBLE: dict[str, tuple[Access, ...]] = {
     "customer": ("public",),
@@ -211,8 +213,19 @@ class KnowledgeBase:
         return texts
 
     def _dense_search(self, text: str, n: int, access: tuple[str, ...]) -> list[tuple[str, float]]:
-        where = {"access": access[0]} if len(access) == 1 else {"access": {"$in": list(access)}}
-        hits = self.store.query(self.embedder.embed_query(text), k=n, where=where)
+        """Nearest chunks that ``access`` allows.
+
+        A metadata filter makes Chroma pre-filter every id before the graph search (390 ms at 100k chunks
+        against 2 ms without), so the filter is applied here to an over-fetched unfiltered result, and the
+        filtered query only runs when too few allowed chunks came back.
+        """
+        vector = self.embedder.embed_query(text)
+        fetched = self.store.query(vector, k=2 * n, where=None)
+        hits = [h for h in fetched if h.chunk.access in access]
+        if len(hits) < n and len(fetched) == 2 * n and not set(ALL_ACCESS) <= set(access):
+            where = {"access": access[0]} if len(access) == 1 else {"access": {"$in": list(access)}}
+            hits = self.store.query(vector, k=n, where=where)
+        hits = hits[:n]
         for h in hits:
             self._chunks.setdefault(h.chunk.chunk_id, h.chunk)
         return [(h.chunk.chunk_id, h.score) for h in hits]

@@ -109,3 +109,13 @@ def test_reranker_reorders_candidates_with_the_conversation_and_keeps_the_filter
     assert reranker.queries == ["my order\nrefund fraud review"]
     assert reranked and reranked[0].chunk.chunk_id != plain[0].chunk.chunk_id
     assert all(h.chunk.access == "public" for h in reranked)
+
+
+def test_customer_gets_public_answers_even_when_internal_chunks_crowd_the_nearest_ones() -> None:
+    kb = KnowledgeBase(store=InMemoryStore(), embedder=FakeEmbedder(), options=SearchOptions(candidates=2))
+    crowd = [Document(doc_id=f"staff-{n}", title="Refund", text="refund policy", access="internal") for n in range(10)]
+    kb.sync([*crowd, Document(doc_id="public", title="Refunds", text="refund policy for customers")])
+    for mode in MODES:
+        hits = kb.search("refund policy", k=2, role="customer", mode=mode)  # type: ignore[arg-type]
+        assert [h.chunk.doc_id for h in hits] == ["public"]
+    assert len(kb.search("refund policy", k=2, role="staff", mode="dense")) == 2
