@@ -162,3 +162,20 @@ def test_knowledge_base_on_a_chroma_server(isolated_workspace: Path, tmp_path: P
         assert json.loads(hits.stdout)["results"][0]["chunk"]["doc_id"] == "shipping-change-delivery-address"
     down = helpline(isolated_workspace, "kb", "search", "anything", env=env)
     assert down.returncode != 0 and "chroma run" in down.stderr
+
+
+def test_int8_onnx_embedder_matches_fp32_minilm(workspace_dir: Path, tmp_path: Path) -> None:
+    """The fast backend is exported offline from the local model and points the same way as fp32."""
+    import numpy as np
+
+    from helpline.platform.registry import Registry
+    from helpline.retrieval.embedders import SentenceTransformerEmbedder
+    from helpline.retrieval.onnx_embedder import OnnxEmbedder, export_int8
+
+    model = Registry(workspace_dir / ".helpline" / "registry.sqlite").get_model("all-minilm-l6-v2")
+    fast = OnnxEmbedder(export_int8(model.path, tmp_path / "int8"))
+    texts = ["How do I return an item?", "Refunds reach your card within 5 working days. " * 10, "and if I moved?"]
+    a = np.array(SentenceTransformerEmbedder(model.path).embed_documents(texts))
+    b = np.array(fast.embed_documents(texts))
+    assert b.shape == a.shape and np.allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-4)
+    assert (a * b).sum(axis=1).min() > 0.97
