@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from helpline.platform.schemas import Document
-from helpline.serving.gateway import console_router
+from helpline.serving.gateway import console_jobs
 from helpline.testing.serving import Gateway
 
 RETURN_Q = "How do I return an item and print the label?"
@@ -246,7 +246,7 @@ def test_one_job_at_a_time_and_cancel_stops_it(gw: Gateway, monkeypatch: pytest.
         "-c",
         "import time\nfor i in range(600):\n    print(f'{i}%', flush=True); time.sleep(0.1)",
     ]
-    monkeypatch.setattr(console_router, "job_argv", lambda command, args: sleeper)
+    monkeypatch.setattr(console_jobs, "job_argv", lambda command, args: sleeper)
     first = _call(gw, "engineer", "POST", "/console/jobs", json={"command": "train sft"}).json()
     second = _call(gw, "engineer", "POST", "/console/jobs", json={"command": "train sft"})
     assert second.status_code == 409 and first["id"] in second.json()["error"]["message"]

@@ -13,6 +13,7 @@ from helpline.platform.errors import HelplineError
 from helpline.serving.gateway.admin_router import admin
 from helpline.serving.gateway.api_router import router
 from helpline.serving.gateway.config import GatewayLimits
+from helpline.serving.gateway.console_jobs import console_jobs
 from helpline.serving.gateway.console_router import console
 from helpline.serving.gateway.errors import to_error_response
 from helpline.serving.gateway.limits import BodySizeLimit
@@ -50,6 +51,7 @@ def create_app(
     app.state.readiness = readiness or _always_ready
     app.include_router(router_with_admin())
     app.include_router(console)  # what the UI needs beyond the OpenAI and admin routes
+    app.include_router(console_jobs)
 
     for exc_type in (HelplineError, RequestValidationError, HTTPException, Exception):
 
