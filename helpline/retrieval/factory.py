@@ -21,8 +21,7 @@ def open_embedder(settings: Settings, workspace: Workspace, registry: Registry, 
     record = registry.get_model(settings.embedder)
     if record.kind != "embedder":
         raise WorkspaceNotReadyError(f"{settings.embedder!r} is a {record.kind}, not an embedder")
-    # Until settings carry the field, the platform default is the fp32 torch backend.
-    backend = backend or getattr(settings.retrieval, "embedder_backend", "torch")
+    backend = backend or settings.retrieval.embedder_backend
     if backend not in ("torch", "onnx-int8"):
         raise ConfigError(f"unknown embedder backend {backend!r}", hint="use torch or onnx-int8")
 
@@ -45,6 +44,31 @@ def index_paths(settings: Settings, workspace: Workspace) -> tuple[Path, Path]:
     where = "server" if r.store == "server" else "embedded"
     base = workspace.indexes / f"{r.collection}-{where}"
     return base / "records.sqlite", base / "bm25"
+
+
+def chroma_server_for(settings: Settings, workspace: Workspace):  # -> ChromaServer | None
+    """The `chroma run` process that `retrieval.store: server` needs, or None.
+
+    None when the store is embedded, or when a server already answers at the configured address (one
+    started by hand or by another `helpline run`). Otherwise an unstarted server on loopback that keeps
+    its data in the workspace (``indexes/chroma-server``); the caller starts and stops it.
+    """
+    from helpline.retrieval.stores.chroma_server import ChromaServer
+
+    r = settings.retrieval
+    if r.store != "server":
+        return None
+    server = ChromaServer(
+        workspace.indexes / "chroma-server", port=r.chroma_port, host=r.chroma_host, log=workspace.logs / "chroma.log"
+    )
+    if server.ready():
+        return None
+    if r.chroma_host not in ("127.0.0.1", "localhost", "::1"):
+        raise ConfigError(
+            f"no Chroma server answers at {r.chroma_host}:{r.chroma_port}",
+            hint="start it on that host, or set retrieval.chroma_host to 127.0.0.1 to let helpline start one",
+        )
+    return server
 
 
 def open_knowledge_base(

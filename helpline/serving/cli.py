@@ -75,6 +75,7 @@ def run(
     """Start the engine (supervised vLLM on loopback), the gateway and the UI; Ctrl-C stops them."""
     import uvicorn
 
+    from helpline.retrieval.factory import chroma_server_for
     from helpline.serving.engines.vllm_server import VLLMServer
     from helpline.serving.factory import build_gateway
     from helpline.serving.routing import startup_adapters
@@ -85,19 +86,24 @@ def run(
     host, port = host or s.gateway.host, port or s.gateway.port
     server = None
     ui_process = None
-    if engine == "vllm":
-        record = ctx.registry.get_model(s.chat_model)
-        base = ctx.registry.get_model(record.base_model) if record.kind == "adapter" else record
-        server = VLLMServer(
-            model_path=base.path,
-            served_name=base.name,
-            settings=s.vllm,
-            log_path=ctx.workspace.logs / "vllm.log",
-            lora_modules=startup_adapters(ctx.registry, base.name),
-        )
-        with console.status(f"starting vLLM for {base.name} (about a minute on CPU; log: {server.log_path})"):
-            server.start()
+    chroma = chroma_server_for(s, ctx.workspace)
     try:
+        if chroma is not None:
+            with console.status(f"starting the Chroma server on {s.retrieval.chroma_host}:{s.retrieval.chroma_port}"):
+                chroma.start()
+            console.print(f"[green]chroma[/]  server at {chroma.host}:{chroma.port} (loopback; data {chroma.path})")
+        if engine == "vllm":
+            record = ctx.registry.get_model(s.chat_model)
+            base = ctx.registry.get_model(record.base_model) if record.kind == "adapter" else record
+            server = VLLMServer(
+                model_path=base.path,
+                served_name=base.name,
+                settings=s.vllm,
+                log_path=ctx.workspace.logs / "vllm.log",
+                lora_modules=startup_adapters(ctx.registry, base.name),
+            )
+            with console.status(f"starting vLLM for {base.name} (about a minute on CPU; log: {server.log_path})"):
+                server.start()
         with console.status("loading the knowledge base and the gateway"):
             app = build_gateway(s, ctx.workspace, ctx.registry, server=server, engine=engine)  # type: ignore[arg-type]
         url = f"http://{host}:{port}"
@@ -120,6 +126,8 @@ def run(
             ui_process.wait(timeout=30)
         if server is not None:
             server.stop()
+        if chroma is not None:
+            chroma.stop()
         console.print("stopped")
 
 

@@ -77,7 +77,9 @@ def build_pipeline(
     extra: dict[str, Any] = {"verifier": verifier} if verifier is not None else {}
     mode = settings.retrieval.mode
     if scoring_mode(mode) != mode:
-        extra["relevance"] = lambda q, k, role: kb.search(q, k=k, role=role, mode=scoring_mode(mode))
+        extra["relevance"] = lambda q, k, role, history=None: kb.search(
+            q, k=k, role=role, history=history, mode=scoring_mode(mode)
+        )
     return RAGPipeline(
         search=kb.search,
         generator=generator,

@@ -88,7 +88,7 @@ def make_gateway(tmp_path: Path, limits: GatewayLimits | None = None) -> Gateway
     router = ModelRouter(registry, backend)
     # Dense scores (cosine of the fake embedder's bag of words), so the threshold means something.
     pipeline = RAGPipeline(
-        search=lambda q, k, role: kb.search(q, k=k, role=role, mode="dense"),
+        search=lambda q, k, role, history=None: kb.search(q, k=k, role=role, history=history, mode="dense"),
         generator=FakeGenerator(),
         top_k=2,
         min_score=0.2,

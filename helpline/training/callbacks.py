@@ -25,3 +25,21 @@ class MetricsFile(TrainerCallback):
         if self.console is not None:
             shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in logs.items())
             self.console.print(f"[dim]step {state.global_step}/{state.max_steps}[/] {shown}", highlight=False)
+
+
+class ResumeWithNewCallbacks(TrainerCallback):
+    """Let a resumed run add a stateful callback (e.g. early stopping) that the checkpoint's run lacked.
+
+    transformers writes each stateful callback's state into ``state.stateful_callbacks[name]`` when it
+    saves a checkpoint, and raises ``KeyError`` there when the state loaded from the checkpoint has no
+    entry for that name. Seeding an empty entry at train start avoids that; it restores nothing.
+    """
+
+    def __init__(self, callbacks: list) -> None:
+        from transformers.trainer_callback import ExportableState
+
+        self.names = ["TrainerControl", *(type(c).__name__ for c in callbacks if isinstance(c, ExportableState))]
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        for name in self.names:
+            state.stateful_callbacks.setdefault(name, {})

@@ -27,7 +27,7 @@ from helpline.platform.errors import DataError, NotFoundError
 from helpline.platform.schemas import ChatMessage, Chunk, ScoredChunk
 from helpline.serving.engines.protocol import Generator
 from helpline.serving.prompts import load_prompt
-from helpline.serving.rag import Verifier, retrieval_query
+from helpline.serving.rag import Verifier, split_question
 from helpline.training.distill_config import DistillConfig, FilterConfig
 from helpline.training.distill_prompts import (
     DistillPrompt,
@@ -92,7 +92,8 @@ def build_examples(cfg: DistillConfig, prompts: list[DistillPrompt], search: Sea
     out, no_passages = [], 0
     for p in prompts:
         conversation = [ChatMessage(**m) for m in p.conversation]
-        passages = search(retrieval_query(conversation), k=cfg.top_k, role=cfg.role)
+        question, history = split_question(conversation)  # the same query serving runs
+        passages = search(question, k=cfg.top_k, role=cfg.role, history=history)
         if not passages:
             no_passages += 1
             continue

@@ -111,6 +111,7 @@ def trl_args(cfg: SFTConfig, checkpoints: Path):
         max_length=cfg.max_length,
         per_device_train_batch_size=cfg.per_device_train_batch_size,
         per_device_eval_batch_size=cfg.per_device_eval_batch_size,
+        train_sampling_strategy=cfg.train_sampling_strategy,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         learning_rate=cfg.learning_rate,
         lr_scheduler_type=cfg.lr_scheduler_type,
@@ -155,7 +156,7 @@ def run_sft(cfg: SFTConfig, *, preset: str, ctx: Context, console=None) -> dict:
     transformers = require("transformers", "train")
     trl = require("trl", "train")
     datasets = require("datasets", "train")
-    from helpline.training.callbacks import MetricsFile
+    from helpline.training.callbacks import MetricsFile, ResumeWithNewCallbacks
 
     # setup ------------------------------------------------------------------------------------
     run_dir = output_dir(cfg, preset, ctx)
@@ -186,6 +187,7 @@ def run_sft(cfg: SFTConfig, *, preset: str, ctx: Context, console=None) -> dict:
     callbacks = [MetricsFile(metrics_file, console=console)]
     if cfg.early_stopping_patience is not None:
         callbacks.append(transformers.EarlyStoppingCallback(cfg.early_stopping_patience, cfg.early_stopping_threshold))
+    callbacks.append(ResumeWithNewCallbacks(callbacks))
     trainer = trl.SFTTrainer(
         model=model,
         args=trl_args(cfg, checkpoints),

@@ -149,3 +149,24 @@ def test_scored_chunk_threshold_applies_to_best_passage(gateway: Gateway) -> Non
     assert gateway.chat("customer", "anything").json()["abstained"] is True
     pipeline.search = lambda q, k, role: [ScoredChunk(chunk=chunk, score=0.21)]
     assert gateway.chat("customer", "anything").json()["abstained"] is False
+
+
+def test_follow_up_is_searched_with_the_users_earlier_turns() -> None:
+    from helpline.platform.schemas import ChatMessage
+    from helpline.serving.rag import RAGPipeline
+    from helpline.testing import FakeGenerator
+
+    calls: list[tuple[str, list[str] | None]] = []
+    chunk = Chunk(doc_id="d", chunk_id="d#0", text="Moving abroad: update your address.", title="Moving")
+
+    def search(query: str, *, k: int, role: str, history: list[str] | None = None) -> list[ScoredChunk]:
+        calls.append((query, history))
+        return [ScoredChunk(chunk=chunk, score=1.0)]
+
+    conversation = [
+        ChatMessage(role="user", content="How do I change my delivery address?"),
+        ChatMessage(role="assistant", content="Open Settings > Addresses."),
+        ChatMessage(role="user", content="and if I moved to another country?"),
+    ]
+    RAGPipeline(search=search, generator=FakeGenerator()).answer(conversation)
+    assert calls == [("and if I moved to another country?", ["How do I change my delivery address?"])]

@@ -40,9 +40,9 @@ CHUNKS = [
 ]  # fmt: skip
 
 
-def fake_search(query: str, *, k: int, role: str = "customer") -> list[ScoredChunk]:
+def fake_search(query: str, *, k: int, role: str = "customer", history: list[str] | None = None) -> list[ScoredChunk]:
     """Word overlap between the query and each chunk; nothing for a query sharing no word."""
-    words = set(_WORD.findall(query.lower())) - _STOP
+    words = set(_WORD.findall(" ".join([*(history or []), query]).lower())) - _STOP
     scored = [(len(words & set(_WORD.findall(f"{c.title} {c.section} {c.text}".lower()))), c) for c in CHUNKS]
     return [ScoredChunk(chunk=c, score=float(s)) for s, c in sorted(scored, key=lambda x: -x[0]) if s > 0][:k]
 
