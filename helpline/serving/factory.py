@@ -123,7 +123,7 @@ def build_gateway(
         router=router,
         store=store_,
         kb=kb,
-        limits=limits,
+        limits=limits or settings.gateway.limits,
         readiness=readiness_checks(settings, kb, engine=engine),
     )
 

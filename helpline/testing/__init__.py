@@ -57,8 +57,15 @@ class FakeGenerator:
 
     def generate(self, messages: list[ChatMessage], *, max_tokens: int, temperature: float = 0.0) -> Generation:
         self.requests.append(list(messages))
-        text = self._text(messages)
-        return Generation(text=text, model=self.name, prompt_tokens=10, completion_tokens=len(text.split()))
+        words = self._text(messages).split()
+        cut = len(words) > max_tokens  # one "token" a word
+        return Generation(
+            text=" ".join(words[:max_tokens]),
+            model=self.name,
+            prompt_tokens=10,
+            completion_tokens=min(len(words), max_tokens),
+            finish_reason="length" if cut else "stop",
+        )
 
     def stream(self, messages: list[ChatMessage], *, max_tokens: int, temperature: float = 0.0) -> Iterator[str]:
         self.requests.append(list(messages))

@@ -27,6 +27,16 @@ def test_openai_client_gets_answer_with_citations(gateway: Gateway) -> None:
     assert extra["abstained"] is False and extra["conversation_id"]
 
 
+def test_finish_reason_says_when_the_answer_was_cut_at_max_tokens(gateway: Gateway) -> None:
+    client = _client(gateway, "customer")
+    messages = [{"role": "user", "content": RETURN_Q}]
+    whole = client.chat.completions.create(model="helpline-support", messages=messages)
+    cut = client.chat.completions.create(model="helpline-support", messages=messages, max_tokens=2)
+    assert whole.choices[0].finish_reason == "stop"
+    assert cut.choices[0].finish_reason == "length"
+    assert cut.choices[0].message.content == "answer from"
+
+
 def test_openai_client_streams_and_final_event_carries_citations(gateway: Gateway) -> None:
     stream = _client(gateway, "customer").chat.completions.create(
         model="helpline-support", messages=[{"role": "user", "content": RETURN_Q}], stream=True

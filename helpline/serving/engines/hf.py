@@ -46,7 +46,14 @@ class TransformersGenerator:
             out = self.model.generate(**inputs, **self._kwargs(max_tokens, temperature))
         new = out[0][n_prompt:]
         text = self.tokenizer.decode(new, skip_special_tokens=True).strip()
-        return Generation(text=text, model=self.name, prompt_tokens=n_prompt, completion_tokens=len(new))
+        ended = len(new) < max_tokens or int(new[-1]) == self.tokenizer.eos_token_id
+        return Generation(
+            text=text,
+            model=self.name,
+            prompt_tokens=n_prompt,
+            completion_tokens=len(new),
+            finish_reason="stop" if ended else "length",
+        )
 
     def stream(self, messages: list[ChatMessage], *, max_tokens: int, temperature: float = 0.0) -> Iterator[str]:
         transformers = require("transformers", "serve")

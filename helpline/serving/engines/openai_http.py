@@ -58,6 +58,7 @@ class OpenAIGenerator:
             model=self.name,
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
+            finish_reason=resp.choices[0].finish_reason or "stop",
         )
 
     def generate(self, messages: list[ChatMessage], *, max_tokens: int, temperature: float = 0.0) -> Generation:

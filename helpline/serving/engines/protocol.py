@@ -17,6 +17,8 @@ class Generation:
     model: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    #: "stop" (the model ended its turn) or "length" (cut at max_tokens), as in the OpenAI API.
+    finish_reason: str = "stop"
 
 
 @runtime_checkable

@@ -174,6 +174,7 @@ class ChatService:
     async def complete(self, body: ChatCompletionRequest, principal: Principal) -> ChatCompletionResponse:
         turn = await self._admit(body, principal)
         text, usage, status, abstained = turn.prepared.abstention, Usage(), "error", turn.prepared.abstained
+        finish_reason = "stop"
         try:
             if not abstained:
                 generation = await asyncio.wait_for(
@@ -185,7 +186,7 @@ class ChatService:
                 )  # fmt: skip
                 verdict = self.pipeline.verify(generation.text, turn.prepared.passages)
                 if verdict.grounded or not self.pipeline.abstain_when_unverified:
-                    text = generation.text
+                    text, finish_reason = generation.text, generation.finish_reason
                 else:
                     text, abstained = self.pipeline.abstention_text(), True
                 usage = Usage(
@@ -203,7 +204,7 @@ class ChatService:
         return ChatCompletionResponse(
             id=turn.id,
             model=body.model,
-            choices=[Choice(message=ChoiceMessage(content=text))],
+            choices=[Choice(message=ChoiceMessage(content=text), finish_reason=finish_reason)],
             usage=usage,
             citations=[] if abstained else citations(turn.prepared.passages),
             abstained=abstained,

@@ -1,0 +1,103 @@
+"""A vLLM plugin that makes LoRA adapters fast on vLLM's CPU backend.
+
+vLLM's CPU backend applies LoRA with PyTorch-native "punica" ops that gather a full copy of the
+adapter's weight matrix for every token (``lora_b_weights[token_indices]``) before an einsum. For a
+prefill of 500 tokens through a 1536-wide projection at rank 64 that is a 200 MB temporary per layer
+and projection, which is why adapters served on CPU crawl (we measured 0-20 tokens/s for 8 concurrent
+requests where the base model did hundreds).
+
+The ops below compute the same products by grouping tokens per adapter: one matrix multiplication
+per adapter present in the batch (usually one), with the same indexing rules as the originals (a
+negative index selects from the end, exactly like the tensor indexing they replace). Shapes the
+grouping does not cover fall through to vLLM's own implementation.
+
+Registered as a ``vllm.general_plugins`` entry point (see pyproject.toml), so vLLM loads it in every
+process it starts; it patches nothing unless vLLM runs on the CPU platform.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_PATCHED_NAMES = ("bgmv_shrink", "bgmv_expand", "bgmv_expand_slice")
+
+
+def lora_products(inputs: Any, weights: Any, indices: Any, dtype: Any) -> Any | None:
+    """``inputs[t] @ weights[indices[t]].T`` for every token ``t``, one matmul per distinct adapter.
+
+    ``weights`` is ``[adapters, out, in]`` (or ``[adapters, 1, out, in]``). None when the shapes are
+    not the one-index-per-token case (the caller then uses the original op).
+    """
+    import torch
+
+    if weights.dim() == 4:
+        weights = weights.squeeze(1)
+    if weights.dim() != 3 or indices.dim() != 1 or indices.numel() != inputs.shape[0] or inputs.shape[0] == 0:
+        return None
+    inputs = inputs.to(dtype)
+    first = indices[0]
+    if bool((indices == first).all()):
+        return inputs @ weights[first].to(dtype).T
+    out = torch.empty((inputs.shape[0], weights.shape[1]), dtype=dtype, device=inputs.device)
+    for adapter in torch.unique(indices).tolist():
+        rows = (indices == adapter).nonzero(as_tuple=True)[0]
+        out[rows] = inputs[rows] @ weights[adapter].to(dtype).T
+    return out
+
+
+def make_ops(original: dict[str, Any]) -> dict[str, Any]:
+    """Grouped versions of vLLM's torch ``bgmv_*`` ops; ``original`` holds the ops they fall back to."""
+
+    def bgmv_shrink(inputs, lora_b_weights, output_tensor, lora_indices_tensor, scaling: float = 1.0):  # type: ignore[no-untyped-def]
+        outputs = lora_products(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
+        if outputs is None:
+            return original["bgmv_shrink"](inputs, lora_b_weights, output_tensor, lora_indices_tensor, scaling)
+        output_tensor[:, : outputs.shape[1]] = scaling * outputs
+
+    def bgmv_expand(inputs, lora_b_weights, output_tensor, lora_indices_tensor, add_inputs: bool = True):  # type: ignore[no-untyped-def]
+        outputs = lora_products(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
+        if outputs is None or outputs.shape[0] != output_tensor.shape[0]:
+            return original["bgmv_expand"](inputs, lora_b_weights, output_tensor, lora_indices_tensor, add_inputs)
+        common = min(outputs.shape[1], output_tensor.shape[1])
+        if add_inputs:
+            output_tensor[:, :common] += outputs[:, :common]
+        else:
+            output_tensor[:, :common] = outputs[:, :common]
+
+    def bgmv_expand_slice(  # type: ignore[no-untyped-def]
+        inputs, lora_b_weights, output_tensor, lora_indices_tensor, slice_offset: int, slice_size: int,
+        add_inputs: bool = True,
+    ):  # fmt: skip
+        outputs = lora_products(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
+        if outputs is None:
+            return original["bgmv_expand_slice"](
+                inputs, lora_b_weights, output_tensor, lora_indices_tensor, slice_offset, slice_size, add_inputs
+            )
+        if add_inputs:
+            output_tensor[:, slice_offset : slice_offset + slice_size] += outputs
+        else:
+            output_tensor[:, slice_offset : slice_offset + slice_size] = outputs
+
+    return {"bgmv_shrink": bgmv_shrink, "bgmv_expand": bgmv_expand, "bgmv_expand_slice": bgmv_expand_slice}
+
+
+def register() -> None:
+    """vLLM entry point: swap in the grouped ops on the CPU platform (idempotent)."""
+    try:
+        from vllm.platforms import current_platform
+
+        if not current_platform.is_cpu():
+            return
+        import vllm.lora.ops.torch_ops as package
+        import vllm.lora.ops.torch_ops.lora_ops as ops
+        import vllm.lora.punica_wrapper.punica_cpu as wrapper
+    except ImportError:  # another vLLM layout: leave it as it is
+        return
+    if getattr(ops, "_helpline_grouped", False):
+        return
+    grouped = make_ops({name: getattr(ops, name) for name in _PATCHED_NAMES})
+    for module in (ops, package, wrapper):  # sgmv_* call the module globals; the wrapper imported names
+        for name, fn in grouped.items():
+            if hasattr(module, name):
+                setattr(module, name, fn)
+    ops._helpline_grouped = True

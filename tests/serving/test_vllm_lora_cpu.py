@@ -1,0 +1,44 @@
+"""The grouped LoRA ops of the vLLM CPU plugin compute exactly what vLLM's own torch ops compute."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+ops = pytest.importorskip("vllm.lora.ops.torch_ops.lora_ops")
+
+from helpline.serving.engines.vllm_lora_cpu import make_ops  # noqa: E402
+
+ORIGINAL = {name: getattr(ops, name) for name in ("bgmv_shrink", "bgmv_expand", "bgmv_expand_slice")}
+GROUPED = make_ops(ORIGINAL)
+
+
+def _case(indices: list[int], *, d_in: int = 24, d_out: int = 40, adapters: int = 3):
+    g = torch.Generator().manual_seed(len(indices) + sum(indices))
+    x = torch.randn(len(indices), d_in, generator=g)
+    w = torch.randn(adapters, 1, d_out, d_in, generator=g)  # vLLM's stacked [adapters, 1, out, in]
+    return x, w, torch.tensor(indices)
+
+
+@pytest.mark.parametrize("indices", [[0, 0, 0, 0], [2, 0, 2, 1, 0], [-1, 1, -1], [1]])
+def test_shrink_matches_vllm(indices: list[int]) -> None:
+    x, w, idx = _case(indices)
+    want, got = torch.zeros(len(indices), 48), torch.zeros(len(indices), 48)
+    ORIGINAL["bgmv_shrink"](x, w, want, idx, 0.5)
+    GROUPED["bgmv_shrink"](x, w, got, idx, 0.5)
+    torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("add_inputs", [True, False])
+@pytest.mark.parametrize("indices", [[1, 1, 1], [0, 2, 1, 0], [-1, 0]])
+def test_expand_and_expand_slice_match_vllm(indices: list[int], add_inputs: bool) -> None:
+    x, w, idx = _case(indices)
+    base = torch.randn(len(indices), 100)
+    want, got = base.clone(), base.clone()
+    ORIGINAL["bgmv_expand"](x, w, want, idx, add_inputs)
+    GROUPED["bgmv_expand"](x, w, got, idx, add_inputs)
+    torch.testing.assert_close(got, want)
+    want, got = base.clone(), base.clone()
+    ORIGINAL["bgmv_expand_slice"](x, w, want, idx, 30, 40, add_inputs)
+    GROUPED["bgmv_expand_slice"](x, w, got, idx, 30, 40, add_inputs)
+    torch.testing.assert_close(got, want)
