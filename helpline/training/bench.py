@@ -43,7 +43,8 @@ def _peak_since_reset_mb() -> float | None:
     return None
 
 
-def worker(result_path: str, method: str, base: str, dataset: str, steps: int, batch: int, max_length: int) -> None:
+def worker(result_path: str, method: str, base: str, dataset: str, steps: int, batch: int, max_length: int,
+           checkpointing: int = 0) -> None:  # fmt: skip
     """Train ``steps`` optimizer steps with ``method``; write timings and peak memory."""
     import torch
 
@@ -52,10 +53,14 @@ def worker(result_path: str, method: str, base: str, dataset: str, steps: int, b
 
     torch.manual_seed(0)
     baseline = _rss_mb()
-    cfg = SFTConfig(dataset=dataset, method=method, max_length=max_length, export=False)
+    cfg = SFTConfig(
+        dataset=dataset, method=method, max_length=max_length, export=False, gradient_checkpointing=bool(checkpointing)
+    )
     tokenizer = load_tokenizer(Path(base), cfg)
     rows, _ = tokenize_split(tokenizer, Path(dataset) / "train.jsonl", cfg, limit=steps * batch)
     model = load_model(Path(base), cfg)
+    if checkpointing:  # what TRL's SFTTrainer does with gradient_checkpointing=True
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-5)
@@ -87,12 +92,14 @@ def worker(result_path: str, method: str, base: str, dataset: str, steps: int, b
         "tokens_per_s": round(tokens / len(step_times) / statistics.median(timed), 1),
         "steps": steps,
         "batch": batch,
+        "gradient_checkpointing": bool(checkpointing),
         "final_loss": round(float(loss), 4),
     }
     Path(result_path).write_text(json.dumps(result))
 
 
-def run_bench(base: Path, dataset: Path, *, methods=METHODS, steps: int = 6, batch: int = 4, max_length: int = 256):
+def run_bench(base: Path, dataset: Path, *, methods=METHODS, steps: int = 6, batch: int = 4, max_length: int = 256,
+              checkpointing: bool = False):  # fmt: skip
     """Run each method in a fresh subprocess; returns per-method figures and the QLoRA/full memory ratio."""
     import tempfile
 
@@ -100,13 +107,13 @@ def run_bench(base: Path, dataset: Path, *, methods=METHODS, steps: int = 6, bat
     for method in methods:
         with tempfile.NamedTemporaryFile(suffix=".json") as out:
             cmd = [sys.executable, "-m", "helpline.training.bench", out.name, method, str(base), str(dataset),
-                   str(steps), str(batch), str(max_length)]  # fmt: skip
+                   str(steps), str(batch), str(max_length), str(int(checkpointing))]  # fmt: skip
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
                 results[method] = {"error": proc.stderr[-800:]}
                 continue
             results[method] = json.loads(Path(out.name).read_text())
-    report = {"model": str(base), "dataset": str(dataset), "methods": results}
+    report = {"model": str(base), "dataset": str(dataset), "gradient_checkpointing": checkpointing, "methods": results}
     full, qlora = results.get("full", {}), results.get("qlora", {})
     if "peak_rss_mb" in full and "peak_rss_mb" in qlora:
         report["qlora_over_full_peak"] = round(qlora["peak_rss_mb"] / full["peak_rss_mb"], 3)
@@ -120,4 +127,4 @@ def run_bench(base: Path, dataset: Path, *, methods=METHODS, steps: int = 6, bat
 
 
 if __name__ == "__main__":
-    worker(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], *map(int, sys.argv[5:8]))
+    worker(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], *map(int, sys.argv[5:9]))

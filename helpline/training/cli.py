@@ -192,6 +192,9 @@ def bench_training(
     batch: int = typer.Option(4, help="Examples per step."),
     max_length: int = typer.Option(256, help="Longest example kept."),
     methods: str = typer.Option("full,lora,qlora", help="Comma-separated methods."),
+    gradient_checkpointing: bool = typer.Option(
+        False, "--gradient-checkpointing", help="Recompute activations in backward (all methods alike)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Peak memory (RSS) and tokens/s of full fine-tuning, LoRA and QLoRA on the same batches."""
@@ -203,7 +206,10 @@ def bench_training(
     base = resolve_base_model(model, ctx)
     data = resolve_dataset(dataset, ctx.workspace.datasets)
     with console.status("training each method in its own process"):
-        report = run_bench(base, data, methods=methods.split(","), steps=steps, batch=batch, max_length=max_length)
+        report = run_bench(
+            base, data, methods=methods.split(","), steps=steps, batch=batch, max_length=max_length,
+            checkpointing=gradient_checkpointing,
+        )  # fmt: skip
     if as_json:
         print_json(report)
         return

@@ -133,3 +133,18 @@ def test_shipped_presets_are_valid() -> None:
         assert preset.read_text().startswith("#") and "helpline train sft" in preset.read_text().split("\n\n")[0]
         if cfg.method != "full":
             assert set(cfg.lora_target_modules) >= {"q_proj", "v_proj"}
+
+
+def test_training_bench_measures_each_method_in_its_own_process(tiny_base: Path, tiny_dataset: Path) -> None:
+    from helpline.training.bench import run_bench
+
+    report = run_bench(tiny_base, tiny_dataset, methods=["full", "lora"], steps=2, batch=2, max_length=128,
+                       checkpointing=True)  # fmt: skip
+    full, lora = report["methods"]["full"], report["methods"]["lora"]
+    assert "error" not in full and "error" not in lora, report
+    for r in (full, lora):
+        assert r["gradient_checkpointing"] is True
+        assert r["peak_rss_mb"] >= r["train_peak_rss_mb"] > r["baseline_rss_mb"] > 0
+        assert r["tokens_per_s"] > 0
+    assert lora["trainable_params"] < full["trainable_params"]
+    assert "qlora_over_full_peak" not in report  # only computed when both were measured
