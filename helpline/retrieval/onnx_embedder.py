@@ -88,9 +88,13 @@ def export_int8(model_path: str | Path, out_dir: str | Path, *, force: bool = Fa
 
 
 class OnnxEmbedder:
-    """Mean-pooled, normalised sentence embeddings from an int8 ONNX export (see `export_int8`)."""
+    """Mean-pooled, normalised sentence embeddings from an int8 ONNX export (see `export_int8`).
 
-    def __init__(self, model_dir: str | Path, *, name: str = "", batch_size: int = 32, threads: int = 0) -> None:
+    Batches of 8 length-sorted texts measured fastest on 2 cores (sample KB chunks: 2.85x fp32 torch at
+    8, 2.42x at 32, 2.5x at 1); static (calibrated) int8 and GELU approximation did not help.
+    """
+
+    def __init__(self, model_dir: str | Path, *, name: str = "", batch_size: int = 8, threads: int = 0) -> None:
         ort = require("onnxruntime", "retrieval")
         tokenizers = require("tokenizers", "retrieval")
         model_dir = Path(model_dir)

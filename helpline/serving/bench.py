@@ -294,6 +294,10 @@ def run_bench(ctx: Context, opts: BenchOptions) -> dict[str, Any]:
                 "base": {},
                 "lora": {},
             }
+            # vLLM caches prompt prefixes per adapter: warm both on every prompt first, or the base (already
+            # warm from the levels above) would skip prefill that the adapter pays for (RAG prompts are long).
+            for model in (base.name, name):
+                level(direct, "x", model, as_dicts, concurrency=8, n=len(as_dicts), max_tokens=1)
             for c in [c for c in opts.levels if c >= 8] or opts.levels:
                 console.print(f"base vs adapter, concurrency {c}")
                 for label, model in (("base", base.name), ("lora", name)):

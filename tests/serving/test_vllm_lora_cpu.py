@@ -42,3 +42,27 @@ def test_expand_and_expand_slice_match_vllm(indices: list[int], add_inputs: bool
     ORIGINAL["bgmv_expand_slice"](x, w, want, idx, 30, 40, add_inputs)
     GROUPED["bgmv_expand_slice"](x, w, got, idx, 30, 40, add_inputs)
     torch.testing.assert_close(got, want)
+
+
+def test_indices_changed_in_place_between_steps_are_seen() -> None:
+    """vLLM refills one index buffer every step: a cached answer must not outlive the change."""
+    x, w, _ = _case([0, 0, 0])
+    buffer = torch.tensor([0, 0, 0, 0, 0])
+    idx = buffer[:3]
+    for step_indices in ([0, 0, 0], [1, 0, 1], [2, 2, 2]):
+        buffer[:3] = torch.tensor(step_indices)  # in place, as vLLM does
+        want, got = torch.zeros(3, 48), torch.zeros(3, 48)
+        ORIGINAL["bgmv_shrink"](x, w, want, idx, 1.0)
+        GROUPED["bgmv_shrink"](x, w, got, idx, 1.0)
+        torch.testing.assert_close(got, want)
+
+
+def test_inference_mode_indices_are_handled_without_a_cache() -> None:
+    x, w, _ = _case([0, 0, 0])
+    for step_indices in ([0, 0, 0], [1, 0, 1]):
+        with torch.inference_mode():
+            idx = torch.tensor(step_indices)
+            want, got = torch.zeros(3, 48), torch.zeros(3, 48)
+            ORIGINAL["bgmv_shrink"](x, w, want, idx, 1.0)
+            GROUPED["bgmv_shrink"](x, w, got, idx, 1.0)
+        torch.testing.assert_close(got, want)

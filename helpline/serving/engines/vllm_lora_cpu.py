@@ -22,6 +22,30 @@ from typing import Any
 _PATCHED_NAMES = ("bgmv_shrink", "bgmv_expand", "bgmv_expand_slice")
 
 
+_last_indices: list = [None, -1, -1, None]  # (tensor, version, numel, answer) of the previous call
+
+
+def uniform_index(indices: Any) -> int | None:
+    """The adapter index when every token uses the same one, else None.
+
+    Every LoRA layer of one forward step gets the same index tensor, so the answer is cached for
+    as long as that tensor is unchanged (same object or view, same in-place version, same length);
+    holding a reference keeps its memory from being reused by another tensor.
+    """
+    try:
+        version = indices._version
+    except RuntimeError:  # tensors made under inference_mode have no version counter: no caching
+        version = None
+    ref, last_version, numel, answer = _last_indices
+    if version is not None and ref is not None and indices.data_ptr() == ref.data_ptr() \
+            and version == last_version and indices.numel() == numel:  # fmt: skip
+        return answer
+    first = int(indices[0])
+    answer = first if bool((indices == first).all()) else None
+    _last_indices[:] = [indices, version, indices.numel(), answer] if version is not None else [None, -1, -1, None]
+    return answer
+
+
 def lora_products(inputs: Any, weights: Any, indices: Any, dtype: Any) -> Any | None:
     """``inputs[t] @ weights[indices[t]].T`` for every token ``t``, one matmul per distinct adapter.
 
@@ -35,8 +59,8 @@ def lora_products(inputs: Any, weights: Any, indices: Any, dtype: Any) -> Any | 
     if weights.dim() != 3 or indices.dim() != 1 or indices.numel() != inputs.shape[0] or inputs.shape[0] == 0:
         return None
     inputs = inputs.to(dtype)
-    first = indices[0]
-    if bool((indices == first).all()):
+    first = uniform_index(indices)
+    if first is not None:
         return inputs @ weights[first].to(dtype).T
     out = torch.empty((inputs.shape[0], weights.shape[1]), dtype=dtype, device=inputs.device)
     for adapter in torch.unique(indices).tolist():
@@ -101,3 +125,8 @@ def register() -> None:
             if hasattr(module, name):
                 setattr(module, name, fn)
     ops._helpline_grouped = True
+    import logging
+
+    logging.getLogger("vllm.plugins.helpline").info(
+        "helpline: LoRA on the CPU backend uses grouped matmuls (vllm_lora_cpu)"
+    )

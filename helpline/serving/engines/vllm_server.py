@@ -83,6 +83,10 @@ class VLLMServer:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         # Runtime LoRA loading is how a promotion reaches the running server without a restart.
         env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
+        if self.settings.cpu_reserved_cpus is not None:
+            env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(self.settings.cpu_reserved_cpus)
+        elif (os.cpu_count() or 1) <= 4:  # see VLLMSettings.cpu_reserved_cpus
+            env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
         with log_path.open("ab") as log:
             self._proc = subprocess.Popen(
                 self.command(), stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent
