@@ -9,7 +9,10 @@ ops = pytest.importorskip("vllm.lora.ops.torch_ops.lora_ops")
 
 from helpline.serving.engines.vllm_lora_cpu import make_ops  # noqa: E402
 
-ORIGINAL = {name: getattr(ops, name) for name in ("bgmv_shrink", "bgmv_expand", "bgmv_expand_slice")}
+ORIGINAL = {
+    name: getattr(ops, name)
+    for name in ("bgmv_shrink", "bgmv_expand", "bgmv_expand_slice", "sgmv_shrink", "sgmv_expand", "sgmv_expand_slice")
+}
 GROUPED = make_ops(ORIGINAL)
 
 
@@ -65,4 +68,46 @@ def test_inference_mode_indices_are_handled_without_a_cache() -> None:
             want, got = torch.zeros(3, 48), torch.zeros(3, 48)
             ORIGINAL["bgmv_shrink"](x, w, want, idx, 1.0)
             GROUPED["bgmv_shrink"](x, w, got, idx, 1.0)
+        torch.testing.assert_close(got, want)
+
+
+def test_an_adapter_reloaded_into_its_slot_is_used_at_once() -> None:
+    """vLLM copies a newly loaded adapter into the same stacked tensor: cached matrices must follow."""
+    x, w, idx = _case([1, 1, 1])
+    first, second = torch.zeros(3, 48), torch.zeros(3, 48)
+    GROUPED["bgmv_shrink"](x, w, first, idx, 1.0)
+    w[1].copy_(torch.randn_like(w[1]))  # in place, as a load into slot 1
+    want = torch.zeros(3, 48)
+    ORIGINAL["bgmv_shrink"](x, w, want, idx, 1.0)
+    GROUPED["bgmv_shrink"](x, w, second, idx, 1.0)
+    torch.testing.assert_close(second, want)
+    assert not torch.allclose(first, second)
+
+
+@pytest.mark.parametrize("per_run", [[1], [0, 2], [-1]])
+def test_prefill_ops_match_vllm(per_run: list[int]) -> None:
+    """sgmv_*: one adapter index per run of tokens (vLLM clusters runs by adapter)."""
+    lengths = [3, 2][: len(per_run)]
+    x, w, _ = _case([0] * sum(lengths))
+    meta = (
+        torch.tensor([0, 3][: len(per_run)]),
+        torch.tensor(lengths),
+        torch.tensor(per_run),
+        len(per_run),
+        3,
+        sum(lengths),
+    )
+    want, got = torch.zeros(sum(lengths), 48), torch.zeros(sum(lengths), 48)
+    ORIGINAL["sgmv_shrink"](x, w, want, *meta, 0.5)
+    GROUPED["sgmv_shrink"](x, w, got, *meta, 0.5)
+    torch.testing.assert_close(got, want)
+    base = torch.randn(sum(lengths), 100)
+    for add in (True, False):
+        want, got = base.clone(), base.clone()
+        ORIGINAL["sgmv_expand"](x, w, want, *meta, add)
+        GROUPED["sgmv_expand"](x, w, got, *meta, add)
+        torch.testing.assert_close(got, want)
+        want, got = base.clone(), base.clone()
+        ORIGINAL["sgmv_expand_slice"](x, w, want, *meta, 30, 40, add)
+        GROUPED["sgmv_expand_slice"](x, w, got, *meta, 30, 40, add)
         torch.testing.assert_close(got, want)
