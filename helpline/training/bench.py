@@ -1,7 +1,8 @@
 """`helpline bench training`: peak memory and tokens/s of full FT, LoRA and QLoRA on the same batches.
 
 Each method runs in its own process (``python -m helpline.training.bench RESULT.json METHOD ...``),
-so its peak resident memory (``ru_maxrss``) is its own: model, gradients, optimizer state and
+so its peak resident memory (``VmHWM``, which starts afresh at exec; ``ru_maxrss`` would carry the
+parent's peak over) is its own: model, gradients, optimizer state and
 activations, on top of the interpreter with torch loaded (reported as ``baseline_rss_mb``).
 
 Loading a checkpoint briefly holds more than training needs (QLoRA reads the full-precision weights
@@ -24,7 +25,9 @@ METHODS = ("full", "lora", "qlora")
 
 
 def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    """Peak resident memory of this process so far (since exec, or since the last reset)."""
+    peak = _peak_since_reset_mb()
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _reset_peak() -> bool:
@@ -83,10 +86,10 @@ def worker(result_path: str, method: str, base: str, dataset: str, steps: int, b
     timed = step_times[1:] or step_times  # the first step pays for lazy allocations
     result = {
         "method": method,
-        "peak_rss_mb": round(_rss_mb(), 1),
+        "peak_rss_mb": round(max(loaded_rss, _rss_mb()), 1),
         "baseline_rss_mb": round(baseline, 1),
         "load_peak_rss_mb": round(loaded_rss, 1),
-        "train_peak_rss_mb": round(_peak_since_reset_mb() or 0.0, 1) if reset else None,
+        "train_peak_rss_mb": round(_rss_mb(), 1) if reset else None,
         "trainable_params": sum(p.numel() for p in params),
         "median_step_s": round(statistics.median(timed), 3),
         "tokens_per_s": round(tokens / len(step_times) / statistics.median(timed), 1),

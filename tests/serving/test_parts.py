@@ -145,9 +145,9 @@ def test_supervisor_restarts_a_crashed_engine(tmp_path: Path, monkeypatch) -> No
 def test_scored_chunk_threshold_applies_to_best_passage(gateway: Gateway) -> None:
     pipeline = gateway.client.app.state.chat_service.pipeline
     chunk = Chunk(chunk_id="c", doc_id="d", title="t", text="x")
-    pipeline.search = lambda q, k, role: [ScoredChunk(chunk=chunk, score=0.19)]
+    pipeline.search = lambda q, k, role, history=None: [ScoredChunk(chunk=chunk, score=0.19)]
     assert gateway.chat("customer", "anything").json()["abstained"] is True
-    pipeline.search = lambda q, k, role: [ScoredChunk(chunk=chunk, score=0.21)]
+    pipeline.search = lambda q, k, role, history=None: [ScoredChunk(chunk=chunk, score=0.21)]
     assert gateway.chat("customer", "anything").json()["abstained"] is False
 
 
