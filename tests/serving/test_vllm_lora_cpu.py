@@ -23,13 +23,19 @@ def _case(indices: list[int], *, d_in: int = 24, d_out: int = 40, adapters: int 
     return x, w, torch.tensor(indices)
 
 
+def _same(op: str, x, w, out, *args):  # type: ignore[no-untyped-def]
+    """Run vLLM's op and ours on copies of ``out``; they must agree. Returns ours."""
+    want, got = out.clone(), out.clone()
+    ORIGINAL[op](x, w, want, *args)
+    GROUPED[op](x, w, got, *args)
+    torch.testing.assert_close(got, want)
+    return got
+
+
 @pytest.mark.parametrize("indices", [[0, 0, 0, 0], [2, 0, 2, 1, 0], [-1, 1, -1], [1]])
 def test_shrink_matches_vllm(indices: list[int]) -> None:
     x, w, idx = _case(indices)
-    want, got = torch.zeros(len(indices), 48), torch.zeros(len(indices), 48)
-    ORIGINAL["bgmv_shrink"](x, w, want, idx, 0.5)
-    GROUPED["bgmv_shrink"](x, w, got, idx, 0.5)
-    torch.testing.assert_close(got, want)
+    _same("bgmv_shrink", x, w, torch.zeros(len(indices), 48), idx, 0.5)
 
 
 @pytest.mark.parametrize("add_inputs", [True, False])
@@ -37,14 +43,8 @@ def test_shrink_matches_vllm(indices: list[int]) -> None:
 def test_expand_and_expand_slice_match_vllm(indices: list[int], add_inputs: bool) -> None:
     x, w, idx = _case(indices)
     base = torch.randn(len(indices), 100)
-    want, got = base.clone(), base.clone()
-    ORIGINAL["bgmv_expand"](x, w, want, idx, add_inputs)
-    GROUPED["bgmv_expand"](x, w, got, idx, add_inputs)
-    torch.testing.assert_close(got, want)
-    want, got = base.clone(), base.clone()
-    ORIGINAL["bgmv_expand_slice"](x, w, want, idx, 30, 40, add_inputs)
-    GROUPED["bgmv_expand_slice"](x, w, got, idx, 30, 40, add_inputs)
-    torch.testing.assert_close(got, want)
+    _same("bgmv_expand", x, w, base, idx, add_inputs)
+    _same("bgmv_expand_slice", x, w, base, idx, 30, 40, add_inputs)
 
 
 def test_indices_changed_in_place_between_steps_are_seen() -> None:
@@ -54,33 +54,22 @@ def test_indices_changed_in_place_between_steps_are_seen() -> None:
     idx = buffer[:3]
     for step_indices in ([0, 0, 0], [1, 0, 1], [2, 2, 2]):
         buffer[:3] = torch.tensor(step_indices)  # in place, as vLLM does
-        want, got = torch.zeros(3, 48), torch.zeros(3, 48)
-        ORIGINAL["bgmv_shrink"](x, w, want, idx, 1.0)
-        GROUPED["bgmv_shrink"](x, w, got, idx, 1.0)
-        torch.testing.assert_close(got, want)
+        _same("bgmv_shrink", x, w, torch.zeros(3, 48), idx, 1.0)
 
 
 def test_inference_mode_indices_are_handled_without_a_cache() -> None:
     x, w, _ = _case([0, 0, 0])
     for step_indices in ([0, 0, 0], [1, 0, 1]):
         with torch.inference_mode():
-            idx = torch.tensor(step_indices)
-            want, got = torch.zeros(3, 48), torch.zeros(3, 48)
-            ORIGINAL["bgmv_shrink"](x, w, want, idx, 1.0)
-            GROUPED["bgmv_shrink"](x, w, got, idx, 1.0)
-        torch.testing.assert_close(got, want)
+            _same("bgmv_shrink", x, w, torch.zeros(3, 48), torch.tensor(step_indices), 1.0)
 
 
 def test_an_adapter_reloaded_into_its_slot_is_used_at_once() -> None:
     """vLLM copies a newly loaded adapter into the same stacked tensor: cached matrices must follow."""
     x, w, idx = _case([1, 1, 1])
-    first, second = torch.zeros(3, 48), torch.zeros(3, 48)
-    GROUPED["bgmv_shrink"](x, w, first, idx, 1.0)
+    first = _same("bgmv_shrink", x, w, torch.zeros(3, 48), idx, 1.0)
     w[1].copy_(torch.randn_like(w[1]))  # in place, as a load into slot 1
-    want = torch.zeros(3, 48)
-    ORIGINAL["bgmv_shrink"](x, w, want, idx, 1.0)
-    GROUPED["bgmv_shrink"](x, w, second, idx, 1.0)
-    torch.testing.assert_close(second, want)
+    second = _same("bgmv_shrink", x, w, torch.zeros(3, 48), idx, 1.0)
     assert not torch.allclose(first, second)
 
 
@@ -97,17 +86,8 @@ def test_prefill_ops_match_vllm(per_run: list[int]) -> None:
         3,
         sum(lengths),
     )
-    want, got = torch.zeros(sum(lengths), 48), torch.zeros(sum(lengths), 48)
-    ORIGINAL["sgmv_shrink"](x, w, want, *meta, 0.5)
-    GROUPED["sgmv_shrink"](x, w, got, *meta, 0.5)
-    torch.testing.assert_close(got, want)
+    _same("sgmv_shrink", x, w, torch.zeros(sum(lengths), 48), *meta, 0.5)
     base = torch.randn(sum(lengths), 100)
     for add in (True, False):
-        want, got = base.clone(), base.clone()
-        ORIGINAL["sgmv_expand"](x, w, want, *meta, add)
-        GROUPED["sgmv_expand"](x, w, got, *meta, add)
-        torch.testing.assert_close(got, want)
-        want, got = base.clone(), base.clone()
-        ORIGINAL["sgmv_expand_slice"](x, w, want, *meta, 30, 40, add)
-        GROUPED["sgmv_expand_slice"](x, w, got, *meta, 30, 40, add)
-        torch.testing.assert_close(got, want)
+        _same("sgmv_expand", x, w, base, *meta, add)
+        _same("sgmv_expand_slice", x, w, base, *meta, 30, 40, add)
