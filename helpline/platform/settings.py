@@ -67,7 +67,13 @@ class VLLMSettings(BaseModel):
         0.3, gt=0.0, le=0.95, description="Fraction of (GPU, or on CPU system) memory reserved."
     )
     max_model_len: int = Field(2048, ge=256, description="Context length served.")
-    max_lora_rank: int = Field(64, ge=1, description="Largest LoRA rank the server accepts.")
+    max_lora_rank: int = Field(
+        16,
+        ge=1,
+        description="Largest LoRA rank the server accepts. vLLM pads every adapter to it, so keep it at the rank "
+        "you train (all presets: 16): on CPU, serving a rank-16 adapter at 64 cost 0.54 of base throughput "
+        "against 0.70 at 16.",
+    )
     max_loras: int = Field(4, ge=1, description="Adapters resident at once.")
     startup_timeout_s: float = Field(600.0, gt=0, description="How long to wait for readiness.")
     dtype: str = Field("bfloat16", description="Serving dtype.")
