@@ -91,3 +91,22 @@ def test_prefill_ops_match_vllm(per_run: list[int]) -> None:
     for add in (True, False):
         _same("sgmv_expand", x, w, base, *meta, add)
         _same("sgmv_expand_slice", x, w, base, *meta, 30, 40, add)
+
+
+@pytest.mark.parametrize("slices", [[40], [40, 16, 16], [30, 30]])
+def test_fused_lora_linear_matches_the_per_slice_products(slices: list[int]) -> None:
+    """q/k/v (or gate/up) in two matmuls: the same as shrink then expand per slice."""
+    from helpline.serving.engines.vllm_lora_cpu import fused_lora_linear
+
+    g = torch.Generator().manual_seed(len(slices))
+    x = torch.randn(5, 24, generator=g)
+    a = tuple(torch.randn(3, 1, 8, 24, generator=g) for _ in slices)  # [adapters, 1, r, in]
+    b = tuple(torch.randn(3, 1, s, 8, generator=g) for s in slices)  # [adapters, 1, out, r]
+    y = torch.randn(5, sum(slices), generator=g)
+    want = y.clone()
+    offset = 0
+    for ai, bi, size in zip(a, b, slices, strict=True):
+        want[:, offset : offset + size] += (x @ ai[2, 0].T * 0.5) @ bi[2, 0].T
+        offset += size
+    fused_lora_linear(y, x, a, b, 0.5, 2)
+    torch.testing.assert_close(y, want)

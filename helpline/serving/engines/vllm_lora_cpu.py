@@ -167,6 +167,66 @@ def make_ops(original: dict[str, Any]) -> dict[str, Any]:
     }  # fmt: skip
 
 
+_fused: dict[tuple, tuple[Any, Any, Any]] = {}
+
+
+def fused_matrices(a_stacked: tuple, b_stacked: tuple, adapter: int) -> tuple[Any, Any]:
+    """One ``[in, n*r]`` shrink matrix and one block-diagonal ``[n*r, sum(out)]`` expand matrix for the n
+    slices of a merged layer (q/k/v, gate/up), so a LoRA linear is two matmuls instead of 2n; cached
+    until any slice's weights change."""
+    import torch
+
+    a = [w.squeeze(1) if w.dim() == 4 else w for w in a_stacked]
+    b = [w.squeeze(1) if w.dim() == 4 else w for w in b_stacked]
+    try:
+        key = (tuple((w.data_ptr(), w._version) for w in a + b), adapter)
+    except RuntimeError:  # inference tensors: no version counter, no caching
+        key = None
+    if key is not None and key in _fused:
+        return _fused[key][1], _fused[key][2]
+    shrink = torch.cat([lora_matrix(w, adapter) for w in a], dim=1)
+    ranks = [w.shape[1] for w in a]
+    outs = [w.shape[1] for w in b]
+    expand = torch.zeros((sum(ranks), sum(outs)), dtype=torch.float32)
+    row = col = 0
+    for w, r, o in zip(b, ranks, outs, strict=True):
+        expand[row : row + r, col : col + o] = lora_matrix(w, adapter)
+        row, col = row + r, col + o
+    if key is not None:
+        if len(_fused) > 4096:
+            _fused.clear()
+        _fused[key] = (a + b, shrink, expand)  # holding the tensors keeps their addresses theirs
+    return shrink, expand
+
+
+def fused_lora_linear(y: Any, x: Any, a_stacked: tuple, b_stacked: tuple, scale: float, adapter: int) -> None:
+    """``y[:, slice_i] += (x @ A_i.T * scale) @ B_i.T`` for every slice, with one adapter for all tokens."""
+    import torch
+
+    shrink, expand = fused_matrices(a_stacked, b_stacked, adapter)
+    y2 = y.view(-1, y.shape[-1])
+    out = ((x.view(-1, x.shape[-1]).to(torch.float32) @ shrink) * scale) @ expand
+    y2[:, : out.shape[1]] += out
+
+
+def make_add_lora_linear(original: Any) -> Any:
+    """PunicaWrapperCPU.add_lora_linear with the fused path when one adapter serves every token."""
+
+    def add_lora_linear(self, y, x, lora_a_stacked, lora_b_stacked, scale, output_slices, *, buffer=None, **kwargs):  # type: ignore[no-untyped-def]
+        if buffer is None and not kwargs and self.is_prefill:
+            if self.no_lora:
+                return None
+            indices = self.token_lora_indices
+            adapter = uniform_index(indices) if indices.numel() == x.view(-1, x.shape[-1]).shape[0] else None
+            outs = [w.shape[-2] for w in lora_b_stacked]
+            if adapter is not None and list(outs) == list(output_slices):
+                return fused_lora_linear(y, x, lora_a_stacked, lora_b_stacked, scale, adapter)
+        return original(self, y, x, lora_a_stacked, lora_b_stacked, scale, output_slices, buffer=buffer, **kwargs)
+
+    add_lora_linear._helpline_fused = True  # type: ignore[attr-defined]
+    return add_lora_linear
+
+
 def register() -> None:
     """vLLM entry point: swap in the grouped ops on the CPU platform (idempotent)."""
     try:
@@ -186,6 +246,9 @@ def register() -> None:
         for name, fn in grouped.items():
             if hasattr(module, name):
                 setattr(module, name, fn)
+    cls = wrapper.PunicaWrapperCPU
+    if not getattr(cls.add_lora_linear, "_helpline_fused", False):
+        cls.add_lora_linear = make_add_lora_linear(cls.add_lora_linear)
     ops._helpline_grouped = True
     import logging
 
