@@ -130,25 +130,30 @@ def parse_overrides(pairs: list[str]) -> dict:
     return out
 
 
+def read_preset(path: str | Path | None, *, hint: str) -> tuple[dict, str | None]:
+    """A preset's fields and name: ``path`` is a YAML file or the stem of one shipped in ``configs/``."""
+    if path is None:
+        return {}, None
+    file = Path(path)
+    if not file.is_file():
+        shipped = Path(__file__).parent / "configs" / f"{Path(path).stem}.yaml"
+        if not shipped.is_file():
+            raise NotFoundError(f"config {path} does not exist", hint=hint)
+        file = shipped
+    return yaml.safe_load(file.read_text()) or {}, file.stem
+
+
+def validated(model: type[BaseModel], data: dict, *, what: str, hint: str):  # type: ignore[no-untyped-def]
+    """``model(**data)``, every problem reported at once as a ConfigError."""
+    try:
+        return model(**data)
+    except ValidationError as e:
+        raise ConfigError(f"invalid {what}: {'; '.join(validation_problems(e.errors()))}", hint=hint) from e
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> tuple[SFTConfig, str]:
     """Read a preset and apply overrides; returns the config and the preset's name."""
-    data: dict = {}
-    name = "sft"
-    if path is not None:
-        file = Path(path)
-        if not file.is_file():
-            shipped = Path(__file__).parent / "configs" / f"{Path(path).stem}.yaml"
-            if not shipped.is_file():
-                raise NotFoundError(f"config {path} does not exist", hint="see helpline/training/configs/*.yaml")
-            file = shipped
-        data = yaml.safe_load(file.read_text()) or {}
-        name = file.stem
+    data, name = read_preset(path, hint="see helpline/training/configs/*.yaml")
     data.update(parse_overrides(overrides or []))
-    try:
-        return SFTConfig(**data), name
-    except ValidationError as e:
-        problems = validation_problems(e.errors())
-        raise ConfigError(
-            f"invalid training config: {'; '.join(problems)}",
-            hint="fix the preset or the key=value overrides (`helpline train sft --help-config` lists every field)",
-        ) from e
+    hint = "fix the preset or the key=value overrides (`helpline train sft --help-config` lists every field)"
+    return validated(SFTConfig, data, what="training config", hint=hint), name or "sft"

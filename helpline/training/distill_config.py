@@ -9,11 +9,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from helpline.platform.errors import ConfigError, NotFoundError, validation_problems
-from helpline.training.config import SFTConfig, parse_overrides
+from helpline.platform.errors import ConfigError, validation_problems
+from helpline.training.config import SFTConfig, parse_overrides, read_preset, validated
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -151,24 +150,8 @@ def _set_dotted(data: dict, key: str, value: object) -> None:
 
 def load_distill_config(path: str | Path | None, overrides: list[str] | None = None) -> DistillConfig:
     """Read a preset (a path, or the stem of a shipped one) and apply dotted ``key=value`` overrides."""
-    data: dict = {}
-    if path is not None:
-        file = Path(path)
-        if not file.is_file():
-            shipped = Path(__file__).parent / "configs" / f"{Path(path).stem}.yaml"
-            if not shipped.is_file():
-                raise NotFoundError(
-                    f"config {path} does not exist", hint="see helpline/training/configs/distill-*.yaml"
-                )
-            file = shipped
-        data = yaml.safe_load(file.read_text()) or {}
+    data, _ = read_preset(path, hint="see helpline/training/configs/distill-*.yaml")
     for key, value in parse_overrides(overrides or []).items():
         _set_dotted(data, key, value)
-    try:
-        return DistillConfig(**data)
-    except ValidationError as e:
-        problems = validation_problems(e.errors())
-        raise ConfigError(
-            f"invalid distillation config: {'; '.join(problems)}",
-            hint="fix the preset or the key=value overrides (`helpline train distill --help-config` lists fields)",
-        ) from e
+    hint = "fix the preset or the key=value overrides (`helpline train distill --help-config` lists fields)"
+    return validated(DistillConfig, data, what="distillation config", hint=hint)

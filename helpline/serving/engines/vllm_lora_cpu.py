@@ -74,7 +74,7 @@ def lora_matrix(weights: Any, index: int) -> Any:
     return matrix
 
 
-def lora_products(inputs: Any, weights: Any, indices: Any, dtype: Any) -> Any | None:
+def lora_products(inputs: Any, weights: Any, indices: Any) -> Any | None:
     """``inputs[t] @ weights[indices[t]].T`` for every token ``t``, one matmul per distinct adapter.
 
     ``weights`` is ``[adapters, out, in]`` (or ``[adapters, 1, out, in]``). None when the shapes are
@@ -102,13 +102,13 @@ def make_ops(original: dict[str, Any]) -> dict[str, Any]:
     """Grouped versions of vLLM's torch ``bgmv_*`` ops; ``original`` holds the ops they fall back to."""
 
     def bgmv_shrink(inputs, lora_b_weights, output_tensor, lora_indices_tensor, scaling: float = 1.0):  # type: ignore[no-untyped-def]
-        outputs = lora_products(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
+        outputs = lora_products(inputs, lora_b_weights, lora_indices_tensor)
         if outputs is None:
             return original["bgmv_shrink"](inputs, lora_b_weights, output_tensor, lora_indices_tensor, scaling)
         output_tensor[:, : outputs.shape[1]] = scaling * outputs
 
     def bgmv_expand(inputs, lora_b_weights, output_tensor, lora_indices_tensor, add_inputs: bool = True):  # type: ignore[no-untyped-def]
-        outputs = lora_products(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
+        outputs = lora_products(inputs, lora_b_weights, lora_indices_tensor)
         if outputs is None or outputs.shape[0] != output_tensor.shape[0]:
             return original["bgmv_expand"](inputs, lora_b_weights, output_tensor, lora_indices_tensor, add_inputs)
         common = min(outputs.shape[1], output_tensor.shape[1])
@@ -121,7 +121,7 @@ def make_ops(original: dict[str, Any]) -> dict[str, Any]:
         inputs, lora_b_weights, output_tensor, lora_indices_tensor, slice_offset: int, slice_size: int,
         add_inputs: bool = True,
     ):  # fmt: skip
-        outputs = lora_products(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
+        outputs = lora_products(inputs, lora_b_weights, lora_indices_tensor)
         if outputs is None:
             return original["bgmv_expand_slice"](
                 inputs, lora_b_weights, output_tensor, lora_indices_tensor, slice_offset, slice_size, add_inputs
