@@ -35,11 +35,11 @@ class RetrievalSettings(BaseModel):
     chroma_host: str = Field("127.0.0.1", description="Chroma server host (store=server).")
     chroma_port: int = Field(8002, description="Chroma server port (store=server).")
     collection: str = Field("helpline-kb", description="Chroma collection name.")
-    embedder_backend: Literal["torch", "onnx-int8"] = Field(
+    embedder_backend: Literal["torch", "onnx-int8", "openvino-int8"] = Field(
         "torch",
-        description="torch: sentence-transformers fp32. onnx-int8: ONNX Runtime with int8 weights, about 2.5x "
-        "faster ingest at the same SciFact nDCG@10; exported once into the workspace. Run `helpline kb sync "
-        "--rebuild` after changing it.",
+        description="torch: sentence-transformers fp32. onnx-int8: ONNX Runtime with int8 weights (about 2.4-2.9x "
+        "faster ingest on 2 cores). openvino-int8: OpenVINO with int8 weights and activations (3.2-3.9x). The int8 "
+        "models are exported once into the workspace. Run `helpline kb sync --rebuild` after changing it.",
     )
 
     @model_validator(mode="after")

@@ -40,7 +40,7 @@ def ingest_throughput(embedders: dict[str, Embedder], texts: list[str], *, round
     """Chunks/s of each embedder on the same texts, rounds interleaved so load changes hit all alike."""
     rates: dict[str, list[float]] = {name: [] for name in embedders}
     for embedder in embedders.values():
-        embedder.embed_documents(texts[:8])  # warm-up: first calls allocate
+        embedder.embed_documents(texts)  # warm-up: first calls allocate, OpenVINO compiles kernels per new shape
     for _ in range(rounds):
         for name, embedder in embedders.items():
             start = time.perf_counter()
@@ -50,6 +50,18 @@ def ingest_throughput(embedders: dict[str, Embedder], texts: list[str], *, round
         name: {"chunks_per_s_median": round(statistics.median(r), 2), "rounds": [round(x, 2) for x in r]}
         for name, r in rates.items()
     }
+
+
+def dataset_texts(spec: str, *, chunk_size: int, chunk_overlap: int, limit: int) -> list[str]:
+    """The first ``limit`` chunk texts of a ``doc2dial:DIR`` or ``beir:DIR`` corpus, chunked as the KB does."""
+    from helpline.retrieval.datasets import load_collection
+
+    texts: list[str] = []
+    for doc in load_collection(spec).documents:
+        texts += [embedding_text(c) for c in chunk_document(doc, chunk_size=chunk_size, chunk_overlap=chunk_overlap)]
+        if len(texts) >= limit:
+            break
+    return texts[:limit]
 
 
 def synthetic_chunks(real: list[Chunk], total: int, *, seed: int = 0, words: int = 80) -> list[Chunk]:

@@ -162,7 +162,7 @@ def eval_retrieval(
     history: bool = typer.Option(True, "--history/--no-history", help="Prepend the user's earlier turns."),
     split: str = typer.Option("test", help="BEIR qrels split."),
     limit: int = typer.Option(0, help="Only the first N queries (0: all)."),
-    backend: str = typer.Option("torch", help="Embedder backend: torch (fp32) or onnx-int8."),
+    backend: str = typer.Option("torch", help="Embedder backend: torch (fp32), onnx-int8 or openvino-int8."),
     chunk_size: int = typer.Option(0, help="Chunk size in characters (default: retrieval.chunk_size)."),
     fusion: str = typer.Option("weighted", help="Hybrid fusion: weighted (min-max, 50/50) or rrf (k=60)."),
     history_turns: int = typer.Option(6, help="How many earlier user turns are searched with the question."),
@@ -210,29 +210,36 @@ def bench_retrieval(
     sizes: str = typer.Option("10000,100000", help="Knowledge-base sizes (chunks) to measure query latency at."),
     rounds: int = typer.Option(3, help="Rounds of the ingest measurement (the median is reported)."),
     repeats: int = typer.Option(3, help="Passes over the question set per latency measurement."),
-    backend: str = typer.Option("onnx-int8", help="Embedder backend on the query path: torch or onnx-int8."),
+    backend: str = typer.Option("openvino-int8", help="Embedder backend on the query path (see --help of kb)."),
+    ingest_texts: str = typer.Option(
+        "sample", help="Ingest texts: sample (the sample KB's chunks) or doc2dial:DIR / beir:DIR (its first chunks)."
+    ),
+    ingest_limit: int = typer.Option(300, help="At most this many chunks from a dataset given to --ingest-texts."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Ingest chunks/s (fp32 torch vs int8 ONNX), query latency p50/p95 at each size, peak memory."""
+    """Ingest chunks/s (fp32 torch vs each int8 backend), query latency p50/p95 at each size, peak memory."""
     import yaml
 
-    from helpline.retrieval.bench import ingest_throughput, peak_rss_mb, sample_texts, scale_report
-    from helpline.retrieval.factory import open_embedder
+    from helpline.retrieval.bench import dataset_texts, ingest_throughput, peak_rss_mb, sample_texts, scale_report
+    from helpline.retrieval.factory import BACKENDS, FAST_BACKENDS, open_embedder
 
     ctx = Context.load()
     r = ctx.settings.retrieval
     docs, texts = sample_texts(SAMPLE_KB, chunk_size=r.chunk_size, chunk_overlap=r.chunk_overlap)
+    if ingest_texts != "sample":
+        texts = dataset_texts(ingest_texts, chunk_size=r.chunk_size, chunk_overlap=r.chunk_overlap, limit=ingest_limit)
     questions = [q["question"] for q in yaml.safe_load((SAMPLE_KB / "QUESTIONS.yaml").read_text())]
-    embedders = {b: open_embedder(ctx.settings, ctx.workspace, ctx.registry, backend=b) for b in ("torch", "onnx-int8")}
+    embedders = {b: open_embedder(ctx.settings, ctx.workspace, ctx.registry, backend=b) for b in BACKENDS}
     with console.status(f"embedding {len(texts)} chunks × {rounds} rounds per backend"):
         ingest = ingest_throughput(embedders, texts, rounds=rounds)
-    speedup = ingest["onnx-int8"]["chunks_per_s_median"] / ingest["torch"]["chunks_per_s_median"]
+    fp32 = ingest["torch"]["chunks_per_s_median"]
+    speedup = {b: round(ingest[b]["chunks_per_s_median"] / fp32, 2) for b in FAST_BACKENDS}
     with console.status(f"building {sizes} chunk indexes and timing {len(questions)} questions"):
         scale = scale_report(
             docs, embedders[backend], questions, sizes=[int(s) for s in sizes.split(",")], repeats=repeats
         )
     data = {
-        "ingest": {"chunks": len(texts), **ingest, "speedup_int8_vs_fp32": round(speedup, 2)},
+        "ingest": {"texts": ingest_texts, "chunks": len(texts), **ingest, "speedup_vs_fp32": speedup},
         "query_backend": backend,
         "scale": scale,
         "synthetic_vectors": "chunks beyond the sample KB's use random unit vectors and generated text",

@@ -13,29 +13,37 @@ from helpline.retrieval.knowledge_base import KnowledgeBase, SearchOptions
 from helpline.retrieval.records import RecordManager
 from helpline.retrieval.stores.chroma import ChromaStore
 
-Backend = str  # "torch" (sentence-transformers fp32) or "onnx-int8"
+Backend = str  # one of BACKENDS
+BACKENDS = ("torch", "onnx-int8", "openvino-int8")
+FAST_BACKENDS = BACKENDS[1:]
 
 
 def open_embedder(settings: Settings, workspace: Workspace, registry: Registry, *, backend: Backend = "") -> Embedder:
-    """The configured embedder from the registry, on the torch fp32 or the ONNX int8 backend."""
+    """The configured embedder from the registry: torch fp32, or an int8 export (ONNX Runtime, OpenVINO)."""
     record = registry.get_model(settings.embedder)
     if record.kind != "embedder":
         raise WorkspaceNotReadyError(f"{settings.embedder!r} is a {record.kind}, not an embedder")
     backend = backend or settings.retrieval.embedder_backend
-    if backend not in ("torch", "onnx-int8"):
-        raise ConfigError(f"unknown embedder backend {backend!r}", hint="use torch or onnx-int8")
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown embedder backend {backend!r}", hint=f"use one of {', '.join(BACKENDS)}")
+    name = record.name if backend == "torch" else f"{record.name}+{backend}"
 
     def load() -> Embedder:
+        if backend == "openvino-int8":
+            from helpline.retrieval.openvino_embedder import OpenVinoEmbedder, export_openvino_int8
+
+            folder = export_openvino_int8(record.path, workspace.models / f"{record.name}-openvino-int8")
+            return OpenVinoEmbedder(folder, name=name)
         if backend == "onnx-int8":
             from helpline.retrieval.onnx_embedder import OnnxEmbedder, export_int8
 
             folder = export_int8(record.path, workspace.models / f"{record.name}-onnx-int8")
-            return OnnxEmbedder(folder, name=f"{record.name}+onnx-int8")
+            return OnnxEmbedder(folder, name=name)
         from helpline.retrieval.embedders import SentenceTransformerEmbedder
 
         return SentenceTransformerEmbedder(record.path, name=record.name)
 
-    return LazyEmbedder(record.name if backend == "torch" else f"{record.name}+onnx-int8", load)
+    return LazyEmbedder(name, load)
 
 
 def index_paths(settings: Settings, workspace: Workspace) -> tuple[Path, Path]:

@@ -164,16 +164,23 @@ def test_knowledge_base_on_a_chroma_server(isolated_workspace: Path, tmp_path: P
     assert down.returncode != 0 and "chroma run" in down.stderr
 
 
-def test_int8_onnx_embedder_matches_fp32_minilm(workspace_dir: Path, tmp_path: Path) -> None:
-    """The fast backend is exported offline from the local model and points the same way as fp32."""
+@pytest.mark.parametrize("backend", ["onnx-int8", "openvino-int8"])
+def test_int8_embedders_match_fp32_minilm(workspace_dir: Path, tmp_path: Path, backend: str) -> None:
+    """Each fast backend is exported offline from the local model and points the same way as fp32."""
     import numpy as np
 
     from helpline.platform.registry import Registry
     from helpline.retrieval.embedders import SentenceTransformerEmbedder
-    from helpline.retrieval.onnx_embedder import OnnxEmbedder, export_int8
 
     model = Registry(workspace_dir / ".helpline" / "registry.sqlite").get_model("all-minilm-l6-v2")
-    fast = OnnxEmbedder(export_int8(model.path, tmp_path / "int8"))
+    if backend == "onnx-int8":
+        from helpline.retrieval.onnx_embedder import OnnxEmbedder, export_int8
+
+        fast = OnnxEmbedder(export_int8(model.path, tmp_path / "int8"))
+    else:
+        from helpline.retrieval.openvino_embedder import OpenVinoEmbedder, export_openvino_int8
+
+        fast = OpenVinoEmbedder(export_openvino_int8(model.path, tmp_path / "ov"))
     texts = ["How do I return an item?", "Refunds reach your card within 5 working days. " * 10, "and if I moved?"]
     a = np.array(SentenceTransformerEmbedder(model.path).embed_documents(texts))
     b = np.array(fast.embed_documents(texts))
