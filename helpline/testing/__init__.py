@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from helpline.platform.schemas import ChatMessage, Chunk, ScoredChunk
-from helpline.serving.engines.protocol import Generation
+from helpline.serving.engines.protocol import Generation, StreamEnd
 
 _WORD = re.compile(r"[a-z0-9]+")
 
@@ -69,8 +69,10 @@ class FakeGenerator:
 
     def stream(self, messages: list[ChatMessage], *, max_tokens: int, temperature: float = 0.0) -> Iterator[str]:
         self.requests.append(list(messages))
-        for word in self._text(messages).split(" "):
+        words = self._text(messages).split(" ")
+        for word in words[:max_tokens]:
             yield word + " "
+        yield StreamEnd("length" if len(words) > max_tokens else "stop")
 
 
 class InMemoryStore:

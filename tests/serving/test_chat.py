@@ -49,6 +49,15 @@ def test_openai_client_streams_and_final_event_carries_citations(gateway: Gatewa
     assert (final.model_extra or {})["citations"][0]["doc_id"] == "returns"
 
 
+def test_streamed_finish_reason_says_when_the_answer_was_cut(gateway: Gateway) -> None:
+    client = _client(gateway, "customer")
+    messages = [{"role": "user", "content": RETURN_Q}]
+    cut = list(client.chat.completions.create(model="helpline-support", messages=messages, max_tokens=2, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in cut).strip() == "answer from"
+    assert cut[-1].choices[0].finish_reason == "length"
+    assert all(c.choices[0].delta.content != "" for c in cut[1:])  # the end marker is not sent as a delta
+
+
 def test_raw_stream_is_sse_ending_with_done(gateway: Gateway) -> None:
     resp = gateway.chat("customer", RETURN_Q, stream=True)
     assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/event-stream")

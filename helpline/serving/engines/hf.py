@@ -8,7 +8,7 @@ from pathlib import Path
 
 from helpline.platform.lazy_imports import require
 from helpline.platform.schemas import ChatMessage
-from helpline.serving.engines.protocol import Generation
+from helpline.serving.engines.protocol import Generation, StreamEnd
 
 
 class TransformersGenerator:
@@ -46,25 +46,31 @@ class TransformersGenerator:
             out = self.model.generate(**inputs, **self._kwargs(max_tokens, temperature))
         new = out[0][n_prompt:]
         text = self.tokenizer.decode(new, skip_special_tokens=True).strip()
-        ended = len(new) < max_tokens or int(new[-1]) == self.tokenizer.eos_token_id
         return Generation(
             text=text,
             model=self.name,
             prompt_tokens=n_prompt,
             completion_tokens=len(new),
-            finish_reason="stop" if ended else "length",
+            finish_reason=self._finish_reason(new, max_tokens),
         )
+
+    def _finish_reason(self, new, max_tokens: int) -> str:  # type: ignore[no-untyped-def]
+        ended = len(new) < max_tokens or int(new[-1]) == self.tokenizer.eos_token_id
+        return "stop" if ended else "length"
 
     def stream(self, messages: list[ChatMessage], *, max_tokens: int, temperature: float = 0.0) -> Iterator[str]:
         transformers = require("transformers", "serve")
         streamer = transformers.TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         inputs = self._inputs(messages)
+        result = []
 
         def run() -> None:
             with self._lock, self._torch.inference_mode():
-                self.model.generate(**inputs, streamer=streamer, **self._kwargs(max_tokens, temperature))
+                result.append(self.model.generate(**inputs, streamer=streamer, **self._kwargs(max_tokens, temperature)))
 
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
         yield from streamer
         thread.join()
+        if result:
+            yield StreamEnd(self._finish_reason(result[0][0][inputs["input_ids"].shape[1] :], max_tokens))

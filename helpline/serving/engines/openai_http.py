@@ -10,7 +10,7 @@ import httpx
 from helpline.platform.errors import EngineError
 from helpline.platform.lazy_imports import require
 from helpline.platform.schemas import ChatMessage
-from helpline.serving.engines.protocol import Generation
+from helpline.serving.engines.protocol import Generation, StreamEnd
 
 
 class OpenAIGenerator:
@@ -73,9 +73,13 @@ class OpenAIGenerator:
             events = self._client.chat.completions.create(
                 **self._request(messages, max_tokens, temperature), stream=True
             )
+            finish = None
             for event in events:
                 if event.choices and event.choices[0].delta.content:
                     yield event.choices[0].delta.content
+                finish = (event.choices[0].finish_reason if event.choices else None) or finish
+            if finish:
+                yield StreamEnd(finish)
         except self._openai.OpenAIError as e:
             raise self._error(e, "mid-answer") from e
 
@@ -97,10 +101,14 @@ class OpenAIGenerator:
             )
         except self._openai.OpenAIError as e:
             raise self._error(e, "to start") from e
+        finish = None
         try:
             async for event in events:
                 if event.choices and event.choices[0].delta.content:
                     yield event.choices[0].delta.content
+                finish = (event.choices[0].finish_reason if event.choices else None) or finish
+            if finish:
+                yield StreamEnd(finish)
         except (self._openai.OpenAIError, httpx.HTTPError) as e:  # the engine died mid-stream
             raise self._error(e, "mid-answer") from e
         finally:

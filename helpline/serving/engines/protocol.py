@@ -21,6 +21,21 @@ class Generation:
     finish_reason: str = "stop"
 
 
+class StreamEnd(str):
+    """The last item a stream may yield: an empty delta that says why generation ended.
+
+    It is a ``str`` (the empty string) so code that only joins deltas keeps working; the gateway reads
+    ``reason`` ("stop" or "length") into the final SSE event's ``finish_reason``.
+    """
+
+    reason: str
+
+    def __new__(cls, reason: str) -> StreamEnd:
+        marker = super().__new__(cls, "")
+        marker.reason = reason
+        return marker
+
+
 @runtime_checkable
 class Generator(Protocol):
     """Turns a conversation into an answer, whole or streamed.

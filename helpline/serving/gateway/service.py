@@ -18,7 +18,7 @@ import anyio.to_thread
 
 from helpline.platform.errors import ConfigError, EngineError, HelplineError
 from helpline.platform.schemas import ChatMessage
-from helpline.serving.engines.protocol import agenerate, astream
+from helpline.serving.engines.protocol import StreamEnd, agenerate, astream
 from helpline.serving.gateway.auth import Principal
 from helpline.serving.gateway.config import GatewayLimits
 from helpline.serving.gateway.errors import error_body
@@ -235,6 +235,7 @@ class ChatService:
             return f"data: {json.dumps(chunk)}\n\n"
 
         parts: list[str] = []
+        finish = "stop"  # unless the engine says otherwise (StreamEnd)
         status, abstained = "cancelled", turn.prepared.abstained
         try:
             yield event({"role": "assistant", "content": ""})
@@ -243,12 +244,15 @@ class ChatService:
                 yield event({"content": turn.prepared.abstention})
             else:
                 async for delta in self._deltas(turn):
+                    if isinstance(delta, StreamEnd):
+                        finish = delta.reason
+                        continue
                     parts.append(delta)
                     yield event({"content": delta})
             verdict = self.pipeline.verify("".join(parts), turn.prepared.passages)
             cited = [] if abstained else [c.model_dump() for c in citations(turn.prepared.passages)]
             yield event(
-                {}, "stop", citations=cited, abstained=abstained, conversation_id=turn.conversation_id,
+                {}, finish, citations=cited, abstained=abstained, conversation_id=turn.conversation_id,
                 verification={"grounded": verdict.grounded, "score": verdict.score, "reason": verdict.reason},
             )  # fmt: skip
             status = "ok"
