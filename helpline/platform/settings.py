@@ -116,6 +116,12 @@ class GatewaySettings(BaseModel):
     host: str = Field("127.0.0.1", description="Interface the gateway binds to.")
     port: int = Field(8000, description="Gateway port.")
     limits: GatewayLimits = Field(default_factory=GatewayLimits, description="Request, key and overload limits.")
+    detector: str = Field(
+        "auto",
+        description="Hallucination detector that checks every answer against its passages: auto (the registered "
+        "helpline-detector, none when there is none), none, or a registry name. A non-streamed answer it rejects "
+        "is replaced by the handoff; a streamed one carries its verdict in the final event.",
+    )
 
 
 class UISettings(BaseModel):

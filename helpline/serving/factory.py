@@ -116,7 +116,8 @@ def build_gateway(
         backend = TransformersBackend(registry)
     router = ModelRouter(registry, backend)
     default = router.resolve("helpline-support", conversation_id="startup").generator
-    pipeline = build_pipeline(settings, workspace, registry, generator=default, kb=kb)
+    verifier = detector_verifier(settings, registry)
+    pipeline = build_pipeline(settings, workspace, registry, generator=default, kb=kb, verifier=verifier)
     store_ = GatewayStore(store_path or gateway_db(workspace))
     return create_app(
         pipeline=pipeline,
@@ -126,6 +127,20 @@ def build_gateway(
         limits=limits or settings.gateway.limits,
         readiness=readiness_checks(settings, kb, engine=engine),
     )
+
+
+def detector_verifier(settings: Settings, registry: Registry) -> Verifier | None:
+    """The gateway's answer check from ``gateway.detector`` (auto: helpline-detector when registered)."""
+    name = settings.gateway.detector
+    if name == "none":
+        return None
+    if name == "auto":
+        if not any(m.name == "helpline-detector" for m in registry.list_models()):
+            return None
+        name = "helpline-detector"
+    from helpline.evaluation.hallucination.verifier import DetectorVerifier
+
+    return DetectorVerifier.from_registry(registry, name)
 
 
 def _base_name(settings: Settings, registry: Registry) -> str:

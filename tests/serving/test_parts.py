@@ -7,6 +7,8 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
+
 from helpline.platform.errors import EngineError
 from helpline.platform.registry import Registry
 from helpline.platform.schemas import Chunk, ScoredChunk
@@ -170,3 +172,25 @@ def test_follow_up_is_searched_with_the_users_earlier_turns() -> None:
     ]
     RAGPipeline(search=search, generator=FakeGenerator()).answer(conversation)
     assert calls == [("and if I moved to another country?", ["How do I change my delivery address?"])]
+
+
+def test_gateway_detector_setting_picks_the_registered_detector(tmp_path: Path) -> None:
+    from helpline.evaluation.hallucination.detector import DetectorConfig
+    from helpline.evaluation.hallucination.verifier import DetectorVerifier
+    from helpline.platform.errors import NotFoundError
+    from helpline.platform.settings import GatewaySettings, Settings
+    from helpline.serving.factory import detector_verifier
+
+    registry = Registry(tmp_path / "r.sqlite")
+    settings = Settings(workspace=tmp_path)
+    assert detector_verifier(settings, registry) is None  # auto, nothing trained yet: answers go unchecked
+    folder = tmp_path / "det"
+    folder.mkdir()
+    DetectorConfig(thresholds={"doc2dial": 0.42}).write(folder)
+    registry.register_model("helpline-detector", kind="base", path=folder, metadata={"role": "detector"})
+    verifier = detector_verifier(settings, registry)
+    assert isinstance(verifier, DetectorVerifier) and verifier.cutoff() == 0.42
+    off = settings.model_copy(update={"gateway": GatewaySettings(detector="none")})
+    assert detector_verifier(off, registry) is None
+    with pytest.raises(NotFoundError):  # a named detector that is not registered is a configuration error
+        detector_verifier(settings.model_copy(update={"gateway": GatewaySettings(detector="nope")}), registry)
