@@ -76,6 +76,12 @@ def test_streaming_answer_ends_with_citations(stack: Stack) -> None:
     assert len(text.split()) >= 3
     final = chunks[-1].model_extra or {}
     assert final["citations"][0]["doc_id"].startswith("returns-") and final["abstained"] is False
+    cut = list(
+        stack.client("customer").chat.completions.create(
+            model="helpline-support", messages=[{"role": "user", "content": RETURN_Q}], max_tokens=4, stream=True
+        )
+    )
+    assert cut[-1].choices[0].finish_reason == "length"  # vLLM's reason reaches the client
 
 
 def test_answer_cites_and_off_topic_question_abstains(stack: Stack) -> None:
