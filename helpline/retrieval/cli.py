@@ -10,10 +10,9 @@ from rich.table import Table
 
 from helpline.platform.cli import console, print_json
 from helpline.platform.context import Context
+from helpline.retrieval import SAMPLE_KB
 
 kb_app = typer.Typer(no_args_is_help=True, help="Add, sync, remove and search knowledge-base documents.")
-
-SAMPLE_KB = Path(__file__).parent / "sample_kb"
 
 
 def _open(ctx: Context):  # type: ignore[no-untyped-def]

@@ -16,10 +16,10 @@ import sys
 from pathlib import Path
 
 from helpline.platform.lazy_imports import require
+from helpline.retrieval import SAMPLE_KB
 from helpline.retrieval.onnx_embedder import PooledEncoder, export_fp32_onnx, fresh_tmp, publish
 
 OV_FILE = "model_int8.xml"
-SAMPLE_KB = Path(__file__).parent / "sample_kb"
 
 
 def calibration_texts() -> list[str]:

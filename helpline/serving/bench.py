@@ -25,8 +25,9 @@ from helpline.platform.cli import console
 from helpline.platform.context import Context
 from helpline.platform.registry import ModelRecord, Registry
 from helpline.platform.schemas import ChatMessage
+from helpline.retrieval import SAMPLE_KB
 
-SAMPLE_QUESTIONS = Path(__file__).resolve().parents[1] / "retrieval" / "sample_kb" / "QUESTIONS.yaml"
+SAMPLE_QUESTIONS = SAMPLE_KB / "QUESTIONS.yaml"
 
 
 @dataclass

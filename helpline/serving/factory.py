@@ -134,11 +134,13 @@ def detector_verifier(settings: Settings, registry: Registry) -> Verifier | None
     name = settings.gateway.detector
     if name == "none":
         return None
-    if name == "auto":
-        if not any(m.name == "helpline-detector" for m in registry.list_models()):
-            return None
-        name = "helpline-detector"
+    from helpline.evaluation.hallucination.evaluate import DEFAULT_DETECTOR
     from helpline.evaluation.hallucination.verifier import DetectorVerifier
+
+    if name == "auto":
+        if not any(m.name == DEFAULT_DETECTOR for m in registry.list_models()):
+            return None
+        name = DEFAULT_DETECTOR
 
     return DetectorVerifier.from_registry(registry, name)
 

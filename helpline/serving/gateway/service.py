@@ -184,7 +184,7 @@ class ChatService:
                     ),
                     timeout=self.limits.upstream_timeout_s,
                 )  # fmt: skip
-                verdict = self.pipeline.verify(generation.text, turn.prepared.passages)
+                verdict = await self._verify(generation.text, turn)
                 if verdict.grounded or not self.pipeline.abstain_when_unverified:
                     text, finish_reason = generation.text, generation.finish_reason
                 else:
@@ -249,7 +249,7 @@ class ChatService:
                         continue
                     parts.append(delta)
                     yield event({"content": delta})
-            verdict = self.pipeline.verify("".join(parts), turn.prepared.passages)
+            verdict = await self._verify("".join(parts), turn)
             cited = [] if abstained else [c.model_dump() for c in citations(turn.prepared.passages)]
             yield event(
                 {}, finish, citations=cited, abstained=abstained, conversation_id=turn.conversation_id,
@@ -263,6 +263,10 @@ class ChatService:
         finally:
             self._finish(turn, "".join(parts), abstained=abstained, status=status, tokens=len(parts))
         yield "data: [DONE]\n\n"
+
+    async def _verify(self, text: str, turn: Turn):  # type: ignore[no-untyped-def]
+        """The pipeline's verdict, computed in a worker thread: a detector's model must not block the loop."""
+        return await anyio.to_thread.run_sync(self.pipeline.verify, text, turn.prepared.passages)
 
     async def _deltas(self, turn: Turn) -> AsyncIterator[str]:
         """The engine's deltas, each awaited with the upstream timeout; TTFT is observed here."""
