@@ -43,8 +43,9 @@ def _token_counter(ctx: Context, model: str | None, chat_template: str | None):
 @data_app.command("prepare")
 def prepare(
     source: list[str] = typer.Option(
-        ..., "--source", help="KIND:PATH, repeatable: bitext:CSV, chat:JSONL, reviewed:JSONL."
+        ..., "--source", help="KIND:PATH, repeatable: bitext:CSV, chat:JSONL, reviewed:JSONL, doc2dial:DIR."
     ),
+    max_per_source: int | None = typer.Option(None, help="Seeded sample of at most N conversations per source."),
     out: str = typer.Option(..., "--out", help="Dataset name; written to <workspace>/datasets/NAME/vN."),
     model: str | None = typer.Option(
         "smollm2-135m-instruct", help="Model whose tokenizer and context length check lengths ('' to skip)."
@@ -69,6 +70,7 @@ def prepare(
         seed=seed,
         max_tokens=max_tokens,
         skip_invalid=skip_invalid,
+        max_per_source=max_per_source,
     )
     with console.status("loading the tokenizer"):
         count, context, tokenizer_name = _token_counter(ctx, model or None, chat_template)

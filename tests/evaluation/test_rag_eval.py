@@ -9,16 +9,23 @@ from helpline.evaluation.rag_eval import load_questions, score_arm
 from helpline.testing import FakeEmbedder
 
 
+def _dialogues(*, heldout: bool, n: int) -> list[str]:
+    from helpline.retrieval.datasets import doc2dial_heldout
+
+    ids = (f"dial{i}" for i in range(10_000))
+    return [d for d in ids if doc2dial_heldout(d) == heldout][:n]
+
+
 def _folder(tmp_path: Path) -> Path:
     docs = [
         {"doc_id": f"d{i}", "domain": "dmv", "title": f"Doc {i}", "text": f"Document {i} says fee {i}0 dollars."}
         for i in range(6)
     ]
     qa = []
-    for i in range(12):
+    for i, dial in enumerate(_dialogues(heldout=True, n=12) + _dialogues(heldout=False, n=4)):
         d = i % 6
         qa.append(
-            {"id": f"q{i}", "doc_id": f"d{d}", "question": f"What is fee {d}?", "history": [],
+            {"id": f"{dial}_1", "dial_id": dial, "doc_id": f"d{d}", "question": f"What is fee {d}?", "history": [],
              "answer_span": f"fee {d}0 dollars", "answer_start": 16, "agent_response": f"It is {d}0 dollars."}
         )  # fmt: skip
     (tmp_path / "docs.jsonl").write_text("\n".join(json.dumps(d) for d in docs))
@@ -35,6 +42,12 @@ def test_removed_questions_lose_their_gold_document(tmp_path: Path) -> None:
     assert all(q.doc_id not in indexed for q in removed)
     assert all(q.doc_id in indexed for q in answerable)
     assert all("dollars" in q.gold_passage for q in questions)
+
+
+def test_only_dialogues_held_out_of_training_are_asked(tmp_path: Path) -> None:
+    _, questions = load_questions(_folder(tmp_path), limit=100, removed=0, seed=0)
+    assert len(questions) == 12  # the 4 training-side dialogues are never picked
+    assert {q.id.split("_")[0] for q in questions} == set(_dialogues(heldout=True, n=12))
 
 
 class _Detector:

@@ -177,3 +177,74 @@ def test_too_long_conversations_are_dropped_and_counted(tmp_path: Path, syntheti
     )
     assert manifest["counts"]["too_long_dropped"] > 0
     assert manifest["token_check"]["max_tokens"] == 25
+
+
+def _doc2dial_folder(tmp_path: Path) -> tuple[Path, list[str]]:
+    """A hand-written doc2dial-layout folder: 3 documents of one domain, 16 dialogues (some held out)."""
+    from helpline.retrieval.datasets import doc2dial_heldout
+
+    folder = tmp_path / "d2d"
+    folder.mkdir()
+    docs = [
+        {"doc_id": f"doc{i}", "domain": "dmv", "title": f"Topic {i}",
+         "text": f"Intro {i}. " * 40 + f"The renewal fee for topic {i} is {i}5 dollars. " + "Outro. " * 40}
+        for i in range(3)
+    ]  # fmt: skip
+    (folder / "docs.jsonl").write_text("\n".join(json.dumps(d) for d in docs) + "\n")
+    rows, heldout = [], []
+    for n in range(16):
+        dial, i = f"dial{n}", n % 3
+        if doc2dial_heldout(dial):
+            heldout.append(dial)
+        history = [{"role": "user", "utterance": "Hello."}, {"role": "user", "utterance": "About renewals."},
+                   {"role": "agent", "utterance": "Sure, what do you need?"}]  # fmt: skip
+        rows.append({"id": f"{dial}_1", "dial_id": dial, "domain": "dmv", "doc_id": f"doc{i}",
+                     "question": f"How much is the renewal for topic {i} number {n}?", "history": history,
+                     "answer_span": "x", "answer_start": docs[i]["text"].index("The renewal"),
+                     "agent_response": f"It costs {i}5 dollars." if n != 5 else None})  # fmt: skip
+    (folder / "qa.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return folder, heldout
+
+
+def test_doc2dial_source_renders_grounded_support_prompts(tmp_path: Path) -> None:
+    folder, heldout = _doc2dial_folder(tmp_path)
+    conversations, problems = load_source(f"doc2dial:{folder}")
+    assert problems == [] and heldout  # the hash split keeps some of 16 dialogues for evaluation
+    origins = {c.origin for c in conversations}
+    assert len(conversations) == 16 - len(heldout) - (0 if "dial5" in heldout else 1)  # dial5 has no reply
+    assert not any(f"qa.jsonl:{int(d[4:]) + 1}" in origins for d in heldout)
+    conv = conversations[0]
+    system, *turns = conv.messages
+    assert system["role"] == "system" and "Northwind Goods" in system["content"]  # serving's support prompt
+    n = int(conv.origin.split(":")[1]) - 1
+    assert f"The renewal fee for topic {n % 3} is {n % 3}5 dollars." in system["content"]  # gold passage
+    assert system["content"].count("Topic ") == 2  # and one same-domain distractor
+    assert [t["role"] for t in turns] == ["user", "assistant", "user", "assistant"]  # same-speaker runs merged
+    assert turns[0]["content"] == "Hello.\nAbout renewals."
+    assert turns[-1] == {"role": "assistant", "content": f"It costs {n % 3}5 dollars."}
+    assert conv.intent == "doc2dial:dmv" and conv.category == "grounded"
+
+
+def test_doc2dial_source_needs_both_files_and_names_bad_rows(tmp_path: Path) -> None:
+    from helpline.platform.errors import NotFoundError
+
+    with pytest.raises(NotFoundError, match=r"lacks docs\.jsonl, qa\.jsonl"):
+        load_source(f"doc2dial:{tmp_path}")
+    folder, _ = _doc2dial_folder(tmp_path)
+    with (folder / "qa.jsonl").open("a") as fh:
+        fh.write('{"dial_id": "x", "question": "q"}\n')
+    with pytest.raises(DataError, match=r"qa.jsonl line 17: KeyError"):
+        load_source(f"doc2dial:{folder}")
+
+
+def test_max_per_source_balances_a_mix(tmp_path: Path, synthetic_csv: Path) -> None:
+    folder, _ = _doc2dial_folder(tmp_path)
+    options = PrepareOptions(sources=[f"bitext:{synthetic_csv}", f"doc2dial:{folder}"], name="mix", validation=0.2,
+                             test=0.2, max_per_source=6)  # fmt: skip
+    manifest = prepare_dataset(options, datasets_dir=tmp_path / "datasets", count_tokens=None, context_length=None)
+    assert manifest["counts"]["loaded"] == 12
+    rows = [json.loads(line) for s in ("train", "validation", "test")
+            for line in (Path(manifest["path"]) / f"{s}.jsonl").read_text().splitlines()]  # fmt: skip
+    grounded = [r for r in rows if r["category"] == "grounded"]
+    assert 0 < len(grounded) <= 6  # near-duplicate removal looks past the shared system prompt
+    assert f"doc2dial:{folder}" in manifest["sources"]

@@ -84,7 +84,12 @@ def bitext_cases(path: Path, *, n: int, seed: int = 0) -> list[Case]:
 def doc2dial_cases(folder: Path, *, n: int, seed: int = 0, window: int = 900) -> list[Case]:
     """``n`` seeded questions with the gold document (around the answer span) as context."""
     docs = {d["doc_id"]: d for d in _jsonl(folder / "docs.jsonl")}
-    rows = [r for r in _jsonl(folder / "qa.jsonl") if r["doc_id"] in docs]
+    from helpline.retrieval.datasets import doc2dial_heldout
+
+    # Only dialogues kept out of training data (`data prepare --source doc2dial:` skips them).
+    rows = [
+        r for r in _jsonl(folder / "qa.jsonl") if r["doc_id"] in docs and doc2dial_heldout(r.get("dial_id", r["id"]))
+    ]
     rng = random.Random(seed)
     rng.shuffle(rows)
     cases = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import re
 import time
 from collections import Counter
@@ -29,7 +30,10 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 class PrepareOptions(BaseModel):
     """Options of one `data prepare` run."""
 
-    sources: list[str] = Field(description="KIND:PATH entries (bitext:, chat:, reviewed:).", min_length=1)
+    sources: list[str] = Field(description="KIND:PATH entries (bitext:, chat:, reviewed:, doc2dial:).", min_length=1)
+    max_per_source: int | None = Field(
+        None, ge=1, description="Seeded sample of at most N conversations from each source (balances a mix)."
+    )
     name: str = Field(description="Dataset name; versions are NAME/v1, v2, ...")
     validation: float = Field(0.05, gt=0, lt=0.5, description="Share of groups held out for validation.")
     test: float = Field(0.10, gt=0, lt=0.5, description="Share of groups held out for the test split.")
@@ -60,7 +64,10 @@ def prepare_dataset(
     for spec in options.sources:
         loaded, problems = load_source(spec, skip_invalid=options.skip_invalid)
         path = Path(spec.partition(":")[2]).expanduser()
-        source_hashes[spec] = _sha256(path.read_bytes())
+        files = [path / "docs.jsonl", path / "qa.jsonl"] if path.is_dir() else [path]
+        source_hashes[spec] = _sha256(b"".join(f.read_bytes() for f in files))
+        if options.max_per_source and len(loaded) > options.max_per_source:
+            loaded = random.Random(options.seed).sample(loaded, options.max_per_source)
         conversations.extend(loaded)
         if problems:
             invalid[spec] = problems
@@ -79,7 +86,8 @@ def prepare_dataset(
         too_long = len(conversations) - len(fitting)
         conversations = fitting
 
-    full = ["\n".join(m["content"] for m in c.messages) for c in conversations]
+    # A shared system prompt (grounded sources put their passages there) would make every pair look alike.
+    full = ["\n".join(m["content"] for m in c.messages if m["role"] != "system") for c in conversations]
     prompts = ["\n".join(m["content"] for m in c.messages if m["role"] == "user") for c in conversations]
     dedup = dedupe_and_group(
         full, prompts, near_dup_threshold=options.near_dup_threshold, sibling_threshold=options.sibling_threshold

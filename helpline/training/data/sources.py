@@ -5,6 +5,11 @@
 ``reviewed:FILE.jsonl`` conversations reviewed in the platform: ``{"messages": [...], "corrected_answer":
                         "...", "intent"?: ...}``; a trailing assistant turn (the bot's wrong answer) is
                         replaced by the reviewer's corrected answer
+``doc2dial:DIR``        grounded dialogues (``docs.jsonl`` + ``qa.jsonl``): each question with its earlier
+                        turns, rendered with serving's support prompt over two passages (the gold
+                        document around the answer and a same-domain distractor, in seeded order), and
+                        the human agent's reply as the answer. Dialogues kept for evaluation
+                        (``doc2dial_heldout``) and turns without an agent reply are skipped.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from helpline.platform.errors import DataError, NotFoundError
 
 ROLES = ("system", "user", "assistant")
 BITEXT_REQUIRED = ("instruction", "response", "intent")
-SOURCE_KINDS = ("bitext", "chat", "reviewed")
+SOURCE_KINDS = ("bitext", "chat", "reviewed", "doc2dial")
 _MAX_LISTED = 8  # problems listed in one error; the rest are counted
 
 
@@ -46,6 +51,14 @@ def parse_source(spec: str) -> tuple[str, Path]:
             hint=f"write it as KIND:PATH with KIND one of {', '.join(SOURCE_KINDS)}, e.g. bitext:support.csv",
         )
     file = Path(path).expanduser()
+    if kind == "doc2dial":
+        missing = [n for n in ("docs.jsonl", "qa.jsonl") if not (file / n).is_file()]
+        if missing:
+            raise NotFoundError(
+                f"doc2dial source {file} lacks {', '.join(missing)}",
+                hint="pass the doc2dial folder (docs.jsonl and qa.jsonl), e.g. doc2dial:../shared/data/doc2dial",
+            )
+        return kind, file
     if not file.is_file():
         raise NotFoundError(f"source file {file} does not exist", hint="check the path after the kind prefix")
     return kind, file
@@ -58,7 +71,7 @@ def load_source(spec: str, *, skip_invalid: bool = False) -> tuple[list[Conversa
     the file, the row and the column or field.
     """
     kind, file = parse_source(spec)
-    loader = _load_bitext if kind == "bitext" else _load_jsonl
+    loader = {"bitext": _load_bitext, "doc2dial": _load_doc2dial}.get(kind, _load_jsonl)
     conversations, problems = loader(file, kind)
     if problems and not skip_invalid:
         listed = "; ".join(problems[:_MAX_LISTED])
@@ -130,6 +143,78 @@ def _load_jsonl(file: Path, kind: str) -> tuple[list[Conversation], list[str]]:
             intent = str(record.get("intent") or "unknown")
             category = str(record.get("category") or "")
             conversations.append(Conversation(clean, intent, category, f"{file.name}:{line_no}"))
+    return conversations, problems
+
+
+def _load_doc2dial(folder: Path, kind: str, *, window: int = 900) -> tuple[list[Conversation], list[str]]:
+    import random
+
+    from helpline.platform.schemas import ChatMessage, Chunk, ScoredChunk
+    from helpline.retrieval.datasets import doc2dial_heldout
+    from helpline.serving.prompts import load_prompt
+
+    docs, problems = {}, []
+    for line_no, line in enumerate((folder / "docs.jsonl").read_text(encoding="utf-8").splitlines(), start=1):
+        try:
+            d = json.loads(line) if line.strip() else None
+            if d is not None:
+                docs[d["doc_id"]] = (d["title"], d["text"], d.get("domain", ""))
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            problems.append(f"docs.jsonl line {line_no}: {type(e).__name__} {e}")
+    by_domain: dict[str, list[str]] = {}
+    for doc_id, (_, _, domain) in sorted(docs.items()):
+        by_domain.setdefault(domain, []).append(doc_id)
+    prompt = load_prompt("support")
+    conversations = []
+    for line_no, line in enumerate((folder / "qa.jsonl").read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            dial_id, doc_id, question = row["dial_id"], row["doc_id"], row["question"]
+            start, reply = int(row["answer_start"]), row.get("agent_response")
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            problems.append(f"qa.jsonl line {line_no}: {type(e).__name__} {e}")
+            continue
+        if doc2dial_heldout(dial_id) or not (reply or "").strip() or not question.strip():
+            continue
+        if doc_id not in docs:
+            problems.append(f"qa.jsonl line {line_no}: doc_id {doc_id!r} is not in docs.jsonl")
+            continue
+        rng = random.Random(f"{dial_id}:{line_no}")
+        title, text, domain = docs[doc_id]
+        lo = max(0, start - window // 3)
+        passages = [ScoredChunk(chunk=Chunk(chunk_id=f"{doc_id}#0", doc_id=doc_id, title=title,
+                                            text=text[lo : lo + window]), score=1.0)]  # fmt: skip
+        others = [d for d in by_domain.get(domain, []) if d != doc_id]
+        if others:
+            other = rng.choice(others)
+            o_title, o_text, _ = docs[other]
+            o_lo = rng.randrange(max(1, len(o_text) - window))
+            passages.append(ScoredChunk(chunk=Chunk(chunk_id=f"{other}#0", doc_id=other, title=o_title,
+                                                    text=o_text[o_lo : o_lo + window]), score=1.0))  # fmt: skip
+            rng.shuffle(passages)
+        turns: list[dict[str, str]] = []
+        history = [(t.get("role"), t.get("utterance", "")) for t in row.get("history", [])[-4:]]
+        for role, text_ in [*history, ("user", question)]:
+            role = "user" if role == "user" else "assistant"
+            if not (text_ or "").strip():
+                continue
+            if turns and turns[-1]["role"] == role:
+                turns[-1]["content"] += "\n" + text_.strip()  # doc2dial has runs of one speaker
+            else:
+                turns.append({"role": role, "content": text_.strip()})
+        while turns and turns[0]["role"] != "user":
+            turns.pop(0)
+        messages = prompt.build([ChatMessage(**t) for t in turns], passages)
+        conversations.append(
+            Conversation(
+                [*(m.model_dump() for m in messages), {"role": "assistant", "content": reply.strip()}],
+                f"doc2dial:{domain}",
+                "grounded",
+                f"qa.jsonl:{line_no}",
+            )
+        )
     return conversations, problems
 
 
