@@ -100,7 +100,7 @@ def run(
                 served_name=base.name,
                 settings=s.vllm,
                 log_path=ctx.workspace.logs / "vllm.log",
-                lora_modules=startup_adapters(ctx.registry, base.name),
+                lora_modules=startup_adapters(ctx.registry, base.name, chat_model=record.name),
             )
             with console.status(f"starting vLLM for {base.name} (about a minute on CPU; log: {server.log_path})"):
                 server.start()

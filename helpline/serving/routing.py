@@ -181,16 +181,17 @@ class TransformersBackend:
             return self._generators[key]
 
 
-def startup_adapters(registry: Registry, base_model: str) -> dict[str, str]:
-    """Served name → path of the adapters an alias points at (passed as --lora-modules at start).
+def startup_adapters(registry: Registry, base_model: str, *, chat_model: str | None = None) -> dict[str, str]:
+    """Served name → path of the adapters an alias points at, and of ``chat_model`` when it is an
+    adapter (passed as --lora-modules at start, so the engine's own endpoint lists them too).
 
-    Only aliased ones: any other adapter loads on first use, so one broken adapter in the registry
+    Only those: any other adapter loads on first use, so one broken adapter in the registry
     cannot keep the engine from starting.
     """
     from pathlib import Path
 
     out = {}
-    for target in set(registry.aliases().values()):
+    for target in {*registry.aliases().values(), *([chat_model] if chat_model else [])}:
         m = registry.get_model(target)
         if m.kind == "adapter" and m.base_model == base_model and (Path(m.path) / "adapter_config.json").is_file():
             out[VLLMBackend.served_name(m)] = m.path

@@ -111,6 +111,28 @@ def test_vllm_command_has_lora_and_startup_adapters(tmp_path: Path) -> None:
     cmd = server.command()
     assert "--enable-lora" in cmd and cmd[cmd.index("--host") + 1] == "127.0.0.1"
     assert f"{next(iter(modules))}={adapter_dir}" in cmd
+    assert "--chat-template" not in cmd  # the base's tokenizer config cannot be read: vLLM decides
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "adapter_config.json").write_text("{}")
+    registry.register_model("chat", kind="adapter", path=other, base_model="base")
+    assert len(startup_adapters(registry, "base", chat_model="chat")) == 2  # the configured chat model loads too
+
+
+def test_base_without_chat_template_is_served_with_its_adapters_template(tmp_path: Path) -> None:
+    base, adapter = tmp_path / "base", tmp_path / "adapter"
+    base.mkdir(), adapter.mkdir()
+    (base / "tokenizer_config.json").write_text(json.dumps({"bos_token": "<bos>"}))
+    (adapter / "chat_template.jinja").write_text("{{ messages }}")
+    settings = VLLMSettings(port=1)
+    server = VLLMServer(
+        model_path=base, served_name="b", settings=settings, log_path=None, lora_modules={"a": str(adapter)}
+    )
+    cmd = server.command()
+    assert cmd[cmd.index("--chat-template") + 1] == str(adapter / "chat_template.jinja")
+    (base / "tokenizer_config.json").write_text(json.dumps({"chat_template": "{{ x }}"}))
+    assert "--chat-template" not in server.command()  # the base's own template wins
+    assert VLLMServer(model_path=base, served_name="b", settings=settings, log_path=None).chat_template() is None
 
 
 def test_supervisor_restarts_a_crashed_engine(tmp_path: Path, monkeypatch) -> None:

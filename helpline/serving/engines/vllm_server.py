@@ -6,6 +6,7 @@ remembered in ``lora_modules``, so a restarted server comes back with every adap
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -70,7 +71,26 @@ class VLLMServer:
         ]  # fmt: skip
         for name, path in self.lora_modules.items():
             cmd += ["--lora-modules", f"{name}={path}"]
+        template = self.chat_template()
+        if template is not None:
+            cmd += ["--chat-template", str(template)]
         return cmd
+
+    def chat_template(self) -> Path | None:
+        """For a base model without a chat template (Gemma 3 270M), the template its adapters were trained
+        with (saved beside each adapter), so chat completions render as in training; None otherwise."""
+        base = Path(self.model_path)
+        if (base / "chat_template.jinja").exists():
+            return None
+        try:
+            if json.loads((base / "tokenizer_config.json").read_text()).get("chat_template"):
+                return None
+        except (OSError, ValueError):
+            return None
+        for path in self.lora_modules.values():
+            if (Path(path) / "chat_template.jinja").exists():
+                return Path(path) / "chat_template.jinja"
+        return None
 
     def is_ready(self) -> bool:
         try:
