@@ -39,7 +39,13 @@ from helpline.training.distill_prompts import (
     prompt_hash,
     reviewed_prompts,
 )
-from helpline.training.distill_teacher import TeacherCache, TeacherRequest, answer_all, open_teacher
+from helpline.training.distill_teacher import (
+    TeacherCache,
+    TeacherRequest,
+    answer_all,
+    open_teacher,
+    served_teacher_name,
+)
 
 Search = Callable[..., list[ScoredChunk]]
 SPLITS = ("train", "validation", "test")
@@ -268,8 +274,10 @@ def run_distill(
     from helpline.retrieval.factory import open_knowledge_base
     from helpline.retrieval.knowledge_base import VISIBLE
 
-    t = cfg.teacher
-    teacher = teacher or open_teacher(t.base_url, t.model, api_key_env=t.api_key_env, timeout_s=t.timeout_s)
+    if teacher is None:
+        cfg = resolve_teacher(cfg, ctx)
+        t = cfg.teacher
+        teacher = open_teacher(t.base_url, t.model, api_key_env=t.api_key_env, timeout_s=t.timeout_s)
     kb = open_knowledge_base(ctx.settings, ctx.workspace, ctx.registry)
     visible = list(VISIBLE.get(cfg.role, ("public",)))
     chunks = kb.store.chunks(where={"access": {"$in": visible}})
@@ -299,6 +307,17 @@ def run_distill(
 
         result["export"] = export_adapter(Path(summary["run_dir"]), ctx=ctx, name=sft_cfg.adapter_name, console=console)
     return result
+
+
+def resolve_teacher(cfg: DistillConfig, ctx: Context) -> DistillConfig:
+    """``cfg`` with ``teacher.model`` as its endpoint serves it (a registry adapter name becomes its served
+    name); fails early with the served names when the endpoint does not serve it."""
+    import os
+
+    t = cfg.teacher
+    key = os.environ.get(t.api_key_env, "") if t.api_key_env else "unused"
+    served = served_teacher_name(t.base_url, t.model, api_key=key, registry=ctx.registry)
+    return cfg.model_copy(update={"teacher": t.model_copy(update={"model": served})})
 
 
 def _progress(console: Any) -> Callable[[int, int], None] | None:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from helpline.platform.errors import ConfigError
 from helpline.platform.schemas import ChatMessage
@@ -74,6 +75,46 @@ def open_teacher(base_url: str, model: str, *, api_key_env: str | None, timeout_
                 hint=f"export {api_key_env}=... before running, or set teacher.api_key_env=null for a local server",
             )
     return OpenAIGenerator(base_url, model, api_key=key, timeout_s=timeout_s)
+
+
+def served_teacher_name(
+    base_url: str, model: str, *, api_key: str, registry: Any = None, timeout_s: float = 10.0
+) -> str:
+    """The name the endpoint serves ``model`` under: ``model`` itself when listed, else the served name
+    of the registry adapter called ``model`` (vLLM serves each adapter version as ``name-<digest>``).
+
+    Raises ConfigError naming the served models when neither is there, and EngineError when the
+    endpoint does not answer, so a wrong URL or model fails before any prompt is built.
+    """
+    import httpx
+
+    from helpline.platform.errors import EngineError, NotFoundError
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key and api_key != "unused" else {}
+    try:
+        resp = httpx.get(f"{base_url.rstrip('/')}/models", headers=headers, timeout=timeout_s)
+        resp.raise_for_status()
+        served = [m["id"] for m in resp.json().get("data", [])]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError) as e:
+        raise EngineError(
+            f"the teacher endpoint {base_url} did not list its models: {e}",
+            hint="start it first (the preset's header says how), or fix teacher.base_url / teacher.api_key_env",
+        ) from e
+    if model in served:
+        return model
+    if registry is not None:
+        from helpline.serving.routing import VLLMBackend
+
+        try:
+            name = VLLMBackend.served_name(registry.get_model(model))
+        except NotFoundError:
+            name = None
+        if name in served:
+            return name
+    raise ConfigError(
+        f"the teacher endpoint {base_url} does not serve {model!r}; it serves: {', '.join(served) or 'nothing'}",
+        hint="set teacher.model to one of those (or serve the adapter: `helpline run` loads registered adapters)",
+    )
 
 
 def _ask(teacher: Generator, request: TeacherRequest, max_tokens: int, temperature: float) -> dict:

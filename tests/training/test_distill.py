@@ -255,6 +255,11 @@ def fake_endpoint():
 
     seen: list[dict] = []
     app = FastAPI()
+    app.state.served = ["remote-teacher"]
+
+    @app.get("/v1/models")
+    async def models() -> dict:
+        return {"object": "list", "data": [{"id": m, "object": "model"} for m in app.state.served]}
 
     @app.post("/v1/chat/completions")
     async def complete(request: Request) -> dict:
@@ -277,7 +282,7 @@ def fake_endpoint():
         if server.started:
             break
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/v1", seen
+    yield f"http://127.0.0.1:{port}/v1", seen, app  # app.state.served: what GET /v1/models lists
     server.should_exit = True
     thread.join(5)
 
@@ -285,7 +290,7 @@ def fake_endpoint():
 def test_teacher_behind_an_openai_compatible_endpoint(fake_endpoint, tmp_path, monkeypatch) -> None:
     from helpline.training.distill_teacher import open_teacher
 
-    url, seen = fake_endpoint
+    url, seen, _ = fake_endpoint
     monkeypatch.setenv("DISTILL_TEST_KEY", "sk-test")
     cfg = make_config(teacher={"base_url": url, "model": "remote-teacher", "api_key_env": "DISTILL_TEST_KEY",
                                "concurrency": 3, "max_tokens": 64})  # fmt: skip
@@ -307,3 +312,29 @@ def test_distill_command_is_registered_and_lists_its_fields() -> None:
     result = CliRunner().invoke(train_app, ["distill", "--help-config"])
     assert result.exit_code == 0, result.output
     assert "teacher.base_url" in result.output and "filters.refusal_patterns" in result.output
+
+
+def test_teacher_name_is_checked_against_what_the_endpoint_serves(fake_endpoint) -> None:
+    from types import SimpleNamespace
+
+    from helpline.platform.errors import EngineError, NotFoundError
+    from helpline.serving.routing import VLLMBackend
+    from helpline.training.distill_teacher import served_teacher_name
+
+    url, _, app = fake_endpoint
+    record = SimpleNamespace(kind="adapter", name="gemma-support", path="/a/gemma-support", created_at=1.5)
+
+    class Registry:
+        def get_model(self, name: str):
+            if name != record.name:
+                raise NotFoundError(f"no model {name}")
+            return record
+
+    served = VLLMBackend.served_name(record)  # type: ignore[arg-type]
+    app.state.served = ["remote-teacher", served]
+    assert served_teacher_name(url, "remote-teacher", api_key="unused") == "remote-teacher"
+    assert served_teacher_name(url, "gemma-support", api_key="unused", registry=Registry()) == served
+    with pytest.raises(ConfigError, match=r"does not serve 'other'; it serves: remote-teacher, gemma-support-"):
+        served_teacher_name(url, "other", api_key="unused", registry=Registry())
+    with pytest.raises(EngineError, match="did not list its models"):
+        served_teacher_name("http://127.0.0.1:1/v1", "remote-teacher", api_key="unused", timeout_s=2)
