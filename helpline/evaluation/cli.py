@@ -241,3 +241,48 @@ def calibrate_detector(
         print_json(report)
     else:
         console.print(report)
+
+
+@eval_app.command("distill-report")
+def distill_report(
+    config: Path = typer.Option(
+        ...,
+        "--config",
+        help="The distillation preset (teacher endpoint, student): helpline/training/configs/distill-*.yaml.",
+    ),
+    after: str = typer.Option(None, "--after", help="The distilled student (default: the config's sft.adapter_name)."),
+    teacher_model: str = typer.Option(
+        None, "--teacher-model", help="Registry name of a local teacher, for its memory (default: teacher.model)."
+    ),
+    suites: list[str] = typer.Option(
+        ["support.yaml", "general.yaml", "generated.yaml"], "--suite", help="Suites to run."
+    ),
+    limit: int = typer.Option(0, help="Cases per suite (0 = all)."),
+    max_tokens: int = typer.Option(128, help="Answer length cap."),
+    data_dir: Path = typer.Option(Path("../shared/data"), help=DATA_DIR_HELP),
+    detector: str = typer.Option("helpline-detector", "--detector", help=DETECTOR_HELP),
+    doc2dial: Path = typer.Option(Path("../shared/data/doc2dial"), help="doc2dial folder (skipped if missing)."),
+    doc2dial_limit: int = typer.Option(20, help="doc2dial questions."),
+    speed_prompts: int = typer.Option(6, help="Single-stream requests timed per model."),
+    memory: bool = typer.Option(True, help="Measure each local model's memory in a fresh process."),
+    overrides: list[str] = typer.Argument(None, help="key=value overrides of the config (teacher.model=...)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Teacher, student before and student after distillation: regression suites, hallucination score,
+    doc2dial faithfulness, single-stream tokens/s, TTFT and memory; writes JSON and Markdown reports."""
+    from helpline.evaluation.distill_report import ReportOptions, contenders, markdown, run_report, write_report
+    from helpline.training.distill_config import load_distill_config
+
+    cfg = load_distill_config(config, overrides or [])
+    ctx = Context.load()
+    opts = ReportOptions(
+        suites=tuple(suites), data_dir=data_dir, limit_per_suite=limit, max_tokens=max_tokens, detector=detector,
+        doc2dial=doc2dial, doc2dial_limit=doc2dial_limit, speed_prompts=speed_prompts, memory=memory,
+    )  # fmt: skip
+    report = run_report(ctx, contenders(ctx, cfg, after=after, teacher_model=teacher_model), opts)
+    report["files"] = write_report(report, ctx.workspace.reports, cfg.name)
+    if as_json:
+        print_json(report)
+    else:
+        console.print(markdown(report), highlight=False)
+        console.print(f"reports: {report['files']['markdown']}")

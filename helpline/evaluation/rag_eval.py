@@ -47,7 +47,11 @@ def load_questions(
             f"{folder} lacks docs.jsonl/qa.jsonl", hint="pass the doc2dial folder, e.g. ../shared/data/doc2dial"
         )
     docs = {d["doc_id"]: d for d in map(json.loads, docs_path.read_text().splitlines()) if d}
+    from helpline.retrieval.datasets import doc2dial_heldout
+
     rows = [json.loads(line) for line in qa_path.read_text().splitlines() if line.strip()]
+    # Only dialogues kept out of training data (`data prepare --source doc2dial:` skips them).
+    rows = [r for r in rows if doc2dial_heldout(r.get("dial_id", r["id"]))]
     rng = random.Random(seed)
     rng.shuffle(rows)
     gold_removed: set[str] = set()
@@ -190,7 +194,7 @@ def run_ab(
 ) -> dict[str, Any]:
     """Answer the same questions with each arm and score them."""
     from helpline.evaluation.regression.factory import resolve_model
-    from helpline.serving.factory import build_generator, build_pipeline
+    from helpline.serving.factory import build_generator
 
     documents, questions = load_questions(folder, limit=limit, removed=removed, seed=seed, max_docs=max_docs)
     results: dict[str, Any] = {"questions": len(questions), "documents_indexed": len(documents), "arms": {}}
@@ -203,32 +207,55 @@ def run_ab(
                 continue
             settings = ctx.settings.model_copy(update={"chat_model": resolve_model(ctx, model)})
             generator = build_generator(settings, ctx.registry)
-            pipeline = None
-            if arm in ("retrieval", "hybrid"):
-                verifier = None
-                if verify and detector is not None:
-                    from helpline.evaluation.hallucination.verifier import DetectorVerifier
-
-                    verifier = DetectorVerifier(detector)
-                pipeline = build_pipeline(
-                    settings, ctx.workspace, ctx.registry, generator=generator, kb=kb, verifier=verifier
-                )
-                pipeline.max_tokens = max_tokens
-            answers = answer_all(arm, questions, generator=generator, pipeline=pipeline, max_tokens=max_tokens)
+            rag = arm in ("retrieval", "hybrid")
             results["arms"][arm] = {
                 "model": model,
-                **score_arm(questions, answers, detector=detector, embedder=embedder),
-            }
-            results["arms"][arm]["examples"] = [
-                {
-                    "question": q.conversation[-1].content,
-                    "answer": a["text"][:300],
-                    "citations": a["citations"][:3],
-                    "gold": q.doc_id,
-                }
-                for q, a in list(zip(questions, answers))[:3]
-            ]
+                **run_arm(ctx, kb, embedder, questions, generator, rag=rag, max_tokens=max_tokens,
+                          detector=detector, verify=verify),
+            }  # fmt: skip
     return results
+
+
+def run_arm(
+    ctx: Any,
+    kb: Any,
+    embedder: Any,
+    questions: list[Question],
+    generator: Any,
+    *,
+    rag: bool,
+    max_tokens: int,
+    detector: Any,
+    verify: bool = False,
+) -> dict[str, Any]:
+    """One generator's answers to every question (through the RAG pipeline over ``kb`` when ``rag``),
+    scored, with three examples."""
+    from helpline.serving.factory import build_pipeline
+
+    pipeline = None
+    if rag:
+        verifier = None
+        if verify and detector is not None:
+            from helpline.evaluation.hallucination.verifier import DetectorVerifier
+
+            verifier = DetectorVerifier(detector)
+        pipeline = build_pipeline(
+            ctx.settings, ctx.workspace, ctx.registry, generator=generator, kb=kb, verifier=verifier
+        )
+        pipeline.max_tokens = max_tokens
+    answers = answer_all("rag" if rag else "direct", questions, generator=generator, pipeline=pipeline,
+                         max_tokens=max_tokens)  # fmt: skip
+    out = score_arm(questions, answers, detector=detector, embedder=embedder)
+    out["examples"] = [
+        {
+            "question": q.conversation[-1].content,
+            "answer": a["text"][:300],
+            "citations": a["citations"][:3],
+            "gold": q.doc_id,
+        }
+        for q, a in list(zip(questions, answers))[:3]
+    ]
+    return out
 
 
 def _mean(values: list[Any]) -> float | None:

@@ -138,7 +138,12 @@ def transformers_sequential(model_path: str, prompts: list[list[ChatMessage]], *
     """One request after another in-process (the fallback engine), streamed to get TTFT."""
     from helpline.serving.engines.hf import TransformersGenerator
 
-    gen = TransformersGenerator(model_path)
+    return sequential(TransformersGenerator(model_path), prompts, n=n, max_tokens=max_tokens)
+
+
+def sequential(gen: Any, prompts: list[list[ChatMessage]], *, n: int, max_tokens: int) -> dict:
+    """``n`` streamed requests one after another through an in-process generator (tokens counted
+    with its tokenizer); the first prompt is answered once untimed as a warm-up."""
     gen.generate(prompts[0], max_tokens=4)  # warm-up
     samples = []
     start = time.perf_counter()

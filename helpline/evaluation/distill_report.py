@@ -1,0 +1,287 @@
+"""`helpline eval distill-report`: the teacher, the student before distillation and the student after,
+on the same cases and the same retrieval.
+
+    helpline eval distill-report --config helpline/training/configs/distill-gemma-to-smollm2.yaml --json
+
+Quality: the regression suites through the RAG pipeline (score = mean case score over every case of
+every suite; pass rate beside it), the hallucination detector's score of those answers against what
+was retrieved, and doc2dial faithfulness and citation correctness over a throwaway doc2dial index.
+Speed: single-stream output tokens/s and time to first token through each model's serving engine (the
+teacher through its configured endpoint, the students through the workspace's engine: vLLM when it is
+up), on RAG prompts the sample questions retrieve. Memory: peak resident memory of a fresh process
+that loads the model with the in-process transformers engine and answers the same prompts (its
+tokens/s are reported too, like for like across the three).
+
+The teacher is whatever endpoint the distillation config names, so a remote teacher is compared the
+same way (its memory is then not measured).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from helpline.platform.context import Context
+from helpline.platform.errors import NotFoundError
+from helpline.platform.registry import ModelRecord
+from helpline.platform.schemas import ChatMessage
+from helpline.serving.engines.protocol import Generator
+
+LABELS = ("teacher", "student_before", "student_after")
+DEFAULT_SUITES = ("support.yaml", "general.yaml", "generated.yaml")
+
+
+@dataclass
+class Contender:
+    """One model of the report: how it answers, and (when local) where its weights are."""
+
+    label: str
+    name: str
+    generator: Generator
+    record: ModelRecord | None = None  # for the memory probe; None for a remote teacher
+    api_key: str = "unused"
+
+
+@dataclass
+class ReportOptions:
+    suites: tuple[str, ...] = DEFAULT_SUITES
+    data_dir: Path = Path("../shared/data")
+    limit_per_suite: int = 0
+    max_tokens: int = 128
+    detector: str | None = "helpline-detector"
+    doc2dial: Path | None = Path("../shared/data/doc2dial")
+    doc2dial_limit: int = 20
+    doc2dial_max_docs: int = 60
+    speed_prompts: int = 6
+    speed_max_tokens: int = 64
+    memory: bool = True
+
+
+def local_record(ctx: Context, name: str) -> ModelRecord | None:
+    """The registry record behind a name, an alias or an adapter's served name (``name-<digest>``)."""
+    from helpline.serving.routing import VLLMBackend
+
+    try:
+        return ctx.registry.get_model(name)
+    except NotFoundError:
+        pass
+    for record in ctx.registry.list_models():
+        if VLLMBackend.served_name(record) == name:
+            return record
+    return None
+
+
+def contenders(
+    ctx: Context, cfg: Any, *, after: str | None = None, teacher_model: str | None = None
+) -> list[Contender]:
+    """Teacher (the config's endpoint), student before (``cfg.student``) and after (``after``, default the
+    adapter the config's SFT section registers)."""
+    import os
+
+    from helpline.evaluation.regression.factory import resolve_model
+    from helpline.serving.factory import build_generator
+    from helpline.training.distill import resolve_teacher
+    from helpline.training.distill_teacher import open_teacher
+
+    t = resolve_teacher(cfg, ctx).teacher
+    teacher = open_teacher(t.base_url, t.model, api_key_env=t.api_key_env, timeout_s=t.timeout_s)
+    key = os.environ.get(t.api_key_env, "unused") if t.api_key_env else "unused"
+    out = [Contender("teacher", t.model, teacher, local_record(ctx, teacher_model or t.model), key)]
+    after = after or cfg.sft.get("adapter_name") or f"distill-{cfg.name}"
+    for label, model in (("student_before", cfg.student), ("student_after", after)):
+        name = resolve_model(ctx, model)
+        settings = ctx.settings.model_copy(update={"chat_model": name})
+        out.append(Contender(label, name, build_generator(settings, ctx.registry), ctx.registry.get_model(name)))
+    return out
+
+
+def rag_prompts(ctx: Context, generator: Generator, questions: list[str]) -> list[list[ChatMessage]]:
+    """Serving's grounded prompts for ``questions`` (those the knowledge base abstains on are skipped)."""
+    from helpline.serving.factory import build_pipeline
+
+    pipeline = build_pipeline(ctx.settings, ctx.workspace, ctx.registry, generator=generator)
+    prompts = []
+    for q in questions:
+        prepared = pipeline.prepare([ChatMessage(role="user", content=q)])
+        if not prepared.abstained:
+            prompts.append(prepared.messages)
+    return prompts
+
+
+def sample_questions(n: int) -> list[str]:
+    import yaml
+
+    from helpline.serving.bench import SAMPLE_QUESTIONS
+
+    data = yaml.safe_load(SAMPLE_QUESTIONS.read_text(encoding="utf-8"))
+    items = data["questions"] if isinstance(data, dict) else data
+    return [q if isinstance(q, str) else q["question"] for q in items][: max(n, 1) * 2]
+
+
+def engine_speed(c: Contender, prompts: list[list[ChatMessage]], *, n: int, max_tokens: int) -> dict[str, Any]:
+    """Single-stream figures through the contender's own engine (HTTP endpoint or in-process)."""
+    from helpline.serving.bench import level, sequential
+
+    base_url = getattr(c.generator, "base_url", None)
+    if base_url is None:
+        return {"engine": "transformers (in-process)", **sequential(c.generator, prompts, n=n, max_tokens=max_tokens)}
+    c.generator.generate(prompts[0], max_tokens=4)  # warm-up (first request pays for graph capture and caches)
+    dicts = [[m.model_dump() for m in p] for p in prompts]
+    return {"engine": f"endpoint {base_url}", **level(base_url, c.api_key, c.name, dicts, concurrency=1, n=n,
+                                                      max_tokens=max_tokens)}  # fmt: skip
+
+
+def regression(ctx: Context, c: Contender, opts: ReportOptions, *, verifier: Any, embedder: Any) -> dict[str, Any]:
+    """Every suite through the RAG pipeline with ``c``'s generator; pooled score and per-suite summaries."""
+    from helpline.evaluation.gate import SUITES_DIR
+    from helpline.evaluation.regression.cases import load_suite
+    from helpline.evaluation.regression.generators import suite_cases
+    from helpline.evaluation.regression.runner import RAGResponder, _case_score, run_suite
+    from helpline.serving.factory import build_pipeline
+
+    pipeline = build_pipeline(ctx.settings, ctx.workspace, ctx.registry, generator=c.generator)
+    pipeline.max_tokens = opts.max_tokens
+    responder = RAGResponder(pipeline, name=c.label)
+    cases, suites = [], {}
+    for suite_name in opts.suites:
+        path = Path(suite_name) if Path(suite_name).exists() or "/" in suite_name else SUITES_DIR / suite_name
+        suite = load_suite(path)
+        result = run_suite(suite.name, suite_cases(suite, data_dir=opts.data_dir, limit=opts.limit_per_suite),
+                           responder, embedder=embedder, verifier=verifier, progress=True)  # fmt: skip
+        suites[suite.name] = result.summary()
+        cases += result.cases
+    hall = [x.hallucination for x in cases if x.hallucination is not None]
+    return {
+        "n": len(cases),
+        "score": round(sum(map(_case_score, cases)) / max(1, len(cases)), 4),
+        "pass_rate": round(sum(x.passed for x in cases) / max(1, len(cases)), 4),
+        "hallucination_mean": round(sum(hall) / len(hall), 4) if hall else None,
+        "suites": {
+            k: {f: v[f] for f in ("n", "pass_rate", "mean_score", "hallucination_mean")} for k, v in suites.items()
+        },
+        "failing": [x.id for x in cases if not x.passed],
+    }
+
+
+def run_report(ctx: Context, models: list[Contender], opts: ReportOptions) -> dict[str, Any]:
+    """Every figure for every contender, then the distillation targets."""
+    from helpline.evaluation.model_probe import run_probe
+    from helpline.evaluation.rag_eval import build_index, load_questions, run_arm
+    from helpline.evaluation.regression.factory import build_embedder
+
+    detector = None
+    if opts.detector:
+        from helpline.evaluation.hallucination.evaluate import load_detector
+
+        detector = load_detector(ctx, opts.detector)
+    embedder = build_embedder(ctx)
+    out: dict[str, Any] = {"models": {c.label: {"name": c.name} for c in models}, "options": _jsonable(opts)}
+    prompts = rag_prompts(ctx, models[0].generator, sample_questions(opts.speed_prompts))
+    if not prompts:
+        raise NotFoundError("no sample question retrieves a passage", hint="run `helpline kb sync` first")
+    for c in models:
+        row = out["models"][c.label]
+        row["regression"] = regression(ctx, c, opts, verifier=detector, embedder=embedder)
+        row["speed"] = engine_speed(c, prompts, n=opts.speed_prompts, max_tokens=opts.speed_max_tokens)
+    if opts.doc2dial is not None and opts.doc2dial.exists():
+        documents, questions = load_questions(opts.doc2dial, limit=opts.doc2dial_limit, removed=0, seed=0,
+                                              max_docs=opts.doc2dial_max_docs)  # fmt: skip
+        with tempfile.TemporaryDirectory() as tmp:
+            kb, doc_embedder = build_index(documents, ctx, tmp)
+            for c in models:
+                out["models"][c.label]["doc2dial"] = run_arm(
+                    ctx,
+                    kb,
+                    doc_embedder,
+                    questions,
+                    c.generator,
+                    rag=True,
+                    max_tokens=opts.max_tokens,
+                    detector=detector,
+                )
+    if opts.memory:
+        with tempfile.TemporaryDirectory() as tmp:
+            dicts = [[m.model_dump() for m in p] for p in prompts]
+            for c in models:
+                row = out["models"][c.label]
+                if c.record is None:
+                    row["memory"] = {"skipped": "the teacher is not a local registry model (pass --teacher-model)"}
+                    continue
+                base, adapter = _paths(ctx, c.record)
+                row["memory"] = run_probe(base, adapter, dicts, n=min(3, len(dicts)), max_tokens=opts.speed_max_tokens,
+                                          workdir=Path(tmp))  # fmt: skip
+    out["targets"] = targets(out["models"])
+    return out
+
+
+def _paths(ctx: Context, record: ModelRecord) -> tuple[str, str | None]:
+    if record.kind == "adapter":
+        return str(ctx.registry.get_model(record.base_model).path), str(record.path)  # type: ignore[arg-type]
+    return str(record.path), None
+
+
+def targets(models: dict[str, dict]) -> dict[str, Any]:
+    """Student after against the teacher (≥ 90% of its regression score at ≥ 1.8× its single-stream
+    tokens/s) and against itself before distillation (a higher score)."""
+    t, b, a = (models[k] for k in LABELS)
+    score_ratio = a["regression"]["score"] / t["regression"]["score"] if t["regression"]["score"] else None
+    out: dict[str, Any] = {
+        "score_ratio_vs_teacher": _r(score_ratio),
+        "score_ratio_met": bool(score_ratio is not None and score_ratio >= 0.9),
+        "beats_student_before": a["regression"]["score"] > b["regression"]["score"],
+    }
+    for key, section in (("engine", "speed"), ("transformers", "memory")):
+        ts, as_ = t.get(section, {}).get("output_tokens_per_s"), a.get(section, {}).get("output_tokens_per_s")
+        ratio = as_ / ts if ts and as_ else None
+        out[f"speed_ratio_{key}"] = _r(ratio)
+        out[f"speed_ratio_{key}_met"] = bool(ratio is not None and ratio >= 1.8)
+    return out
+
+
+def _r(x: float | None) -> float | None:
+    return round(x, 3) if x is not None else None
+
+
+def _jsonable(opts: ReportOptions) -> dict[str, Any]:
+    return {
+        k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v) for k, v in vars(opts).items()
+    }
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The report as a Markdown table (one column per model)."""
+    rows = [
+        ("regression score (mean case score)", ("regression", "score")),
+        ("regression pass rate", ("regression", "pass_rate")),
+        ("regression cases", ("regression", "n")),
+        ("hallucination score of answers (mean, lower is better)", ("regression", "hallucination_mean")),
+        ("doc2dial faithful (retrieved passages)", ("doc2dial", "faithful_rate_retrieved")),
+        ("doc2dial faithful (gold passage)", ("doc2dial", "faithful_rate_gold")),
+        ("doc2dial citation correct", ("doc2dial", "citation_correct")),
+        ("doc2dial similarity to agent", ("doc2dial", "similarity_agent")),
+        ("engine single-stream tokens/s", ("speed", "output_tokens_per_s")),
+        ("engine TTFT p50 (s)", ("speed", "ttft_p50_s")),
+        ("transformers tokens/s", ("memory", "output_tokens_per_s")),
+        ("transformers TTFT p50 (s)", ("memory", "ttft_p50_s")),
+        ("peak RSS, transformers (MB)", ("memory", "peak_rss_mb")),
+        ("parameters (M)", ("memory", "parameters_m")),
+    ]
+    models = report["models"]
+    lines = ["| | " + " | ".join(f"{k} ({models[k]['name']})" for k in LABELS) + " |", "|---" * 4 + "|"]
+    for title, (section, key) in rows:
+        lines.append(f"| {title} | " + " | ".join(str(models[k].get(section, {}).get(key, "–")) for k in LABELS) + " |")
+    lines += ["", "targets: " + ", ".join(f"{k}={v}" for k, v in report["targets"].items())]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict[str, Any], reports_dir: Path, name: str) -> dict[str, str]:
+    """``distill-<name>-<time>.json`` and ``.md`` in the workspace's reports folder."""
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    stem = reports_dir / f"distill-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    stem.with_suffix(".md").write_text(markdown(report), encoding="utf-8")
+    return {"json": str(stem.with_suffix(".json")), "markdown": str(stem.with_suffix(".md"))}

@@ -1,0 +1,77 @@
+"""The distillation report's targets, its table, and the memory probe on a tiny saved model."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpline.evaluation.distill_report import markdown, targets
+from helpline.evaluation.model_probe import run_probe
+
+
+def _models(teacher_score: float, before: float, after: float, teacher_tps: float, after_tps: float) -> dict:
+    def row(name: str, score: float, tps: float) -> dict:
+        return {
+            "name": name,
+            "regression": {"score": score, "pass_rate": score, "n": 10},
+            "speed": {"output_tokens_per_s": tps, "ttft_p50_s": 0.1},
+            "memory": {"output_tokens_per_s": tps / 4, "peak_rss_mb": 900.0},
+        }
+
+    return {
+        "teacher": row("gemma", teacher_score, teacher_tps),
+        "student_before": row("smol", before, after_tps),
+        "student_after": row("smol-distilled", after, after_tps),
+    }
+
+
+def test_targets_met_when_the_student_keeps_90_percent_at_1_8x_speed():
+    t = targets(_models(0.80, 0.60, 0.73, 20.0, 37.0))
+    assert t["score_ratio_vs_teacher"] == pytest.approx(0.9125, abs=1e-3)
+    assert t["score_ratio_met"] and t["beats_student_before"]
+    assert t["speed_ratio_engine"] == pytest.approx(1.85) and t["speed_ratio_engine_met"]
+    assert t["speed_ratio_transformers"] == pytest.approx(1.85)
+
+
+def test_targets_missed_are_reported_as_missed():
+    t = targets(_models(0.80, 0.75, 0.70, 20.0, 30.0))
+    assert t["score_ratio_vs_teacher"] == pytest.approx(0.875) and not t["score_ratio_met"]
+    assert not t["beats_student_before"]
+    assert t["speed_ratio_engine"] == pytest.approx(1.5) and not t["speed_ratio_engine_met"]
+
+
+def test_targets_without_speed_figures_are_not_met():
+    models = _models(0.8, 0.6, 0.75, 20.0, 40.0)
+    models["teacher"].pop("memory")  # a remote teacher: no in-process figures
+    t = targets(models)
+    assert t["speed_ratio_transformers"] is None and not t["speed_ratio_transformers_met"]
+    assert t["speed_ratio_engine_met"]
+
+
+def test_markdown_has_a_column_per_model_and_the_targets():
+    report = {"models": _models(0.8, 0.6, 0.75, 20.0, 40.0)}
+    report["targets"] = targets(report["models"])
+    text = markdown(report)
+    assert "teacher (gemma)" in text and "student_after (smol-distilled)" in text
+    assert "| regression score (mean case score) | 0.8 | 0.6 | 0.75 |" in text
+    assert "| doc2dial citation correct | – | – | – |" in text  # not measured reads as a dash
+    assert "score_ratio_met=True" in text
+
+
+def test_probe_measures_memory_and_speed_in_a_child_process(tmp_path):
+    from helpline.testing.training import tiny_llama, tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    model_dir = tmp_path / "tiny"
+    tiny_llama(tokenizer).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    prompts = [[{"role": "user", "content": "Where is my refund?"}], [{"role": "user", "content": "Return an item"}]]
+    out = run_probe(str(model_dir), None, prompts, n=2, max_tokens=8, workdir=tmp_path)
+    assert out["requests"] == 2 and out["failed"] == 0
+    assert out["output_tokens"] > 0 and out["output_tokens_per_s"] > 0
+    assert out["peak_rss_mb"] >= out["rss_after_load_mb"] > 50  # torch alone is more than 50 MB
+    assert out["parameters_m"] < 1
+
+
+def test_probe_failure_names_the_model(tmp_path):
+    with pytest.raises(RuntimeError, match="model probe failed for /nonexistent"):
+        run_probe("/nonexistent", None, [[{"role": "user", "content": "hi"}]], n=1, max_tokens=4, workdir=tmp_path)
