@@ -29,35 +29,52 @@ def gateway_db(workspace: Workspace) -> Path:
 def build_generator(settings: Settings, registry: Registry, *, engine: EngineChoice | None = None) -> Generator:
     """The configured engine for the configured chat model.
 
-    ``vllm`` talks to the server that `helpline run` supervises; ``transformers`` loads the model
-    in this process; ``auto`` uses the vLLM server when one is up and transformers otherwise.
+    ``vllm`` talks to the server that `helpline run` supervises (an adapter of the base it serves is
+    loaded into it on first use); ``transformers`` loads the model in this process; ``auto`` uses the
+    vLLM server when one is up and serves the model's base, and transformers otherwise.
     """
-    import httpx
 
     engine = engine or settings.engine
     record = registry.get_model(settings.chat_model)
     base = registry.get_model(record.base_model) if record.kind == "adapter" and record.base_model else record
-    try:
-        up = httpx.get(f"http://{settings.vllm.host}:{settings.vllm.port}/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        up = False
-    if engine in ("vllm", "auto") and up:
-        from helpline.serving.engines.openai_http import OpenAIGenerator
-        from helpline.serving.routing import VLLMBackend
+    from helpline.serving.routing import VLLMBackend
 
-        name = VLLMBackend.served_name(record)
+    name = VLLMBackend.served_name(record)
+    served = _served_models(settings) if engine in ("vllm", "auto") else None
+    if served is not None and name not in served and record.kind == "adapter" and base.name in served:
+        from helpline.serving.engines.vllm_server import load_lora_adapter
+
+        # An adapter of the served base that no alias loaded yet (a new candidate): load it now.
+        load_lora_adapter(f"http://{settings.vllm.host}:{settings.vllm.port}", name, record.path)
+        served.append(name)
+    if served is not None and name in served:
+        from helpline.serving.engines.openai_http import OpenAIGenerator
+
         return OpenAIGenerator(vllm_url(settings), name)
+    why = "no vLLM server is answering" if served is None else f"the vLLM server serves {', '.join(served)}, not"
     if engine == "vllm":
         raise EngineError(
-            f"no vLLM server is answering at {vllm_url(settings)}",
-            hint="start the stack with `helpline run`, or pass --engine transformers",
+            f"{why} at {vllm_url(settings)}" if served is None else f"{why} {name!r} (at {vllm_url(settings)})",
+            hint="start the stack with `helpline run` (for this model's base), or pass --engine transformers",
         )
     if engine == "auto":
-        print("note: no vLLM server is running; generating in-process with transformers", file=sys.stderr)
+        print(f"note: {why}{'' if served is None else ' ' + repr(name)}; generating in-process with transformers",
+              file=sys.stderr)  # fmt: skip
     from helpline.serving.engines.hf import TransformersGenerator
 
     adapter = record.path if record.kind == "adapter" else None
     return TransformersGenerator(base.path, adapter_path=adapter, name=record.name)
+
+
+def _served_models(settings: Settings) -> list[str] | None:
+    """Model ids the configured vLLM server lists, or None when no server answers."""
+    import httpx
+
+    try:
+        resp = httpx.get(f"{vllm_url(settings)}/models", timeout=2)
+        return [m["id"] for m in resp.json()["data"]] if resp.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return None
 
 
 def build_pipeline(

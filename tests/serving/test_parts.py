@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from fastapi import Request
 
 from helpline.platform.errors import EngineError
 from helpline.platform.registry import Registry
@@ -216,3 +217,65 @@ def test_gateway_detector_setting_picks_the_registered_detector(tmp_path: Path) 
     assert detector_verifier(off, registry) is None
     with pytest.raises(NotFoundError):  # a named detector that is not registered is a configuration error
         detector_verifier(settings.model_copy(update={"gateway": GatewaySettings(detector="nope")}), registry)
+
+
+@pytest.fixture
+def fake_vllm():
+    """A stand-in for vLLM's model list and adapter loading, on a free loopback port."""
+    import socket
+    import threading
+    import time
+
+    uvicorn = pytest.importorskip("uvicorn")
+    from fastapi import FastAPI
+
+    app = FastAPI()
+    app.state.served, app.state.loads = ["base"], []
+
+    @app.get("/v1/models")
+    async def models() -> dict:
+        return {"object": "list", "data": [{"id": m} for m in app.state.served]}
+
+    @app.post("/v1/load_lora_adapter")
+    async def load(request: Request) -> str:
+        body = await request.json()
+        app.state.loads.append(body)
+        app.state.served.append(body["lora_name"])
+        return "ok"
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(100):
+        if server.started:
+            break
+        time.sleep(0.05)
+    yield port, app
+    server.should_exit = True
+    thread.join(5)
+
+
+def test_generator_for_a_new_adapter_loads_it_into_the_running_vllm(tmp_path: Path, fake_vllm) -> None:
+    from helpline.platform.settings import Settings
+    from helpline.serving.factory import build_generator
+    from helpline.serving.routing import VLLMBackend
+
+    port, app = fake_vllm
+    registry = Registry(tmp_path / "r.sqlite")
+    registry.register_model("base", kind="base", path=tmp_path)
+    registry.register_model("cand", kind="adapter", path=tmp_path / "cand", base_model="base")
+    settings = Settings(chat_model="cand", vllm=VLLMSettings(port=port))
+    gen = build_generator(settings, registry, engine="vllm")
+    served = VLLMBackend.served_name(registry.get_model("cand"))
+    assert gen.name == served and gen.base_url == f"http://127.0.0.1:{port}/v1"
+    assert app.state.loads == [{"lora_name": served, "lora_path": str(tmp_path / "cand")}]
+    build_generator(settings, registry, engine="vllm")
+    assert len(app.state.loads) == 1  # listed now: not loaded twice
+
+    app.state.served = ["other-base"]
+    with pytest.raises(EngineError, match=r"serves other-base, not 'cand-"):
+        build_generator(settings, registry, engine="vllm")
+    assert len(app.state.loads) == 1  # an adapter of another base is never pushed into it

@@ -167,19 +167,7 @@ class VLLMServer:
 
     def load_lora(self, name: str, path: str | Path, *, timeout_s: float = 120.0) -> None:
         """Load a PEFT adapter into the running server under ``name`` (idempotent)."""
-        try:
-            resp = httpx.post(
-                f"{self.root_url}/v1/load_lora_adapter",
-                json={"lora_name": name, "lora_path": str(path)},
-                timeout=timeout_s,
-            )
-        except httpx.HTTPError as e:
-            raise EngineError(f"could not reach vLLM to load adapter {name!r}: {e}") from e
-        if resp.status_code != 200 and "already been loaded" not in resp.text:
-            raise EngineError(
-                f"vLLM refused adapter {name!r} from {path}: {resp.text[:300]}",
-                hint="check the adapter's rank (vllm.max_lora_rank) and that its base model matches",
-            )
+        load_lora_adapter(self.root_url, name, path, timeout_s=timeout_s)
         self.lora_modules[name] = str(path)
 
     def _terminate(self) -> None:
@@ -208,3 +196,18 @@ def _die_with_parent() -> None:
         import signal
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def load_lora_adapter(root_url: str, name: str, path: str | Path, *, timeout_s: float = 120.0) -> None:
+    """Ask the vLLM server at ``root_url`` to load a PEFT adapter under ``name`` (idempotent)."""
+    try:
+        resp = httpx.post(
+            f"{root_url}/v1/load_lora_adapter", json={"lora_name": name, "lora_path": str(path)}, timeout=timeout_s
+        )
+    except httpx.HTTPError as e:
+        raise EngineError(f"could not reach vLLM to load adapter {name!r}: {e}") from e
+    if resp.status_code != 200 and "already been loaded" not in resp.text:
+        raise EngineError(
+            f"vLLM refused adapter {name!r} from {path}: {resp.text[:300]}",
+            hint="check the adapter's rank (vllm.max_lora_rank) and that its base model matches",
+        )
