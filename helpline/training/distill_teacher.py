@@ -13,7 +13,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,7 +161,8 @@ def answer_all(
         futures: set[Future] = {pool.submit(_ask, teacher, r, max_tokens, temperature) for r in pending}
         try:
             while futures:
-                finished, futures = wait(futures, return_when=FIRST_EXCEPTION)
+                # Each answer is saved as it arrives: a run killed at any point keeps what finished.
+                finished, futures = wait(futures, return_when=FIRST_COMPLETED)
                 for future in finished:
                     if future.exception() is None:
                         cache.put(future.result())

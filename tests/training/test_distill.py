@@ -155,6 +155,39 @@ def test_interrupted_run_resumes_without_asking_finished_prompts(tmp_path: Path)
     assert again.requests == []  # everything answered: a third run asks nothing
 
 
+def test_concurrent_answers_are_saved_as_they_finish(tmp_path: Path) -> None:
+    """With requests in flight, every finished answer is already on disk (a kill loses only those in flight)."""
+    from helpline.platform.schemas import ChatMessage
+    from helpline.training.distill_teacher import TeacherRequest, answer_all
+
+    release = threading.Event()
+
+    class Teacher(FakeGenerator):
+        def generate(self, messages, *, max_tokens, temperature=0.0):
+            if messages[-1].content == "slow":
+                release.wait(10)
+            return super().generate(messages, max_tokens=max_tokens, temperature=temperature)
+
+    requests = [TeacherRequest(f"k{i}", [ChatMessage(role="user", content=q)])
+                for i, q in enumerate(["slow", "a", "b", "c"])]  # fmt: skip
+    cache_file = tmp_path / "cache.jsonl"
+    worker = threading.Thread(
+        target=answer_all,
+        args=(requests, Teacher(), TeacherCache(cache_file)),
+        kwargs={"max_tokens": 8, "concurrency": 2},
+    )
+    worker.start()
+    for _ in range(200):
+        if cache_file.exists() and len(cache_file.read_text().splitlines()) == 3:
+            break
+        time.sleep(0.02)
+    saved = {json.loads(line)["key"] for line in cache_file.read_text().splitlines()}
+    release.set()
+    worker.join(10)
+    assert saved == {"k1", "k2", "k3"}  # written while "slow" was still being answered
+    assert len(TeacherCache(cache_file).records) == 4
+
+
 def test_torn_last_cache_line_is_asked_again(tmp_path: Path) -> None:
     cfg = make_config()
     run(cfg, tmp_path, PassageTeacher())
