@@ -4,7 +4,9 @@ Checks, in order (cheap first): LoRA rank ≤ the server's ``vllm.max_lora_rank`
 ``modules_to_save`` (vLLM cannot serve them); it loads and generates in the real vLLM engine; and on
 a fixed prompt set its greedy answers in vLLM agree with the PEFT model's in transformers. vLLM
 serves in bf16 while transformers runs fp32 here, so answers can drift after a near-tie; the
-agreement is measured and reported, and ``min_agreement`` decides.
+agreement is measured and reported, and ``min_agreement`` decides. Below it, vLLM is asked again in
+float32: if it then agrees, the drift was bf16 rounding (the adapter is registered, both figures kept);
+if not, the adapter is served wrongly and refused.
 """
 
 from __future__ import annotations
@@ -164,6 +166,19 @@ def export_adapter(
         report["vllm"] = {k: v for k, v in served.items() if k != "outputs"}
         report["agreement"] = token_agreement(reference, served["outputs"])
         report["agreement"]["dtypes"] = {"vllm": settings.dtype, "transformers": "float32"}
+        if report["agreement"]["mean_prefix_agreement"] < min_agreement and settings.dtype != "float32":
+            # Greedy answers fork at the first near-tie, and bf16 forks early on some models (Gemma 3). Asking
+            # vLLM again in float32 tells rounding from a wrongly served adapter: a broken one still disagrees.
+            if console:
+                console.print(
+                    f"export gate: agreement {report['agreement']['mean_prefix_agreement']} in {settings.dtype}; "
+                    "checking again with vLLM in float32"
+                )
+            f32 = vllm_generate(base_path, adapter_dir, prompts, max_tokens=max_tokens,
+                                settings=settings.model_copy(update={"dtype": "float32"}))  # fmt: skip
+            report["agreement_serving_dtype"] = report["agreement"]
+            report["agreement"] = {**token_agreement(reference, f32["outputs"]),
+                                   "dtypes": {"vllm": "float32", "transformers": "float32"}}  # fmt: skip
         report["samples"] = [
             {
                 "peft": tokenizer.decode(r, skip_special_tokens=True),

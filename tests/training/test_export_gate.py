@@ -1,0 +1,67 @@
+"""The export gate's decision with the engines replaced: bf16 drift is told apart from a broken adapter."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from helpline.platform.context import Context
+from helpline.training import export
+from helpline.training.export import ExportRefusedError, export_adapter
+
+REFERENCE = [[1, 2, 3, 4], [5, 6, 7, 8]]
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    from helpline.testing.training import tiny_tokenizer
+
+    run = tmp_path / "run"
+    (run / "adapter").mkdir(parents=True)
+    (run / "adapter" / "adapter_config.json").write_text(json.dumps({"r": 8, "peft_type": "LORA"}))
+    tiny_tokenizer().save_pretrained(run / "adapter")
+    summary = {"base_model": "base", "base_model_path": str(tmp_path / "base"), "config": {},
+               "dataset": {"name": "d", "version": "v1", "hash": "0" * 64},
+               "best_eval_loss": 1.0, "final_eval_loss": 1.0, "train_loss": 1.0, "global_step": 2}  # fmt: skip
+    (run / "training_summary.json").write_text(json.dumps(summary))
+    return run
+
+
+def _engines(monkeypatch, outputs_by_dtype: dict[str, list[list[int]]]) -> list[str]:
+    asked: list[str] = []
+
+    def fake_vllm(base_path, adapter_dir, prompts, *, max_tokens, settings):
+        asked.append(settings.dtype)
+        return {"outputs": outputs_by_dtype[settings.dtype], "load_seconds": 1.0}
+
+    monkeypatch.setattr(export, "vllm_generate", fake_vllm)
+    monkeypatch.setattr(export, "peft_generate", lambda *a, **k: REFERENCE)
+    monkeypatch.setattr(export, "fixed_prompts", lambda tokenizer: [[0], [0]])
+    return asked
+
+
+def test_bf16_drift_that_float32_resolves_is_registered_with_both_figures(run_dir, tmp_path, monkeypatch):
+    asked = _engines(monkeypatch, {"bfloat16": [[1, 9, 9, 9], [5, 9, 9, 9]], "float32": REFERENCE})
+    ctx = Context.load(workspace=tmp_path / "ws")
+    report = export_adapter(run_dir, ctx=ctx, name="ad")
+    assert asked == ["bfloat16", "float32"]
+    assert report["passed"] and report["registered"] == "ad"
+    assert report["agreement_serving_dtype"]["mean_prefix_agreement"] == 0.25
+    assert report["agreement"]["mean_prefix_agreement"] == 1.0 and report["agreement"]["dtypes"]["vllm"] == "float32"
+    assert ctx.registry.get_model("ad").metadata["export_gate"]["agreement"]["mean_prefix_agreement"] == 1.0
+
+
+def test_an_adapter_that_disagrees_in_float32_too_is_refused(run_dir, tmp_path, monkeypatch):
+    wrong = [[9, 9, 9, 9], [9, 9, 9, 9]]
+    asked = _engines(monkeypatch, {"bfloat16": wrong, "float32": wrong})
+    with pytest.raises(ExportRefusedError, match=r"token agreement 0\.0 < 0\.5"):
+        export_adapter(run_dir, ctx=Context.load(workspace=tmp_path / "ws"), name="ad")
+    assert asked == ["bfloat16", "float32"]
+
+
+def test_agreement_in_the_serving_dtype_needs_no_second_engine(run_dir, tmp_path, monkeypatch):
+    asked = _engines(monkeypatch, {"bfloat16": REFERENCE})
+    report = export_adapter(run_dir, ctx=Context.load(workspace=tmp_path / "ws"), name="ad")
+    assert asked == ["bfloat16"] and "agreement_serving_dtype" not in report
