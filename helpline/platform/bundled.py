@@ -116,6 +116,7 @@ def _gguf_to_checkpoint(gguf_path: Path, target: Path) -> None:
     fresh = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     fresh.load_state_dict(loaded.state_dict())
     fresh.generation_config = loaded.generation_config
+    fresh.generation_config.eos_token_id = stop_token_ids(tokenizer, loaded.generation_config.eos_token_id)
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     fresh.to(torch.bfloat16).save_pretrained(partial, safe_serialization=True)
@@ -123,3 +124,16 @@ def _gguf_to_checkpoint(gguf_path: Path, target: Path) -> None:
     # Rename last, so an interrupted import never leaves a half-written model in place.
     shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)
+
+
+END_OF_TURN_TOKENS = ("<end_of_turn>", "<|im_end|>", "<|eot_id|>")
+
+
+def stop_token_ids(tokenizer, eos: int | list[int] | None) -> int | list[int] | None:
+    """``eos`` plus the end-of-turn tokens the tokenizer knows. A chat turn ends with one of those, not
+    with ``<eos>`` (Gemma 3's GGUF config lists only ``<eos>``): without them in the generation config,
+    vLLM and transformers generate past the end of the answer until max_tokens."""
+    ids = [eos] if isinstance(eos, int) else list(eos or [])
+    vocab = tokenizer.get_vocab()
+    ids += [vocab[t] for t in END_OF_TURN_TOKENS if t in vocab and vocab[t] not in ids]
+    return ids[0] if len(ids) == 1 else (ids or None)

@@ -59,6 +59,7 @@ class Example:
     passages: list[ScoredChunk]
     request: TeacherRequest
     answer: str = ""
+    truncated: bool = False  # the teacher was cut at max_tokens
     dropped: str = ""  # the filter that dropped it; "" when kept
 
     def to_json(self) -> dict:
@@ -122,8 +123,12 @@ def apply_filters(examples: list[Example], filters: FilterConfig, verifier: Veri
             ex.dropped = "too_short"
         elif words > filters.max_words:
             ex.dropped = "too_long"
+        elif filters.drop_truncated and ex.truncated:
+            ex.dropped = "truncated"
         elif any(r.search(ex.answer) for r in refusals):
             ex.dropped = "refusal"
+        elif max_ngram_count(ex.answer) > filters.max_ngram_repeats:
+            ex.dropped = "repetitive"
         elif answers_seen[normalize(ex.answer)] >= filters.max_answer_repeats:
             ex.dropped = "duplicate_answer"
         elif verifier is not None and not verifier.verify(ex.answer, ex.passages).grounded:
@@ -133,6 +138,13 @@ def apply_filters(examples: list[Example], filters: FilterConfig, verifier: Veri
         else:
             answers_seen[normalize(ex.answer)] += 1
     return dropped
+
+
+def max_ngram_count(text: str, n: int = 6) -> int:
+    """How often the most frequent n-word sequence occurs (1 for text without repetition, 0 if shorter)."""
+    words = normalize(text).split()
+    grams = Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
+    return max(grams.values(), default=0)
 
 
 def load_verifier(ctx: Context, filters: FilterConfig) -> tuple[Verifier | None, str | None]:
@@ -238,7 +250,9 @@ def distill_dataset(
         on_answer=on_answer,
     )
     for ex in examples:
-        ex.answer = cache.get(ex.request.key)["answer"]  # type: ignore[index]
+        record = cache.get(ex.request.key)
+        ex.answer = record["answer"]  # type: ignore[index]
+        ex.truncated = record.get("finish_reason") == "length"  # type: ignore[union-attr]
     counts["dropped"] = dict(apply_filters(examples, cfg.filters, verifier))
     kept = [e for e in examples if not e.dropped]
     counts["kept"] = len(kept)

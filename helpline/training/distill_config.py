@@ -67,6 +67,10 @@ class FilterConfig(BaseModel):
         "also teach abstentions.",
     )
     max_answer_repeats: int = Field(2, ge=1, description="The same (normalized) answer is kept at most N times.")
+    max_ngram_repeats: int = Field(
+        2, ge=1, description="An answer repeating any 6-word sequence more than N times is dropped (a looping teacher)."
+    )
+    drop_truncated: bool = Field(True, description="Drop answers cut at teacher.max_tokens (finish_reason length).")
     detector: str | None = Field(
         "helpline-detector",
         description="Registry name of the groundedness detector; None: skip. Missing from the registry: skipped "

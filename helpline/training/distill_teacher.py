@@ -126,6 +126,7 @@ def _ask(teacher: Generator, request: TeacherRequest, max_tokens: int, temperatu
         "teacher": generation.model,
         "prompt_tokens": generation.prompt_tokens,
         "completion_tokens": generation.completion_tokens,
+        "finish_reason": generation.finish_reason,
         "seconds": round(time.perf_counter() - start, 3),
         "created_at": time.time(),
     }

@@ -200,8 +200,8 @@ def test_torn_last_cache_line_is_asked_again(tmp_path: Path) -> None:
 
 
 class _Ex:
-    def __init__(self, answer: str) -> None:
-        self.answer, self.passages, self.dropped = answer, [], ""
+    def __init__(self, answer: str, truncated: bool = False) -> None:
+        self.answer, self.passages, self.dropped, self.truncated = answer, [], "", truncated
 
 
 class WordVerifier:
@@ -222,6 +222,26 @@ def test_filters_drop_short_long_refusals_repeats_and_ungrounded() -> None:
     assert [e.dropped for e in examples] == ["", "too_short", "too_long", "refusal", "refusal", "",
                                              "duplicate_answer", "ungrounded", ""]  # fmt: skip
     assert dropped == {"too_short": 1, "too_long": 1, "refusal": 2, "duplicate_answer": 1, "ungrounded": 1}
+
+
+def test_filters_drop_looping_and_truncated_answers() -> None:
+    loop = "Do you want to change your account? " * 4
+    once = "To change your account, open Settings. If you want to change your account name, use Profile."
+    examples = [_Ex(loop), _Ex(once), _Ex(once + " Then save.", truncated=True)]
+    dropped = apply_filters(examples, FilterConfig(min_words=3, max_words=100), None)
+    assert [e.dropped for e in examples] == ["repetitive", "", "truncated"]
+    assert dropped == {"repetitive": 1, "truncated": 1}
+    examples = [_Ex(loop), _Ex(once + " Then save.", truncated=True)]
+    apply_filters(examples, FilterConfig(max_ngram_repeats=4, drop_truncated=False), None)
+    assert [e.dropped for e in examples] == ["", ""]  # both filters can be loosened
+
+
+def test_teacher_cache_records_why_an_answer_ended(tmp_path: Path) -> None:
+    cfg = make_config(teacher={"base_url": "http://127.0.0.1:1/v1", "model": "t", "max_tokens": 8})
+    with pytest.raises(DataError, match="only 0 teacher answer"):  # every answer was cut: none is kept
+        run(cfg, tmp_path, PassageTeacher())
+    records = TeacherCache(tmp_path / "datasets" / "distill-t" / "teacher_cache.jsonl").records.values()
+    assert {r["finish_reason"] for r in records} == {"length"}  # the fake teacher's answers exceed 8 tokens
 
 
 def test_missing_detector_is_skipped_with_a_manifest_warning(tmp_path: Path) -> None:
