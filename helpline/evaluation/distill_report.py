@@ -88,7 +88,7 @@ def contenders(
     from helpline.training.distill_teacher import open_teacher
 
     t = resolve_teacher(cfg, ctx).teacher
-    teacher = open_teacher(t.base_url, t.model, api_key_env=t.api_key_env, timeout_s=t.timeout_s)
+    teacher = open_teacher(t.base_url, t.model, api_key_env=t.api_key_env, timeout_s=t.timeout_s, stop=t.stop)
     key = os.environ.get(t.api_key_env, "unused") if t.api_key_env else "unused"
     out = [Contender("teacher", t.model, teacher, local_record(ctx, teacher_model or t.model), key)]
     after = after or cfg.sft.get("adapter_name") or f"distill-{cfg.name}"

@@ -106,7 +106,11 @@ def build_examples(cfg: DistillConfig, prompts: list[DistillPrompt], search: Sea
             continue
         messages = template.build(conversation, passages)
         key = prompt_hash(
-            [m.model_dump() for m in messages], cfg.teacher.model, cfg.teacher.max_tokens, cfg.teacher.temperature
+            [m.model_dump() for m in messages],
+            cfg.teacher.model,
+            cfg.teacher.max_tokens,
+            cfg.teacher.temperature,
+            cfg.teacher.stop,
         )
         out.append(Example(p, passages, TeacherRequest(key, messages)))
     return out, no_passages
@@ -291,7 +295,7 @@ def run_distill(
     if teacher is None:
         cfg = resolve_teacher(cfg, ctx)
         t = cfg.teacher
-        teacher = open_teacher(t.base_url, t.model, api_key_env=t.api_key_env, timeout_s=t.timeout_s)
+        teacher = open_teacher(t.base_url, t.model, api_key_env=t.api_key_env, timeout_s=t.timeout_s, stop=t.stop)
     kb = open_knowledge_base(ctx.settings, ctx.workspace, ctx.registry)
     visible = list(VISIBLE.get(cfg.role, ("public",)))
     chunks = kb.store.chunks(where={"access": {"$in": visible}})

@@ -38,6 +38,9 @@ class TeacherConfig(BaseModel):
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 = greedy: reproducible answers.")
     timeout_s: float = Field(120.0, gt=0, description="Per-request timeout.")
     concurrency: int = Field(1, ge=1, le=64, description="Requests in flight (vLLM batches them).")
+    stop: list[str] = Field(
+        default_factory=list, description='Stop sequences sent to the teacher, e.g. ["\\n\\n"] for one paragraph.'
+    )
 
 
 class SourcesConfig(BaseModel):

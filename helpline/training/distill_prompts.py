@@ -124,7 +124,10 @@ def file_sha256(path: str) -> str:
     return hashlib.sha256(Path(path).expanduser().read_bytes()).hexdigest()
 
 
-def prompt_hash(messages: list[dict], teacher_model: str, max_tokens: int, temperature: float) -> str:
-    """The teacher-cache key: the exact request (prompt with passages, model, decoding)."""
-    payload = json.dumps([messages, teacher_model, max_tokens, temperature], sort_keys=True, ensure_ascii=False)
+def prompt_hash(
+    messages: list[dict], teacher_model: str, max_tokens: int, temperature: float, stop: list[str] | None = None
+) -> str:
+    """The teacher-cache key: the exact request (prompt with passages, model, decoding, stop sequences)."""
+    request = [messages, teacher_model, max_tokens, temperature, *([list(stop)] if stop else [])]
+    payload = json.dumps(request, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(payload.encode()).hexdigest()

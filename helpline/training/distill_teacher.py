@@ -62,7 +62,9 @@ class TeacherCache:
         self.records[record["key"]] = record
 
 
-def open_teacher(base_url: str, model: str, *, api_key_env: str | None, timeout_s: float) -> Generator:
+def open_teacher(
+    base_url: str, model: str, *, api_key_env: str | None, timeout_s: float, stop: list[str] | None = None
+) -> Generator:
     """The teacher as serving's OpenAI-compatible generator; the key is read from the environment."""
     from helpline.serving.engines.openai_http import OpenAIGenerator
 
@@ -74,7 +76,7 @@ def open_teacher(base_url: str, model: str, *, api_key_env: str | None, timeout_
                 f"teacher.api_key_env names {api_key_env}, which is not set",
                 hint=f"export {api_key_env}=... before running, or set teacher.api_key_env=null for a local server",
             )
-    return OpenAIGenerator(base_url, model, api_key=key, timeout_s=timeout_s)
+    return OpenAIGenerator(base_url, model, api_key=key, timeout_s=timeout_s, stop=stop)
 
 
 def served_teacher_name(

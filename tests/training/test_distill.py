@@ -391,3 +391,21 @@ def test_teacher_name_is_checked_against_what_the_endpoint_serves(fake_endpoint)
         served_teacher_name(url, "other", api_key="unused", registry=Registry())
     with pytest.raises(EngineError, match="did not list its models"):
         served_teacher_name("http://127.0.0.1:1/v1", "remote-teacher", api_key="unused", timeout_s=2)
+
+
+def test_teacher_stop_sequences_are_sent_and_key_the_cache(fake_endpoint) -> None:
+    from helpline.platform.schemas import ChatMessage
+    from helpline.training.distill_prompts import prompt_hash
+    from helpline.training.distill_teacher import open_teacher
+
+    url, seen, _ = fake_endpoint
+    teacher = open_teacher(url, "remote-teacher", api_key_env=None, timeout_s=10, stop=["\n\n"])
+    teacher.generate([ChatMessage(role="user", content="hi")], max_tokens=8)
+    assert seen[-1]["body"]["stop"] == ["\n\n"]
+    open_teacher(url, "remote-teacher", api_key_env=None, timeout_s=10).generate(
+        [ChatMessage(role="user", content="hi")], max_tokens=8
+    )
+    assert "stop" not in seen[-1]["body"]
+    msgs = [{"role": "user", "content": "hi"}]
+    assert prompt_hash(msgs, "t", 8, 0.0) == prompt_hash(msgs, "t", 8, 0.0, [])  # old caches keep their keys
+    assert prompt_hash(msgs, "t", 8, 0.0) != prompt_hash(msgs, "t", 8, 0.0, ["\n\n"])

@@ -27,9 +27,11 @@ class OpenAIGenerator:
         api_key: str = "unused",
         timeout_s: float = 120.0,
         async_client: Any = None,
+        stop: list[str] | None = None,
     ) -> None:
         openai = require("openai", "serve")
         self.name = model
+        self.stop = list(stop or [])  # stop sequences sent with every request (none by default)
         self.base_url = base_url
         self._openai = openai
         self._client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=0)
@@ -38,12 +40,15 @@ class OpenAIGenerator:
         )
 
     def _request(self, messages: list[ChatMessage], max_tokens: int, temperature: float) -> dict:
-        return {
+        body = {
             "model": self.name,
             "messages": [m.model_dump() for m in messages],
             "max_tokens": max_tokens,
             "temperature": temperature,
         }
+        if self.stop:
+            body["stop"] = self.stop
+        return body
 
     def _error(self, e: Exception, when: str) -> EngineError:
         return EngineError(
