@@ -212,8 +212,11 @@ def run_report(ctx: Context, models: list[Contender], opts: ReportOptions) -> di
                     row["memory"] = {"skipped": "the teacher is not a local registry model (pass --teacher-model)"}
                     continue
                 base, adapter = _paths(ctx, c.record)
-                row["memory"] = run_probe(base, adapter, dicts, n=min(3, len(dicts)), max_tokens=opts.speed_max_tokens,
-                                          workdir=Path(tmp))  # fmt: skip
+                try:
+                    row["memory"] = run_probe(base, adapter, dicts, n=min(3, len(dicts)),
+                                              max_tokens=opts.speed_max_tokens, workdir=Path(tmp))  # fmt: skip
+                except RuntimeError as e:  # one model's probe must not lose the figures already measured
+                    row["memory"] = {"error": str(e)[-500:]}
     out["targets"] = targets(out["models"])
     return out
 

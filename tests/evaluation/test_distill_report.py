@@ -75,3 +75,22 @@ def test_probe_measures_memory_and_speed_in_a_child_process(tmp_path):
 def test_probe_failure_names_the_model(tmp_path):
     with pytest.raises(RuntimeError, match="model probe failed for /nonexistent"):
         run_probe("/nonexistent", None, [[{"role": "user", "content": "hi"}]], n=1, max_tokens=4, workdir=tmp_path)
+
+
+def test_probe_of_an_adapter_uses_the_chat_template_saved_with_it(tmp_path):
+    """Gemma 3 270M has no chat template; its adapters carry the one they were trained with."""
+    from peft import LoraConfig, get_peft_model
+
+    from helpline.testing.training import tiny_llama, tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    base, adapter = tmp_path / "base", tmp_path / "adapter"
+    model = tiny_llama(tokenizer)
+    model.save_pretrained(base)
+    template, tokenizer.chat_template = tokenizer.chat_template, None
+    tokenizer.save_pretrained(base)  # a base without a template
+    get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(adapter)
+    tokenizer.chat_template = template
+    tokenizer.save_pretrained(adapter)
+    out = run_probe(str(base), str(adapter), [[{"role": "user", "content": "hi"}]], n=1, max_tokens=4, workdir=tmp_path)
+    assert out["requests"] == 1 and out["failed"] == 0

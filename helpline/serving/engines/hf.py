@@ -19,7 +19,10 @@ class TransformersGenerator:
         transformers = require("transformers", "serve")
         self.name = name or Path(model_path).name
         self._torch = torch
-        self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(model_path))
+        # An adapter saved with its tokenizer carries the chat template it was trained with (a base model
+        # such as Gemma 3 270M has none of its own).
+        saved = adapter_path is not None and (Path(adapter_path) / "tokenizer_config.json").is_file()
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(adapter_path if saved else model_path))
         model = transformers.AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch.float32)
         if adapter_path is not None:
             peft = require("peft", "train")
