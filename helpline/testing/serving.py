@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,3 +99,29 @@ def make_gateway(tmp_path: Path, limits: GatewayLimits | None = None) -> Gateway
     keys = {role: store.create_key(role, name=f"test-{role}")[0] for role in ("customer", "staff", "engineer", "admin")}
     app = create_app(pipeline=pipeline, router=router, store=store, kb=kb, limits=limits)
     return Gateway(TestClient(app), keys, backend, registry, store, kb)
+
+
+@contextmanager
+def serve_in_thread(app) -> Iterator[int]:
+    """Run an ASGI app with uvicorn on a free loopback port in a daemon thread; yields the port."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(100):
+        if server.started:
+            break
+        time.sleep(0.05)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(5)

@@ -222,11 +222,8 @@ def test_gateway_detector_setting_picks_the_registered_detector(tmp_path: Path) 
 @pytest.fixture
 def fake_vllm():
     """A stand-in for vLLM's model list and adapter loading, on a free loopback port."""
-    import socket
-    import threading
-    import time
 
-    uvicorn = pytest.importorskip("uvicorn")
+    pytest.importorskip("uvicorn")
     from fastapi import FastAPI
 
     app = FastAPI()
@@ -243,19 +240,10 @@ def fake_vllm():
         app.state.served.append(body["lora_name"])
         return "ok"
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(100):
-        if server.started:
-            break
-        time.sleep(0.05)
-    yield port, app
-    server.should_exit = True
-    thread.join(5)
+    from helpline.testing.serving import serve_in_thread
+
+    with serve_in_thread(app) as port:
+        yield port, app
 
 
 def test_generator_for_a_new_adapter_loads_it_into_the_running_vllm(tmp_path: Path, fake_vllm) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import threading
 import time
 from pathlib import Path
@@ -303,7 +302,7 @@ def test_api_key_env_must_be_set(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def fake_endpoint():
     """An OpenAI-compatible /v1/chat/completions in a thread; records requests and their auth header."""
-    uvicorn = pytest.importorskip("uvicorn")
+    pytest.importorskip("uvicorn")
     from fastapi import FastAPI
 
     seen: list[dict] = []
@@ -325,19 +324,10 @@ def fake_endpoint():
                 "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
                 "usage": {"prompt_tokens": 50, "completion_tokens": 9, "total_tokens": 59}}  # fmt: skip
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(100):
-        if server.started:
-            break
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/v1", seen, app  # app.state.served: what GET /v1/models lists
-    server.should_exit = True
-    thread.join(5)
+    from helpline.testing.serving import serve_in_thread
+
+    with serve_in_thread(app) as port:
+        yield f"http://127.0.0.1:{port}/v1", seen, app  # app.state.served: what GET /v1/models lists
 
 
 def test_teacher_behind_an_openai_compatible_endpoint(fake_endpoint, tmp_path, monkeypatch) -> None:
