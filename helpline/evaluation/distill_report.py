@@ -131,7 +131,7 @@ def engine_speed(c: Contender, prompts: list[list[ChatMessage]], *, n: int, max_
         return {"engine": "transformers (in-process)", **sequential(c.generator, prompts, n=n, max_tokens=max_tokens)}
     c.generator.generate(prompts[0], max_tokens=4)  # warm-up (first request pays for graph capture and caches)
     dicts = [[m.model_dump() for m in p] for p in prompts]
-    return {"engine": f"endpoint {base_url}", **level(base_url, c.api_key, c.name, dicts, concurrency=1, n=n,
+    return {"engine": f"endpoint {base_url}", **level(base_url, c.api_key, c.generator.name, dicts, concurrency=1, n=n,
                                                       max_tokens=max_tokens)}  # fmt: skip
 
 
