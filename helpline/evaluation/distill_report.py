@@ -80,16 +80,15 @@ def contenders(
 ) -> list[Contender]:
     """Teacher (the config's endpoint), student before (``cfg.student``) and after (``after``, default the
     adapter the config's SFT section registers)."""
-    import os
 
     from helpline.evaluation.regression.factory import resolve_model
     from helpline.serving.factory import build_generator
     from helpline.training.distill import resolve_teacher
-    from helpline.training.distill_teacher import open_teacher
+    from helpline.training.distill_teacher import open_teacher, teacher_api_key
 
     t = resolve_teacher(cfg, ctx).teacher
     teacher = open_teacher(t.base_url, t.model, api_key_env=t.api_key_env, timeout_s=t.timeout_s, stop=t.stop)
-    key = os.environ.get(t.api_key_env, "unused") if t.api_key_env else "unused"
+    key = teacher_api_key(t.api_key_env)
     out = [Contender("teacher", t.model, teacher, local_record(ctx, teacher_model or t.model), key)]
     after = after or cfg.sft.get("adapter_name") or f"distill-{cfg.name}"
     for label, model in (("student_before", cfg.student), ("student_after", after)):

@@ -45,6 +45,7 @@ from helpline.training.distill_teacher import (
     answer_all,
     open_teacher,
     served_teacher_name,
+    teacher_api_key,
 )
 
 Search = Callable[..., list[ScoredChunk]]
@@ -330,11 +331,9 @@ def run_distill(
 def resolve_teacher(cfg: DistillConfig, ctx: Context) -> DistillConfig:
     """``cfg`` with ``teacher.model`` as its endpoint serves it (a registry adapter name becomes its served
     name); fails early with the served names when the endpoint does not serve it."""
-    import os
 
     t = cfg.teacher
-    key = os.environ.get(t.api_key_env, "") if t.api_key_env else "unused"
-    served = served_teacher_name(t.base_url, t.model, api_key=key, registry=ctx.registry)
+    served = served_teacher_name(t.base_url, t.model, api_key=teacher_api_key(t.api_key_env), registry=ctx.registry)
     return cfg.model_copy(update={"teacher": t.model_copy(update={"model": served})})
 
 

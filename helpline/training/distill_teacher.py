@@ -62,20 +62,26 @@ class TeacherCache:
         self.records[record["key"]] = record
 
 
+def teacher_api_key(api_key_env: str | None) -> str:
+    """The teacher's API key from the environment ("unused" for a local server without one)."""
+    if not api_key_env:
+        return "unused"
+    key = os.environ.get(api_key_env, "")
+    if not key:
+        raise ConfigError(
+            f"teacher.api_key_env names {api_key_env}, which is not set",
+            hint=f"export {api_key_env}=... before running, or set teacher.api_key_env=null for a local server",
+        )
+    return key
+
+
 def open_teacher(
     base_url: str, model: str, *, api_key_env: str | None, timeout_s: float, stop: list[str] | None = None
 ) -> Generator:
     """The teacher as serving's OpenAI-compatible generator; the key is read from the environment."""
     from helpline.serving.engines.openai_http import OpenAIGenerator
 
-    key = "unused"
-    if api_key_env:
-        key = os.environ.get(api_key_env, "")
-        if not key:
-            raise ConfigError(
-                f"teacher.api_key_env names {api_key_env}, which is not set",
-                hint=f"export {api_key_env}=... before running, or set teacher.api_key_env=null for a local server",
-            )
+    key = teacher_api_key(api_key_env)
     return OpenAIGenerator(base_url, model, api_key=key, timeout_s=timeout_s, stop=stop)
 
 
