@@ -7,11 +7,13 @@ then :meth:`RAGPipeline.verify` on the finished text.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from helpline.evaluation.hallucination.features import content_stems
 from helpline.platform.schemas import Answer, ChatMessage, Citation, ScoredChunk
 from helpline.serving.engines.protocol import Generator
 from helpline.serving.prompts import PromptTemplate, load_prompt
@@ -131,7 +133,7 @@ class RAGPipeline:
             )
         return Answer(
             answer=generation.text,
-            citations=citations(prepared.passages),
+            citations=citations(prepared.passages, answer=generation.text),
             model=generation.model,
             latency_ms=(time.perf_counter() - start) * 1000,
         )
@@ -145,8 +147,37 @@ def split_question(conversation: list[ChatMessage]) -> tuple[str, list[str]]:
     return user_turns[-1], user_turns[:-1]
 
 
-def citations(passages: list[ScoredChunk], *, with_text: bool = False) -> list[Citation]:
-    """One citation per passage, best first."""
+def support(answer: str, passage: str) -> float:
+    """How much of the answer the passage accounts for: the mean of the shares of the answer's content
+    words and of its content-word bigrams found in the passage (crude stems, so plurals match)."""
+    said = content_stems(answer)
+    if not said:
+        return 0.0
+    known = content_stems(passage)
+    words = len(set(said) & set(known)) / len(set(said))
+    pairs = set(itertools.pairwise(said))
+    if not pairs:
+        return words
+    return (words + len(pairs & set(itertools.pairwise(known))) / len(pairs)) / 2
+
+
+def attribute(answer: str, passages: list[ScoredChunk], *, keep: float = 0.5) -> list[ScoredChunk]:
+    """The passages the answer draws on, best supported first: those whose support is at least ``keep``
+    times the best one's (retrieval order breaks ties). An answer no passage accounts for (or an empty
+    one) gives no evidence either way, so every passage is kept in retrieval order."""
+    if not passages or not answer.strip():
+        return list(passages)
+    scores = [support(answer, p.chunk.text) for p in passages]
+    best = max(scores)
+    ranked = sorted(range(len(passages)), key=lambda i: -scores[i])
+    return [passages[i] for i in ranked if scores[i] >= keep * best]
+
+
+def citations(passages: list[ScoredChunk], *, answer: str | None = None, with_text: bool = False) -> list[Citation]:
+    """One citation per passage, best first. Given the answer, only the passages it draws on
+    (:func:`attribute`), so that a customer's source is the one the answer came from."""
+    if answer is not None:
+        passages = attribute(answer, passages)
     return [
         Citation(
             doc_id=p.chunk.doc_id,

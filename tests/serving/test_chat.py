@@ -7,6 +7,7 @@ import json
 import openai
 import pytest
 
+from helpline.testing import FakeGenerator
 from helpline.testing.serving import Gateway
 
 RETURN_Q = "How do I return an item and print the label?"
@@ -124,3 +125,17 @@ def test_feedback_is_stored_against_the_response(gateway: Gateway, rating: str) 
         "/v1/feedback", json={"response_id": "nope", "rating": rating}, headers=gateway.headers("customer")
     )
     assert missing.status_code == 404
+
+
+def test_citations_are_the_passages_the_answer_draws_on(gateway: Gateway) -> None:
+    question = "What does shipping cost when I return an item?"
+    retrieved = [p.chunk.doc_id for p in gateway.kb.search(question, k=2, role="customer", mode="dense")]
+    assert sorted(retrieved) == ["returns", "shipping"]
+    reply = "Standard shipping costs 4.95 and takes 3 to 5 business days."
+    gateway.backend.generators["fake-base"] = FakeGenerator(reply=reply, name="fake-base")
+    client = _client(gateway, "customer")
+    messages = [{"role": "user", "content": question}]
+    whole = client.chat.completions.create(model="helpline-support", messages=messages)
+    assert [c["doc_id"] for c in (whole.model_extra or {})["citations"]] == ["shipping"]
+    streamed = list(client.chat.completions.create(model="helpline-support", messages=messages, stream=True))
+    assert [c["doc_id"] for c in (streamed[-1].model_extra or {})["citations"]] == ["shipping"]

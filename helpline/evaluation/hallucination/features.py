@@ -143,6 +143,11 @@ def _stems(text: str) -> list[str]:
     return [w.lower()[:5] for w in _WORD.findall(text)]
 
 
+def content_stems(text: str) -> list[str]:
+    """The stems of the text's words that are not stopwords, in order."""
+    return [w.lower()[:5] for w in _WORD.findall(text) if w.lower() not in STOPWORDS]
+
+
 def support_features(passage: str, answer: str, question: str | None) -> list[float]:
     """The FEATURES vector of one (passage, answer, question)."""
     known_passage = set(_stems(passage))

@@ -206,7 +206,7 @@ class ChatService:
             model=body.model,
             choices=[Choice(message=ChoiceMessage(content=text), finish_reason=finish_reason)],
             usage=usage,
-            citations=[] if abstained else citations(turn.prepared.passages),
+            citations=[] if abstained else citations(turn.prepared.passages, answer=text),
             abstained=abstained,
             conversation_id=turn.conversation_id,
         )
@@ -249,8 +249,9 @@ class ChatService:
                         continue
                     parts.append(delta)
                     yield event({"content": delta})
-            verdict = await self._verify("".join(parts), turn)
-            cited = [] if abstained else [c.model_dump() for c in citations(turn.prepared.passages)]
+            answer = "".join(parts)
+            verdict = await self._verify(answer, turn)
+            cited = [] if abstained else [c.model_dump() for c in citations(turn.prepared.passages, answer=answer)]
             yield event(
                 {}, finish, citations=cited, abstained=abstained, conversation_id=turn.conversation_id,
                 verification={"grounded": verdict.grounded, "score": verdict.score, "reason": verdict.reason},
