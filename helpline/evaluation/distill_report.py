@@ -264,6 +264,7 @@ def markdown(report: dict[str, Any]) -> str:
         ("doc2dial faithful (retrieved passages)", ("doc2dial", "faithful_rate_retrieved")),
         ("doc2dial faithful (gold passage)", ("doc2dial", "faithful_rate_gold")),
         ("doc2dial citation correct", ("doc2dial", "citation_correct")),
+        ("doc2dial citation precision", ("doc2dial", "citation_precision")),
         ("doc2dial similarity to agent", ("doc2dial", "similarity_agent")),
         ("engine single-stream tokens/s", ("speed", "output_tokens_per_s")),
         ("engine TTFT p50 (s)", ("speed", "ttft_p50_s")),

@@ -3,8 +3,9 @@
 Arms: ``base`` (base model, no retrieval), ``finetuned`` (adapter, no retrieval), ``retrieval``
 (base model + RAG) and ``hybrid`` (adapter + RAG). For each answer: faithfulness (the detector,
 against the gold passage and, for RAG arms, against what was retrieved), citation correctness
-(the gold document is cited; top-1 too), similarity to the human agent's reply (embedding cosine
-and ROUGE-L), and, on questions whose gold document was left out of the index, the abstention rate.
+(the gold document is cited; top-1 too; precision: the gold document's share of the cited ones),
+similarity to the human agent's reply (embedding cosine and ROUGE-L), and, on questions whose gold
+document was left out of the index, the abstention rate.
 """
 
 from __future__ import annotations
@@ -144,6 +145,7 @@ def score_arm(questions: list[Question], answers: list[dict], *, detector: Any, 
         "faithful_rate_retrieved": _mean([not v.hallucinated for v in ret_scores]) if ret_scores else None,
         "citation_correct": _mean([q.doc_id in a["citations"] for q, a in answerable]),
         "citation_top1": _mean([bool(a["citations"]) and a["citations"][0] == q.doc_id for q, a in answerable]),
+        "citation_precision": _mean([citation_precision(a["citations"], q.doc_id) for q, a in answerable]),
         "similarity_agent": _mean(sims),
         "rouge_l_agent": _mean([rouge_l(q.agent_response, a["text"]) for q, a in replied]),
         "abstention_rate_answerable": _mean(
@@ -155,6 +157,12 @@ def score_arm(questions: list[Question], answers: list[dict], *, detector: Any, 
         if unanswerable
         else None,
     }
+
+
+def citation_precision(cited: list[str], gold: str) -> float:
+    """The share of the distinct cited documents that is the gold one (0 when nothing is cited)."""
+    docs = set(cited)
+    return (gold in docs) / len(docs) if docs else 0.0
 
 
 def build_index(documents: list[Document], ctx: Any, store_dir: str) -> Any:

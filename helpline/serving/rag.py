@@ -162,20 +162,20 @@ def support(answer: str, passage: str) -> float:
 
 
 def attribute(answer: str, passages: list[ScoredChunk], *, keep: float = 0.5) -> list[ScoredChunk]:
-    """The passages the answer draws on, best supported first: those whose support is at least ``keep``
-    times the best one's (retrieval order breaks ties). An answer no passage accounts for (or an empty
-    one) gives no evidence either way, so every passage is kept in retrieval order."""
+    """The passages the answer draws on, in retrieval order: those whose :func:`support` is at least
+    ``keep`` times the best-supported one's. Retrieval's order stays because it names the right source
+    more often than word overlap does (doc2dial: top-1 0.65 against 0.575). An answer no passage
+    accounts for (or an empty one) gives no evidence either way, so every passage is kept."""
     if not passages or not answer.strip():
         return list(passages)
     scores = [support(answer, p.chunk.text) for p in passages]
     best = max(scores)
-    ranked = sorted(range(len(passages)), key=lambda i: -scores[i])
-    return [passages[i] for i in ranked if scores[i] >= keep * best]
+    return [p for p, score in zip(passages, scores, strict=True) if score >= keep * best]
 
 
 def citations(passages: list[ScoredChunk], *, answer: str | None = None, with_text: bool = False) -> list[Citation]:
     """One citation per passage, best first. Given the answer, only the passages it draws on
-    (:func:`attribute`), so that a customer's source is the one the answer came from."""
+    (:func:`attribute`): a customer is not sent to a source the answer did not use."""
     if answer is not None:
         passages = attribute(answer, passages)
     return [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from helpline.evaluation.rag_eval import load_questions, score_arm
+from helpline.evaluation.rag_eval import citation_precision, load_questions, score_arm
 from helpline.testing import FakeEmbedder
 
 
@@ -69,6 +69,14 @@ def test_score_arm_counts_citations_abstentions_and_faithfulness(tmp_path: Path)
             )
     scores = score_arm(questions, answers, detector=_Detector(), embedder=FakeEmbedder())
     assert scores["citation_correct"] == 1.0
+    assert scores["citation_precision"] == 1.0
     assert scores["abstention_rate_removed"] == 1.0
     assert scores["abstention_rate_answerable"] == 0.0
     assert scores["faithful_rate_gold"] == 0.0  # "100 dollars" is not what the gold passage says
+
+
+def test_citation_precision_is_the_gold_documents_share_of_the_cited_ones() -> None:
+    assert citation_precision(["gold", "gold", "other"], "gold") == 0.5  # distinct documents
+    assert citation_precision(["other"], "gold") == 0.0
+    assert citation_precision([], "gold") == 0.0
+    assert citation_precision(["gold"], "gold") == 1.0
