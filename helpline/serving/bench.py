@@ -81,14 +81,18 @@ def summarize(samples: list[Sample], wall: float) -> dict[str, Any]:
 # clients ----------------------------------------------------------------------------------------
 
 
-async def stream_one(client: Any, model: str, messages: list[dict], max_tokens: int) -> Sample:
-    """One streamed request; TTFT at the first content delta; tokens from the usage chunk."""
+async def stream_one(
+    client: Any, model: str, messages: list[dict], max_tokens: int, *, full_length: bool = False
+) -> Sample:
+    """One streamed request; TTFT at the first content delta; tokens from the usage chunk.
+    ``full_length`` asks vLLM to ignore end-of-sequence, so every answer is ``max_tokens`` long."""
     start = time.perf_counter()
     ttft, tokens, deltas = 0.0, 0, 0
+    extra_body = {"ignore_eos": True} if full_length else None
     try:
         stream = await client.chat.completions.create(
             model=model, messages=messages, max_tokens=max_tokens, temperature=0.0, stream=True,
-            stream_options={"include_usage": True},
+            stream_options={"include_usage": True}, extra_body=extra_body,
         )  # fmt: skip
         async for chunk in stream:
             if chunk.choices and chunk.choices[0].delta.content:
@@ -106,13 +110,14 @@ async def stream_one(client: Any, model: str, messages: list[dict], max_tokens: 
 
 
 def level(base_url: str, key: str, model: str, prompts: list[list[dict]], *, concurrency: int, n: int,
-          max_tokens: int) -> dict[str, Any]:  # fmt: skip
+          max_tokens: int, full_length: bool = False) -> dict[str, Any]:  # fmt: skip
     """One level in its own event loop, with a client (and connection pool) made for that loop."""
     import openai
 
     async def go() -> dict[str, Any]:
         async with openai.AsyncOpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=600) as client:
-            return await run_level(client, model, prompts, concurrency=concurrency, n=n, max_tokens=max_tokens)
+            return await run_level(client, model, prompts, concurrency=concurrency, n=n, max_tokens=max_tokens,
+                                   full_length=full_length)  # fmt: skip
 
     result = asyncio.run(go())
     console.print(f"  {model} c={concurrency}: {result}", highlight=False)  # partial results survive an abort
@@ -120,14 +125,15 @@ def level(base_url: str, key: str, model: str, prompts: list[list[dict]], *, con
 
 
 async def run_level(
-    client: Any, model: str, prompts: list[list[dict]], *, concurrency: int, n: int, max_tokens: int
-) -> dict[str, Any]:
+    client: Any, model: str, prompts: list[list[dict]], *, concurrency: int, n: int, max_tokens: int,
+    full_length: bool = False,
+) -> dict[str, Any]:  # fmt: skip
     """``n`` requests, at most ``concurrency`` at once."""
     gate = asyncio.Semaphore(concurrency)
 
     async def one(i: int) -> Sample:
         async with gate:
-            return await stream_one(client, model, prompts[i % len(prompts)], max_tokens)
+            return await stream_one(client, model, prompts[i % len(prompts)], max_tokens, full_length=full_length)
 
     start = time.perf_counter()
     samples = await asyncio.gather(*(one(i) for i in range(n)))
@@ -302,14 +308,17 @@ def run_bench(ctx: Context, opts: BenchOptions) -> dict[str, Any]:
             }
             # vLLM caches prompt prefixes per adapter: warm both on every prompt first, or the base (already
             # warm from the levels above) would skip prefill that the adapter pays for (RAG prompts are long).
+            # Both answer at full length: an adapter trained on short answers must not look slower for
+            # spending a larger share of its time in prefill.
             for model in (base.name, name):
                 level(direct, "x", model, as_dicts, concurrency=8, n=len(as_dicts), max_tokens=1)
             for c in [c for c in opts.levels if c >= 8] or opts.levels:
                 console.print(f"base vs adapter, concurrency {c}")
                 for label, model in (("base", base.name), ("lora", name)):
                     out["adapter"][label][c] = level(
-                        direct, "x", model, as_dicts, concurrency=c, n=n_for[c], max_tokens=opts.max_tokens
-                    )
+                        direct, "x", model, as_dicts, concurrency=c, n=n_for[c], max_tokens=opts.max_tokens,
+                        full_length=True,
+                    )  # fmt: skip
         if "gateway" not in opts.skip:
             gw_settings = s.model_copy(update={"vllm": vllm_settings})
             limits = GatewayLimits(requests_per_minute=100_000, burst=10_000, max_concurrency=1024)

@@ -267,3 +267,31 @@ def test_generator_for_a_new_adapter_loads_it_into_the_running_vllm(tmp_path: Pa
     with pytest.raises(EngineError, match=r"serves other-base, not 'cand-"):
         build_generator(settings, registry, engine="vllm")
     assert len(app.state.loads) == 1  # an adapter of another base is never pushed into it
+
+
+def test_bench_full_length_requests_ask_vllm_to_ignore_end_of_sequence() -> None:
+    """Base and adapter are compared at equal answer length (ignore_eos), not at whatever length each picks."""
+    from types import SimpleNamespace
+
+    from helpline.serving.bench import stream_one
+
+    calls: list[dict] = []
+
+    class Completions:
+        async def create(self, **kwargs):  # type: ignore[no-untyped-def]
+            calls.append(kwargs)
+
+            async def chunks():  # type: ignore[no-untyped-def]
+                delta = SimpleNamespace(content="hi")
+                yield SimpleNamespace(choices=[SimpleNamespace(delta=delta)], usage=None, model_extra={})
+                yield SimpleNamespace(choices=[], usage=SimpleNamespace(completion_tokens=8), model_extra={})
+
+            return chunks()
+
+    client = SimpleNamespace(chat=SimpleNamespace(completions=Completions()))
+    messages = [{"role": "user", "content": "hello"}]
+    full = asyncio.run(stream_one(client, "m", messages, 8, full_length=True))
+    free = asyncio.run(stream_one(client, "m", messages, 8))
+    assert full.ok and full.tokens == 8 and free.ok
+    assert calls[0]["extra_body"] == {"ignore_eos": True}
+    assert calls[1]["extra_body"] is None

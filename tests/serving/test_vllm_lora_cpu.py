@@ -110,3 +110,34 @@ def test_fused_lora_linear_matches_the_per_slice_products(slices: list[int]) -> 
         offset += size
     fused_lora_linear(y, x, a, b, 0.5, 2)
     torch.testing.assert_close(y, want)
+
+
+def test_fused_lora_linear_in_bf16_matches_fp32_within_rounding() -> None:
+    """The bf16 activations of a vLLM CPU server go through oneDNN with prepacked adapter matrices."""
+    from helpline.serving.engines.vllm_lora_cpu import fused_lora_linear
+
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(8, 64, generator=g)
+    a = tuple(torch.randn(2, 1, 16, 64, generator=g) / 8 for _ in range(3))
+    b = tuple(torch.randn(2, 1, n, 16, generator=g) / 4 for n in (64, 32, 32))
+    y = torch.zeros(8, 128)
+    want = y.clone()
+    fused_lora_linear(want, x, a, b, 1.0, 1)  # fp32
+    got = y.to(torch.bfloat16)
+    fused_lora_linear(got, x.to(torch.bfloat16), tuple(w.to(torch.bfloat16) for w in a),
+                      tuple(w.to(torch.bfloat16) for w in b), 1.0, 1)  # fmt: skip
+    assert got.dtype == torch.bfloat16
+    assert ((got.float() - want).norm() / want.norm()).item() < 0.02
+
+
+def test_onednn_handlers_are_cached_until_the_adapter_weights_change() -> None:
+    from helpline.serving.engines.vllm_lora_cpu import onednn_handlers
+
+    a = (torch.randn(2, 1, 8, 32, dtype=torch.bfloat16),)
+    b = (torch.randn(2, 1, 32, 8, dtype=torch.bfloat16),)
+    first = onednn_handlers(a, b, 0, 1.0, torch.bfloat16)
+    if first is None:
+        pytest.skip("this vLLM build has no oneDNN GEMM")
+    assert onednn_handlers(a, b, 0, 1.0, torch.bfloat16) is first
+    b[0][0].add_(1.0)  # a new adapter loaded into the same slot
+    assert onednn_handlers(a, b, 0, 1.0, torch.bfloat16) is not first
