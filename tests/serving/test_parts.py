@@ -295,3 +295,20 @@ def test_bench_full_length_requests_ask_vllm_to_ignore_end_of_sequence() -> None
     assert full.ok and full.tokens == 8 and free.ok
     assert calls[0]["extra_body"] == {"ignore_eos": True}
     assert calls[1]["extra_body"] is None
+
+
+def test_bench_overhead_target_counts_verification_of_the_finished_answer() -> None:
+    from helpline.serving.bench import check_ms, targets
+
+    out = {"overhead_prepare_ms_p50": 20.0, "overhead_ms_p50": 60.0, "gateway": {1: {"e2e_p50_s": 1.0}}}
+    assert targets(out)["overhead_share_c1"] == {"value": 0.06, "target": 0.05, "met": False}
+
+    verified: list[str] = []
+
+    class Pipeline:
+        def verify(self, answer, passages):  # type: ignore[no-untyped-def]
+            verified.append(answer)
+
+    pipeline = Pipeline()
+    assert check_ms(pipeline, "the answer", []) >= 0.0
+    assert verified == ["the answer"]  # the real answer, not an empty string
