@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from helpline.evaluation.hallucination.features import content_stems
 from helpline.platform.schemas import Answer, ChatMessage, Citation, ScoredChunk
+from helpline.platform.text import content_stems
 from helpline.serving.engines.protocol import Generator
 from helpline.serving.prompts import PromptTemplate, load_prompt
 

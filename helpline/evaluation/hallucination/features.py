@@ -13,113 +13,12 @@ import math
 import re
 from typing import Any
 
-_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9'-]*")
+from helpline.platform.text import STOPWORDS
+from helpline.platform.text import WORD as _WORD
+from helpline.platform.text import stems as _stems
+
 _NEGATION = frozenset(["not", "no", "never", "nobody", "nothing", "neither", "nor", "none", "cannot"])
 _OPINION = re.compile(r"\b(i think|i believe|i'm not|i am not|i don't|i do not|not a fan|i love|i like|i have)\b", re.I)
-STOPWORDS = frozenset(
-    [
-        "a",
-        "an",
-        "the",
-        "and",
-        "or",
-        "but",
-        "if",
-        "of",
-        "to",
-        "in",
-        "on",
-        "at",
-        "by",
-        "for",
-        "with",
-        "from",
-        "as",
-        "is",
-        "are",
-        "was",
-        "were",
-        "be",
-        "been",
-        "being",
-        "it",
-        "its",
-        "this",
-        "that",
-        "these",
-        "those",
-        "i",
-        "you",
-        "he",
-        "she",
-        "we",
-        "they",
-        "me",
-        "him",
-        "her",
-        "us",
-        "them",
-        "my",
-        "your",
-        "his",
-        "our",
-        "their",
-        "what",
-        "which",
-        "who",
-        "whom",
-        "when",
-        "where",
-        "why",
-        "how",
-        "not",
-        "no",
-        "yes",
-        "do",
-        "does",
-        "did",
-        "have",
-        "has",
-        "had",
-        "will",
-        "would",
-        "can",
-        "could",
-        "should",
-        "may",
-        "might",
-        "must",
-        "also",
-        "so",
-        "than",
-        "then",
-        "there",
-        "here",
-        "very",
-        "just",
-        "about",
-        "into",
-        "over",
-        "after",
-        "before",
-        "up",
-        "down",
-        "out",
-        "too",
-        "only",
-        "own",
-        "same",
-        "such",
-        "more",
-        "most",
-        "other",
-        "some",
-        "any",
-        "all",
-        "both",
-        "each",
-    ]
-)
 FEATURES = (
     "unsupported_share",  # content words in neither passage nor question
     "unsupported_share_passage",  # content words not in the passage
@@ -136,16 +35,6 @@ FEATURES = (
     "unsupported_count",
     "log_passage_words",
 )
-
-
-def _stems(text: str) -> list[str]:
-    # 5-letter prefixes: a crude stemmer, so plurals and tenses match.
-    return [w.lower()[:5] for w in _WORD.findall(text)]
-
-
-def content_stems(text: str) -> list[str]:
-    """The stems of the text's words that are not stopwords, in order."""
-    return [w.lower()[:5] for w in _WORD.findall(text) if w.lower() not in STOPWORDS]
 
 
 def support_features(passage: str, answer: str, question: str | None) -> list[float]:
