@@ -123,7 +123,7 @@ def sample_questions(n: int) -> list[str]:
 
 def engine_speed(c: Contender, prompts: list[list[ChatMessage]], *, n: int, max_tokens: int) -> dict[str, Any]:
     """Single-stream figures through the contender's own engine (HTTP endpoint or in-process)."""
-    from helpline.serving.bench import level, sequential
+    from helpline.serving.load import level, sequential
 
     base_url = getattr(c.generator, "base_url", None)
     if base_url is None:

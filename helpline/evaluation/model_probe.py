@@ -31,8 +31,8 @@ def peak_rss_mb() -> float:
 def probe(model: str, adapter: str | None, prompts: list[list[dict]], *, n: int, max_tokens: int) -> dict:
     """Load the model (and adapter) with the transformers engine and answer ``n`` prompts one at a time."""
     from helpline.platform.schemas import ChatMessage
-    from helpline.serving.bench import sequential
     from helpline.serving.engines.hf import TransformersGenerator
+    from helpline.serving.load import sequential
 
     start = time.perf_counter()
     gen = TransformersGenerator(model, adapter_path=adapter)

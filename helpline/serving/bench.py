@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import statistics
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +24,7 @@ from helpline.platform.context import Context
 from helpline.platform.registry import ModelRecord, Registry
 from helpline.platform.schemas import ChatMessage
 from helpline.retrieval import SAMPLE_KB
+from helpline.serving.load import free_port, level, run_level, sequential, serve_app
 
 SAMPLE_QUESTIONS = SAMPLE_KB / "QUESTIONS.yaml"
 
@@ -37,119 +36,6 @@ class BenchOptions:
     max_tokens: int = 64
     skip: set[str] = field(default_factory=set)
     transformers_requests: int = 4
-
-
-@dataclass
-class Sample:
-    ok: bool
-    ttft: float = 0.0
-    e2e: float = 0.0
-    tokens: int = 0
-    error: str = ""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def summarize(samples: list[Sample], wall: float) -> dict[str, Any]:
-    good = [s for s in samples if s.ok]
-    tokens = sum(s.tokens for s in good)
-    return {
-        "requests": len(samples),
-        "failed": len(samples) - len(good),
-        "output_tokens": tokens,
-        "wall_s": round(wall, 2),
-        "output_tokens_per_s": round(tokens / wall, 2) if wall else 0.0,
-        "ttft_p50_s": round(pct([s.ttft for s in good], 0.5), 3),
-        "ttft_p95_s": round(pct([s.ttft for s in good], 0.95), 3),
-        "e2e_p50_s": round(pct([s.e2e for s in good], 0.5), 3),
-        "e2e_p95_s": round(pct([s.e2e for s in good], 0.95), 3),
-        "errors": sorted({s.error for s in samples if not s.ok})[:3],
-    }
-
-
-# clients ----------------------------------------------------------------------------------------
-
-
-async def stream_one(
-    client: Any, model: str, messages: list[dict], max_tokens: int, *, full_length: bool = False
-) -> Sample:
-    """One streamed request; TTFT at the first content delta; tokens from the usage chunk.
-    ``full_length`` asks vLLM to ignore end-of-sequence, so every answer is ``max_tokens`` long."""
-    start = time.perf_counter()
-    ttft, tokens, deltas = 0.0, 0, 0
-    extra_body = {"ignore_eos": True} if full_length else None
-    try:
-        stream = await client.chat.completions.create(
-            model=model, messages=messages, max_tokens=max_tokens, temperature=0.0, stream=True,
-            stream_options={"include_usage": True}, extra_body=extra_body,
-        )  # fmt: skip
-        async for chunk in stream:
-            if chunk.choices and chunk.choices[0].delta.content:
-                deltas += 1
-                if not ttft:
-                    ttft = time.perf_counter() - start
-            if getattr(chunk, "usage", None):
-                tokens = chunk.usage.completion_tokens
-            extra = chunk.model_extra or {}
-            if "error" in extra:
-                return Sample(ok=False, error=str(extra["error"])[:200])
-    except Exception as e:  # a failed request is a data point, not a crash of the bench
-        return Sample(ok=False, error=f"{type(e).__name__}: {e}"[:200])
-    return Sample(ok=True, ttft=ttft, e2e=time.perf_counter() - start, tokens=tokens or deltas)
-
-
-def level(base_url: str, key: str, model: str, prompts: list[list[dict]], *, concurrency: int, n: int,
-          max_tokens: int, full_length: bool = False) -> dict[str, Any]:  # fmt: skip
-    """One level in its own event loop, with a client (and connection pool) made for that loop."""
-    import openai
-
-    async def go() -> dict[str, Any]:
-        async with openai.AsyncOpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=600) as client:
-            return await run_level(client, model, prompts, concurrency=concurrency, n=n, max_tokens=max_tokens,
-                                   full_length=full_length)  # fmt: skip
-
-    result = asyncio.run(go())
-    console.print(f"  {model} c={concurrency}: {result}", highlight=False)  # partial results survive an abort
-    return result
-
-
-async def run_level(
-    client: Any, model: str, prompts: list[list[dict]], *, concurrency: int, n: int, max_tokens: int,
-    full_length: bool = False,
-) -> dict[str, Any]:  # fmt: skip
-    """``n`` requests, at most ``concurrency`` at once."""
-    gate = asyncio.Semaphore(concurrency)
-
-    async def one(i: int) -> Sample:
-        async with gate:
-            return await stream_one(client, model, prompts[i % len(prompts)], max_tokens, full_length=full_length)
-
-    start = time.perf_counter()
-    samples = await asyncio.gather(*(one(i) for i in range(n)))
-    return summarize(list(samples), time.perf_counter() - start)
-
-
-def answer_texts(base_url: str, model: str, prompts: list[list[dict]], *, max_tokens: int) -> list[str]:
-    """One greedy answer per prompt from the engine, one request at a time."""
-    import openai
-
-    client = openai.OpenAI(base_url=base_url, api_key="x", max_retries=0, timeout=600)
-    out = []
-    for messages in prompts:
-        resp = client.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens, temperature=0.0)
-        out.append(resp.choices[0].message.content or "")
-    return out
 
 
 def check_ms(pipeline: Any, answer: str, passages: list[Any]) -> float:
@@ -167,24 +53,6 @@ def transformers_sequential(model_path: str, prompts: list[list[ChatMessage]], *
     from helpline.serving.engines.hf import TransformersGenerator
 
     return sequential(TransformersGenerator(model_path), prompts, n=n, max_tokens=max_tokens)
-
-
-def sequential(gen: Any, prompts: list[list[ChatMessage]], *, n: int, max_tokens: int) -> dict:
-    """``n`` streamed requests one after another through an in-process generator (tokens counted
-    with its tokenizer); the first prompt is answered once untimed as a warm-up."""
-    gen.generate(prompts[0], max_tokens=4)  # warm-up
-    samples = []
-    start = time.perf_counter()
-    for i in range(n):
-        t0 = time.perf_counter()
-        ttft, parts = 0.0, []
-        for delta in gen.stream(prompts[i % len(prompts)], max_tokens=max_tokens):
-            if delta and not ttft:
-                ttft = time.perf_counter() - t0
-            parts.append(delta)
-        tokens = len(gen.tokenizer("".join(parts), add_special_tokens=False)["input_ids"])
-        samples.append(Sample(ok=True, ttft=ttft, e2e=time.perf_counter() - t0, tokens=tokens))
-    return summarize(samples, time.perf_counter() - start)
 
 
 # adapter ---------------------------------------------------------------------------------------
@@ -230,18 +98,6 @@ def _copy_registry(src: Path, dst: Path) -> Registry:
     return Registry(dst)
 
 
-def _start_gateway(app: Any) -> tuple[Any, threading.Thread, str]:
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.1)
-    return server, thread, f"http://127.0.0.1:{port}"
-
-
 async def _swap_under_load(gw_client: Any, admin: Any, questions: list[list[dict]], adapter: str, n: int) -> dict:
     """Load at concurrency 8 while production is promoted to the adapter and rolled back."""
     load = asyncio.create_task(run_level(gw_client, "helpline-support", questions, concurrency=8, n=n, max_tokens=32))
@@ -268,6 +124,7 @@ def run_bench(ctx: Context, opts: BenchOptions) -> dict[str, Any]:
     import openai
 
     from helpline.retrieval.factory import open_knowledge_base
+    from helpline.serving.engines.openai_http import OpenAIGenerator
     from helpline.serving.engines.vllm_server import VLLMServer
     from helpline.serving.factory import build_gateway, build_pipeline, detector_verifier
     from helpline.serving.gateway.config import GatewayLimits
@@ -317,7 +174,8 @@ def run_bench(ctx: Context, opts: BenchOptions) -> dict[str, Any]:
         direct = server.base_url
         level(direct, "x", base.name, as_dicts, concurrency=2, n=2, max_tokens=8)  # warm-up
         # Verification and citation run on the finished answer: time them on the model's real answers.
-        answers = answer_texts(direct, base.name, as_dicts, max_tokens=opts.max_tokens)
+        engine = OpenAIGenerator(direct, base.name)
+        answers = [engine.generate(p, max_tokens=opts.max_tokens).text for p in prompts]
         if answers:
             check_ms(pipeline, answers[0], passages[0])  # warm-up (the detector's first call builds its kernels)
         after_ms = [check_ms(pipeline, text, found) for text, found in zip(answers, passages, strict=True)]
@@ -359,7 +217,7 @@ def run_bench(ctx: Context, opts: BenchOptions) -> dict[str, Any]:
                                 store_path=tmp / "gateway.sqlite")  # fmt: skip
             customer = app.state.store.create_key("customer", name="bench")[0]
             engineer = app.state.store.create_key("admin", name="bench")[0]
-            gateway, _, url = _start_gateway(app)
+            gateway, _, url = serve_app(app)
             out["gateway"] = {}
             for c in opts.levels:
                 console.print(f"gateway with retrieval, concurrency {c}")

@@ -104,24 +104,11 @@ def make_gateway(tmp_path: Path, limits: GatewayLimits | None = None) -> Gateway
 @contextmanager
 def serve_in_thread(app) -> Iterator[int]:
     """Run an ASGI app with uvicorn on a free loopback port in a daemon thread; yields the port."""
-    import socket
-    import threading
-    import time
+    from helpline.serving.load import serve_app
 
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(100):
-        if server.started:
-            break
-        time.sleep(0.05)
+    server, thread, url = serve_app(app)
     try:
-        yield port
+        yield int(url.rsplit(":", 1)[1])
     finally:
         server.should_exit = True
         thread.join(5)

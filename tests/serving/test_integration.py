@@ -34,9 +34,10 @@ class Stack:
 def stack(workspace_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     from helpline.platform.settings import RetrievalSettings, load_settings
     from helpline.platform.workspace import Workspace
-    from helpline.serving.bench import _copy_registry, _start_gateway, free_port, random_adapter
+    from helpline.serving.bench import _copy_registry, random_adapter
     from helpline.serving.engines.vllm_server import VLLMServer
     from helpline.serving.factory import build_gateway
+    from helpline.serving.load import free_port, serve_app
 
     tmp = tmp_path_factory.mktemp("serving")
     ws = Workspace.at(workspace_dir / ".helpline")
@@ -58,7 +59,7 @@ def stack(workspace_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     try:
         app = build_gateway(settings, ws, registry, server=server, store_path=tmp / "gateway.sqlite")
         keys = {r: app.state.store.create_key(r)[0] for r in ("customer", "staff", "engineer", "admin")}
-        gateway, _, url = _start_gateway(app)
+        gateway, _, url = serve_app(app)
         yield Stack(url=url, keys=keys, app=app)
     finally:
         if gateway is not None:

@@ -273,7 +273,7 @@ def test_bench_full_length_requests_ask_vllm_to_ignore_end_of_sequence() -> None
     """Base and adapter are compared at equal answer length (ignore_eos), not at whatever length each picks."""
     from types import SimpleNamespace
 
-    from helpline.serving.bench import stream_one
+    from helpline.serving.load import stream_one
 
     calls: list[dict] = []
 

@@ -170,18 +170,25 @@ def make_ops(original: dict[str, Any]) -> dict[str, Any]:
 _fused: dict[tuple, tuple[Any, Any, Any]] = {}
 
 
+def _slices(a_stacked: tuple, b_stacked: tuple) -> tuple[list, list, tuple | None]:
+    """The per-slice A and B stacks as 3-D tensors, and a key that changes with their storage or contents
+    (None for inference tensors, which have no version counter)."""
+    a = [w.squeeze(1) if w.dim() == 4 else w for w in a_stacked]
+    b = [w.squeeze(1) if w.dim() == 4 else w for w in b_stacked]
+    try:
+        return a, b, tuple((w.data_ptr(), w._version) for w in a + b)
+    except RuntimeError:
+        return a, b, None
+
+
 def fused_matrices(a_stacked: tuple, b_stacked: tuple, adapter: int) -> tuple[Any, Any]:
     """One ``[in, n*r]`` shrink matrix and one block-diagonal ``[n*r, sum(out)]`` expand matrix for the n
     slices of a merged layer (q/k/v, gate/up), so a LoRA linear is two matmuls instead of 2n; cached
     until any slice's weights change."""
     import torch
 
-    a = [w.squeeze(1) if w.dim() == 4 else w for w in a_stacked]
-    b = [w.squeeze(1) if w.dim() == 4 else w for w in b_stacked]
-    try:
-        key = (tuple((w.data_ptr(), w._version) for w in a + b), adapter)
-    except RuntimeError:  # inference tensors: no version counter, no caching
-        key = None
+    a, b, weights_key = _slices(a_stacked, b_stacked)
+    key = None if weights_key is None else (weights_key, adapter)
     if key is not None and key in _fused:
         return _fused[key][1], _fused[key][2]
     shrink = torch.cat([lora_matrix(w, adapter) for w in a], dim=1)
@@ -236,12 +243,10 @@ def onednn_handlers(a_stacked: tuple, b_stacked: tuple, adapter: int, scale: flo
         return None
     if not getattr(ops, "_supports_onednn", False) or dtype not in (torch.bfloat16, torch.float32):
         return None
-    a = [w.squeeze(1) if w.dim() == 4 else w for w in a_stacked]
-    b = [w.squeeze(1) if w.dim() == 4 else w for w in b_stacked]
-    try:
-        key = (tuple((w.data_ptr(), w._version) for w in a + b), adapter, scale, dtype)
-    except RuntimeError:  # inference tensors: no version counter, so nothing can be cached safely
+    a, b, weights_key = _slices(a_stacked, b_stacked)
+    if weights_key is None:  # nothing can be cached safely: the torch path
         return None
+    key = (weights_key, adapter, scale, dtype)
     if key in _handlers:
         return _handlers[key][1]
     shrink, expand = fused_matrices(a_stacked, b_stacked, adapter)
