@@ -11,6 +11,7 @@ import typer
 
 from helpline.platform.cli import console, print_json
 from helpline.platform.context import Context
+from helpline.platform.errors import ConfigError
 
 eval_app = typer.Typer()
 bench_app = typer.Typer()
@@ -73,14 +74,20 @@ def bench_hallucination(
     dataset: str = typer.Option(..., "--dataset", help="halueval-qa:FILE or halueval-dialogue:FILE."),
     detector: str = typer.Option("helpline-detector", "--detector", help=DETECTOR_HELP),
     n: int = typer.Option(100, help="Answers to time, one at a time."),
-    quantize: bool = typer.Option(True, help="int8 dynamic quantization (what the gateway runs)."),
+    precision: str = typer.Option(
+        "auto",
+        help="Cross-encoder precision: auto (bf16 where the CPU has it, else int8; what the gateway runs), "
+        "bf16, int8 or fp32.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Time the detector on single answers (what the gateway pays per reply); reports the median."""
     from helpline.evaluation.hallucination.evaluate import bench, load_detector
 
     ctx = Context.load()
-    result = bench(load_detector(ctx, detector, quantize=quantize), dataset, n=n)
+    if precision not in ("auto", "bf16", "int8", "fp32"):
+        raise ConfigError(f"unknown precision {precision!r}", hint="use auto, bf16, int8 or fp32")
+    result = bench(load_detector(ctx, detector, precision=precision), dataset, n=n)  # type: ignore[arg-type]
     if as_json:
         print_json(result)
     else:

@@ -15,7 +15,7 @@ from helpline.evaluation.hallucination.data import (
     read_halueval,
     split_items,
 )
-from helpline.evaluation.hallucination.detector import Detector
+from helpline.evaluation.hallucination.detector import Detector, Precision
 from helpline.evaluation.hallucination.metrics import binary_metrics
 from helpline.platform.context import Context
 from helpline.platform.errors import NotFoundError
@@ -30,9 +30,9 @@ ANCHORS = {
 }
 
 
-def load_detector(ctx: Context, name_or_path: str, *, quantize: bool = True) -> Detector:
+def load_detector(ctx: Context, name_or_path: str, *, precision: Precision = "auto") -> Detector:
     """A detector from a folder, or from the registry by name."""
-    return Detector.load(detector_path(ctx, name_or_path), quantize=quantize)
+    return Detector.load(detector_path(ctx, name_or_path), precision=precision)
 
 
 def ensure_default_detector(ctx: Context, name: str, *, log=print) -> None:

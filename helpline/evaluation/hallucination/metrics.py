@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from bisect import bisect_left
+from collections.abc import Callable, Sequence
 from itertools import pairwise
 
 
@@ -54,14 +55,29 @@ def auroc(labels: Sequence[int], scores: Sequence[float]) -> float:
 
 def best_threshold(labels: Sequence[int], scores: Sequence[float]) -> float:
     """The cut (midpoint between neighbouring scores) with the highest balanced accuracy."""
-    values = sorted(set(scores))
+    return best_shared_threshold(labels, [scores])
+
+
+def best_shared_threshold(labels: Sequence[int], score_lists: Sequence[Sequence[float]]) -> float:
+    """The cut with the highest balanced accuracy averaged over several scorings of the same labels.
+
+    Out-of-fold scores from cross-fitting repeated on reshuffled folds: one split's luck no longer
+    decides the threshold. Ties go to the cut nearest 0.5.
+    """
+    curves = [_balanced_accuracy_curve(labels, s) for s in score_lists]
+    values = sorted({x for s in score_lists for x in s})
     candidates = [0.5] + [(a + b) / 2 for a, b in pairwise(values)]
-    return max(candidates, key=lambda t: (_balanced_accuracy(labels, scores, t), -abs(t - 0.5)))
+    return max(candidates, key=lambda t: (sum(c(t) for c in curves) / len(curves), -abs(t - 0.5)))
 
 
-def _balanced_accuracy(labels: Sequence[int], scores: Sequence[float], threshold: float) -> float:
-    pos = [s for y, s in zip(labels, scores) if y == 1]
-    neg = [s for y, s in zip(labels, scores) if y == 0]
-    recall = sum(s >= threshold for s in pos) / len(pos) if pos else 0.0
-    specificity = sum(s < threshold for s in neg) / len(neg) if neg else 0.0
-    return (recall + specificity) / 2
+def _balanced_accuracy_curve(labels: Sequence[int], scores: Sequence[float]) -> Callable[[float], float]:
+    """Balanced accuracy as a function of the threshold (score >= t is positive), by bisection."""
+    pos = sorted(s for y, s in zip(labels, scores) if y == 1)
+    neg = sorted(s for y, s in zip(labels, scores) if y == 0)
+
+    def at(t: float) -> float:
+        recall = (len(pos) - bisect_left(pos, t)) / len(pos) if pos else 0.0
+        specificity = bisect_left(neg, t) / len(neg) if neg else 0.0
+        return (recall + specificity) / 2
+
+    return at

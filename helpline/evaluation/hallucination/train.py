@@ -52,6 +52,7 @@ class DetectorTrainConfig(BaseModel):
     cross_encoder_from: Path | None = Field(None, description="Reuse an already fine-tuned cross-encoder folder.")
     freeze_embeddings: bool = Field(True, description="Keep the word embeddings fixed (half the weights; faster).")
     threads: int = Field(2, ge=1, description="torch CPU threads.")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="Where the cross-encoder trains.")
     seed: int = Field(13, description="Shuffling, dropout and sampling seed.")
 
 
@@ -97,18 +98,19 @@ def train_cross_encoder(
     transformers = require("transformers", "eval")
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
+    device = training_device(cfg.device, torch)
     rng = random.Random(cfg.seed)
 
     # setup
     train_pairs, _ = build_training_pairs(cfg)
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(base_path))
-    model = transformers.AutoModelForSequenceClassification.from_pretrained(str(base_path), num_labels=1)
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(str(base_path), num_labels=1).to(device)
     steps = math.ceil(len(train_pairs) * cfg.epochs / cfg.batch_size)
     if cfg.freeze_embeddings:
         model.base_model.embeddings.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.01)
-    log(f"training on {len(train_pairs)} pairs, {steps} steps of {cfg.batch_size}")
+    log(f"training on {len(train_pairs)} pairs, {steps} steps of {cfg.batch_size} ({device})")
 
     # train
     model.train()
@@ -122,8 +124,8 @@ def train_cross_encoder(
             max_length=cfg.max_length,
             padding=True,
             return_tensors="pt",
-        )
-        labels = torch.tensor([float(b.label) for b in batch])
+        ).to(device)
+        labels = torch.tensor([float(b.label) for b in batch], device=device)
         loss = torch.nn.functional.binary_cross_entropy_with_logits(model(**enc).logits[:, 0], labels)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -145,16 +147,29 @@ def train_cross_encoder(
     # save
     output.mkdir(parents=True, exist_ok=True)
     model.eval()
-    model.save_pretrained(str(output))
+    model.to("cpu").save_pretrained(str(output))
     tokenizer.save_pretrained(str(output))
     return {
         "base_model": str(base_path),
+        "device": str(device),
         "train_pairs": len(train_pairs),
         "steps_done": len(losses),
         "pairs_seen": len(losses) * cfg.batch_size,
         "train_minutes": round((time.time() - start) / 60, 2),
         "final_loss": round(sum(losses[-25:]) / max(1, len(losses[-25:])), 4),
     }
+
+
+def training_device(name: str, torch: Any) -> Any:
+    """``auto`` is the first CUDA GPU when torch sees one, else the CPU; asking for CUDA without one is an error."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"device={name} but torch sees no CUDA GPU",
+            hint="train on the CPU with device=cpu (or device=auto), or install a CUDA build of torch",
+        )
+    return torch.device(name)
 
 
 def _lr_factor(progress: float, warmup: float) -> float:
