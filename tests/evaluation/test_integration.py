@@ -91,11 +91,12 @@ def test_train_detector_then_evaluate_with_the_cli(in_workspace: Path, tmp_path:
     trained = runner.invoke(
         app,
         ["eval", "train-detector", f"halueval_dir={data}", "qa_items=8", "dialogue_items=8", "val_items=40",
-         "doc2dial_pairs=0", "max_minutes=0.5", "output_name=test-detector", "--json"],
+         "doc2dial_pairs=0", "max_minutes=0.5", "output_name=test-detector", "device=cpu", "--json"],
     )  # fmt: skip
     assert trained.exit_code == 0, trained.output
     report = json.loads(trained.stdout)
-    assert report["cross_encoder"]["steps_done"] >= 1
+    assert report["cross_encoder"]["steps_done"] >= 1 and report["cross_encoder"]["device"] == "cpu"
+    assert report["cross_encoder_precision"] in ("bf16", "int8")  # what the heads were fitted on
     folder = Path(report["path"])
     assert (folder / "cross_encoder" / "config.json").exists() and (folder / "detector.json").exists()
 

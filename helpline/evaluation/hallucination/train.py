@@ -167,7 +167,8 @@ def training_device(name: str, torch: Any) -> Any:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(
             f"device={name} but torch sees no CUDA GPU",
-            hint="train on the CPU with device=cpu (or device=auto), or install a CUDA build of torch",
+            hint="train on the CPU with device=cpu (helpline/evaluation/recipes/detector.yaml is the CPU recipe), "
+            "or install a CUDA build of torch",
         )
     return torch.device(name)
 
