@@ -76,8 +76,8 @@ def bench_hallucination(
     n: int = typer.Option(100, help="Answers to time, one at a time."),
     precision: str = typer.Option(
         "auto",
-        help="Cross-encoder precision: auto (bf16 where the CPU has it, else int8; what the gateway runs), "
-        "bf16, int8 or fp32.",
+        help="Cross-encoder precision: auto (the one the detector was calibrated in, where the CPU runs it; "
+        "what the gateway runs), bf16, int8 or fp32.",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
