@@ -11,7 +11,6 @@ import typer
 
 from helpline.platform.cli import console, print_json
 from helpline.platform.context import Context
-from helpline.platform.errors import ConfigError
 
 eval_app = typer.Typer()
 bench_app = typer.Typer()
@@ -85,8 +84,6 @@ def bench_hallucination(
     from helpline.evaluation.hallucination.evaluate import bench, load_detector
 
     ctx = Context.load()
-    if precision not in ("auto", "bf16", "int8", "fp32"):
-        raise ConfigError(f"unknown precision {precision!r}", hint="use auto, bf16, int8 or fp32")
     result = bench(load_detector(ctx, detector, precision=precision), dataset, n=n)  # type: ignore[arg-type]
     if as_json:
         print_json(result)

@@ -47,15 +47,16 @@ def fit_detector(cfg: Any, output: Path, *, log: Callable[[str], None] = print) 
     style_pairs = both_pairs(split_items(items["dialogue"], "train"))
     style = fit_style([p.answer for p in style_pairs], [p.label for p in style_pairs])
     require("joblib", "eval").dump(style, output / STYLE_FILE)
-    model = tokenizer = None
+    model = tokenizer = precision = None
     if (output / CROSS_ENCODER / "config.json").exists():
-        model, tokenizer = load_cross_encoder(output / CROSS_ENCODER, threads=cfg.threads)
+        precision = resolve_precision("auto", require("torch", "eval"))
+        model, tokenizer = load_cross_encoder(output / CROSS_ENCODER, precision=precision, threads=cfg.threads)
     config = DetectorConfig(max_length=cfg.max_length)
     detector = Detector(model, tokenizer, config, style=style, name=output.name)
     val = validation_pairs(cfg, items)
     report: dict[str, Any] = {"validation_rows": {k: len(v) for k, v in val.items()}}
-    if model is not None:  # the heads and thresholds are fitted on the logits of this precision
-        report["cross_encoder_precision"] = resolve_precision("auto", require("torch", "eval"))
+    if precision:  # the heads and thresholds are fitted on the logits of this precision
+        report["cross_encoder_precision"] = precision
     for kind, pairs in val.items():
         log(f"fitting the {kind} head on {len(pairs)} validation pairs")
         head, threshold, metrics = _fit_kind(detector, kind, pairs, seed=cfg.seed)

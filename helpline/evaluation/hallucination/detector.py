@@ -17,10 +17,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from helpline.evaluation.hallucination.features import apply_head, support_features
-from helpline.platform.errors import NotFoundError
+from helpline.platform.errors import ConfigError, NotFoundError
 from helpline.platform.lazy_imports import require
 
 ScoringMode = Literal["answer", "sentences", "both"]
@@ -320,6 +320,8 @@ def load_cross_encoder(
 
 def resolve_precision(precision: Precision, torch: Any, *, calibrated: str | None = None) -> str:
     """``auto`` -> ``calibrated`` if given, else bf16; bf16 only where the CPU runs it natively, else int8."""
+    if precision not in get_args(Precision):
+        raise ConfigError(f"unknown precision {precision!r}", hint=f"use one of {', '.join(get_args(Precision))}")
     if precision != "auto":
         return precision
     wanted = calibrated or "bf16"
