@@ -225,6 +225,23 @@ def test_doc2dial_source_renders_grounded_support_prompts(tmp_path: Path) -> Non
     assert conv.intent == "doc2dial:dmv" and conv.category == "grounded"
 
 
+def test_doc2dial_distractor_is_a_passage_retrieval_would_rank_beside_the_gold_one(tmp_path: Path) -> None:
+    folder, _ = _doc2dial_folder(tmp_path)
+    unrelated = [
+        {"doc_id": f"park{i}", "domain": "dmv", "title": f"Parking {i}", "text": f"Parking permit zone {i}. " * 30}
+        for i in range(6)
+    ]
+    with (folder / "docs.jsonl").open("a") as fh:
+        fh.write("".join(json.dumps(d) + "\n" for d in unrelated))
+    conversations, _ = load_source(f"doc2dial:{folder}")
+    for conv in conversations:
+        system = conv.messages[0]["content"]
+        n = int(conv.origin.split(":")[1]) - 1
+        # Same domain, but of 8 other documents only the 2 about renewals answer a neighbouring question.
+        assert system.count("The renewal fee for topic") == 2, conv.origin
+        assert f"topic {n % 3} is {n % 3}5 dollars" in system and "Parking permit" not in system
+
+
 def test_doc2dial_source_needs_both_files_and_names_bad_rows(tmp_path: Path) -> None:
     from helpline.platform.errors import NotFoundError
 

@@ -6,10 +6,12 @@
                         "...", "intent"?: ...}``; a trailing assistant turn (the bot's wrong answer) is
                         replaced by the reviewer's corrected answer
 ``doc2dial:DIR``        grounded dialogues (``docs.jsonl`` + ``qa.jsonl``): each question with its earlier
-                        turns, rendered with serving's support prompt over two passages (the gold
-                        document around the answer and a same-domain distractor, in seeded order), and
-                        the human agent's reply as the answer. Dialogues kept for evaluation
-                        (``doc2dial_heldout``) and turns without an agent reply are skipped.
+                        turns, rendered with serving's support prompt over two passages in seeded order
+                        (the gold document around the answer, and a hard distractor: one of the three
+                        chunks of other documents that BM25 ranks best for the user's turns, as
+                        serving's retrieval would put beside it), and the human agent's reply as the
+                        answer. Dialogues kept for evaluation (``doc2dial_heldout``) and turns without an
+                        agent reply are skipped.
 """
 
 from __future__ import annotations
@@ -19,8 +21,15 @@ import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from helpline.platform.errors import DataError, NotFoundError
+
+if TYPE_CHECKING:
+    import random
+
+    from helpline.platform.schemas import Chunk
+    from helpline.retrieval.bm25 import BM25Index
 
 ROLES = ("system", "user", "assistant")
 BITEXT_REQUIRED = ("instruction", "response", "intent")
@@ -165,6 +174,7 @@ def _load_doc2dial(folder: Path, kind: str, *, window: int = 900) -> tuple[list[
     for doc_id, (_, _, domain) in sorted(docs.items()):
         by_domain.setdefault(domain, []).append(doc_id)
     prompt = load_prompt("support")
+    index = _chunk_index(docs)
     conversations = []
     for line_no, line in enumerate((folder / "qa.jsonl").read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
@@ -186,16 +196,19 @@ def _load_doc2dial(folder: Path, kind: str, *, window: int = 900) -> tuple[list[
         lo = max(0, start - window // 3)
         passages = [ScoredChunk(chunk=Chunk(chunk_id=f"{doc_id}#0", doc_id=doc_id, title=title,
                                             text=text[lo : lo + window]), score=1.0)]  # fmt: skip
+        history = [(t.get("role"), t.get("utterance", "")) for t in row.get("history", [])[-4:]]
+        query = " ".join([*(u for r, u in history if r == "user" and u), question])
+        distractor = _hard_distractor(index, query, doc_id, rng)
         others = [d for d in by_domain.get(domain, []) if d != doc_id]
-        if others:
+        if distractor is None and others:  # nothing else shares a word with the question
             other = rng.choice(others)
             o_title, o_text, _ = docs[other]
             o_lo = rng.randrange(max(1, len(o_text) - window))
-            passages.append(ScoredChunk(chunk=Chunk(chunk_id=f"{other}#0", doc_id=other, title=o_title,
-                                                    text=o_text[o_lo : o_lo + window]), score=1.0))  # fmt: skip
+            distractor = Chunk(chunk_id=f"{other}#0", doc_id=other, title=o_title, text=o_text[o_lo : o_lo + window])
+        if distractor is not None:
+            passages.append(ScoredChunk(chunk=distractor, score=1.0))
             rng.shuffle(passages)
         turns: list[dict[str, str]] = []
-        history = [(t.get("role"), t.get("utterance", "")) for t in row.get("history", [])[-4:]]
         for role, text_ in [*history, ("user", question)]:
             role = "user" if role == "user" else "assistant"
             if not (text_ or "").strip():
@@ -216,6 +229,34 @@ def _load_doc2dial(folder: Path, kind: str, *, window: int = 900) -> tuple[list[
             )
         )
     return conversations, problems
+
+
+def _chunk_index(docs: dict[str, tuple[str, str, str]]) -> BM25Index:
+    """BM25 over every document's chunks, cut as the knowledge base cuts them by default."""
+    from helpline.platform.schemas import Document
+    from helpline.platform.settings import RetrievalSettings
+    from helpline.retrieval.bm25 import BM25Index
+    from helpline.retrieval.chunking import chunk_document
+
+    r = RetrievalSettings()
+    chunks = [
+        chunk
+        for doc_id, (title, text, _) in sorted(docs.items())
+        for chunk in chunk_document(Document(doc_id=doc_id, title=title, text=text), chunk_size=r.chunk_size,
+                                    chunk_overlap=r.chunk_overlap)
+    ]  # fmt: skip
+    return BM25Index.build(chunks)
+
+
+def _hard_distractor(index: BM25Index, query: str, gold_doc: str, rng: random.Random) -> Chunk | None:
+    """One of the three chunks of other documents that BM25 ranks best for ``query`` (seeded), or None.
+
+    A distractor that answers a neighbouring question teaches the model to answer from the passage that
+    fits the question, not from whichever shares its words; a random one is told apart by topic alone.
+    """
+    hits = [index.chunks[cid] for cid, _ in index.search(query, k=12, access=("public",))]
+    others = [c for c in hits if c.doc_id != gold_doc][:3]
+    return rng.choice(others) if others else None
 
 
 def validate_messages(messages: list) -> list[str]:
