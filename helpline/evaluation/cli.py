@@ -5,6 +5,7 @@ Only typer and helpline.platform are imported here; each command imports what it
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -195,6 +196,9 @@ def rag(
     verify: bool = typer.Option(False, help="Attach the detector as the pipeline's verifier (abstain if unsupported)."),
     seed: int = typer.Option(0, help="Question sampling seed."),
     max_docs: int = typer.Option(60, help="Documents indexed (gold ones + seeded distractors; 0 = all)."),
+    answers: Path = typer.Option(
+        None, "--answers", help="Also write every answer (arm, question, gold document, citations) to this JSONL."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """End-to-end doc2dial RAG evaluation and the A/B report (base, fine-tuned, retrieval, hybrid)."""
@@ -202,6 +206,7 @@ def rag(
 
     ctx = Context.load()
     det = _detector(ctx, detector)
+    record: list[dict] = []
     result = run_ab(
         ctx,
         dataset,
@@ -215,7 +220,12 @@ def rag(
         verify=verify,
         seed=seed,
         max_docs=max_docs,
+        record=record,
     )
+    if answers is not None:
+        answers.parent.mkdir(parents=True, exist_ok=True)
+        answers.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in record), encoding="utf-8")
+        result["answers_file"] = str(answers)
     if as_json:
         print_json(result)
         return

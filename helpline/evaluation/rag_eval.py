@@ -112,13 +112,21 @@ def answer_all(
     for q in questions:
         if pipeline is None:
             gen = generator.generate(prompt.build(q.conversation, []), max_tokens=max_tokens, temperature=0.0)
-            out.append({"id": q.id, "text": gen.text, "citations": [], "abstained": False, "passages": []})
+            out.append(
+                {"id": q.id, "text": gen.text, "citations": [], "abstained": False, "passages": [], "retrieved": []}
+            )
             continue
         answer = pipeline.answer(q.conversation)
-        passages = [] if answer.abstained else [p.chunk.text for p in pipeline.retrieve(q.conversation)]
-        cited = [c.doc_id for c in answer.citations]
+        retrieved = [] if answer.abstained else pipeline.retrieve(q.conversation)
         out.append(
-            {"id": q.id, "text": answer.answer, "citations": cited, "abstained": answer.abstained, "passages": passages}
+            {
+                "id": q.id,
+                "text": answer.answer,
+                "citations": [c.doc_id for c in answer.citations],
+                "abstained": answer.abstained,
+                "passages": [p.chunk.text for p in retrieved],
+                "retrieved": [p.chunk.doc_id for p in retrieved],
+            }
         )
     return out
 
@@ -156,6 +164,22 @@ def score_arm(questions: list[Question], answers: list[dict], *, detector: Any, 
         )
         if unanswerable
         else None,
+    }
+
+
+def answer_row(arm: str, q: Question, a: dict) -> dict[str, Any]:
+    """One answer as ``eval rag --answers`` writes it: the question, the gold document and what the arm did."""
+    return {
+        "arm": arm,
+        "id": q.id,
+        "question": q.conversation[-1].content,
+        "gold": q.doc_id,
+        "gold_removed": q.removed,
+        "answer": a["text"],
+        "abstained": a["abstained"],
+        "citations": a["citations"],
+        "retrieved": a["retrieved"],
+        "agent_response": q.agent_response,
     }
 
 
@@ -199,8 +223,9 @@ def run_ab(
     verify: bool = False,
     seed: int = 0,
     max_docs: int = 0,
+    record: list[dict] | None = None,
 ) -> dict[str, Any]:
-    """Answer the same questions with each arm and score them."""
+    """Answer the same questions with each arm and score them; ``record`` collects every answer."""
     from helpline.evaluation.regression.factory import resolve_model
     from helpline.serving.factory import build_generator
 
@@ -219,7 +244,7 @@ def run_ab(
             results["arms"][arm] = {
                 "model": model,
                 **run_arm(ctx, kb, embedder, questions, generator, rag=rag, max_tokens=max_tokens,
-                          detector=detector, verify=verify),
+                          detector=detector, verify=verify, record=record, arm=arm),
             }  # fmt: skip
     return results
 
@@ -235,9 +260,11 @@ def run_arm(
     max_tokens: int,
     detector: Any,
     verify: bool = False,
+    record: list[dict] | None = None,
+    arm: str = "",
 ) -> dict[str, Any]:
     """One generator's answers to every question (through the RAG pipeline over ``kb`` when ``rag``),
-    scored, with three examples."""
+    scored, with three examples. ``record`` (if given) gets one row per answer, labelled ``arm``."""
     from helpline.serving.factory import build_pipeline
 
     pipeline = None
@@ -254,6 +281,8 @@ def run_arm(
     answers = answer_all("rag" if rag else "direct", questions, generator=generator, pipeline=pipeline,
                          max_tokens=max_tokens)  # fmt: skip
     out = score_arm(questions, answers, detector=detector, embedder=embedder)
+    if record is not None:
+        record.extend(answer_row(arm, q, a) for q, a in zip(questions, answers, strict=True))
     out["examples"] = [
         {
             "question": q.conversation[-1].content,

@@ -80,3 +80,26 @@ def test_citation_precision_is_the_gold_documents_share_of_the_cited_ones() -> N
     assert citation_precision(["other"], "gold") == 0.0
     assert citation_precision([], "gold") == 0.0
     assert citation_precision(["gold"], "gold") == 1.0
+
+
+def test_every_answer_is_recorded_with_its_gold_document_citations_and_retrieval(tmp_path: Path) -> None:
+    from helpline.evaluation.rag_eval import answer_all, answer_row
+    from helpline.platform.schemas import Chunk, ScoredChunk
+    from helpline.serving.rag import RAGPipeline
+    from helpline.testing import FakeGenerator
+
+    _, questions = load_questions(_folder(tmp_path), limit=2, removed=0, seed=1)
+    passages = [
+        ScoredChunk(chunk=Chunk(chunk_id=f"{d}#0", doc_id=d, title=d, text=f"Document {d} says fee {n}0 dollars."),
+                    score=1.0 - n / 10)
+        for n, d in ((3, "d3"), (5, "d5"))
+    ]  # fmt: skip
+    pipeline = RAGPipeline(search=lambda *_, **__: passages, generator=FakeGenerator(reply="The fee is 50 dollars."))
+    answers = answer_all("rag", questions, generator=None, pipeline=pipeline, max_tokens=32)
+    rows = [answer_row("hybrid", q, a) for q, a in zip(questions, answers)]
+    assert [r["id"] for r in rows] == [q.id for q in questions]
+    row = rows[0]
+    assert row["arm"] == "hybrid" and row["gold"] == questions[0].doc_id and row["gold_removed"] is False
+    assert row["retrieved"] == ["d3", "d5"]  # retrieval's order
+    assert row["citations"] == ["d5"]  # only the passage the answer draws on
+    assert row["answer"] == "The fee is 50 dollars." and row["question"] == questions[0].conversation[-1].content
