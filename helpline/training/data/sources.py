@@ -199,8 +199,8 @@ def _load_doc2dial(folder: Path, kind: str, *, window: int = 900) -> tuple[list[
         history = [(t.get("role"), t.get("utterance", "")) for t in row.get("history", [])[-4:]]
         query = " ".join([*(u for r, u in history if r == "user" and u), question])
         distractor = _hard_distractor(index, query, doc_id, rng)
-        others = [d for d in by_domain.get(domain, []) if d != doc_id]
-        if distractor is None and others:  # nothing else shares a word with the question
+        others = [] if distractor else [d for d in by_domain.get(domain, []) if d != doc_id]
+        if others:  # nothing else shares a word with the question: a random same-domain region
             other = rng.choice(others)
             o_title, o_text, _ = docs[other]
             o_lo = rng.randrange(max(1, len(o_text) - window))
