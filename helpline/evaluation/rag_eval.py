@@ -116,8 +116,9 @@ def answer_all(
                 {"id": q.id, "text": gen.text, "citations": [], "abstained": False, "passages": [], "retrieved": []}
             )
             continue
-        answer = pipeline.answer(q.conversation)
-        retrieved = [] if answer.abstained else pipeline.retrieve(q.conversation)
+        prepared = pipeline.prepare(q.conversation)
+        answer = pipeline.complete(prepared)
+        retrieved = [] if answer.abstained else prepared.passages
         out.append(
             {
                 "id": q.id,

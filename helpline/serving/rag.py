@@ -111,7 +111,12 @@ class RAGPipeline:
     def answer(self, conversation: list[ChatMessage], *, role: str = "customer") -> Answer:
         """One grounded answer with citations; abstains when nothing relevant is found."""
         start = time.perf_counter()
-        prepared = self.prepare(conversation, role=role)
+        return self.complete(self.prepare(conversation, role=role), started=start)
+
+    def complete(self, prepared: Prepared, *, started: float | None = None) -> Answer:
+        """Generate, verify and cite the answer to a prepared turn, or give its abstention. ``started``
+        (a ``time.perf_counter()`` reading) is when the turn began; the latency counts from it."""
+        start = time.perf_counter() if started is None else started
         if prepared.abstained:
             return Answer(
                 answer=prepared.abstention,
