@@ -60,8 +60,9 @@ class RAGResponder:
             messages = self.pipeline.prompt.build(conv, passages)
             gen = self.pipeline.generator.generate(messages, max_tokens=self.pipeline.max_tokens, temperature=0.0)
             return Output(gen.text, [p.chunk.doc_id for p in passages]), [p.chunk.text for p in passages]
-        answer = self.pipeline.answer(conv)
-        passages = [] if answer.abstained else [p.chunk.text for p in self.pipeline.retrieve(conv)]
+        prepared = self.pipeline.prepare(conv)
+        answer = self.pipeline.complete(prepared)
+        passages = [] if answer.abstained else [p.chunk.text for p in prepared.passages]
         return Output(answer.answer, [c.doc_id for c in answer.citations], answer.abstained), passages
 
 
