@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 from pathlib import Path
 
 import pytest
@@ -219,7 +218,7 @@ def test_doc2dial_source_renders_grounded_support_prompts(tmp_path: Path) -> Non
     assert system["role"] == "system" and "Northwind Goods" in system["content"]  # serving's support prompt
     n = int(conv.origin.split(":")[1]) - 1
     assert f"The renewal fee for topic {n % 3} is {n % 3}5 dollars." in system["content"]  # gold passage
-    assert system["content"].count("Topic ") == 3  # and both other documents as distractors
+    assert system["content"].count("Topic ") == 2  # and one same-domain distractor
     assert [t["role"] for t in turns] == ["user", "assistant", "user", "assistant"]  # same-speaker runs merged
     assert turns[0]["content"] == "Hello.\nAbout renewals."
     assert turns[-1] == {"role": "assistant", "content": f"It costs {n % 3}5 dollars."}
@@ -239,32 +238,8 @@ def test_doc2dial_distractor_is_a_passage_retrieval_would_rank_beside_the_gold_o
         system = conv.messages[0]["content"]
         n = int(conv.origin.split(":")[1]) - 1
         # Same domain, but of 8 other documents only the 2 about renewals answer a neighbouring question.
-        assert system.count("The renewal fee for topic") == 3, conv.origin
+        assert system.count("The renewal fee for topic") == 2, conv.origin
         assert f"topic {n % 3} is {n % 3}5 dollars" in system and "Parking permit" not in system
-
-
-def test_doc2dial_rows_carry_as_many_passages_as_serving_retrieves_with_the_gold_one_anywhere(
-    tmp_path: Path,
-) -> None:
-    from helpline.platform.settings import RetrievalSettings
-
-    folder, _ = _doc2dial_folder(tmp_path)
-    neighbours = [
-        {"doc_id": f"fee{i}", "domain": "dmv", "title": f"Fees {i}",
-         "text": f"The renewal of licence class {i} costs {i}0 dollars. " * 10}
-        for i in range(6)
-    ]  # fmt: skip
-    with (folder / "docs.jsonl").open("a") as fh:
-        fh.write("".join(json.dumps(d) + "\n" for d in neighbours))
-    conversations, _ = load_source(f"doc2dial:{folder}")
-    top_k, positions = RetrievalSettings().top_k, set()
-    for conv in conversations:
-        system = conv.messages[0]["content"]
-        n = int(conv.origin.split(":")[1]) - 1
-        titles = re.findall(r'<passage id="\d+" title="([^"]+)">', system)
-        assert len(titles) == len(set(titles)) == top_k, conv.origin  # one gold, top_k - 1 distractors
-        positions.add(titles.index(f"Topic {n % 3}"))
-    assert len(positions) > 1  # seeded order: the model cannot learn "the answer is in the first passage"
 
 
 def test_doc2dial_source_needs_both_files_and_names_bad_rows(tmp_path: Path) -> None:

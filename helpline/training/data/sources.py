@@ -6,12 +6,12 @@
                         "...", "intent"?: ...}``; a trailing assistant turn (the bot's wrong answer) is
                         replaced by the reviewer's corrected answer
 ``doc2dial:DIR``        grounded dialogues (``docs.jsonl`` + ``qa.jsonl``): each question with its earlier
-                        turns, rendered with serving's support prompt over as many passages as serving
-                        gives the model (``top_k``), in seeded order: the gold document around the
-                        answer, and hard distractors drawn from the chunks of other documents that BM25
-                        ranks best for the user's turns, as serving's retrieval would put beside it; the
-                        human agent's reply is the answer. Dialogues kept for evaluation
-                        (``doc2dial_heldout``) and turns without an agent reply are skipped.
+                        turns, rendered with serving's support prompt over two passages in seeded order
+                        (the gold document around the answer, and a hard distractor: one of the three
+                        chunks of other documents that BM25 ranks best for the user's turns, as
+                        serving's retrieval would put beside it), and the human agent's reply as the
+                        answer. Dialogues kept for evaluation (``doc2dial_heldout``) and turns without an
+                        agent reply are skipped.
 """
 
 from __future__ import annotations
@@ -159,7 +159,6 @@ def _load_doc2dial(folder: Path, kind: str, *, window: int = 900) -> tuple[list[
     import random
 
     from helpline.platform.schemas import ChatMessage, Chunk, ScoredChunk
-    from helpline.platform.settings import RetrievalSettings
     from helpline.retrieval.datasets import doc2dial_heldout
     from helpline.serving.prompts import load_prompt
 
@@ -176,7 +175,6 @@ def _load_doc2dial(folder: Path, kind: str, *, window: int = 900) -> tuple[list[
         by_domain.setdefault(domain, []).append(doc_id)
     prompt = load_prompt("support")
     index = _chunk_index(docs)
-    top_k = RetrievalSettings().top_k  # the passages serving puts in the prompt
     conversations = []
     for line_no, line in enumerate((folder / "qa.jsonl").read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
@@ -200,15 +198,16 @@ def _load_doc2dial(folder: Path, kind: str, *, window: int = 900) -> tuple[list[
                                             text=text[lo : lo + window]), score=1.0)]  # fmt: skip
         history = [(t.get("role"), t.get("utterance", "")) for t in row.get("history", [])[-4:]]
         query = " ".join([*(u for r, u in history if r == "user" and u), question])
-        distractors = _hard_distractors(index, query, doc_id, rng, n=top_k - 1)
-        others = [] if distractors or top_k == 1 else [d for d in by_domain.get(domain, []) if d != doc_id]
+        distractor = _hard_distractor(index, query, doc_id, rng)
+        others = [] if distractor else [d for d in by_domain.get(domain, []) if d != doc_id]
         if others:  # nothing else shares a word with the question: a random same-domain region
             other = rng.choice(others)
             o_title, o_text, _ = docs[other]
             o_lo = rng.randrange(max(1, len(o_text) - window))
-            distractors = [Chunk(chunk_id=f"{other}#0", doc_id=other, title=o_title, text=o_text[o_lo : o_lo + window])]
-        passages += [ScoredChunk(chunk=c, score=1.0) for c in distractors]
-        rng.shuffle(passages)
+            distractor = Chunk(chunk_id=f"{other}#0", doc_id=other, title=o_title, text=o_text[o_lo : o_lo + window])
+        if distractor is not None:
+            passages.append(ScoredChunk(chunk=distractor, score=1.0))
+            rng.shuffle(passages)
         turns: list[dict[str, str]] = []
         for role, text_ in [*history, ("user", question)]:
             role = "user" if role == "user" else "assistant"
@@ -249,16 +248,15 @@ def _chunk_index(docs: dict[str, tuple[str, str, str]]) -> BM25Index:
     return BM25Index.build(chunks)
 
 
-def _hard_distractors(index: BM25Index, query: str, gold_doc: str, rng: random.Random, *, n: int) -> list[Chunk]:
-    """``n`` of the ``n + 2`` chunks of other documents that BM25 ranks best for ``query`` (seeded), fewer
-    when fewer share a word with it.
+def _hard_distractor(index: BM25Index, query: str, gold_doc: str, rng: random.Random) -> Chunk | None:
+    """One of the three chunks of other documents that BM25 ranks best for ``query`` (seeded), or None.
 
-    Distractors that answer a neighbouring question teach the model to answer from the passage that fits
-    the question, not from whichever shares its words; random ones are told apart by topic alone.
+    A distractor that answers a neighbouring question teaches the model to answer from the passage that
+    fits the question, not from whichever shares its words; a random one is told apart by topic alone.
     """
-    hits = [index.chunks[cid] for cid, _ in index.search(query, k=4 * n + 8, access=("public",))]
-    others = [c for c in hits if c.doc_id != gold_doc][: n + 2]
-    return rng.sample(others, min(n, len(others)))
+    hits = [index.chunks[cid] for cid, _ in index.search(query, k=12, access=("public",))]
+    others = [c for c in hits if c.doc_id != gold_doc][:3]
+    return rng.choice(others) if others else None
 
 
 def validate_messages(messages: list) -> list[str]:
