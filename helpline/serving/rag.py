@@ -110,13 +110,12 @@ class RAGPipeline:
 
     def answer(self, conversation: list[ChatMessage], *, role: str = "customer") -> Answer:
         """One grounded answer with citations; abstains when nothing relevant is found."""
-        start = time.perf_counter()
-        return self.complete(self.prepare(conversation, role=role), started=start)
+        return self.complete(self.prepare(conversation, role=role))
 
-    def complete(self, prepared: Prepared, *, started: float | None = None) -> Answer:
-        """Generate, verify and cite the answer to a prepared turn, or give its abstention. ``started``
-        (a ``time.perf_counter()`` reading) is when the turn began; the latency counts from it."""
-        start = time.perf_counter() if started is None else started
+    def complete(self, prepared: Prepared) -> Answer:
+        """Generate, verify and cite the answer to a prepared turn, or give its abstention. The latency
+        counts the turn's retrieval (``prepared.retrieval_ms``) and what follows it."""
+        start = time.perf_counter() - prepared.retrieval_ms / 1000
         if prepared.abstained:
             return Answer(
                 answer=prepared.abstention,
