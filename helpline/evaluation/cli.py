@@ -231,6 +231,9 @@ def rag(
         return
     for arm, row in result["arms"].items():
         console.print(f"[bold]{arm}[/]: " + ", ".join(f"{k}={v}" for k, v in row.items() if k != "examples"))
+    for pair, metrics in result["comparisons"].items():
+        diffs = (f"{m} {c['difference']:+.3f} [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]" for m, c in metrics.items())
+        console.print(f"[bold]{pair}[/]: " + ", ".join(diffs))
 
 
 @eval_app.command("calibrate-detector")

@@ -5,7 +5,9 @@ Arms: ``base`` (base model, no retrieval), ``finetuned`` (adapter, no retrieval)
 against the gold passage and, for RAG arms, against what was retrieved), citation correctness
 (the gold document is cited; top-1 too; precision: the gold document's share of the cited ones),
 similarity to the human agent's reply (embedding cosine and ROUGE-L), and, on questions whose gold
-document was left out of the index, the abstention rate.
+document was left out of the index, the abstention rate. The same figures *as served* count what the
+gateway's verifier would withdraw, and the hybrid is compared with every other arm question by question
+(paired bootstrap intervals), so a claim that it is better says how sure it is.
 """
 
 from __future__ import annotations
@@ -132,40 +134,115 @@ def answer_all(
     return out
 
 
-def score_arm(questions: list[Question], answers: list[dict], *, detector: Any, embedder: Any) -> dict[str, Any]:
-    """The arm's figures (rates are fractions over the questions they apply to)."""
+def score_arm(
+    questions: list[Question],
+    answers: list[dict],
+    *,
+    detector: Any,
+    embedder: Any,
+    paired: dict[str, list[float]] | None = None,
+) -> dict[str, Any]:
+    """The arm's figures (rates are fractions over the questions they apply to).
+
+    ``as_served`` (with a detector) is what a customer of the gateway gets from the same answers: the
+    gateway's verifier replaces a RAG answer the detector finds unsupported by its passages with the
+    abstention, which cites nothing (``eval rag --verify`` runs that verifier inside the pipeline; these
+    figures come out the same without regenerating). ``paired`` (if given) receives per-question scores
+    of the answerable questions, in order, for :func:`compare_arms`.
+    """
     answerable = [(q, a) for q, a in zip(questions, answers) if not q.removed]
     unanswerable = [(q, a) for q, a in zip(questions, answers) if q.removed]
     gold_scores = detector.verdicts([(a["text"], [q.gold_passage], None) for q, a in answerable]) if detector else []
-    retrieved = [
-        (q, a)
-        for q, a in answerable
-        if a["passages"] and not is_abstention(Output(a["text"], abstained=a["abstained"]))
-    ]
-    ret_scores = detector.verdicts([(a["text"], a["passages"], None) for _, a in retrieved]) if detector else []
+    answered = [a for a in answers if a["passages"] and not is_abstention(Output(a["text"], abstained=a["abstained"]))]
+    checked = detector.verdicts([(a["text"], a["passages"], None) for a in answered]) if detector else []
+    unsupported = {id(a) for a, v in zip(answered, checked) if v.hallucinated}
+    asked = {id(a) for _, a in answerable}
+    ret_scores = [v for a, v in zip(answered, checked) if id(a) in asked]
     replied = [(q, a) for q, a in answerable if q.agent_response.strip()]  # some turns have no agent reply
     vecs = embedder.embed_documents([x for q, a in replied for x in (q.agent_response, a["text"] or " ")])
     sims = [cosine(vecs[2 * i], vecs[2 * i + 1]) for i in range(len(replied))]
-    return {
+    abstains = [is_abstention(Output(a["text"], abstained=a["abstained"])) for _, a in answerable]
+    gone = [is_abstention(Output(a["text"], abstained=a["abstained"])) for _, a in unanswerable]
+    per_q: dict[str, list[float]] = {
+        "citation_correct": [q.doc_id in a["citations"] for q, a in answerable],
+        "citation_top1": [bool(a["citations"]) and a["citations"][0] == q.doc_id for q, a in answerable],
+        "citation_precision": [citation_precision(a["citations"], q.doc_id) for q, a in answerable],
+    }
+    out: dict[str, Any] = {
         "n_answerable": len(answerable),
         "n_unanswerable": len(unanswerable),
         "faithful_rate_gold": _mean([not v.hallucinated for v in gold_scores]),
         "hallucination_mean_gold": _mean([v.score for v in gold_scores]),
         "faithful_rate_retrieved": _mean([not v.hallucinated for v in ret_scores]) if ret_scores else None,
-        "citation_correct": _mean([q.doc_id in a["citations"] for q, a in answerable]),
-        "citation_top1": _mean([bool(a["citations"]) and a["citations"][0] == q.doc_id for q, a in answerable]),
-        "citation_precision": _mean([citation_precision(a["citations"], q.doc_id) for q, a in answerable]),
+        **{k: _mean(v) for k, v in per_q.items()},
         "similarity_agent": _mean(sims),
         "rouge_l_agent": _mean([rouge_l(q.agent_response, a["text"]) for q, a in replied]),
-        "abstention_rate_answerable": _mean(
-            [is_abstention(Output(a["text"], abstained=a["abstained"])) for _, a in answerable]
-        ),
-        "abstention_rate_removed": _mean(
-            [is_abstention(Output(a["text"], abstained=a["abstained"])) for _, a in unanswerable]
-        )
-        if unanswerable
-        else None,
+        "abstention_rate_answerable": _mean(abstains),
+        "abstention_rate_removed": _mean(gone) if unanswerable else None,
     }
+    if gold_scores:
+        per_q["faithful_gold"] = [not v.hallucinated for v in gold_scores]
+        kept = [id(a) not in unsupported for _, a in answerable]
+        served = {
+            "citation_correct": [c and k for c, k in zip(per_q["citation_correct"], kept)],
+            "citation_top1": [c and k for c, k in zip(per_q["citation_top1"], kept)],
+            "citation_precision": [c * k for c, k in zip(per_q["citation_precision"], kept)],
+            "faithful_answer_gold": [
+                k and not ab and not v.hallucinated for k, ab, v in zip(kept, abstains, gold_scores)
+            ],
+            "unfaithful_answer_gold": [
+                k and not ab and v.hallucinated for k, ab, v in zip(kept, abstains, gold_scores)
+            ],
+        }
+        per_q.update({f"served_{k}": v for k, v in served.items()})
+        out["as_served"] = {
+            "withdrawn_rate_answerable": _mean([not k for k in kept]),
+            **{k: _mean(v) for k, v in served.items()},
+            "abstention_rate_answerable": _mean([ab or not k for ab, k in zip(abstains, kept)]),
+            "abstention_rate_removed": _mean([ab or id(a) in unsupported for ab, (_, a) in zip(gone, unanswerable)])
+            if unanswerable
+            else None,
+        }
+    if paired is not None:
+        paired.update({k: [float(x) for x in v] for k, v in per_q.items()})
+    return out
+
+
+def compare_arms(
+    paired: dict[str, dict[str, list[float]]], *, against: str = "hybrid", resamples: int = 2000, seed: int = 0
+) -> dict[str, dict[str, Any]]:
+    """``against`` minus every other arm on the same questions: the mean difference of each per-question
+    score with a 95% paired-bootstrap interval (percentile), and the questions it wins and loses. An
+    interval that excludes 0 is evidence of a difference; 40 questions rarely separate arms by less
+    than about 0.1."""
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    if against not in paired:
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for arm, scores in paired.items():
+        if arm == against:
+            continue
+        rows: dict[str, Any] = {}
+        for metric, mine in paired[against].items():
+            if metric not in scores or len(scores[metric]) != len(mine) or len(mine) < 2:
+                continue
+            diff = np.asarray(mine) - np.asarray(scores[metric])
+            if np.ptp(diff) == 0:  # no spread: the interval is the difference itself
+                lo = hi = float(diff[0])
+            else:
+                ci = bootstrap((diff,), np.mean, n_resamples=resamples, method="percentile",
+                               random_state=np.random.default_rng(seed)).confidence_interval  # fmt: skip
+                lo, hi = float(ci.low), float(ci.high)
+            rows[metric] = {
+                "difference": round(float(diff.mean()), 4),
+                "ci95": [round(lo, 4), round(hi, 4)],
+                "wins": int((diff > 0).sum()),
+                "losses": int((diff < 0).sum()),
+            }
+        out[f"{against}-{arm}"] = rows
+    return out
 
 
 def answer_row(arm: str, q: Question, a: dict) -> dict[str, Any]:
@@ -232,6 +309,7 @@ def run_ab(
 
     documents, questions = load_questions(folder, limit=limit, removed=removed, seed=seed, max_docs=max_docs)
     results: dict[str, Any] = {"questions": len(questions), "documents_indexed": len(documents), "arms": {}}
+    paired: dict[str, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         kb, embedder = build_index(documents, ctx, tmp)
         for arm in arms:
@@ -245,8 +323,10 @@ def run_ab(
             results["arms"][arm] = {
                 "model": model,
                 **run_arm(ctx, kb, embedder, questions, generator, rag=rag, max_tokens=max_tokens,
-                          detector=detector, verify=verify, record=record, arm=arm),
+                          detector=detector, verify=verify, record=record, arm=arm,
+                          paired=paired.setdefault(arm, {})),
             }  # fmt: skip
+    results["comparisons"] = compare_arms(paired)
     return results
 
 
@@ -263,9 +343,11 @@ def run_arm(
     verify: bool = False,
     record: list[dict] | None = None,
     arm: str = "",
+    paired: dict[str, list[float]] | None = None,
 ) -> dict[str, Any]:
     """One generator's answers to every question (through the RAG pipeline over ``kb`` when ``rag``),
-    scored, with three examples. ``record`` (if given) gets one row per answer, labelled ``arm``."""
+    scored, with three examples. ``record`` (if given) gets one row per answer, labelled ``arm``;
+    ``paired`` its per-question scores (:func:`score_arm`)."""
     from helpline.serving.factory import build_pipeline
 
     pipeline = None
@@ -281,7 +363,7 @@ def run_arm(
         pipeline.max_tokens = max_tokens
     answers = answer_all("rag" if rag else "direct", questions, generator=generator, pipeline=pipeline,
                          max_tokens=max_tokens)  # fmt: skip
-    out = score_arm(questions, answers, detector=detector, embedder=embedder)
+    out = score_arm(questions, answers, detector=detector, embedder=embedder, paired=paired)
     if record is not None:
         record.extend(answer_row(arm, q, a) for q, a in zip(questions, answers, strict=True))
     out["examples"] = [

@@ -103,3 +103,73 @@ def test_every_answer_is_recorded_with_its_gold_document_citations_and_retrieval
     assert row["retrieved"] == ["d3", "d5"]  # retrieval's order
     assert row["citations"] == ["d5"]  # only the passage the answer draws on
     assert row["answer"] == "The fee is 50 dollars." and row["question"] == questions[0].conversation[-1].content
+
+
+class _NumberDetector:
+    """Hallucinated when the answer states a number its passages do not contain."""
+
+    def verdicts(self, queries, **_):
+        import re
+
+        from helpline.evaluation.hallucination.detector import Verdict
+
+        out = []
+        for answer, passages, _ in queries:
+            said = re.findall(r"\d+", answer)
+            bad = not said or any(n not in " ".join(passages) for n in said)
+            out.append(Verdict(0.9 if bad else 0.1, bad, 0.5, 0.0, []))
+        return out
+
+
+def test_as_served_withdraws_answers_the_detector_finds_unsupported_by_their_passages(tmp_path: Path) -> None:
+    _, questions = load_questions(_folder(tmp_path), limit=3, removed=1, seed=1)
+    answerable = [q for q in questions if not q.removed]
+    fee = {q.id: q.gold_passage.split("fee ")[1].split()[0] for q in answerable}  # e.g. "30"
+    supported, unsupported, abstained = answerable
+    replies = {
+        supported.id: {"text": f"It is {fee[supported.id]} dollars.", "citations": [supported.doc_id],
+                       "abstained": False, "passages": [supported.gold_passage]},
+        # cites the gold document, but says what no passage says: the gateway would withdraw it
+        unsupported.id: {"text": "It is 990 dollars.", "citations": [unsupported.doc_id], "abstained": False,
+                         "passages": [unsupported.gold_passage]},
+        abstained.id: {"text": "I'm sorry, I don't know.", "citations": [], "abstained": True, "passages": []},
+    }  # fmt: skip
+    answers = [
+        replies.get(q.id) or {"text": "It is 770 dollars.", "citations": ["dx"], "abstained": False, "passages": ["x"]}
+        for q in questions
+    ]
+    paired: dict[str, list[float]] = {}
+    scores = score_arm(questions, answers, detector=_NumberDetector(), embedder=FakeEmbedder(), paired=paired)
+    assert scores["citation_correct"] == round(2 / 3, 4)  # as generated, both cited the gold document
+    assert scores["abstention_rate_removed"] == 0.0
+    served = scores["as_served"]
+    assert served["withdrawn_rate_answerable"] == round(1 / 3, 4)
+    assert served["citation_correct"] == round(1 / 3, 4)  # the withdrawn answer's citation never reaches anyone
+    assert served["faithful_answer_gold"] == round(1 / 3, 4)
+    assert served["unfaithful_answer_gold"] == 0.0  # nothing unsupported is served
+    assert served["abstention_rate_answerable"] == round(2 / 3, 4)
+    assert served["abstention_rate_removed"] == 1.0  # the invented fee for a removed document is withdrawn too
+    order = [q.id for q in answerable]
+    assert paired["citation_correct"] == [1.0, 1.0, 0.0] and order[0] == supported.id
+    assert paired["served_citation_correct"] == [1.0, 0.0, 0.0]
+
+
+def test_compare_arms_gives_paired_differences_with_bootstrap_intervals() -> None:
+    from helpline.evaluation.rag_eval import compare_arms
+
+    hybrid = [1.0] * 30 + [0.0] * 10
+    paired = {
+        "hybrid": {"citation_correct": hybrid},
+        "retrieval": {"citation_correct": [0.0] * 30 + [0.0] * 10},  # the hybrid wins 30, loses none
+        "base": {"citation_correct": list(hybrid)},  # the same answers
+        "finetuned": {"citation_correct": [1.0, 0.0] * 15 + [1.0] * 10},  # wins 15, loses 10
+    }
+    out = compare_arms(paired)
+    win = out["hybrid-retrieval"]["citation_correct"]
+    assert win["difference"] == 0.75 and win["wins"] == 30 and win["losses"] == 0
+    assert 0 < win["ci95"][0] < 0.75 < win["ci95"][1] <= 1.0
+    assert out["hybrid-base"]["citation_correct"] == {"difference": 0.0, "ci95": [0.0, 0.0], "wins": 0, "losses": 0}
+    mixed = out["hybrid-finetuned"]["citation_correct"]
+    assert mixed["wins"] == 15 and mixed["losses"] == 10
+    assert mixed["ci95"][0] < 0 < mixed["ci95"][1]  # 5 questions of 40 separate nothing
+    assert compare_arms({"retrieval": paired["retrieval"]}) == {}  # no hybrid arm, nothing to compare

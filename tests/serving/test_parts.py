@@ -209,7 +209,7 @@ def test_gateway_detector_setting_picks_the_registered_detector(tmp_path: Path) 
     assert detector_verifier(settings, registry) is None  # auto, nothing trained yet: answers go unchecked
     folder = tmp_path / "det"
     folder.mkdir()
-    DetectorConfig(thresholds={"doc2dial": 0.42}).write(folder)
+    DetectorConfig(threshold=0.5, thresholds={"rag": 0.42}).write(folder)  # the head answers are checked with
     registry.register_model("helpline-detector", kind="base", path=folder, metadata={"role": "detector"})
     verifier = detector_verifier(settings, registry)
     assert isinstance(verifier, DetectorVerifier) and verifier.cutoff() == 0.42

@@ -30,8 +30,7 @@ class DetectorVerifier:
         return cls(Detector.load(Path(registry.get_model(name).path)), **kw)
 
     def cutoff(self) -> float:
-        cfg = self.detector.config
-        return self.threshold if self.threshold is not None else cfg.thresholds.get("doc2dial", cfg.threshold)
+        return self.threshold if self.threshold is not None else self.detector.threshold_for("rag")
 
     def verify(self, answer: str, passages: list[Any]) -> Any:
         """serving's Verdict: grounded, score (1 = fully supported), and the least supported sentence."""
