@@ -55,6 +55,9 @@ class ChatStream:
     citations: list[Citation] = field(default_factory=list)
     abstained: bool = False
     verification: dict[str, Any] = field(default_factory=dict)
+    #: The detector rejected the streamed answer: show ``abstention`` in its place.
+    withdrawn: bool = False
+    abstention: str = ""
 
     def __iter__(self) -> Iterator[str]:
         try:
@@ -77,6 +80,8 @@ class ChatStream:
                     self.abstained = bool(event.get("abstained"))
                     self.conversation_id = event.get("conversation_id", "")
                     self.verification = event.get("verification") or {}
+                    self.withdrawn = bool(event.get("withdrawn"))
+                    self.abstention = event.get("abstention") or ""
         except httpx.TransportError as e:
             raise GatewayUnavailable(f"the connection to the gateway broke mid-answer ({type(e).__name__})") from e
         finally:

@@ -139,3 +139,41 @@ def test_citations_are_the_passages_the_answer_draws_on(gateway: Gateway) -> Non
     assert [c["doc_id"] for c in (whole.model_extra or {})["citations"]] == ["shipping"]
     streamed = list(client.chat.completions.create(model="helpline-support", messages=messages, stream=True))
     assert [c["doc_id"] for c in (streamed[-1].model_extra or {})["citations"]] == ["shipping"]
+
+
+class _Rejects:
+    """A detector's verdict on every answer: not supported by its passages."""
+
+    def verify(self, answer, passages):
+        from helpline.serving.rag import Verdict
+
+        return Verdict(grounded=False, score=0.1, reason="hallucination 0.90 (threshold 0.50)")
+
+
+def test_an_unsupported_answer_is_replaced_whole_and_withdrawn_when_streamed(gateway: Gateway) -> None:
+    pipeline = gateway.client.app.state.chat_service.pipeline
+    pipeline.verifier = _Rejects()
+    whole = gateway.chat("customer", RETURN_Q).json()
+    assert whole["abstained"] is True and whole["citations"] == []
+    assert whole["choices"][0]["message"]["content"] == pipeline.abstention_text()
+    stream = list(
+        _client(gateway, "customer").chat.completions.create(
+            model="helpline-support", messages=[{"role": "user", "content": RETURN_Q}], stream=True
+        )
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in stream).strip() == "answer from fake-base"  # already sent
+    final = stream[-1].model_extra or {}
+    assert final["withdrawn"] is True and final["abstained"] is True and final["citations"] == []
+    assert final["abstention"] == pipeline.abstention_text() and final["verification"]["grounded"] is False
+    streamed = gateway.store.turns()[0]  # newest first
+    assert streamed["response_id"] == stream[-1].id and streamed["abstained"] is True  # flagged for review
+    assert streamed["answer"].strip() == "answer from fake-base"  # what the customer saw, for the reviewer
+    pipeline.abstain_when_unverified = False  # the operator keeps unverified answers: reported, not withdrawn
+    kept = list(
+        _client(gateway, "customer").chat.completions.create(
+            model="helpline-support", messages=[{"role": "user", "content": RETURN_Q}], stream=True
+        )
+    )
+    final = kept[-1].model_extra or {}
+    assert "withdrawn" not in final and final["abstained"] is False and final["citations"]
+    assert final["verification"]["grounded"] is False

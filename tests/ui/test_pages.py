@@ -287,3 +287,22 @@ def test_start_a_job_and_follow_it_to_the_end(live: LiveGateway) -> None:
         at.run()
     assert "**succeeded**" in texts(at)
     assert "learning_rate" in at.code[-1].value
+
+
+def test_a_streamed_answer_the_detector_rejects_is_taken_back_with_the_handoff(live: LiveGateway) -> None:
+    from helpline.serving.rag import Verdict
+
+    class Rejects:
+        def verify(self, answer, passages):
+            return Verdict(grounded=False, score=0.1, reason="hallucination 0.90 (threshold 0.50)")
+
+    live.gateway.client.app.state.chat_service.pipeline.verifier = Rejects()
+    at = sign_in(live.key("customer"))
+    at.chat_input[0].set_value(RETURN_Q).run()
+    _no_traceback(at)
+    shown = texts(at)
+    assert "answer from fake-base" not in shown  # the unsupported answer does not stay on the page
+    assert "taken it back" in shown and "+1-800-555-0142" in shown  # why, and how to reach a person
+    assert any("handing you over to a person" in w.value for w in at.warning)
+    assert not at.expander  # no sources for an answer that was withdrawn
+    assert live.gateway.store.turns()[0]["abstained"] is True  # in the review queue

@@ -3,7 +3,9 @@
 Extras on a chat completion (and on the final stream event): ``citations`` (the passages the
 answer is based on, best first), ``abstained`` (true when the assistant said it does not know and
 offered a person), ``conversation_id`` (send it back as an extra body field to continue a
-conversation; it also decides the canary bucket).
+conversation; it also decides the canary bucket). A whole answer the detector rejects is replaced by
+the abstention; a streamed one has already been sent, so its final event says ``withdrawn: true``,
+cites nothing and carries the ``abstention`` text a client shows instead.
 """
 
 from __future__ import annotations

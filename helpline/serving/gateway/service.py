@@ -251,10 +251,16 @@ class ChatService:
                     yield event({"content": delta})
             answer = "".join(parts)
             verdict = await self._verify(answer, turn)
+            # Already sent, so it cannot be replaced as a whole answer is: the final event withdraws it
+            # (no sources, the abstention to show instead) and the turn is flagged for review.
+            withdrawn = not abstained and not verdict.grounded and self.pipeline.abstain_when_unverified
+            abstained = abstained or withdrawn
             cited = [] if abstained else [c.model_dump() for c in citations(turn.prepared.passages, answer=answer)]
+            extra = {"withdrawn": True, "abstention": self.pipeline.abstention_text()} if withdrawn else {}
             yield event(
                 {}, finish, citations=cited, abstained=abstained, conversation_id=turn.conversation_id,
                 verification={"grounded": verdict.grounded, "score": verdict.score, "reason": verdict.reason},
+                **extra,
             )  # fmt: skip
             status = "ok"
         except (HelplineError, TimeoutError) as e:

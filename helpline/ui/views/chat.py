@@ -15,6 +15,10 @@ HANDOFF_NOTE = (
     "The assistant could not answer this from our help articles, so it is handing you over to a person: "
     "use the contact details above and a member of our support team will help you."
 )
+WITHDRAWN_NOTE = (
+    "I could not confirm that answer in our help articles, so I have taken it back rather than risk "
+    "telling you something wrong."
+)
 _STATE = "hl_chat"
 
 
@@ -124,6 +128,8 @@ def _ask(question: str) -> None:
             stream = client.chat_stream(messages, conversation_id=state["conversation_id"])
             st.write_stream(collect(iter(stream)))
             turn.update(response_id=stream.response_id, abstained=stream.abstained)
+            if stream.withdrawn:  # the detector rejected it: already on screen, replaced when the page redraws
+                parts[:] = [f"{WITHDRAWN_NOTE}\n\n{stream.abstention}".strip()]
             state["conversation_id"] = stream.conversation_id or state["conversation_id"]
             if stream.citations:
                 # The stream names the passages; their text is fetched once the answer is complete.
