@@ -1,5 +1,6 @@
 """Integration: the detector recipe end to end on a tiny hand-written HaluEval-format file, with the
-real MiniLM from the workspace (a few optimiser steps, not minutes), then the CLI on that detector."""
+real MiniLM from the workspace (a few optimiser steps, not minutes), then the CLI on that detector:
+`eval hallucination`, and `eval rag` with the real SmolLM2 over a hand-written doc2dial-format folder."""
 
 from __future__ import annotations
 
@@ -127,3 +128,61 @@ def test_train_detector_then_evaluate_with_the_cli(in_workspace: Path, tmp_path:
     )
     assert invented.score > grounded.score
     assert max(invented.sentences, key=lambda s: s.score).sentence.startswith("It has 90 million")
+
+
+def _doc2dial(folder: Path) -> Path:
+    """Three hand-written help articles and one held-out question on each, in doc2dial's format."""
+    from helpline.retrieval.datasets import doc2dial_heldout
+
+    folder.mkdir(parents=True, exist_ok=True)
+    docs = [
+        ("renew", "Renewing a licence", "You can renew your driving licence online up to 90 days before it expires."),
+        ("lost", "Replacing a lost card", "If your card is lost, report it and order a replacement for 15 dollars."),
+        ("move", "Changing your address", "Tell us your new address within 10 days of moving, online or by mail."),
+    ]
+    questions = ["When can I renew my licence online?", "How much is a new card if I lost mine?",
+                 "How soon must I report a new address?"]  # fmt: skip
+    dialogues = [d for d in (f"dial{i}" for i in range(1000)) if doc2dial_heldout(d)][: len(docs)]
+    with open(folder / "docs.jsonl", "w") as f:
+        for doc_id, title, text in docs:
+            f.write(json.dumps({"doc_id": doc_id, "title": title, "text": text, "domain": "dmv"}) + "\n")
+    with open(folder / "qa.jsonl", "w") as f:
+        for dial, (doc_id, _, text), question in zip(dialogues, docs, questions):
+            row = {"id": f"{dial}_1", "dial_id": dial, "doc_id": doc_id, "question": question, "history": [],
+                   "answer_span": text[:40], "answer_start": 0, "agent_response": text}  # fmt: skip
+            f.write(json.dumps(row) + "\n")
+    return folder
+
+
+def test_rag_ab_report_with_the_real_model_and_a_trained_detector(in_workspace: Path, tmp_path: Path) -> None:
+    from helpline.cli import app
+
+    runner = CliRunner()
+    detector = "test-detector-rag"
+    trained = runner.invoke(
+        app,
+        ["eval", "train-detector", f"halueval_dir={_write(tmp_path / 'halueval')}", "qa_items=8", "dialogue_items=8",
+         "val_items=40", "doc2dial_pairs=0", "max_minutes=0.2", f"output_name={detector}", "device=cpu", "--json"],
+    )  # fmt: skip
+    assert trained.exit_code == 0, trained.output
+    folder = _doc2dial(tmp_path / "doc2dial")
+    # The base model stands in for the adapter: the hybrid arm answers exactly as retrieval-only does.
+    result = runner.invoke(
+        app,
+        ["eval", "rag", "--dataset", str(folder), "--finetuned", "smollm2-135m-instruct", "--arms",
+         "base,retrieval,hybrid", "--limit", "2", "--removed", "1", "--max-tokens", "16", "--detector", detector,
+         "--answers", str(tmp_path / "answers.jsonl"), "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout[result.stdout.index("{") :])
+    assert report["questions"] == 3
+    retrieval, hybrid = report["arms"]["retrieval"], report["arms"]["hybrid"]
+    assert retrieval["n_answerable"] == 2 and retrieval["n_unanswerable"] == 1
+    served = hybrid["as_served"]
+    assert 0 <= served["citation_correct"] <= hybrid["citation_correct"]  # withdrawing never adds a citation
+    assert served["abstention_rate_answerable"] >= hybrid["abstention_rate_answerable"]
+    same = report["comparisons"]["hybrid-retrieval"]
+    assert {"faithful_gold", "citation_correct", "served_citation_correct"} <= set(same)
+    assert all(c["difference"] == 0 and c["wins"] == c["losses"] == 0 for c in same.values())  # greedy, same model
+    rows = [json.loads(line) for line in (tmp_path / "answers.jsonl").read_text().splitlines()]
+    assert len(rows) == 9 and {r["arm"] for r in rows} == {"base", "retrieval", "hybrid"}
