@@ -150,19 +150,24 @@ def score_arm(
     figures come out the same without regenerating). ``paired`` (if given) receives per-question scores
     of the answerable questions, in order, for :func:`compare_arms`.
     """
-    answerable = [(q, a) for q, a in zip(questions, answers) if not q.removed]
-    unanswerable = [(q, a) for q, a in zip(questions, answers) if q.removed]
+    asked = [i for i, q in enumerate(questions) if not q.removed]
+    removed = [i for i, q in enumerate(questions) if q.removed]
+    answerable = [(questions[i], answers[i]) for i in asked]
+    unanswerable = [(questions[i], answers[i]) for i in removed]
     gold_scores = detector.verdicts([(a["text"], [q.gold_passage], None) for q, a in answerable]) if detector else []
-    answered = [a for a in answers if a["passages"] and not is_abstention(Output(a["text"], abstained=a["abstained"]))]
-    checked = detector.verdicts([(a["text"], a["passages"], None) for a in answered]) if detector else []
-    unsupported = {id(a) for a, v in zip(answered, checked) if v.hallucinated}
-    asked = {id(a) for _, a in answerable}
-    ret_scores = [v for a, v in zip(answered, checked) if id(a) in asked]
+    said_nothing = [is_abstention(Output(a["text"], abstained=a["abstained"])) for a in answers]
+    # One detector pass over every RAG answer against its own passages: what the gateway's verifier sees.
+    answered = [i for i, a in enumerate(answers) if a["passages"] and not said_nothing[i]]
+    checked = (
+        detector.verdicts([(answers[i]["text"], answers[i]["passages"], None) for i in answered]) if detector else []
+    )
+    unsupported = {i for i, v in zip(answered, checked) if v.hallucinated}
+    ret_scores = [v for i, v in zip(answered, checked) if not questions[i].removed]
     replied = [(q, a) for q, a in answerable if q.agent_response.strip()]  # some turns have no agent reply
     vecs = embedder.embed_documents([x for q, a in replied for x in (q.agent_response, a["text"] or " ")])
     sims = [cosine(vecs[2 * i], vecs[2 * i + 1]) for i in range(len(replied))]
-    abstains = [is_abstention(Output(a["text"], abstained=a["abstained"])) for _, a in answerable]
-    gone = [is_abstention(Output(a["text"], abstained=a["abstained"])) for _, a in unanswerable]
+    abstains = [said_nothing[i] for i in asked]
+    gone = [said_nothing[i] for i in removed]
     per_q: dict[str, list[float]] = {
         "citation_correct": [q.doc_id in a["citations"] for q, a in answerable],
         "citation_top1": [bool(a["citations"]) and a["citations"][0] == q.doc_id for q, a in answerable],
@@ -182,7 +187,7 @@ def score_arm(
     }
     if gold_scores:
         per_q["faithful_gold"] = [not v.hallucinated for v in gold_scores]
-        kept = [id(a) not in unsupported for _, a in answerable]
+        kept = [i not in unsupported for i in asked]
         served = {
             "citation_correct": [c and k for c, k in zip(per_q["citation_correct"], kept)],
             "citation_top1": [c and k for c, k in zip(per_q["citation_top1"], kept)],
@@ -199,7 +204,7 @@ def score_arm(
             "withdrawn_rate_answerable": _mean([not k for k in kept]),
             **{k: _mean(v) for k, v in served.items()},
             "abstention_rate_answerable": _mean([ab or not k for ab, k in zip(abstains, kept)]),
-            "abstention_rate_removed": _mean([ab or id(a) in unsupported for ab, (_, a) in zip(gone, unanswerable)])
+            "abstention_rate_removed": _mean([said_nothing[i] or i in unsupported for i in removed])
             if unanswerable
             else None,
         }
@@ -229,15 +234,11 @@ def compare_arms(
             if metric not in scores or len(scores[metric]) != len(mine) or len(mine) < 2:
                 continue
             diff = np.asarray(mine) - np.asarray(scores[metric])
-            if np.ptp(diff) == 0:  # no spread: the interval is the difference itself
-                lo = hi = float(diff[0])
-            else:
-                ci = bootstrap((diff,), np.mean, n_resamples=resamples, method="percentile",
-                               random_state=np.random.default_rng(seed)).confidence_interval  # fmt: skip
-                lo, hi = float(ci.low), float(ci.high)
+            ci = bootstrap((diff,), np.mean, n_resamples=resamples, method="percentile",
+                           random_state=np.random.default_rng(seed)).confidence_interval  # fmt: skip
             rows[metric] = {
                 "difference": round(float(diff.mean()), 4),
-                "ci95": [round(lo, 4), round(hi, 4)],
+                "ci95": [round(float(ci.low), 4), round(float(ci.high), 4)],
                 "wins": int((diff > 0).sum()),
                 "losses": int((diff < 0).sum()),
             }

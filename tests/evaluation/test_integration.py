@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -84,18 +85,32 @@ def _write(folder: Path) -> Path:
     return folder
 
 
-def test_train_detector_then_evaluate_with_the_cli(in_workspace: Path, tmp_path: Path) -> None:
+_TRAINED: dict[str, Any] = {}  # the one detector this module's tests share
+
+
+@pytest.fixture
+def trained(in_workspace: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
+    """`eval train-detector` on the hand-written files, run once for the module (the detector stays in the
+    session's workspace as `test-detector`): its report and the HaluEval-format folder."""
+    if not _TRAINED:
+        from helpline.cli import app
+
+        data = _write(tmp_path_factory.mktemp("halueval"))
+        result = CliRunner().invoke(
+            app,
+            ["eval", "train-detector", f"halueval_dir={data}", "qa_items=8", "dialogue_items=8", "val_items=40",
+             "doc2dial_pairs=0", "max_minutes=0.5", "output_name=test-detector", "device=cpu", "--json"],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        _TRAINED.update(report=json.loads(result.stdout), data=data)
+    return _TRAINED["report"], _TRAINED["data"]
+
+
+def test_train_detector_then_evaluate_with_the_cli(trained: tuple[dict[str, Any], Path]) -> None:
     from helpline.cli import app
 
-    data = _write(tmp_path / "halueval")
+    report, data = trained
     runner = CliRunner()
-    trained = runner.invoke(
-        app,
-        ["eval", "train-detector", f"halueval_dir={data}", "qa_items=8", "dialogue_items=8", "val_items=40",
-         "doc2dial_pairs=0", "max_minutes=0.5", "output_name=test-detector", "device=cpu", "--json"],
-    )  # fmt: skip
-    assert trained.exit_code == 0, trained.output
-    report = json.loads(trained.stdout)
     assert report["cross_encoder"]["steps_done"] >= 1 and report["cross_encoder"]["device"] == "cpu"
     assert report["cross_encoder_precision"] in ("bf16", "int8")  # what the heads were fitted on
     folder = Path(report["path"])
@@ -154,17 +169,13 @@ def _doc2dial(folder: Path) -> Path:
     return folder
 
 
-def test_rag_ab_report_with_the_real_model_and_a_trained_detector(in_workspace: Path, tmp_path: Path) -> None:
+def test_rag_ab_report_with_the_real_model_and_a_trained_detector(
+    trained: tuple[dict[str, Any], Path], tmp_path: Path
+) -> None:
     from helpline.cli import app
 
     runner = CliRunner()
-    detector = "test-detector-rag"
-    trained = runner.invoke(
-        app,
-        ["eval", "train-detector", f"halueval_dir={_write(tmp_path / 'halueval')}", "qa_items=8", "dialogue_items=8",
-         "val_items=40", "doc2dial_pairs=0", "max_minutes=0.2", f"output_name={detector}", "device=cpu", "--json"],
-    )  # fmt: skip
-    assert trained.exit_code == 0, trained.output
+    detector = "test-detector"
     folder = _doc2dial(tmp_path / "doc2dial")
     # The base model stands in for the adapter: the hybrid arm answers exactly as retrieval-only does.
     result = runner.invoke(
