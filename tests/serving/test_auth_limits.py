@@ -27,6 +27,35 @@ def test_keys_are_stored_hashed(gateway: Gateway) -> None:
     assert all(key.encode() not in raw for key in gateway.keys.values())
 
 
+def test_a_database_from_before_the_withdrawn_column_gains_it_and_keeps_its_rows(tmp_path: Path) -> None:
+    import sqlite3
+
+    from helpline.serving.gateway.store import GatewayStore
+
+    path = tmp_path / "gateway.sqlite"
+    with sqlite3.connect(path) as db:  # the conversations table as the first release created it
+        db.execute(
+            "CREATE TABLE conversations (response_id TEXT PRIMARY KEY, conversation_id TEXT NOT NULL, at REAL NOT NULL,"
+            " key_id INTEGER, role TEXT NOT NULL, model TEXT NOT NULL, served_model TEXT NOT NULL, adapter TEXT,"
+            " messages TEXT NOT NULL, passages TEXT NOT NULL, answer TEXT NOT NULL, abstained INTEGER NOT NULL,"
+            " latency_ms REAL NOT NULL, status TEXT NOT NULL DEFAULT 'ok')"
+        )
+        db.execute(
+            "INSERT INTO conversations VALUES ('r1', 'c1', 1.0, NULL, 'customer', 'helpline-support', 'base', NULL,"
+            " '[]', '[]', 'old answer', 0, 12.0, 'ok')"
+        )
+    store = GatewayStore(path)
+    old = store.turn("r1")
+    assert old["answer"] == "old answer" and old["withdrawn"] is None and old["verification"] is None
+    store.record_turn(
+        response_id="r2", conversation_id="c2", at=2.0, key_id=None, role="customer", model="helpline-support",
+        served_model="base", adapter=None, messages=[], passages=[], answer="handoff", abstained=1, latency_ms=5.0,
+        status="ok", withdrawn="draft", verification={"grounded": False, "score": 0.2, "reason": "r"},
+    )  # fmt: skip
+    assert GatewayStore(path).turn("r2")["verification"]["score"] == 0.2  # reopening changes nothing
+    assert [t["response_id"] for t in store.turns()] == ["r2", "r1"]
+
+
 def test_revoked_key_stops_working(gateway: Gateway) -> None:
     key_id = next(k.id for k in gateway.store.list_keys() if k.role == "customer")
     gateway.store.revoke_key(key_id, actor="test")

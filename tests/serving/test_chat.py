@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import openai
 import pytest
@@ -156,6 +157,15 @@ def test_an_unsupported_answer_is_replaced_whole_and_withdrawn_when_streamed(gat
     whole = gateway.chat("customer", RETURN_Q).json()
     assert whole["abstained"] is True and whole["citations"] == []
     assert whole["choices"][0]["message"]["content"] == pipeline.abstention_text()
+    stored = gateway.store.turn(whole["id"])  # the reviewer sees what was withdrawn, and why
+    assert stored["answer"] == pipeline.abstention_text() and stored["withdrawn"].strip() == "answer from fake-base"
+    assert stored["verification"] == {"grounded": False, "score": 0.1, "reason": "hallucination 0.90 (threshold 0.50)"}
+    reviewed = gateway.client.post(
+        f"/console/review/{whole['id']}", json={"answer": "Open Orders, then Return."}, headers=gateway.headers("staff")
+    ).json()
+    example = json.loads(Path(reviewed["path"]).read_text().splitlines()[-1])
+    assert example["messages"][-1]["content"].strip() == "answer from fake-base"  # rejected beside corrected
+    assert example["corrected_answer"] == "Open Orders, then Return."
     stream = list(
         _client(gateway, "customer").chat.completions.create(
             model="helpline-support", messages=[{"role": "user", "content": RETURN_Q}], stream=True
@@ -167,7 +177,8 @@ def test_an_unsupported_answer_is_replaced_whole_and_withdrawn_when_streamed(gat
     assert final["abstention"] == pipeline.abstention_text() and final["verification"]["grounded"] is False
     streamed = gateway.store.turns()[0]  # newest first
     assert streamed["response_id"] == stream[-1].id and streamed["abstained"] is True  # flagged for review
-    assert streamed["answer"].strip() == "answer from fake-base"  # what the customer saw, for the reviewer
+    assert streamed["answer"] == pipeline.abstention_text()  # what the customer is left with, as for a whole one
+    assert streamed["withdrawn"].strip() == "answer from fake-base" and streamed["verification"]["grounded"] is False
     pipeline.abstain_when_unverified = False  # the operator keeps unverified answers: reported, not withdrawn
     kept = list(
         _client(gateway, "customer").chat.completions.create(
@@ -177,3 +188,5 @@ def test_an_unsupported_answer_is_replaced_whole_and_withdrawn_when_streamed(gat
     final = kept[-1].model_extra or {}
     assert "withdrawn" not in final and final["abstained"] is False and final["citations"]
     assert final["verification"]["grounded"] is False
+    kept_turn = gateway.store.turn(kept[-1].id)
+    assert kept_turn["withdrawn"] is None and kept_turn["verification"]["grounded"] is False

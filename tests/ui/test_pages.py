@@ -306,3 +306,9 @@ def test_a_streamed_answer_the_detector_rejects_is_taken_back_with_the_handoff(l
     assert any("handing you over to a person" in w.value for w in at.warning)
     assert not at.expander  # no sources for an answer that was withdrawn
     assert live.gateway.store.turns()[0]["abstained"] is True  # in the review queue
+    review = sign_in(live.key("staff")).switch_page("views/review.py").run()
+    _no_traceback(review)
+    assert list(review.dataframe[0].value["Why"]) == ["withdrawn by the hallucination check"]
+    shown = texts(review)
+    assert "> answer from fake-base" in shown  # the reviewer sees the draft the customer no longer does
+    assert any("hallucination 0.90 (threshold 0.50)" in w.value for w in review.warning)

@@ -221,7 +221,8 @@ def save_review(
                        correction=body.answer, key_id=who.key.id)  # fmt: skip
     example = {
         "messages": [*(m for m in turn["messages"] if m["role"] != "system"),
-                     {"role": "assistant", "content": turn["answer"] or "(no answer)"}],
+                     # what the assistant said, or the draft the hallucination check withdrew
+                     {"role": "assistant", "content": turn.get("withdrawn") or turn["answer"] or "(no answer)"}],
         "corrected_answer": body.answer.strip(),
         "response_id": response_id,
         "reviewed_by": who.actor,

@@ -12,7 +12,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import anyio.to_thread
 
@@ -33,7 +33,7 @@ from helpline.serving.gateway.protocol import (
     completion_id,
 )
 from helpline.serving.gateway.store import GatewayStore
-from helpline.serving.rag import Prepared, RAGPipeline, citations
+from helpline.serving.rag import Prepared, RAGPipeline, Verdict, citations
 from helpline.serving.redact import redact
 from helpline.serving.routing import PUBLIC_ALIASES, ModelRouter, Route
 
@@ -135,8 +135,20 @@ class ChatService:
             started=time.perf_counter(),
         )
 
-    def _finish(self, turn: Turn, answer: str, *, abstained: bool, status: str, tokens: int = 0) -> None:
-        """Release the slot, record the turn and its metrics, log it without personal data."""
+    def _finish(
+        self,
+        turn: Turn,
+        answer: str,
+        *,
+        abstained: bool,
+        status: str,
+        tokens: int = 0,
+        verdict: Verdict | None = None,
+        withdrawn: str | None = None,
+    ) -> None:
+        """Release the slot, record the turn and its metrics, log it without personal data. ``withdrawn``
+        is the draft the hallucination check took back (``answer`` is then the handoff), kept so a
+        reviewer sees what the assistant tried to say and why it was stopped (``verdict``)."""
         self.gate.release()
         self.metrics.in_flight.dec()
         seconds = time.perf_counter() - turn.started + turn.prepared.retrieval_ms / 1000
@@ -162,6 +174,8 @@ class ChatService:
             abstained=int(abstained),
             latency_ms=seconds * 1000,
             status=status,
+            withdrawn=withdrawn,
+            verification=None if verdict is None else asdict(verdict),
         )
         question = turn.messages[-1].content[:200]
         log.info(
@@ -174,7 +188,7 @@ class ChatService:
     async def complete(self, body: ChatCompletionRequest, principal: Principal) -> ChatCompletionResponse:
         turn = await self._admit(body, principal)
         text, usage, status, abstained = turn.prepared.abstention, Usage(), "error", turn.prepared.abstained
-        finish_reason = "stop"
+        finish_reason, verdict, withdrawn = "stop", None, None
         try:
             if not abstained:
                 generation = await asyncio.wait_for(
@@ -188,7 +202,7 @@ class ChatService:
                 if verdict.grounded or not self.pipeline.abstain_when_unverified:
                     text, finish_reason = generation.text, generation.finish_reason
                 else:
-                    text, abstained = self.pipeline.abstention_text(), True
+                    text, abstained, withdrawn = self.pipeline.abstention_text(), True, generation.text
                 usage = Usage(
                     prompt_tokens=generation.prompt_tokens,
                     completion_tokens=generation.completion_tokens,
@@ -200,7 +214,10 @@ class ChatService:
                 f"the engine did not answer within {self.limits.upstream_timeout_s:.0f} s", hint="retry later"
             ) from e
         finally:
-            self._finish(turn, text, abstained=abstained, status=status, tokens=usage.completion_tokens)
+            self._finish(
+                turn, text, abstained=abstained, status=status, tokens=usage.completion_tokens,
+                verdict=verdict, withdrawn=withdrawn,
+            )  # fmt: skip
         return ChatCompletionResponse(
             id=turn.id,
             model=body.model,
@@ -237,6 +254,7 @@ class ChatService:
         parts: list[str] = []
         finish = "stop"  # unless the engine says otherwise (StreamEnd)
         status, abstained = "cancelled", turn.prepared.abstained
+        verdict, withdrawn = None, False
         try:
             yield event({"role": "assistant", "content": ""})
             if abstained:
@@ -268,7 +286,11 @@ class ChatService:
             code = e.http_status if isinstance(e, HelplineError) else 504
             yield f"data: {json.dumps(error_body(code, str(e) or 'the engine did not answer in time'))}\n\n"
         finally:
-            self._finish(turn, "".join(parts), abstained=abstained, status=status, tokens=len(parts))
+            sent = "".join(parts)
+            self._finish(
+                turn, self.pipeline.abstention_text() if withdrawn else sent, abstained=abstained, status=status,
+                tokens=len(parts), verdict=verdict, withdrawn=sent if withdrawn else None,
+            )  # fmt: skip
         yield "data: [DONE]\n\n"
 
     async def _verify(self, text: str, turn: Turn):  # type: ignore[no-untyped-def]

@@ -55,7 +55,9 @@ CREATE TABLE IF NOT EXISTS conversations (
     answer TEXT NOT NULL,
     abstained INTEGER NOT NULL,
     latency_ms REAL NOT NULL,
-    status TEXT NOT NULL DEFAULT 'ok'
+    status TEXT NOT NULL DEFAULT 'ok',
+    withdrawn TEXT,
+    verification TEXT
 );
 CREATE TABLE IF NOT EXISTS feedback (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -68,6 +70,9 @@ CREATE TABLE IF NOT EXISTS feedback (
 );
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# Columns added after the first release, with their types: an older database gains them when it is
+# opened, and its rows read them as NULL.
+_ADDED_COLUMNS = {"conversations": {"withdrawn": "TEXT", "verification": "TEXT"}}
 
 
 class ApiKey(BaseModel):
@@ -93,6 +98,11 @@ class GatewayStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.executescript(_SCHEMA)
+            for table, added in _ADDED_COLUMNS.items():
+                have = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
+                for name, kind in added.items():
+                    if name not in have:
+                        db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -173,8 +183,11 @@ class GatewayStore:
     # conversations ------------------------------------------------------------------------
 
     def record_turn(self, **row: Any) -> None:
-        """Store one answered request (messages, passages, answer, model, latency)."""
+        """Store one answered request (messages, passages, answer, model, latency; the draft the
+        hallucination check withdrew and its verdict, when it ran)."""
         row = {**row, "messages": json.dumps(row["messages"]), "passages": json.dumps(row["passages"])}
+        if row.get("verification") is not None:
+            row["verification"] = json.dumps(row["verification"])
         cols = ", ".join(row)
         with self._connect() as db:
             db.execute(f"INSERT INTO conversations ({cols}) VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
@@ -216,4 +229,5 @@ def _turn(row: sqlite3.Row) -> dict[str, Any]:
     data["messages"] = json.loads(data["messages"])
     data["passages"] = json.loads(data["passages"])
     data["abstained"] = bool(data["abstained"])
+    data["verification"] = json.loads(data["verification"]) if data.get("verification") else None
     return data

@@ -1,5 +1,6 @@
-"""Review (support staff): answers rated down or handed over, with the passages the assistant saw;
-the correct answer a reviewer writes is stored as a reviewed training example."""
+"""Review (support staff): answers rated down or handed over, with the passages the assistant saw (and
+the draft the hallucination check withdrew, if it did); the correct answer a reviewer writes is stored
+as a reviewed training example."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ def _why(item: dict[str, Any]) -> str:
     reasons = []
     if item.get("rating") == "down":
         reasons.append("rated down")
-    if item["abstained"]:
+    if item.get("withdrawn"):
+        reasons.append("withdrawn by the hallucination check")
+    elif item["abstained"]:
         reasons.append("handed over")
     return ", ".join(reasons) or "corrected"
 
@@ -33,6 +36,14 @@ def _detail(client: GatewayClient, item: dict[str, Any]) -> None:
         if item.get("comment"):
             note += f" · customer's comment: “{item['comment']}”"
         st.caption(note)
+    if item.get("withdrawn"):
+        reason = (item.get("verification") or {}).get("reason") or "not supported by the passages"
+        st.warning(
+            f"The hallucination check took this draft back ({reason}), so the customer was offered a person "
+            "instead. Compare it with the passages below.",
+            icon=":material/block:",
+        )
+        st.markdown("\n".join(f"> {line}" for line in item["withdrawn"].splitlines()))
     st.subheader(f"Passages the assistant saw ({len(item['passages'])})")
     if not item["passages"]:
         st.info("None: nothing in the knowledge base was relevant enough, so the assistant handed over.")
