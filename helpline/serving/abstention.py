@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,25 @@ from helpline.platform.workspace import Workspace
 DEFAULT_MIN_SCORE: dict[str, float] = {"dense": 0.33, "bm25": 0.0}
 
 REPORT_NAME = "abstention.json"
+
+#: Phrases that mean "I don't know / let me hand you over". Evaluation counts an answer with any of
+#: them anywhere as an abstention; serving reads only the answer's first sentence (:func:`declines`).
+ABSTAIN_PATTERNS = (
+    r"\bI (?:don't|do not|cannot|can't) (?:know|find|say|answer|help with)",
+    r"\bI'?m (?:not sure|unable to|sorry,? (?:but )?I (?:don't|do not|cannot))",
+    r"\b(?:no|not any) information (?:about|on)\b",
+    r"\bconnect you with (?:a|one of our|our)\b",
+    r"\bnot (?:in|covered by) (?:our|the) (?:help|knowledge|passages|documents)",
+)
+_FIRST_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n")
+
+
+def declines(answer: str) -> bool:
+    """Does the generated answer open by saying it does not know? Then it claims nothing to check or
+    cite, and the customer gets the handoff instead. Only the first sentence counts: an answer that
+    ends with "I can connect you with a person if you need more" has still answered."""
+    first = _FIRST_SENTENCE.split(answer.strip(), maxsplit=1)[0]
+    return any(re.search(p, first, re.IGNORECASE) for p in ABSTAIN_PATTERNS)
 
 
 def scoring_mode(mode: str) -> str:

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from helpline.platform.schemas import Answer, ChatMessage, Citation, ScoredChunk
 from helpline.platform.text import content_stems
+from helpline.serving.abstention import declines
 from helpline.serving.engines.protocol import Generator
 from helpline.serving.prompts import PromptTemplate, load_prompt
 
@@ -127,6 +128,14 @@ class RAGPipeline:
         generation = self.generator.generate(
             prepared.messages, max_tokens=self.max_tokens, temperature=self.temperature
         )
+        # The model's own "I don't know" claims nothing to check or cite: the customer gets the handoff.
+        if declines(generation.text):
+            return Answer(
+                answer=self.abstention_text(),
+                model=generation.model,
+                latency_ms=(time.perf_counter() - start) * 1000,
+                abstained=True,
+            )
         verdict = self.verify(generation.text, prepared.passages)
         if not verdict.grounded and self.abstain_when_unverified:
             return Answer(

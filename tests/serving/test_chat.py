@@ -190,3 +190,22 @@ def test_an_unsupported_answer_is_replaced_whole_and_withdrawn_when_streamed(gat
     assert final["verification"]["grounded"] is False
     kept_turn = gateway.store.turn(kept[-1].id)
     assert kept_turn["withdrawn"] is None and kept_turn["verification"]["grounded"] is False
+
+
+def test_a_model_that_says_it_does_not_know_hands_over_with_the_contacts_and_no_sources(gateway: Gateway) -> None:
+    pipeline = gateway.client.app.state.chat_service.pipeline
+    reply = "I'm sorry, I don't know the answer to that from our help centre."
+    gateway.backend.generators["fake-base"] = FakeGenerator(reply=reply, name="fake-base")
+    whole = gateway.chat("customer", RETURN_Q).json()
+    assert whole["abstained"] is True and whole["citations"] == []
+    assert whole["choices"][0]["message"]["content"] == pipeline.abstention_text()  # with the handoff's contacts
+    assert gateway.store.turn(whole["id"])["withdrawn"] is None  # declined, not taken back
+    stream = list(
+        _client(gateway, "customer").chat.completions.create(
+            model="helpline-support", messages=[{"role": "user", "content": RETURN_Q}], stream=True
+        )
+    )
+    final = stream[-1].model_extra or {}
+    assert final["abstained"] is True and final["citations"] == [] and "withdrawn" not in final
+    assert final["abstention"] == pipeline.abstention_text()
+    assert gateway.store.turns()[0]["answer"] == pipeline.abstention_text()  # in the review queue as handed over

@@ -14,7 +14,7 @@ from helpline.platform.errors import EngineError
 from helpline.platform.registry import Registry
 from helpline.platform.schemas import Chunk, ScoredChunk
 from helpline.platform.settings import VLLMSettings
-from helpline.serving.abstention import tradeoff
+from helpline.serving.abstention import declines, tradeoff
 from helpline.serving.engines.vllm_server import VLLMServer
 from helpline.serving.gateway.auth import Principal
 from helpline.serving.gateway.protocol import ChatCompletionRequest
@@ -312,3 +312,40 @@ def test_bench_overhead_target_counts_verification_of_the_finished_answer() -> N
     pipeline = Pipeline()
     assert check_ms(pipeline, "the answer", []) >= 0.0
     assert verified == ["the answer"]  # the real answer, not an empty string
+
+
+@pytest.mark.parametrize(
+    ("answer", "declined"),
+    [
+        ("I'm sorry, I don't know the answer to that from our help centre. I can connect you with a person.", True),
+        ("I do not know which plan you chose.\nCheck your account page.", True),
+        ("Open Orders and choose Return. I can connect you with a person if you need more help.", False),
+        ("Standard shipping costs 4.95. I don't know about express.", False),  # it answered first
+        ("", False),
+    ],
+)
+def test_an_answer_declines_only_when_it_opens_by_saying_it_does_not_know(answer: str, declined: bool) -> None:
+    assert declines(answer) is declined
+
+
+def test_pipeline_turns_the_models_own_i_dont_know_into_the_handoff_without_sources() -> None:
+    from helpline.platform.schemas import ChatMessage
+    from helpline.serving.rag import RAGPipeline, Verdict
+    from helpline.testing import FakeGenerator
+
+    chunk = Chunk(doc_id="d", chunk_id="d#0", text="Moving abroad: update your address.", title="Moving")
+    checked: list[str] = []
+
+    class Verifier:
+        def verify(self, answer: str, passages: list[ScoredChunk]) -> Verdict:
+            checked.append(answer)
+            return Verdict(grounded=True)
+
+    pipeline = RAGPipeline(
+        search=lambda query, *, k, role, history=None: [ScoredChunk(chunk=chunk, score=1.0)],
+        generator=FakeGenerator(reply="I'm sorry, I don't know the answer to that from our help centre."),
+        verifier=Verifier(),
+    )
+    answer = pipeline.answer([ChatMessage(role="user", content="Can I pay with gold bars?")])
+    assert answer.abstained is True and answer.citations == [] and answer.answer == pipeline.abstention_text()
+    assert "+1-800-555-0142" in answer.answer and checked == []  # a way to reach a person; nothing to verify

@@ -289,6 +289,19 @@ def test_start_a_job_and_follow_it_to_the_end(live: LiveGateway) -> None:
     assert "learning_rate" in at.code[-1].value
 
 
+def test_a_streamed_i_dont_know_is_replaced_by_the_handoff_with_the_contacts(live: LiveGateway) -> None:
+    from helpline.testing import FakeGenerator
+
+    reply = "I'm sorry, I don't know the answer to that from our help centre."
+    live.gateway.backend.generators["fake-base"] = FakeGenerator(reply=reply, name="fake-base")
+    at = sign_in(live.key("customer"))
+    at.chat_input[0].set_value(RETURN_Q).run()
+    _no_traceback(at)
+    assert "+1-800-555-0142" in texts(at)  # the model's words did not say how to reach a person; these do
+    assert any("handing you over to a person" in w.value for w in at.warning)
+    assert not at.expander
+
+
 def test_a_streamed_answer_the_detector_rejects_is_taken_back_with_the_handoff(live: LiveGateway) -> None:
     from helpline.serving.rag import Verdict
 

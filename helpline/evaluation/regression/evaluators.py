@@ -13,16 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from helpline.evaluation.regression.cases import Expectations, Phrase
+from helpline.serving.abstention import ABSTAIN_PATTERNS
 
-# Phrases that mean "I don't know / let me hand you over"; the RAG pipeline's own abstention
-# (no relevant passage) sets Output.abstained directly.
-ABSTAIN_PATTERNS = (
-    r"\bI (?:don't|do not|cannot|can't) (?:know|find|say|answer|help with)",
-    r"\bI'?m (?:not sure|unable to|sorry,? (?:but )?I (?:don't|do not|cannot))",
-    r"\b(?:no|not any) information (?:about|on)\b",
-    r"\bconnect you with (?:a|one of our|our)\b",
-    r"\bnot (?:in|covered by) (?:our|the) (?:help|knowledge|passages|documents)",
-)
 RUDE_PHRASES = (
     "stupid", "idiot", "dumb", "shut up", "calm down", "not my problem", "your fault", "obviously you",
     "as i already said", "whatever", "deal with it", "read the manual", "i don't care",

@@ -18,6 +18,7 @@ import anyio.to_thread
 
 from helpline.platform.errors import ConfigError, EngineError, HelplineError
 from helpline.platform.schemas import ChatMessage
+from helpline.serving.abstention import declines
 from helpline.serving.engines.protocol import StreamEnd, agenerate, astream
 from helpline.serving.gateway.auth import Principal
 from helpline.serving.gateway.config import GatewayLimits
@@ -198,8 +199,11 @@ class ChatService:
                     ),
                     timeout=self.limits.upstream_timeout_s,
                 )  # fmt: skip
-                verdict = await self._verify(generation.text, turn)
-                if verdict.grounded or not self.pipeline.abstain_when_unverified:
+                if declines(generation.text):  # the model's own "I don't know": the handoff, nothing to check
+                    text, abstained = self.pipeline.abstention_text(), True
+                elif (verdict := await self._verify(generation.text, turn)).grounded or (
+                    not self.pipeline.abstain_when_unverified
+                ):
                     text, finish_reason = generation.text, generation.finish_reason
                 else:
                     text, abstained, withdrawn = self.pipeline.abstention_text(), True, generation.text
@@ -254,7 +258,7 @@ class ChatService:
         parts: list[str] = []
         finish = "stop"  # unless the engine says otherwise (StreamEnd)
         status, abstained = "cancelled", turn.prepared.abstained
-        verdict, withdrawn = None, False
+        verdict, withdrawn, declined = None, False, False
         try:
             yield event({"role": "assistant", "content": ""})
             if abstained:
@@ -268,13 +272,18 @@ class ChatService:
                     parts.append(delta)
                     yield event({"content": delta})
             answer = "".join(parts)
+            declined = not abstained and declines(answer)
             verdict = await self._verify(answer, turn)
             # Already sent, so it cannot be replaced as a whole answer is: the final event withdraws it
-            # (no sources, the abstention to show instead) and the turn is flagged for review.
-            withdrawn = not abstained and not verdict.grounded and self.pipeline.abstain_when_unverified
-            abstained = abstained or withdrawn
+            # (no sources, the abstention to show instead) and the turn is flagged for review. A model
+            # that said it does not know gets the abstention (with the handoff's contacts) to show too.
+            unverified = not verdict.grounded and self.pipeline.abstain_when_unverified
+            withdrawn = not abstained and not declined and unverified
+            abstained = abstained or withdrawn or declined
             cited = [] if abstained else [c.model_dump() for c in citations(turn.prepared.passages, answer=answer)]
-            extra = {"withdrawn": True, "abstention": self.pipeline.abstention_text()} if withdrawn else {}
+            extra: dict[str, object] = {"abstention": self.pipeline.abstention_text()} if withdrawn or declined else {}
+            if withdrawn:
+                extra["withdrawn"] = True
             yield event(
                 {}, finish, citations=cited, abstained=abstained, conversation_id=turn.conversation_id,
                 verification={"grounded": verdict.grounded, "score": verdict.score, "reason": verdict.reason},
@@ -288,7 +297,8 @@ class ChatService:
         finally:
             sent = "".join(parts)
             self._finish(
-                turn, self.pipeline.abstention_text() if withdrawn else sent, abstained=abstained, status=status,
+                turn, self.pipeline.abstention_text() if withdrawn or declined else sent, abstained=abstained,
+                status=status,
                 tokens=len(parts), verdict=verdict, withdrawn=sent if withdrawn else None,
             )  # fmt: skip
         yield "data: [DONE]\n\n"

@@ -130,6 +130,8 @@ def _ask(question: str) -> None:
             turn.update(response_id=stream.response_id, abstained=stream.abstained)
             if stream.withdrawn:  # the detector rejected it: already on screen, replaced when the page redraws
                 parts[:] = [f"{WITHDRAWN_NOTE}\n\n{stream.abstention}".strip()]
+            elif stream.abstained and stream.abstention:  # it said it does not know: the handoff, with contacts
+                parts[:] = [stream.abstention]
             state["conversation_id"] = stream.conversation_id or state["conversation_id"]
             if stream.citations:
                 # The stream names the passages; their text is fetched once the answer is complete.
