@@ -11,10 +11,7 @@
                         chunks of other documents that BM25 ranks best for the user's turns, as
                         serving's retrieval would put beside it), and the human agent's reply as the
                         answer. Dialogues kept for evaluation (``doc2dial_heldout``) and turns without an
-                        agent reply are skipped. One turn in ``UNANSWERABLE_EVERY`` (seeded) is shown two
-                        hard distractors and no gold passage instead, and answers with the prompt's "I
-                        don't know, I can connect you with a person": what serving needs when the
-                        knowledge base lacks the page (the gateway adds the handoff's contacts).
+                        agent reply are skipped.
 """
 
 from __future__ import annotations
@@ -35,8 +32,6 @@ if TYPE_CHECKING:
     from helpline.retrieval.bm25 import BM25Index
 
 ROLES = ("system", "user", "assistant")
-#: One doc2dial turn in this many becomes an unanswerable one (no gold passage; the answer abstains).
-UNANSWERABLE_EVERY = 6
 BITEXT_REQUIRED = ("instruction", "response", "intent")
 SOURCE_KINDS = ("bitext", "chat", "reviewed", "doc2dial")
 _MAX_LISTED = 8  # problems listed in one error; the rest are counted
@@ -179,8 +174,6 @@ def _load_doc2dial(folder: Path, kind: str, *, window: int = 900) -> tuple[list[
     for doc_id, (_, _, domain) in sorted(docs.items()):
         by_domain.setdefault(domain, []).append(doc_id)
     prompt = load_prompt("support")
-    # The prompt's own abstention without the contacts: the gateway appends the configured handoff.
-    abstain = prompt.abstention("").rstrip(" :") + "."
     index = _chunk_index(docs)
     conversations = []
     for line_no, line in enumerate((folder / "qa.jsonl").read_text(encoding="utf-8").splitlines(), start=1):
@@ -205,22 +198,16 @@ def _load_doc2dial(folder: Path, kind: str, *, window: int = 900) -> tuple[list[
                                             text=text[lo : lo + window]), score=1.0)]  # fmt: skip
         history = [(t.get("role"), t.get("utterance", "")) for t in row.get("history", [])[-4:]]
         query = " ".join([*(u for r, u in history if r == "user" and u), question])
-        unanswerable = random.Random(f"unanswerable:{dial_id}:{line_no}").randrange(UNANSWERABLE_EVERY) == 0
-        shown = _hard_distractors(index, query, doc_id, rng, k=2) if unanswerable else []
-        if shown:  # the knowledge base lacks this page: two neighbours that share its words, no answer
-            passages, reply = [ScoredChunk(chunk=c, score=1.0) for c in shown], abstain
-        else:
-            distractor = next(iter(_hard_distractors(index, query, doc_id, rng, k=1)), None)
-            others = [] if distractor else [d for d in by_domain.get(domain, []) if d != doc_id]
-            if others:  # nothing else shares a word with the question: a random same-domain region
-                other = rng.choice(others)
-                o_title, o_text, _ = docs[other]
-                o_lo = rng.randrange(max(1, len(o_text) - window))
-                distractor = Chunk(chunk_id=f"{other}#0", doc_id=other, title=o_title,
-                                   text=o_text[o_lo : o_lo + window])  # fmt: skip
-            if distractor is not None:
-                passages.append(ScoredChunk(chunk=distractor, score=1.0))
-                rng.shuffle(passages)
+        distractor = _hard_distractor(index, query, doc_id, rng)
+        others = [] if distractor else [d for d in by_domain.get(domain, []) if d != doc_id]
+        if others:  # nothing else shares a word with the question: a random same-domain region
+            other = rng.choice(others)
+            o_title, o_text, _ = docs[other]
+            o_lo = rng.randrange(max(1, len(o_text) - window))
+            distractor = Chunk(chunk_id=f"{other}#0", doc_id=other, title=o_title, text=o_text[o_lo : o_lo + window])
+        if distractor is not None:
+            passages.append(ScoredChunk(chunk=distractor, score=1.0))
+            rng.shuffle(passages)
         turns: list[dict[str, str]] = []
         for role, text_ in [*history, ("user", question)]:
             role = "user" if role == "user" else "assistant"
@@ -237,7 +224,7 @@ def _load_doc2dial(folder: Path, kind: str, *, window: int = 900) -> tuple[list[
             Conversation(
                 [*(m.model_dump() for m in messages), {"role": "assistant", "content": reply.strip()}],
                 f"doc2dial:{domain}",
-                "unanswerable" if shown else "grounded",
+                "grounded",
                 f"qa.jsonl:{line_no}",
             )
         )
@@ -261,18 +248,15 @@ def _chunk_index(docs: dict[str, tuple[str, str, str]]) -> BM25Index:
     return BM25Index.build(chunks)
 
 
-def _hard_distractors(index: BM25Index, query: str, gold_doc: str, rng: random.Random, *, k: int) -> list[Chunk]:
-    """``k`` of the three chunks of other documents that BM25 ranks best for ``query`` (seeded), fewer
-    when fewer share a word with it.
+def _hard_distractor(index: BM25Index, query: str, gold_doc: str, rng: random.Random) -> Chunk | None:
+    """One of the three chunks of other documents that BM25 ranks best for ``query`` (seeded), or None.
 
     A distractor that answers a neighbouring question teaches the model to answer from the passage that
     fits the question, not from whichever shares its words; a random one is told apart by topic alone.
     """
     hits = [index.chunks[cid] for cid, _ in index.search(query, k=12, access=("public",))]
     others = [c for c in hits if c.doc_id != gold_doc][:3]
-    if k == 1:  # one draw, as before unanswerable turns existed, so the other turns keep their passages
-        return [rng.choice(others)] if others else []
-    return rng.sample(others, min(k, len(others)))
+    return rng.choice(others) if others else None
 
 
 def validate_messages(messages: list) -> list[str]:
