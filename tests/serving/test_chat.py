@@ -207,5 +207,5 @@ def test_a_model_that_says_it_does_not_know_hands_over_with_the_contacts_and_no_
     )
     final = stream[-1].model_extra or {}
     assert final["abstained"] is True and final["citations"] == [] and "withdrawn" not in final
-    assert final["abstention"] == pipeline.abstention_text()
+    assert final["abstention"] == pipeline.abstention_text() and final["verification"] is None  # nothing checked
     assert gateway.store.turns()[0]["answer"] == pipeline.abstention_text()  # in the review queue as handed over

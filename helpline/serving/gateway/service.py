@@ -201,12 +201,12 @@ class ChatService:
                 )  # fmt: skip
                 if declines(generation.text):  # the model's own "I don't know": the handoff, nothing to check
                     text, abstained = self.pipeline.abstention_text(), True
-                elif (verdict := await self._verify(generation.text, turn)).grounded or (
-                    not self.pipeline.abstain_when_unverified
-                ):
-                    text, finish_reason = generation.text, generation.finish_reason
                 else:
-                    text, abstained, withdrawn = self.pipeline.abstention_text(), True, generation.text
+                    verdict = await self._verify(generation.text, turn)
+                    if verdict.grounded or not self.pipeline.abstain_when_unverified:
+                        text, finish_reason = generation.text, generation.finish_reason
+                    else:
+                        text, abstained, withdrawn = self.pipeline.abstention_text(), True, generation.text
                 usage = Usage(
                     prompt_tokens=generation.prompt_tokens,
                     completion_tokens=generation.completion_tokens,
@@ -272,13 +272,14 @@ class ChatService:
                     parts.append(delta)
                     yield event({"content": delta})
             answer = "".join(parts)
-            declined = not abstained and declines(answer)
-            verdict = await self._verify(answer, turn)
+            declined = not abstained and declines(answer)  # the model's own "I don't know": nothing to check
+            verdict = None if declined else await self._verify(answer, turn)
             # Already sent, so it cannot be replaced as a whole answer is: the final event withdraws it
             # (no sources, the abstention to show instead) and the turn is flagged for review. A model
             # that said it does not know gets the abstention (with the handoff's contacts) to show too.
-            unverified = not verdict.grounded and self.pipeline.abstain_when_unverified
-            withdrawn = not abstained and not declined and unverified
+            withdrawn = (
+                verdict is not None and not abstained and not verdict.grounded and self.pipeline.abstain_when_unverified
+            )
             abstained = abstained or withdrawn or declined
             cited = [] if abstained else [c.model_dump() for c in citations(turn.prepared.passages, answer=answer)]
             extra: dict[str, object] = {"abstention": self.pipeline.abstention_text()} if withdrawn or declined else {}
@@ -286,7 +287,7 @@ class ChatService:
                 extra["withdrawn"] = True
             yield event(
                 {}, finish, citations=cited, abstained=abstained, conversation_id=turn.conversation_id,
-                verification={"grounded": verdict.grounded, "score": verdict.score, "reason": verdict.reason},
+                verification=None if verdict is None else asdict(verdict),
                 **extra,
             )  # fmt: skip
             status = "ok"
@@ -296,10 +297,10 @@ class ChatService:
             yield f"data: {json.dumps(error_body(code, str(e) or 'the engine did not answer in time'))}\n\n"
         finally:
             sent = "".join(parts)
+            shown = self.pipeline.abstention_text() if withdrawn or declined else sent  # what the customer keeps
             self._finish(
-                turn, self.pipeline.abstention_text() if withdrawn or declined else sent, abstained=abstained,
-                status=status,
-                tokens=len(parts), verdict=verdict, withdrawn=sent if withdrawn else None,
+                turn, shown, abstained=abstained, status=status, tokens=len(parts), verdict=verdict,
+                withdrawn=sent if withdrawn else None,
             )  # fmt: skip
         yield "data: [DONE]\n\n"
 
