@@ -42,6 +42,7 @@ ABSTAIN_PATTERNS = (
     r"\bnot (?:in|covered by) (?:our|the) (?:help|knowledge|passages|documents)",
 )
 _FIRST_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n")
+_DECLINES = re.compile("|".join(ABSTAIN_PATTERNS), re.IGNORECASE)
 
 
 def declines(answer: str) -> bool:
@@ -49,7 +50,7 @@ def declines(answer: str) -> bool:
     cite, and the customer gets the handoff instead. Only the first sentence counts: an answer that
     ends with "I can connect you with a person if you need more" has still answered."""
     first = _FIRST_SENTENCE.split(answer.strip(), maxsplit=1)[0]
-    return any(re.search(p, first, re.IGNORECASE) for p in ABSTAIN_PATTERNS)
+    return _DECLINES.search(first) is not None
 
 
 def scoring_mode(mode: str) -> str:

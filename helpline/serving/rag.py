@@ -47,6 +47,20 @@ class NoVerifier:
 
 
 @dataclass
+class Check:
+    """What becomes of a generated answer: kept, ``declined`` (it says it does not know, so there is
+    nothing to verify) or ``withdrawn`` (the verifier found it unsupported and the pipeline abstains)."""
+
+    verdict: Verdict | None
+    declined: bool = False
+    withdrawn: bool = False
+
+    @property
+    def handed_over(self) -> bool:
+        return self.declined or self.withdrawn
+
+
+@dataclass
 class Prepared:
     """Everything decided before generation starts."""
 
@@ -109,6 +123,13 @@ class RAGPipeline:
     def verify(self, text: str, passages: list[ScoredChunk]) -> Verdict:
         return self.verifier.verify(text, passages)
 
+    def check(self, text: str, passages: list[ScoredChunk]) -> Check:
+        """Whether a generated answer reaches the customer or the handoff takes its place."""
+        if declines(text):
+            return Check(None, declined=True)
+        verdict = self.verify(text, passages)
+        return Check(verdict, withdrawn=not verdict.grounded and self.abstain_when_unverified)
+
     def answer(self, conversation: list[ChatMessage], *, role: str = "customer") -> Answer:
         """One grounded answer with citations; abstains when nothing relevant is found."""
         return self.complete(self.prepare(conversation, role=role))
@@ -128,16 +149,7 @@ class RAGPipeline:
         generation = self.generator.generate(
             prepared.messages, max_tokens=self.max_tokens, temperature=self.temperature
         )
-        # The model's own "I don't know" claims nothing to check or cite: the customer gets the handoff.
-        if declines(generation.text):
-            return Answer(
-                answer=self.abstention_text(),
-                model=generation.model,
-                latency_ms=(time.perf_counter() - start) * 1000,
-                abstained=True,
-            )
-        verdict = self.verify(generation.text, prepared.passages)
-        if not verdict.grounded and self.abstain_when_unverified:
+        if self.check(generation.text, prepared.passages).handed_over:
             return Answer(
                 answer=self.abstention_text(),
                 model=generation.model,

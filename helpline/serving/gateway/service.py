@@ -18,7 +18,6 @@ import anyio.to_thread
 
 from helpline.platform.errors import ConfigError, EngineError, HelplineError
 from helpline.platform.schemas import ChatMessage
-from helpline.serving.abstention import declines
 from helpline.serving.engines.protocol import StreamEnd, agenerate, astream
 from helpline.serving.gateway.auth import Principal
 from helpline.serving.gateway.config import GatewayLimits
@@ -34,7 +33,7 @@ from helpline.serving.gateway.protocol import (
     completion_id,
 )
 from helpline.serving.gateway.store import GatewayStore
-from helpline.serving.rag import Prepared, RAGPipeline, Verdict, citations
+from helpline.serving.rag import Check, Prepared, RAGPipeline, Verdict, citations
 from helpline.serving.redact import redact
 from helpline.serving.routing import PUBLIC_ALIASES, ModelRouter, Route
 
@@ -199,14 +198,13 @@ class ChatService:
                     ),
                     timeout=self.limits.upstream_timeout_s,
                 )  # fmt: skip
-                if declines(generation.text):  # the model's own "I don't know": the handoff, nothing to check
+                check = await self._check_answer(generation.text, turn)
+                verdict = check.verdict
+                if check.handed_over:  # it said it does not know, or the verifier rejected it
                     text, abstained = self.pipeline.abstention_text(), True
+                    withdrawn = generation.text if check.withdrawn else None
                 else:
-                    verdict = await self._verify(generation.text, turn)
-                    if verdict.grounded or not self.pipeline.abstain_when_unverified:
-                        text, finish_reason = generation.text, generation.finish_reason
-                    else:
-                        text, abstained, withdrawn = self.pipeline.abstention_text(), True, generation.text
+                    text, finish_reason = generation.text, generation.finish_reason
                 usage = Usage(
                     prompt_tokens=generation.prompt_tokens,
                     completion_tokens=generation.completion_tokens,
@@ -272,15 +270,12 @@ class ChatService:
                     parts.append(delta)
                     yield event({"content": delta})
             answer = "".join(parts)
-            declined = not abstained and declines(answer)  # the model's own "I don't know": nothing to check
-            verdict = None if declined else await self._verify(answer, turn)
+            check = Check(await self._verify(answer, turn)) if abstained else await self._check_answer(answer, turn)
             # Already sent, so it cannot be replaced as a whole answer is: the final event withdraws it
             # (no sources, the abstention to show instead) and the turn is flagged for review. A model
             # that said it does not know gets the abstention (with the handoff's contacts) to show too.
-            withdrawn = (
-                verdict is not None and not abstained and not verdict.grounded and self.pipeline.abstain_when_unverified
-            )
-            abstained = abstained or withdrawn or declined
+            verdict, withdrawn, declined = check.verdict, check.withdrawn, check.declined
+            abstained = abstained or check.handed_over
             cited = [] if abstained else [c.model_dump() for c in citations(turn.prepared.passages, answer=answer)]
             extra: dict[str, object] = {"abstention": self.pipeline.abstention_text()} if withdrawn or declined else {}
             if withdrawn:
@@ -304,9 +299,13 @@ class ChatService:
             )  # fmt: skip
         yield "data: [DONE]\n\n"
 
-    async def _verify(self, text: str, turn: Turn):  # type: ignore[no-untyped-def]
+    async def _verify(self, text: str, turn: Turn) -> Verdict:
         """The pipeline's verdict, computed in a worker thread: a detector's model must not block the loop."""
         return await anyio.to_thread.run_sync(self.pipeline.verify, text, turn.prepared.passages)
+
+    async def _check_answer(self, text: str, turn: Turn) -> Check:
+        """The pipeline's :meth:`~RAGPipeline.check` of a generated answer, in a worker thread as above."""
+        return await anyio.to_thread.run_sync(self.pipeline.check, text, turn.prepared.passages)
 
     async def _deltas(self, turn: Turn) -> AsyncIterator[str]:
         """The engine's deltas, each awaited with the upstream timeout; TTFT is observed here."""
