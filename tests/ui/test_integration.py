@@ -143,6 +143,50 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _until_idle(driver: Any, *, timeout_s: float = 300.0, quiet_s: float = 2.0) -> None:
+    """Wait until Streamlit has finished its script run: no "Running..." icon for ``quiet_s`` seconds."""
+    from selenium.webdriver.common.by import By
+
+    deadline, quiet_since = time.monotonic() + timeout_s, None
+    while time.monotonic() < deadline:
+        if driver.find_elements(By.CSS_SELECTOR, "[data-testid=stStatusWidgetRunningIcon]"):
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= quiet_s:
+            return
+        time.sleep(0.25)
+    pytest.fail(f"the app was still running after {timeout_s:.0f} s")
+
+
+def _rate_up(driver: Any, log: Path, *, attempts: int = 3) -> None:
+    """Click thumbs up once the page is settled, and wait for the comment box it opens.
+
+    A click made while Streamlit redraws the page can land on an element that is being replaced and be
+    lost (nothing reaches the server). The click is repeated only while the button is not selected, so
+    a slow but registered click is never undone by a second one.
+    """
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    thumbs_up = (By.CSS_SELECTOR, "button[aria-label='Thumbs up']")
+    comment_box = (By.XPATH, "//*[contains(text(), 'Anything to add?')]")
+    for _ in range(attempts):
+        _until_idle(driver)
+        thumb = WebDriverWait(driver, 60).until(ec.element_to_be_clickable(thumbs_up))
+        try:
+            if not (thumb.get_attribute("data-testid") or "").endswith("Active"):
+                thumb.click()
+            WebDriverWait(driver, 90).until(ec.presence_of_element_located(comment_box))
+            return
+        except (TimeoutException, StaleElementReferenceException):
+            continue
+    tail = log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
+    pytest.fail(f"thumbs up never opened the comment box in {attempts} attempts; the UI's log ends:\n{tail}")
+
+
 def test_browser_sign_in_question_cited_answer_feedback(ui: RealStack, tmp_path: Path) -> None:
     """The one end-to-end walk in a real browser (headless Debian Chromium driven by Selenium)."""
     if not CHROMIUM.exists() or not CHROMEDRIVER.exists():
@@ -182,8 +226,7 @@ def test_browser_sign_in_question_cited_answer_feedback(ui: RealStack, tmp_path:
         source = driver.find_element(By.CSS_SELECTOR, "[data-testid=stExpander] summary")
         assert "return" in source.text.lower()
         source.click()  # open the first source: the passage is shown
-        wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, "button[aria-label='Thumbs up']"))).click()
-        wait.until(ec.presence_of_element_located((By.XPATH, "//*[contains(text(), 'Anything to add?')]")))
+        _rate_up(driver, tmp_path / "streamlit.log")
         time.sleep(1)  # let the expander finish opening before the picture is taken
         screenshot = tmp_path / "chat.png"
         assert driver.save_screenshot(str(screenshot)) and screenshot.stat().st_size > 10_000
