@@ -35,8 +35,8 @@ def tiny_tokenizer():
     return tokenizer
 
 
-def tiny_llama(tokenizer, *, seed: int = 0):
-    """A 2-layer Llama with hidden size 32 whose vocabulary matches ``tokenizer``."""
+def tiny_llama(tokenizer, *, seed: int = 0, layers: int = 2):
+    """A Llama (2 layers unless told) with hidden size 32 whose vocabulary matches ``tokenizer``."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -45,7 +45,7 @@ def tiny_llama(tokenizer, *, seed: int = 0):
         vocab_size=len(tokenizer),
         hidden_size=32,
         intermediate_size=64,
-        num_hidden_layers=2,
+        num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=512,

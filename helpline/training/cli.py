@@ -121,8 +121,48 @@ def sft(
         from helpline.training.export import export_adapter
 
         summary["export"] = export_adapter(Path(summary["run_dir"]), ctx=ctx, name=cfg.adapter_name, console=console)
+    if cfg.method == "full":
+        from helpline.training.sft import register_full_model
+
+        summary["registered"] = register_full_model(summary, cfg, preset=preset, ctx=ctx)
+        console.print(f"registered {summary['registered']['name']} (a base model: serve it, or train adapters on it)")
     if as_json:
         print_json(summary)
+
+
+@train_app.command("prune")
+def prune(
+    model: str = typer.Option(..., help="Registry name/alias or folder of the chat model to prune."),
+    layers: int = typer.Option(..., help="Decoder layers to keep (the first and last are always kept)."),
+    dataset: str = typer.Option(..., help="Prepared dataset whose conversations calibrate the choice (NAME)."),
+    name: str = typer.Option(..., help="Registry name of the pruned model."),
+    method: str = typer.Option("block", help="block: the contiguous block that changes the stream least; "
+                               "layers: the individually least influential layers; loss: the layers whose "
+                               "removal raises the calibration loss least (slowest, least damage)."),
+    samples: int = typer.Option(64, help="Training conversations scored (a quarter as many held out for the loss)."),
+    max_length: int = typer.Option(512, help="Tokens per calibration conversation."),
+    force: bool = typer.Option(False, help="Replace an existing model of that name."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Remove the decoder layers a model needs least (a faster student); heal it by training afterwards."""
+    from helpline.platform.errors import ConfigError
+    from helpline.training.prune import PruneOptions, run_prune
+
+    if method not in ("block", "layers", "loss"):
+        raise ConfigError(f"unknown --method {method!r}", hint="use block, layers or loss")
+    options = PruneOptions(model=model, layers=layers, dataset=dataset, name=name, method=method,  # type: ignore[arg-type]
+                           samples=samples, max_length=max_length, force=force)  # fmt: skip
+    report = run_prune(options, ctx=Context.load(), console=None if as_json else console)
+    if as_json:
+        print_json(report)
+        return
+    console.print(
+        f"[green]pruned[/] {model} → {name}: {report['layers_before']} → {report['layers_after']} layers "
+        f"(dropped {report['dropped_layers']}), {report['parameters_m']}M parameters; held-out loss "
+        f"{report['held_out_loss_before']} → {report['held_out_loss_after']}",
+        highlight=False,
+    )
+    console.print("next: heal it by training, e.g. helpline train sft --config smollm2-pruned-heal-cpu")
 
 
 @train_app.command("export")

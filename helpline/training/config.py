@@ -89,6 +89,9 @@ class SFTConfig(BaseModel):
     overwrite: bool = Field(False, description="Start over even if the output folder has checkpoints.")
     export: bool = Field(True, description="Run the adapter export gate (vLLM load + agreement) after training.")
     adapter_name: str | None = Field(None, description="Registry name of the exported adapter (default: run name).")
+    model_name: str | None = Field(
+        None, description="Registry name of a full fine-tune's model (method=full; default: run name)."
+    )
 
     # several GPUs (accelerate launch); ignored on one device ---------------------------------
     fsdp: str = Field("", description="transformers' fsdp option, e.g. 'full_shard auto_wrap' (multi-GPU).")
@@ -112,6 +115,8 @@ class SFTConfig(BaseModel):
             problems.append("QLoRA with FSDP needs compute_dtype bfloat16 (quant storage must match)")
         if self.method == "full" and self.export:
             problems.append("export=true is for adapters; a full fine-tune is not an adapter (set export=false)")
+        if self.method != "full" and self.model_name:
+            problems.append("model_name names a full fine-tune (method=full); an adapter takes adapter_name")
         if not self.assistant_marker or not self.end_of_turn:
             problems.append("assistant_marker and end_of_turn must not be empty (they drive the loss mask)")
         if problems:

@@ -325,6 +325,10 @@ def run_distill(
         from helpline.training.export import export_adapter
 
         result["export"] = export_adapter(Path(summary["run_dir"]), ctx=ctx, name=sft_cfg.adapter_name, console=console)
+    if sft_cfg.method == "full":
+        from helpline.training.sft import register_full_model
+
+        result["registered"] = register_full_model(summary, sft_cfg, preset=f"distill-{cfg.name}", ctx=ctx)
     return result
 
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from helpline.platform.context import Context
-from helpline.platform.errors import ConfigError, DataError
+from helpline.platform.errors import ConfigError, DataError, HelplineError
 from helpline.platform.lazy_imports import require
 from helpline.training.config import SFTConfig
 from helpline.training.data.prepare import resolve_dataset
@@ -239,3 +239,22 @@ def run_sft(cfg: SFTConfig, *, preset: str, ctx: Context, console=None) -> dict:
     # cleanup ----------------------------------------------------------------------------------
     del trainer, model
     return summary
+
+
+def register_full_model(summary: dict, cfg: SFTConfig, *, preset: str, ctx: Context) -> dict:
+    """Register a full fine-tune's saved model as a base model, with its lineage; adapters go through the
+    export gate instead."""
+    name = cfg.model_name or cfg.run_name or preset
+    try:
+        chat = bool(ctx.registry.get_model(cfg.base_model).metadata.get("chat", True))
+    except HelplineError:
+        chat = True  # a folder, not a registry name: trained on chat data, so a chat model
+    lineage = {k: summary[k] for k in ("base_model", "dataset", "global_step", "best_eval_loss", "run_dir")}
+    record = ctx.registry.register_model(
+        name,
+        kind="base",
+        path=summary["artifact"],
+        metadata={"description": f"{cfg.base_model} fully fine-tuned on {summary['dataset']['name']}", "chat": chat,
+                  "training": {**lineage, "method": "full", "config": cfg.model_dump()}},
+    )  # fmt: skip
+    return {"name": record.name, "path": record.path}

@@ -93,6 +93,31 @@ def test_full_fine_tuning_changes_the_base_weights(tiny_base: Path, tiny_dataset
     assert changed
 
 
+def test_full_fine_tune_is_registered_as_a_base_model_with_its_lineage(
+    tiny_base: Path, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    from helpline.training.sft import register_full_model
+
+    cfg = _config(tiny_base, tiny_dataset, tmp_path / "healed", method="full", max_steps=2, model_name="tiny-healed")
+    ctx = Context.load(workspace=tmp_path / "ws")
+    summary = _run(cfg, tmp_path)
+    registered = register_full_model(summary, cfg, preset="test", ctx=ctx)
+    record = ctx.registry.get_model("tiny-healed")
+    assert registered == {"name": "tiny-healed", "path": summary["artifact"]}
+    assert record.kind == "base" and record.metadata["chat"]
+    training = record.metadata["training"]
+    assert training["method"] == "full" and training["dataset"]["hash"] == summary["dataset"]["hash"]
+    assert training["base_model"] == str(tiny_base)
+    from transformers import AutoModelForCausalLM
+
+    assert AutoModelForCausalLM.from_pretrained(record.path).config.num_hidden_layers == 2
+
+
+def test_model_name_is_for_full_fine_tunes_only(tiny_base: Path, tiny_dataset: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="model_name names a full fine-tune"):
+        _config(tiny_base, tiny_dataset, tmp_path / "x", method="lora", model_name="nope")
+
+
 def test_interrupted_run_resumes_from_its_last_checkpoint(tiny_base: Path, tiny_dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "resumable"
     _run(_config(tiny_base, tiny_dataset, out, max_steps=2, early_stopping_patience=None), tmp_path)
