@@ -280,7 +280,9 @@ def distill_report(
     detector: str = typer.Option("helpline-detector", "--detector", help=DETECTOR_HELP),
     doc2dial: Path = typer.Option(Path("../shared/data/doc2dial"), help="doc2dial folder (skipped if missing)."),
     doc2dial_limit: int = typer.Option(20, help="doc2dial questions."),
-    speed_prompts: int = typer.Option(6, help="Single-stream requests timed per model."),
+    speed_prompts: int = typer.Option(6, help="Single-stream requests timed per model and round."),
+    speed_rounds: int = typer.Option(3, help="Interleaved timing rounds (medians are reported)."),
+    speed_max_tokens: int = typer.Option(64, help="Answer length of the timed requests (all of it at equal length)."),
     memory: bool = typer.Option(True, help="Measure each local model's memory in a fresh process."),
     overrides: list[str] = typer.Argument(None, help="key=value overrides of the config (teacher.model=...)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
@@ -294,7 +296,8 @@ def distill_report(
     ctx = Context.load()
     opts = ReportOptions(
         suites=tuple(suites), data_dir=data_dir, limit_per_suite=limit, max_tokens=max_tokens, detector=detector,
-        doc2dial=doc2dial, doc2dial_limit=doc2dial_limit, speed_prompts=speed_prompts, memory=memory,
+        doc2dial=doc2dial, doc2dial_limit=doc2dial_limit, speed_prompts=speed_prompts, speed_rounds=speed_rounds,
+        speed_max_tokens=speed_max_tokens, memory=memory,
     )  # fmt: skip
     report = run_report(ctx, contenders(ctx, cfg, after=after, teacher_model=teacher_model), opts)
     report["files"] = write_report(report, ctx.workspace.reports, cfg.name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpline.evaluation.distill_report import markdown, targets
+from helpline.evaluation.distill_report import Contender, ReportOptions, engine_speeds, markdown, targets
 from helpline.evaluation.model_probe import run_probe
 
 
@@ -45,6 +45,61 @@ def test_targets_without_speed_figures_are_not_met():
     t = targets(models)
     assert t["speed_ratio_transformers"] is None and not t["speed_ratio_transformers_met"]
     assert t["speed_ratio_engine_met"]
+
+
+def test_speed_target_compares_equal_length_figures_when_both_have_them():
+    models = _models(0.8, 0.6, 0.75, 20.0, 30.0)  # as answered: 1.5x (the student stops early)
+    models["teacher"]["speed"]["equal_length"] = {"output_tokens_per_s": 20.0}
+    models["student_after"]["speed"]["equal_length"] = {"output_tokens_per_s": 41.0}
+    t = targets(models)
+    assert t["speed_ratio_engine"] == pytest.approx(2.05) and t["speed_ratio_engine_met"]
+    assert t["speed_ratio_engine_basis"] == "equal length"
+    assert t["speed_ratio_engine_as_answered"] == pytest.approx(1.5)
+    models["teacher"]["speed"]["equal_length"] = None  # an endpoint that could not be timed at equal length
+    t = targets(models)
+    assert t["speed_ratio_engine"] == pytest.approx(1.5) and t["speed_ratio_engine_basis"] == "as answered"
+
+
+class _Endpoint:
+    """A generator that stands for an HTTP endpoint (the report times it through `level`)."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.base_url, self.warmed = name, f"http://{name}/v1", 0
+
+    def generate(self, messages, *, max_tokens: int, temperature: float = 0.0):  # type: ignore[no-untyped-def]
+        self.warmed += 1
+
+
+def test_engine_speeds_interleave_rounds_and_report_medians(monkeypatch):
+    from helpline.platform.schemas import ChatMessage
+    from helpline.serving import load
+
+    calls: list[tuple[str, bool]] = []
+    per_round = {"t": [10.0, 30.0, 20.0], "s": [40.0, 44.0, 90.0]}  # one slow and one fast outlier
+
+    def fake_level(base_url, key, model, prompts, *, concurrency, n, max_tokens, full_length=False):  # type: ignore[no-untyped-def]
+        assert concurrency == 1 and n == 2 and max_tokens == 16
+        calls.append((model, full_length))
+        rate = per_round[model][sum(1 for m, f in calls if m == model and f == full_length) - 1]
+        tokens = 16 * n if full_length else 5 * n
+        return {"requests": n, "failed": 0, "output_tokens": tokens, "output_tokens_per_s": rate / (1 if full_length
+                else 2), "ttft_p50_s": 0.1, "e2e_p50_s": 0.1 + 15 / rate, "e2e_p95_s": 1.0, "errors": []}  # fmt: skip
+
+    monkeypatch.setattr(load, "level", fake_level)
+    models = [Contender("teacher", "t", _Endpoint("t")), Contender("student_after", "s", _Endpoint("s"))]
+    prompts = [[ChatMessage(role="user", content="Where is my refund?")]]
+    out = engine_speeds(models, prompts, ReportOptions(speed_prompts=2, speed_max_tokens=16, speed_rounds=3))
+    assert [m for m, _ in calls][:4] == ["t", "t", "s", "s"]  # round by round, not model by model
+    assert len(calls) == 12 and all(c.generator.warmed == 1 for c in models)
+    assert out["teacher"]["equal_length"]["output_tokens_per_s"] == 20.0  # the median, not the mean
+    assert out["student_after"]["equal_length"]["output_tokens_per_s"] == 44.0
+    assert out["student_after"]["output_tokens_per_s"] == 22.0 and out["student_after"]["tokens_per_answer"] == 5.0
+    assert out["student_after"]["equal_length"]["decode_tokens_per_s"] == pytest.approx(44.0)  # 15 tokens / (15/44) s
+    assert out["teacher"]["rounds"] == 3 and len(out["teacher"]["runs"]["equal_length"]) == 3
+    assert targets({"teacher": {"regression": {"score": 1}, **{"speed": out["teacher"]}},
+                    "student_before": {"regression": {"score": 1}},
+                    "student_after": {"regression": {"score": 1}, "speed": out["student_after"]}})[
+        "speed_ratio_engine"] == pytest.approx(2.2)  # fmt: skip
 
 
 def test_markdown_has_a_column_per_model_and_the_targets():
