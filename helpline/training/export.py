@@ -76,10 +76,11 @@ def peft_generate(base_path: Path, adapter_dir: Path, prompts: list[list[int]], 
     model = transformers.AutoModelForCausalLM.from_pretrained(str(base_path), dtype=torch.float32)
     model = peft.PeftModel.from_pretrained(model, str(adapter_dir)).eval()
     eos = model.generation_config.eos_token_id
+    pad = eos[0] if isinstance(eos, list) else eos  # a chat model lists its end-of-turn tokens; pad takes one
     outputs = []
     with torch.inference_mode():
         for ids in prompts:
-            out = model.generate(torch.tensor([ids]), max_new_tokens=max_tokens, do_sample=False, pad_token_id=eos)
+            out = model.generate(torch.tensor([ids]), max_new_tokens=max_tokens, do_sample=False, pad_token_id=pad)
             outputs.append(out[0][len(ids) :].tolist())
     return outputs
 

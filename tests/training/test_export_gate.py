@@ -65,3 +65,19 @@ def test_agreement_in_the_serving_dtype_needs_no_second_engine(run_dir, tmp_path
     asked = _engines(monkeypatch, {"bfloat16": REFERENCE})
     report = export_adapter(run_dir, ctx=Context.load(workspace=tmp_path / "ws"), name="ad")
     assert asked == ["bfloat16"] and "agreement_serving_dtype" not in report
+
+
+def test_reference_answers_stop_at_any_end_of_turn_token(tmp_path):
+    """A chat model's generation config lists several stop tokens (Gemma 3: <eos> and <end_of_turn>)."""
+    from peft import LoraConfig, get_peft_model
+
+    from helpline.testing.training import tiny_llama, tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    model = tiny_llama(tokenizer)
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|endoftext|>")]
+    model.save_pretrained(tmp_path / "base")
+    get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(tmp_path / "adapter")
+    prompt = tokenizer("Where is my refund?")["input_ids"]
+    out = export.peft_generate(tmp_path / "base", tmp_path / "adapter", [prompt], max_tokens=6)
+    assert len(out) == 1 and 1 <= len(out[0]) <= 6
