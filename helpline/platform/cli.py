@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import typer
@@ -23,6 +25,17 @@ models_app = typer.Typer(no_args_is_help=True, help="Base models, adapters and a
 def print_json(data: Any) -> None:
     """Print one JSON object on stdout (the contract for every `--json`)."""
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+@contextlib.contextmanager
+def json_stdout(active: bool) -> Iterator[None]:
+    """While ``active`` (a `--json` command at work), what libraries print on stdout goes to stderr: the
+    trainer's progress bar writes each logged step there, and stdout must hold only the one JSON object."""
+    if not active:
+        yield
+        return
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
 
 
 def fail(error: HelplineError) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from helpline.platform.cli import console, print_json
+from helpline.platform.cli import console, json_stdout, print_json
 from helpline.platform.context import Context
 
 data_app = typer.Typer()
@@ -112,20 +112,22 @@ def sft(
     from helpline.training.sft import run_sft
 
     ctx = Context.load()
-    summary = run_sft(cfg, preset=preset, ctx=ctx, console=console)
-    console.print(
-        f"[green]trained[/] {summary['artifact']} in {summary['train_seconds_this_session']} s; "
-        f"best eval loss {summary['best_eval_loss']}"
-    )
-    if cfg.export:
-        from helpline.training.export import export_adapter
+    with json_stdout(as_json):
+        summary = run_sft(cfg, preset=preset, ctx=ctx, console=console)
+        console.print(
+            f"[green]trained[/] {summary['artifact']} in {summary['train_seconds_this_session']} s; "
+            f"best eval loss {summary['best_eval_loss']}"
+        )
+        if cfg.export:
+            from helpline.training.export import export_adapter
 
-        summary["export"] = export_adapter(Path(summary["run_dir"]), ctx=ctx, name=cfg.adapter_name, console=console)
-    if cfg.method == "full":
-        from helpline.training.sft import register_full_model
+            summary["export"] = export_adapter(Path(summary["run_dir"]), ctx=ctx, name=cfg.adapter_name,
+                                               console=console)  # fmt: skip
+        if cfg.method == "full":
+            from helpline.training.sft import register_full_model
 
-        summary["registered"] = register_full_model(summary, cfg, preset=preset, ctx=ctx)
-        console.print(f"registered {summary['registered']['name']} (a base model: serve it, or train adapters on it)")
+            summary["registered"] = register_full_model(summary, cfg, preset=preset, ctx=ctx)
+            console.print(f"registered {summary['registered']['name']} (a base model: serve it, or train on it)")
     if as_json:
         print_json(summary)
 
@@ -152,7 +154,8 @@ def prune(
         raise ConfigError(f"unknown --method {method!r}", hint="use block, layers or loss")
     options = PruneOptions(model=model, layers=layers, dataset=dataset, name=name, method=method,  # type: ignore[arg-type]
                            samples=samples, max_length=max_length, force=force)  # fmt: skip
-    report = run_prune(options, ctx=Context.load(), console=None if as_json else console)
+    with json_stdout(as_json):
+        report = run_prune(options, ctx=Context.load(), console=None if as_json else console)
     if as_json:
         print_json(report)
         return

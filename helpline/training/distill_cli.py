@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from helpline.platform.cli import console, print_json
+from helpline.platform.cli import console, json_stdout, print_json
 from helpline.platform.context import Context
 from helpline.training.cli import train_app
 
@@ -38,7 +38,7 @@ def distill(
 
     ctx = Context.load()
     columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
+    with json_stdout(as_json), Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("teacher answers", total=None)
         result = run_distill(
             cfg,

@@ -113,6 +113,26 @@ def test_full_fine_tune_is_registered_as_a_base_model_with_its_lineage(
     assert AutoModelForCausalLM.from_pretrained(record.path).config.num_hidden_layers == 2
 
 
+def test_train_sft_json_prints_one_json_object(tiny_base: Path, tiny_dataset: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """The trainer logs every step on stdout (its progress bar); with --json stdout holds the summary alone."""
+    from typer.testing import CliRunner
+
+    from helpline.cli import app
+
+    monkeypatch.setenv("HELPLINE_WORKSPACE", str(tmp_path / "ws"))
+    preset = tmp_path / "full.yaml"
+    fields = {"base_model": str(tiny_base), "dataset": str(tiny_dataset), "method": "full", "export": False,
+              "max_steps": 2, "eval_steps": 1, "logging_steps": 1, "per_device_train_batch_size": 2,
+              "model_name": "tiny-cli"}  # fmt: skip
+    preset.write_text(json.dumps(fields))  # JSON is YAML
+    result = CliRunner().invoke(app, ["train", "sft", "--config", str(preset), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["global_step"] == 2 and summary["registered"]["name"] == "tiny-cli"
+    assert "'loss'" in result.stderr  # the step logs are still shown, on stderr
+
+
 def test_model_name_is_for_full_fine_tunes_only(tiny_base: Path, tiny_dataset: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="model_name names a full fine-tune"):
         _config(tiny_base, tiny_dataset, tmp_path / "x", method="lora", model_name="nope")
