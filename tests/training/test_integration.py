@@ -13,12 +13,11 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def trained_run(workspace_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    from helpline.training.config import load_config
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A small prepared chat dataset (hand-written support turns)."""
     from helpline.training.data.prepare import PrepareOptions, prepare_dataset
-    from helpline.training.sft import run_sft
 
-    root = tmp_path_factory.mktemp("qlora")
+    root = tmp_path_factory.mktemp("chat")
     questions = ["How do I cancel my order?", "Where is my refund?", "How do I change my address?",
                  "I forgot my password.", "Can I talk to a person?", "Which payment methods do you take?"]  # fmt: skip
     lines = [
@@ -33,9 +32,17 @@ def trained_run(workspace_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
         for tone in ("please", "thanks", "urgent", "now")
     ]
     (root / "chat.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-    ctx = Context.load(workspace=workspace_dir / ".helpline")
     options = PrepareOptions(sources=[f"chat:{root / 'chat.jsonl'}"], name="it", validation=0.2, test=0.2)
-    dataset = prepare_dataset(options, datasets_dir=root / "ds", count_tokens=None, context_length=None)["path"]
+    return prepare_dataset(options, datasets_dir=root / "ds", count_tokens=None, context_length=None)["path"]
+
+
+@pytest.fixture(scope="module")
+def trained_run(workspace_dir: Path, dataset: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    from helpline.training.config import load_config
+    from helpline.training.sft import run_sft
+
+    root = tmp_path_factory.mktemp("qlora")
+    ctx = Context.load(workspace=workspace_dir / ".helpline")
     cfg, preset = load_config(
         "smollm2-135m-qlora-cpu",
         [f"dataset={dataset}", f"output_dir={root / 'run'}", "max_steps=2", "eval_steps=2", "max_eval_examples=2",
@@ -61,3 +68,28 @@ def test_export_gate_loads_the_adapter_in_vllm_and_registers_it(trained_run: dic
     record = ctx.registry.get_model("it-adapter")
     assert record.kind == "adapter" and record.base_model == "smollm2-135m-instruct"
     assert record.metadata["dataset"]["hash"]
+
+
+def test_pruned_smollm2_trains_and_serves_in_vllm(workspace_dir: Path, dataset: str, tmp_path: Path) -> None:
+    """Prune the real SmolLM2, put a QLoRA adapter on the pruned model, and pass the export gate: vLLM loads
+    the shallower checkpoint with the adapter and answers as PEFT does."""
+    from helpline.training.config import load_config
+    from helpline.training.export import export_adapter
+    from helpline.training.prune import PruneOptions, run_prune
+    from helpline.training.sft import run_sft
+
+    ctx = Context.load(workspace=workspace_dir / ".helpline")
+    report = run_prune(PruneOptions(model="smollm2-135m-instruct", layers=24, dataset=dataset, name="it-pruned",
+                                    method="layers", samples=8, max_length=128, force=True), ctx=ctx)  # fmt: skip
+    assert report["layers_before"] == 30 and len(report["dropped_layers"]) == 6
+    assert report["held_out_loss_after"] > report["held_out_loss_before"] > 0  # removing layers costs something
+    assert 0 < report["parameters_m"] < 120
+    cfg, preset = load_config(
+        "smollm2-135m-qlora-cpu",
+        ["base_model=it-pruned", f"dataset={dataset}", f"output_dir={tmp_path / 'run'}", "max_steps=2", "eval_steps=2",
+         "max_eval_examples=2", "per_device_train_batch_size=2", "max_length=128", "export=false"],
+    )  # fmt: skip
+    summary = run_sft(cfg, preset=preset, ctx=ctx)
+    gate = export_adapter(Path(summary["run_dir"]), ctx=ctx, name="it-pruned-adapter", max_tokens=16)
+    assert gate["passed"] and len(gate["agreement"]["per_prompt"]) == 8
+    assert ctx.registry.get_model("it-pruned-adapter").base_model == "it-pruned"
