@@ -141,8 +141,8 @@ def prune(
     method: str = typer.Option("block", help="block: the contiguous block that changes the stream least; "
                                "layers: the individually least influential layers; loss: the layers whose "
                                "removal raises the calibration loss least (slowest, least damage)."),
-    samples: int = typer.Option(64, help="Training conversations scored (a quarter as many held out for the loss)."),
-    max_length: int = typer.Option(512, help="Tokens per calibration conversation."),
+    samples: int = typer.Option(64, min=1, help="Training conversations scored (a quarter as many held out)."),
+    max_length: int = typer.Option(512, min=16, help="Tokens per calibration conversation."),
     force: bool = typer.Option(False, help="Replace an existing model of that name."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
