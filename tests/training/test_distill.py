@@ -288,7 +288,8 @@ def test_shipped_presets_are_valid_and_dotted_overrides_apply() -> None:
     cfg = load_distill_config("distill-gemma-to-smollm2", ["teacher.model=other", "sft.max_steps=3", "train=false"])
     assert cfg.teacher.model == "other" and cfg.sft["max_steps"] == 3 and cfg.train is False
     sft = cfg.sft_config("/data/v1")
-    assert sft.dataset == "/data/v1" and sft.base_model == "smollm2-135m-instruct" and sft.max_steps == 3
+    assert sft.dataset == "/data/v1" and sft.base_model == "smollm2-135m-pruned14-healed" and sft.max_steps == 3
+    assert load_distill_config("distill-gemma-to-smollm2-full").student == "smollm2-135m-instruct"
 
 
 def test_api_key_env_must_be_set(monkeypatch: pytest.MonkeyPatch) -> None:
