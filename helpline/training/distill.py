@@ -293,6 +293,11 @@ def run_distill(
     from helpline.retrieval.factory import open_knowledge_base
     from helpline.retrieval.knowledge_base import VISIBLE
 
+    if cfg.train:  # before the teacher: a clash with an earlier student run would stop it after the answers
+        from helpline.training.sft import check_run_dir, output_dir
+
+        sft_cfg = cfg.sft_config("-")
+        check_run_dir(sft_cfg, output_dir(sft_cfg, f"distill-{cfg.name}", ctx), prefix="sft.")
     if teacher is None:
         cfg = resolve_teacher(cfg, ctx)
         t = cfg.teacher

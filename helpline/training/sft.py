@@ -151,6 +151,24 @@ def last_checkpoint(checkpoints: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def check_run_dir(cfg: SFTConfig, run_dir: Path, *, prefix: str = "") -> Path | None:
+    """The last checkpoint in ``run_dir`` (None: none). Refuses resume=true without one, and an earlier run's
+    checkpoints unless resume or overwrite says what to do with them. ``prefix`` is how the caller's overrides
+    spell the SFT keys (``sft.`` in a distillation config)."""
+    checkpoints = run_dir / "checkpoints"
+    resume_from = last_checkpoint(checkpoints) if checkpoints.is_dir() else None
+    if cfg.resume and resume_from is None:
+        raise ConfigError(
+            f"{prefix}resume=true but {checkpoints} has no checkpoint", hint=f"drop {prefix}resume=true to start fresh"
+        )
+    if resume_from is not None and not cfg.resume and not cfg.overwrite:
+        raise ConfigError(
+            f"{run_dir} already has checkpoints ({resume_from.name})",
+            hint=f"{prefix}resume=true to continue, {prefix}overwrite=true to start over, or {prefix}run_name=NEW",
+        )
+    return resume_from
+
+
 def run_sft(cfg: SFTConfig, *, preset: str, ctx: Context, console=None) -> dict:
     """Train, keep the best checkpoint, save it with a summary; returns the summary."""
     transformers = require("transformers", "train")
@@ -161,15 +179,8 @@ def run_sft(cfg: SFTConfig, *, preset: str, ctx: Context, console=None) -> dict:
     # setup ------------------------------------------------------------------------------------
     run_dir = output_dir(cfg, preset, ctx)
     checkpoints = run_dir / "checkpoints"
-    resume_from = last_checkpoint(checkpoints) if checkpoints.is_dir() else None
-    if cfg.resume and resume_from is None:
-        raise ConfigError(f"resume=true but {checkpoints} has no checkpoint", hint="drop resume=true to start fresh")
-    if resume_from is not None and not cfg.resume:
-        if not cfg.overwrite:
-            raise ConfigError(
-                f"{run_dir} already has checkpoints ({resume_from.name})",
-                hint="resume=true to continue, overwrite=true to start over, or run_name=NEW",
-            )
+    resume_from = check_run_dir(cfg, run_dir)
+    if resume_from is not None and not cfg.resume:  # overwrite=true
         shutil.rmtree(run_dir)
         resume_from = None
     run_dir.mkdir(parents=True, exist_ok=True)

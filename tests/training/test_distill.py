@@ -400,3 +400,21 @@ def test_teacher_stop_sequences_are_sent_and_key_the_cache(fake_endpoint) -> Non
     msgs = [{"role": "user", "content": "hi"}]
     assert prompt_hash(msgs, "t", 8, 0.0) == prompt_hash(msgs, "t", 8, 0.0, [])  # old caches keep their keys
     assert prompt_hash(msgs, "t", 8, 0.0) != prompt_hash(msgs, "t", 8, 0.0, ["\n\n"])
+
+
+def test_earlier_student_run_is_refused_before_the_teacher_is_asked(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from helpline.training.distill import run_distill
+
+    (tmp_path / "distill-t" / "checkpoints" / "checkpoint-40").mkdir(parents=True)
+    ctx = SimpleNamespace(workspace=SimpleNamespace(adapters=tmp_path))
+    teacher = PassageTeacher()
+    cfg = make_config(train=True, sft={"max_steps": 3})
+    with pytest.raises(ConfigError, match="already has checkpoints") as err:
+        run_distill(cfg, ctx=ctx, teacher=teacher)  # type: ignore[arg-type]
+    assert "sft.overwrite=true" in err.value.hint and "sft.run_name=NEW" in err.value.hint
+    assert teacher.requests == []
+    resumed = make_config(train=True, sft={"max_steps": 3, "resume": True, "run_name": "fresh"})
+    with pytest.raises(ConfigError, match=r"sft\.resume=true but"):
+        run_distill(resumed, ctx=ctx, teacher=teacher)  # type: ignore[arg-type]
