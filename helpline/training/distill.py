@@ -293,11 +293,19 @@ def run_distill(
     from helpline.retrieval.factory import open_knowledge_base
     from helpline.retrieval.knowledge_base import VISIBLE
 
-    if cfg.train:  # before the teacher: a clash with an earlier student run would stop it after the answers
-        from helpline.training.sft import check_run_dir, output_dir
+    if cfg.train:  # before the teacher: an unknown student or an earlier run would stop it after the answers
+        from helpline.training.sft import check_run_dir, output_dir, resolve_base_model
 
         sft_cfg = cfg.sft_config("-")
         check_run_dir(sft_cfg, output_dir(sft_cfg, f"distill-{cfg.name}", ctx), prefix="sft.")
+        try:
+            resolve_base_model(cfg.student, ctx)
+        except NotFoundError as e:
+            raise NotFoundError(
+                f"student: {e.message}",
+                hint="build it first (the preset's header lists the commands: a pruned student comes from `train "
+                "prune` then `train sft`), or set student=NAME of a registered base model",
+            ) from e
     if teacher is None:
         cfg = resolve_teacher(cfg, ctx)
         t = cfg.teacher

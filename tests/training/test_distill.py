@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from helpline.platform.context import Context
-from helpline.platform.errors import ConfigError, DataError, EngineError
+from helpline.platform.errors import ConfigError, DataError, EngineError, NotFoundError
 from helpline.platform.schemas import Chunk, ScoredChunk
 from helpline.serving.rag import Verdict
 from helpline.testing import FakeGenerator
@@ -402,13 +402,14 @@ def test_teacher_stop_sequences_are_sent_and_key_the_cache(fake_endpoint) -> Non
     assert prompt_hash(msgs, "t", 8, 0.0) != prompt_hash(msgs, "t", 8, 0.0, ["\n\n"])
 
 
-def test_earlier_student_run_is_refused_before_the_teacher_is_asked(tmp_path: Path) -> None:
+def test_earlier_student_run_or_unknown_student_is_refused_before_the_teacher_is_asked(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
+    from helpline.platform.registry import Registry
     from helpline.training.distill import run_distill
 
     (tmp_path / "distill-t" / "checkpoints" / "checkpoint-40").mkdir(parents=True)
-    ctx = SimpleNamespace(workspace=SimpleNamespace(adapters=tmp_path))
+    ctx = SimpleNamespace(workspace=SimpleNamespace(adapters=tmp_path), registry=Registry(tmp_path / "r.sqlite"))
     teacher = PassageTeacher()
     cfg = make_config(train=True, sft={"max_steps": 3})
     with pytest.raises(ConfigError, match="already has checkpoints") as err:
@@ -418,3 +419,8 @@ def test_earlier_student_run_is_refused_before_the_teacher_is_asked(tmp_path: Pa
     resumed = make_config(train=True, sft={"max_steps": 3, "resume": True, "run_name": "fresh"})
     with pytest.raises(ConfigError, match=r"sft\.resume=true but"):
         run_distill(resumed, ctx=ctx, teacher=teacher)  # type: ignore[arg-type]
+    unknown = make_config(train=True, student="no-such-student", sft={"max_steps": 3, "run_name": "fresh"})
+    with pytest.raises(NotFoundError, match="student: no model or alias named 'no-such-student'") as err:
+        run_distill(unknown, ctx=ctx, teacher=teacher)  # type: ignore[arg-type]
+    assert "train prune" in err.value.hint
+    assert teacher.requests == []
