@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,56 @@ def test_pruned_smollm2_trains_and_serves_in_vllm(workspace_dir: Path, dataset: 
     gate = export_adapter(Path(summary["run_dir"]), ctx=ctx, name="it-pruned-adapter", max_tokens=16)
     assert gate["passed"] and len(gate["agreement"]["per_prompt"]) == 8
     assert ctx.registry.get_model("it-pruned-adapter").base_model == "it-pruned"
+
+
+def test_distill_from_a_real_vllm_teacher_resumes_and_trains_a_student_that_passes_the_gate(
+    in_workspace: Path, tmp_path: Path
+) -> None:
+    """`train distill` against a teacher on a real vLLM server (SmolLM2 behind its OpenAI-compatible API, named
+    by URL and served name as any other endpoint), over the real knowledge base: a partial run, a command-line
+    run that asks only what is missing, then (teacher gone) a run that trains the real student from the cache
+    and passes the export gate."""
+    from typer.testing import CliRunner
+
+    from helpline.cli import app
+    from helpline.platform.settings import load_settings
+    from helpline.serving.engines.vllm_server import VLLMServer
+    from helpline.serving.load import free_port
+    from helpline.training.distill import run_distill
+    from helpline.training.distill_config import load_distill_config
+    from helpline.training.distill_teacher import open_teacher
+
+    ctx = Context.load(workspace=in_workspace / ".helpline")
+    shutil.rmtree(ctx.workspace.datasets / "distill-it-distill", ignore_errors=True)  # a reused test workspace
+    base = ctx.registry.get_model("smollm2-135m-instruct")
+    settings = load_settings(workspace=ctx.workspace.root)
+    vllm = settings.vllm.model_copy(update={"port": free_port()})
+    url = f"http://127.0.0.1:{vllm.port}/v1"
+    overrides = [f"teacher.base_url={url}", f"teacher.model={base.name}", "teacher.max_tokens=96", "name=it-distill",
+                 "sources.kb_max_questions=12", "filters.detector=null", "filters.min_words=1", "validation=0.25",
+                 "test=0", f"sft.output_dir={tmp_path / 'run'}", "sft.max_steps=2", "sft.eval_steps=2",
+                 "sft.max_eval_examples=2", "sft.per_device_train_batch_size=1", "sft.gradient_accumulation_steps=1",
+                 "sft.warmup_steps=0", "sft.adapter_name=it-distilled"]  # fmt: skip
+    server = VLLMServer(model_path=base.path, served_name=base.name, settings=vllm, log_path=tmp_path / "vllm.log")
+    server.start()
+    try:
+        partial = run_distill(
+            load_distill_config("distill-gemma-to-smollm2-full", [*overrides, "max_prompts=6", "train=false"]), ctx=ctx
+        )
+        assert partial["dataset"]["counts"]["teacher"] == {"prompts": 6, "cached_before": 0, "asked": 6}
+        result = CliRunner().invoke(
+            app, ["train", "distill", "--config", "distill-gemma-to-smollm2-full", "--json", *overrides, "train=false"]
+        )
+        assert result.exit_code == 0, result.output
+        resumed = json.loads(result.stdout)["dataset"]
+        assert resumed["counts"]["teacher"] == {"prompts": 12, "cached_before": 6, "asked": 6}
+        assert resumed["teacher"]["model"] == base.name and resumed["teacher"]["base_url"] == url
+    finally:
+        server.stop()
+    teacher = open_teacher(url, base.name, api_key_env=None, timeout_s=5)  # down: any request would fail
+    trained = run_distill(load_distill_config("distill-gemma-to-smollm2-full", overrides), ctx=ctx, teacher=teacher)
+    assert trained["dataset"]["counts"]["teacher"]["asked"] == 0
+    assert trained["training"]["global_step"] == 2
+    assert trained["export"]["passed"]
+    record = ctx.registry.get_model("it-distilled")
+    assert record.kind == "adapter" and record.base_model == "smollm2-135m-instruct"
