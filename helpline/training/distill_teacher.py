@@ -38,8 +38,11 @@ class TeacherCache:
         self.path = Path(path)
         self.records: dict[str, dict] = {}
         self.torn_lines = 0
+        self._newline_first = False  # a torn last line: the next answer must not be appended onto it
         if self.path.is_file():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
+            text = self.path.read_text(encoding="utf-8", errors="replace")  # a write cut inside a character
+            self._newline_first = bool(text) and not text.endswith("\n")
+            for line in text.splitlines():
                 try:
                     record = json.loads(line)
                     self.records[record["key"]] = record
@@ -56,7 +59,8 @@ class TeacherCache:
         """Append one answer durably (flush + fsync) before counting it as done."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            fh.write(("\n" if self._newline_first else "") + json.dumps(record, ensure_ascii=False) + "\n")
+            self._newline_first = False
             fh.flush()
             os.fsync(fh.fileno())
         self.records[record["key"]] = record

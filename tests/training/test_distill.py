@@ -196,6 +196,9 @@ def test_torn_last_cache_line_is_asked_again(tmp_path: Path) -> None:
     teacher = PassageTeacher()
     run(cfg, tmp_path, teacher)
     assert len(teacher.requests) == 1
+    again = PassageTeacher()  # the answer asked again went on a line of its own, not onto the torn one
+    run(cfg, tmp_path, again)
+    assert again.requests == []
 
 
 class _Ex:
@@ -424,3 +427,13 @@ def test_earlier_student_run_or_unknown_student_is_refused_before_the_teacher_is
         run_distill(unknown, ctx=ctx, teacher=teacher)  # type: ignore[arg-type]
     assert "train prune" in err.value.hint
     assert teacher.requests == []
+
+
+def test_cache_cut_inside_a_character_loads_the_finished_answers(tmp_path: Path) -> None:
+    path = tmp_path / "teacher_cache.jsonl"
+    good = json.dumps({"key": "a", "answer": "Le café est prêt."}, ensure_ascii=False) + "\n"
+    path.write_bytes(good.encode() + b'{"key": "b", "answer": "caf' + "é".encode()[:1])
+    cache = TeacherCache(path)
+    assert "a" in cache and "b" not in cache and cache.torn_lines == 1
+    cache.put({"key": "b", "answer": "Prêt."})
+    assert set(TeacherCache(path).records) == {"a", "b"}
