@@ -177,7 +177,8 @@ def engine_speeds(models: list[Contender], prompts: list[list[ChatMessage]], opt
         keys = ("output_tokens_per_s", "ttft_p50_s", "e2e_p50_s", "decode_tokens_per_s")
         row: dict[str, Any] = {"engine": natural[0]["engine"] if natural else None, "rounds": len(natural)}
         row.update({k: median_of(natural, k) for k in keys})
-        row["tokens_per_answer"] = median_of([{"t": r["output_tokens"] / r["requests"]} for r in natural], "t")
+        per_answer = [r["output_tokens"] / r["requests"] for r in natural]
+        row["tokens_per_answer"] = round(statistics.median(per_answer), 3) if per_answer else None
         row["equal_length"] = {k: median_of(equal, k) for k in keys} if equal else None
         row["runs"] = runs[c.label]
         out[c.label] = row

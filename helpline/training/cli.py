@@ -109,7 +109,7 @@ def sft(
             console.print(f"[bold]{name}[/] = {field.default!r}: {field.description}", highlight=False)
         return
     cfg, preset = load_config(config, ctx_.args)
-    from helpline.training.sft import run_sft
+    from helpline.training.sft import publish_run, run_sft
 
     ctx = Context.load()
     with json_stdout(as_json):
@@ -118,15 +118,8 @@ def sft(
             f"[green]trained[/] {summary['artifact']} in {summary['train_seconds_this_session']} s; "
             f"best eval loss {summary['best_eval_loss']}"
         )
-        if cfg.export:
-            from helpline.training.export import export_adapter
-
-            summary["export"] = export_adapter(Path(summary["run_dir"]), ctx=ctx, name=cfg.adapter_name,
-                                               console=console)  # fmt: skip
-        if cfg.method == "full":
-            from helpline.training.sft import register_full_model
-
-            summary["registered"] = register_full_model(summary, cfg, preset=preset, ctx=ctx)
+        summary.update(publish_run(summary, cfg, preset=preset, ctx=ctx, console=console))
+        if "registered" in summary:
             console.print(f"registered {summary['registered']['name']} (a base model: serve it, or train on it)")
     if as_json:
         print_json(summary)

@@ -329,19 +329,12 @@ def run_distill(
     result: dict = {"dataset": manifest}
     if not cfg.train:
         return result
-    from helpline.training.sft import run_sft
+    from helpline.training.sft import publish_run, run_sft
 
     sft_cfg = cfg.sft_config(manifest["path"])
-    summary = run_sft(sft_cfg, preset=f"distill-{cfg.name}", ctx=ctx, console=console)
-    result["training"] = summary
-    if sft_cfg.export:
-        from helpline.training.export import export_adapter
-
-        result["export"] = export_adapter(Path(summary["run_dir"]), ctx=ctx, name=sft_cfg.adapter_name, console=console)
-    if sft_cfg.method == "full":
-        from helpline.training.sft import register_full_model
-
-        result["registered"] = register_full_model(summary, sft_cfg, preset=f"distill-{cfg.name}", ctx=ctx)
+    preset = f"distill-{cfg.name}"
+    result["training"] = run_sft(sft_cfg, preset=preset, ctx=ctx, console=console)
+    result.update(publish_run(result["training"], sft_cfg, preset=preset, ctx=ctx, console=console))
     return result
 
 

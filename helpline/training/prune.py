@@ -216,7 +216,7 @@ def run_prune(opts: PruneOptions, *, ctx: Context, console: Any = None) -> dict:
     torch = require("torch", "train")
     transformers = require("transformers", "train")
     from helpline.training.data.prepare import resolve_dataset
-    from helpline.training.sft import resolve_base_model
+    from helpline.training.sft import is_chat_model, resolve_base_model
 
     # setup ------------------------------------------------------------------------------------
     source = resolve_base_model(opts.model, ctx)
@@ -259,7 +259,6 @@ def run_prune(opts: PruneOptions, *, ctx: Context, console: Any = None) -> dict:
     tokenizer.save_pretrained(partial)
     shutil.rmtree(target, ignore_errors=True)  # renamed last: an interrupted run never leaves half a model
     partial.rename(target)
-    source_record = _record(ctx, opts.model)
     report = {
         "name": opts.name,
         "path": str(target),
@@ -284,7 +283,7 @@ def run_prune(opts: PruneOptions, *, ctx: Context, console: Any = None) -> dict:
     }
     metadata = {
         "description": f"{opts.model} pruned to {opts.layers} of {n_layers} layers ({opts.method}); train to heal",
-        "chat": bool(source_record.metadata.get("chat")) if source_record else True,
+        "chat": is_chat_model(opts.model, ctx),
         "pruned_from": opts.model,
         "pruning": {k: report[k] for k in ("method", "dropped_layers", "layers_before", "layers_after",
                                            "held_out_loss_before", "held_out_loss_after", "calibration")},
@@ -292,11 +291,3 @@ def run_prune(opts: PruneOptions, *, ctx: Context, console: Any = None) -> dict:
     ctx.registry.register_model(opts.name, kind="base", path=target, metadata=metadata)
     return report
 
-
-def _record(ctx: Context, name: str):
-    from helpline.platform.errors import NotFoundError
-
-    try:
-        return ctx.registry.get_model(name)
-    except NotFoundError:
-        return None  # a folder, not a registry name

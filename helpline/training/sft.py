@@ -30,6 +30,15 @@ def resolve_base_model(name_or_path: str, ctx: Context) -> Path:
     return Path(ctx.registry.get_model(name_or_path).path)
 
 
+def is_chat_model(name_or_path: str, ctx: Context) -> bool:
+    """What the registry says of a model (a folder, not a registry name, counts as a chat model: the recipes
+    train and prune chat models)."""
+    try:
+        return bool(ctx.registry.get_model(name_or_path).metadata.get("chat", True))
+    except HelplineError:
+        return True
+
+
 def load_tokenizer(model_path: Path, cfg: SFTConfig):
     """The base model's tokenizer with the configured chat template."""
     transformers = require("transformers", "train")
@@ -256,10 +265,7 @@ def register_full_model(summary: dict, cfg: SFTConfig, *, preset: str, ctx: Cont
     """Register a full fine-tune's saved model as a base model, with its lineage; adapters go through the
     export gate instead."""
     name = cfg.model_name or cfg.run_name or preset
-    try:
-        chat = bool(ctx.registry.get_model(cfg.base_model).metadata.get("chat", True))
-    except HelplineError:
-        chat = True  # a folder, not a registry name: trained on chat data, so a chat model
+    chat = is_chat_model(cfg.base_model, ctx)
     lineage = {k: summary[k] for k in ("base_model", "dataset", "global_step", "best_eval_loss", "run_dir")}
     record = ctx.registry.register_model(
         name,
@@ -269,3 +275,17 @@ def register_full_model(summary: dict, cfg: SFTConfig, *, preset: str, ctx: Cont
                   "training": {**lineage, "method": "full", "config": cfg.model_dump()}},
     )  # fmt: skip
     return {"name": record.name, "path": record.path}
+
+
+def publish_run(summary: dict, cfg: SFTConfig, *, preset: str, ctx: Context, console=None) -> dict:
+    """What a finished run becomes: an adapter through the export gate (``export``), or a full fine-tune
+    registered as a base model. Returns ``{"export": ...}``, ``{"registered": ...}`` or nothing."""
+    out: dict = {}
+    if cfg.export:
+        from helpline.training.export import export_adapter
+
+        out["export"] = export_adapter(Path(summary["run_dir"]), ctx=ctx, name=cfg.adapter_name, console=console)
+    if cfg.method == "full":
+        out["registered"] = register_full_model(summary, cfg, preset=preset, ctx=ctx)
+    return out
+
