@@ -11,11 +11,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from helpline.evaluation.regression.runner import SuiteResult
-from helpline.platform.errors import ConfigError, NotFoundError
+from helpline.platform.errors import ConfigError
+from helpline.platform.files import read_yaml_mapping
 from helpline.platform.promotion import GateError, require_passing_gate
 from helpline.platform.registry import Registry
 
@@ -67,11 +67,10 @@ class GateConfig(BaseModel):
 def load_gate_config(path: str | Path | None = None) -> GateConfig:
     """Read and validate the gate's YAML (the packaged ``gate.yaml`` by default)."""
     path = Path(path) if path else DEFAULT_CONFIG
-    if not path.is_file():
-        raise NotFoundError(f"gate config {path} does not exist", hint=f"start from {DEFAULT_CONFIG}")
+    data = read_yaml_mapping(path, what="gate config", hint=f"start from {DEFAULT_CONFIG}")
     try:
-        return GateConfig(**(yaml.safe_load(path.read_text()) or {}))
-    except (ValidationError, TypeError) as e:
+        return GateConfig(**data)
+    except ValidationError as e:
         raise ConfigError(f"{path}: invalid gate config: {e}", hint=f"compare with {DEFAULT_CONFIG}") from e
 
 

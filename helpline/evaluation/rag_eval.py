@@ -12,7 +12,6 @@ gateway's verifier would withdraw, and the hybrid is compared with every other a
 
 from __future__ import annotations
 
-import json
 import random
 import statistics
 import tempfile
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from helpline.evaluation.regression.evaluators import Output, cosine, is_abstention, rouge_l
-from helpline.platform.errors import NotFoundError
+from helpline.platform.files import read_doc2dial
 from helpline.platform.schemas import ChatMessage, Document
 
 
@@ -44,15 +43,10 @@ def load_questions(
 
     Unanswerable questions have their gold document left out of the returned documents.
     """
-    docs_path, qa_path = folder / "docs.jsonl", folder / "qa.jsonl"
-    if not docs_path.exists() or not qa_path.exists():
-        raise NotFoundError(
-            f"{folder} lacks docs.jsonl/qa.jsonl", hint="pass the doc2dial folder, e.g. ../shared/data/doc2dial"
-        )
-    docs = {d["doc_id"]: d for d in map(json.loads, docs_path.read_text().splitlines()) if d}
+    doc_rows, rows = read_doc2dial(folder)
+    docs = {d["doc_id"]: d for d in doc_rows}
     from helpline.retrieval.datasets import doc2dial_heldout
 
-    rows = [json.loads(line) for line in qa_path.read_text().splitlines() if line.strip()]
     # Only dialogues kept out of training data (`data prepare --source doc2dial:` skips them).
     rows = [r for r in rows if doc2dial_heldout(r.get("dial_id", r["id"]))]
     rng = random.Random(seed)
@@ -80,9 +74,9 @@ def load_questions(
     documents = [
         Document(
             doc_id=d["doc_id"],
-            title=d["title"],
+            title=d.get("title", ""),
             text=d["text"],
-            source=str(docs_path),
+            source=str(folder / "docs.jsonl"),
             metadata={"domain": d["domain"]},
         )
         for doc_id, d in docs.items()

@@ -9,11 +9,11 @@ and ``qrels/<split>.tsv`` (``query-id``, ``corpus-id``, ``score`` with a header 
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from helpline.platform.errors import DataError
+from helpline.platform.files import read_jsonl
 from helpline.platform.schemas import Document
 
 
@@ -50,26 +50,16 @@ def load_collection(spec: str, *, split: str = "test", limit: int | None = None)
     return collection
 
 
-def _jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise DataError(f"{path} is missing", hint="see `helpline eval retrieval --help` for the expected layout")
-    rows = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}:{n}: not valid JSON ({e.msg})") from e
-    return rows
+def _jsonl(path: Path, *required: str) -> list[dict]:
+    return read_jsonl(path, required=required, hint="see `helpline eval retrieval --help` for the expected layout")
 
 
 def _beir(path: Path, split: str) -> Collection:
     docs = [
         Document(doc_id=str(r["_id"]), title=r.get("title", "") or "", text=r.get("text", "") or r.get("title", ""))
-        for r in _jsonl(path / "corpus.jsonl")
+        for r in _jsonl(path / "corpus.jsonl", "_id")
     ]
-    texts = {str(r["_id"]): r["text"] for r in _jsonl(path / "queries.jsonl")}
+    texts = {str(r["_id"]): r["text"] for r in _jsonl(path / "queries.jsonl", "_id", "text")}
     qrels_path = path / "qrels" / f"{split}.tsv"
     if not qrels_path.is_file():
         raise DataError(f"{qrels_path} is missing", hint="pass --split with a qrels file that exists")
@@ -83,7 +73,10 @@ def _beir(path: Path, split: str) -> Collection:
 
 
 def _doc2dial(path: Path) -> Collection:
-    docs = [Document(doc_id=r["doc_id"], title=r.get("title", ""), text=r["text"]) for r in _jsonl(path / "docs.jsonl")]
+    docs = [
+        Document(doc_id=r["doc_id"], title=r.get("title", ""), text=r["text"])
+        for r in _jsonl(path / "docs.jsonl", "doc_id", "text")
+    ]
     queries = [
         EvalQuery(
             qid=str(r["id"]),
@@ -91,7 +84,7 @@ def _doc2dial(path: Path) -> Collection:
             relevant={r["doc_id"]: 1},
             history=[t["utterance"] for t in r.get("history", []) if t.get("role") == "user"],
         )
-        for r in _jsonl(path / "qa.jsonl")
+        for r in _jsonl(path / "qa.jsonl", "id", "doc_id", "question")
     ]
     return Collection(name=f"doc2dial:{path.name}", documents=docs, queries=queries)
 

@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from helpline.platform.files import read_doc2dial
 from helpline.platform.settings import Settings
 from helpline.platform.workspace import Workspace
 
@@ -73,9 +74,8 @@ def min_score_for(settings: Settings, workspace: Workspace) -> float:
     return DEFAULT_MIN_SCORE.get(mode, 0.0)
 
 
-def _questions(qa_path: Path, doc_ids: set[str], n: int, seed: int) -> list[dict[str, Any]]:
-    rows = [json.loads(line) for line in qa_path.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if r["doc_id"] in doc_ids and r["question"].strip()]
+def _questions(rows: list[dict[str, Any]], n: int, seed: int) -> list[dict[str, Any]]:
+    rows = [r for r in rows if str(r["question"]).strip()]
     random.Random(seed).shuffle(rows)
     return rows[:n]
 
@@ -120,8 +120,8 @@ def calibrate(data_dir: Path, *, settings: Settings, embedder_path: str, n: int 
     from helpline.platform.schemas import Document
     from helpline.retrieval.factory import open_knowledge_base
 
-    docs = [json.loads(line) for line in (data_dir / "docs.jsonl").read_text().splitlines() if line.strip()]
-    rows = _questions(data_dir / "qa.jsonl", {d["doc_id"] for d in docs}, n, seed)
+    docs, questions = read_doc2dial(data_dir, qa_fields=("id", "doc_id", "question"))
+    rows = _questions(questions, n, seed)
     with tempfile.TemporaryDirectory() as tmp:
         ws = Workspace.at(tmp).ensure()
         tmp_settings = settings.model_copy(update={"workspace": ws.root})
@@ -129,7 +129,7 @@ def calibrate(data_dir: Path, *, settings: Settings, embedder_path: str, n: int 
         registry.register_model(settings.embedder, kind="embedder", path=embedder_path)
         kb = open_knowledge_base(tmp_settings, ws, registry)
         kb.sync(
-            Document(doc_id=d["doc_id"], title=d["title"], text=d["text"], metadata={"domain": d["domain"]})
+            Document(doc_id=d["doc_id"], title=d.get("title", ""), text=d["text"], metadata={"domain": d["domain"]})
             for d in docs
         )
         mode = scoring_mode(settings.retrieval.mode)

@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from helpline.platform.errors import ConfigError, NotFoundError, validation_problems
+from helpline.platform.files import read_yaml_mapping, yaml_value
 
 LLAMA_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -131,7 +131,7 @@ def parse_overrides(pairs: list[str]) -> dict:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {pair!r} is not KEY=VALUE", hint="e.g. max_steps=20 method=lora")
-        out[key.strip()] = yaml.safe_load(value)
+        out[key.strip()] = yaml_value(key.strip(), value)
     return out
 
 
@@ -145,7 +145,7 @@ def read_preset(path: str | Path | None, *, hint: str) -> tuple[dict, str | None
         if not shipped.is_file():
             raise NotFoundError(f"config {path} does not exist", hint=hint)
         file = shipped
-    return yaml.safe_load(file.read_text()) or {}, file.stem
+    return read_yaml_mapping(file, what="config", hint=hint), file.stem
 
 
 def validated(model: type[BaseModel], data: dict, *, what: str, hint: str):  # type: ignore[no-untyped-def]

@@ -98,3 +98,21 @@ def test_bad_regex_and_bad_schema_are_refused(tmp_path: Path) -> None:
         load_suite(path)
     assert "'rx' (#1)" in str(err.value) and "does not compile" in str(err.value)
     assert "'js' (#2)" in str(err.value) and "not a valid JSON Schema" in str(err.value)
+
+
+def test_unreadable_suite_files_are_refused_with_where_and_what(tmp_path: Path, monkeypatch) -> None:
+    from helpline.evaluation.regression import cases as cases_module
+
+    row = '{"id": "a", "question": "q", "expect": {"must_abstain": true}}\n'
+    torn = _write(tmp_path, row + '{"id": "b", \n', "torn.jsonl")
+    with pytest.raises(DataError, match=r"torn\.jsonl:2: cannot parse"):
+        load_suite(torn)
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"name: s\n\xc0\xff\xfe cases")
+    with pytest.raises(DataError, match="not UTF-8 text"):
+        load_suite(binary)
+    monkeypatch.setattr(cases_module, "MAX_SUITE_BYTES", 64)
+    with pytest.raises(DataError, match=r"over the .* a suite file may have"):
+        load_suite(
+            _write(tmp_path, "name: s\ncases:\n" + "  - {id: a, question: q, expect: {must_abstain: yes}}\n" * 3)
+        )

@@ -7,7 +7,6 @@ hallucinated answer ever appears both in training and in the held-out split.
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 import re
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from helpline.platform.errors import DataError, NotFoundError
+from helpline.platform.files import read_doc2dial, read_jsonl
 
 Kind = Literal["qa", "dialogue", "doc2dial"]
 Split = Literal["all", "train", "val", "test"]
@@ -69,26 +69,21 @@ def parse_dataset_spec(spec: str) -> tuple[Kind, Path]:
 def read_halueval(path: str | Path, kind: Literal["qa", "dialogue"]) -> list[Item]:
     """Read a HaluEval file; each malformed line is reported with its line number."""
     context_field, right_field, hall_field = _FIELDS[kind]
-    items: list[Item] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                item = Item(
-                    key=_key(row["knowledge"], row[context_field]),
-                    knowledge=str(row["knowledge"]),
-                    question=str(row[context_field]),
-                    right=str(row[right_field]),
-                    hallucinated=str(row[hall_field]),
-                )
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise DataError(
-                    f"{path}:{lineno}: not a HaluEval {kind} row ({type(e).__name__}: {e})",
-                    hint=f"each line needs knowledge, {context_field}, {right_field} and {hall_field}",
-                ) from e
-            items.append(item)
+    rows = read_jsonl(
+        path,
+        required=("knowledge", context_field, right_field, hall_field),
+        hint=f"each line of a HaluEval {kind} file needs knowledge, {context_field}, {right_field} and {hall_field}",
+    )
+    items = [
+        Item(
+            key=_key(str(row["knowledge"]), str(row[context_field])),
+            knowledge=str(row["knowledge"]),
+            question=str(row[context_field]),
+            right=str(row[right_field]),
+            hallucinated=str(row[hall_field]),
+        )
+        for row in rows
+    ]
     if not items:
         raise DataError(f"{path} has no rows", hint="pass a non-empty JSONL file in HaluEval's format")
     return items
@@ -135,14 +130,13 @@ def doc2dial_pairs(
     passage, against the reply of a question about another document of the same domain): closer to
     what a generator writes than verbatim spans.
     """
-    folder = Path(folder)
-    docs = {d["doc_id"]: d for d in _jsonl(folder / "docs.jsonl")}
+    doc_rows, rows = read_doc2dial(folder)
+    docs = {d["doc_id"]: d for d in doc_rows}
     by_domain: dict[str, list[str]] = {}
     for doc_id, d in docs.items():
         by_domain.setdefault(d["domain"], []).append(doc_id)
     rng = random.Random(seed)
     pairs = []
-    rows = _jsonl(folder / "qa.jsonl")
     replies: dict[str, list[tuple[str, str]]] = {}
     for r in rows:
         if r.get("agent_response") and r["doc_id"] in docs:
@@ -188,15 +182,6 @@ def _fluent_span(text: str, rng: random.Random, target_chars: int) -> str:
 def _doc_split(doc_id: str) -> str:
     u = _unit(f"{SPLIT_SEED}:doc:{doc_id}")
     return "train" if u < SPLIT_FRACTIONS["train"] else "val" if u < 1 - SPLIT_FRACTIONS["test"] else "test"
-
-
-def _jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        raise NotFoundError(
-            f"{path} does not exist", hint="point --dataset at the doc2dial folder (docs.jsonl, qa.jsonl)"
-        )
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def _key(*parts: str) -> str:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from helpline.platform.errors import DataError, NotFoundError
 
 Phrase = str | list[str]  # a list means "any of these"
+MAX_SUITE_BYTES = 32 * 2**20  # hand-written suites are kilobytes; this refuses a wrong file before reading it
 
 
 class _Strict(BaseModel):
@@ -145,14 +146,32 @@ def load_suite(path: str | Path) -> Suite:
     path = Path(path)
     if not path.is_file():
         raise NotFoundError(f"suite file {path} does not exist", hint="see helpline/evaluation/suites/ for examples")
+    size = path.stat().st_size
+    if size > MAX_SUITE_BYTES:
+        raise DataError(
+            f"{path}: {size / 2**20:.1f} MiB, over the {MAX_SUITE_BYTES // 2**20} MiB a suite file may have",
+            hint="split it into several suites, or generate the cases (see suites/generated.yaml)",
+        )
     try:
-        if path.suffix == ".jsonl":
-            rows = [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
-            data: Any = {"name": path.stem, "cases": rows}
-        else:
-            data = yaml.safe_load(path.read_text("utf-8"))
-    except (json.JSONDecodeError, yaml.YAMLError) as e:
-        raise DataError(f"{path}: cannot parse ({e})", hint="fix the syntax; YAML and JSONL are accepted") from e
+        text = path.read_text("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text ({e})", hint="save the suite as UTF-8 YAML or JSONL") from e
+    syntax = "fix the syntax; YAML and JSONL are accepted"
+    if path.suffix == ".jsonl":
+        rows = []
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{lineno}: cannot parse ({e.msg}, column {e.colno})", hint=syntax) from e
+        data: Any = {"name": path.stem, "cases": rows}
+    else:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise DataError(f"{path}: cannot parse ({e})", hint=syntax) from e
     if not isinstance(data, dict):
         raise DataError(f"{path}: a suite must be a mapping with name and cases", hint="see suites/support.yaml")
     try:

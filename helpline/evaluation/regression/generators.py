@@ -9,7 +9,6 @@ must not abstain.
 from __future__ import annotations
 
 import csv
-import json
 import random
 import re
 from pathlib import Path
@@ -25,6 +24,7 @@ from helpline.evaluation.regression.cases import (
     Turn,
 )
 from helpline.platform.errors import NotFoundError
+from helpline.platform.files import read_doc2dial
 
 _PLACEHOLDER = re.compile(r"\{\{[^}]*\}\}")
 
@@ -83,13 +83,12 @@ def bitext_cases(path: Path, *, n: int, seed: int = 0) -> list[Case]:
 
 def doc2dial_cases(folder: Path, *, n: int, seed: int = 0, window: int = 900) -> list[Case]:
     """``n`` seeded questions with the gold document (around the answer span) as context."""
-    docs = {d["doc_id"]: d for d in _jsonl(folder / "docs.jsonl")}
+    doc_rows, questions = read_doc2dial(folder)
+    docs = {d["doc_id"]: d for d in doc_rows}
     from helpline.retrieval.datasets import doc2dial_heldout
 
     # Only dialogues kept out of training data (`data prepare --source doc2dial:` skips them).
-    rows = [
-        r for r in _jsonl(folder / "qa.jsonl") if r["doc_id"] in docs and doc2dial_heldout(r.get("dial_id", r["id"]))
-    ]
+    rows = [r for r in questions if doc2dial_heldout(r.get("dial_id", r["id"]))]
     rng = random.Random(seed)
     rng.shuffle(rows)
     cases = []
@@ -121,13 +120,6 @@ def doc2dial_cases(folder: Path, *, n: int, seed: int = 0, window: int = 900) ->
             )
         )
     return cases
-
-
-def _jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        raise NotFoundError(f"{path} does not exist", hint="point the doc2dial generator at the folder with qa.jsonl")
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def suite_cases(suite: Suite, *, data_dir: Path, limit: int = 0) -> list[Case]:
