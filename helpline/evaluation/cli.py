@@ -12,6 +12,7 @@ import typer
 
 from helpline.platform.cli import console, print_json
 from helpline.platform.context import Context
+from helpline.platform.errors import ConfigError
 
 eval_app = typer.Typer()
 bench_app = typer.Typer()
@@ -50,14 +51,20 @@ def hallucination(
     ),
     detector: str = typer.Option("helpline-detector", "--detector", help=DETECTOR_HELP),
     split: str = typer.Option("all", help="all, or the held-out 'test' (or 'val') split the detector never saw."),
-    limit: int = typer.Option(0, help="Evaluate at most this many items (0 = all)."),
+    limit: int = typer.Option(0, min=0, help="Evaluate at most this many items (0 = all)."),
     threshold: float = typer.Option(None, help="Decision threshold (default: calibrated for the dataset kind)."),
     seed: int = typer.Option(0, help="Seed of the protocol's right/hallucinated draw."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Score the detector with HaluEval's protocol: each item shows its right or hallucinated answer (p = 0.5)."""
+    from typing import get_args
+
+    from helpline.evaluation.hallucination.data import Split, parse_dataset_spec
     from helpline.evaluation.hallucination.evaluate import ensure_default_detector, evaluate_dataset, load_detector
 
+    parse_dataset_spec(dataset)  # a wrong spec or path is refused before any detector is built
+    if split not in get_args(Split):
+        raise ConfigError(f"unknown split {split!r}", hint=f"use one of {', '.join(get_args(Split))}")
     ctx = Context.load()
     ensure_default_detector(ctx, detector, log=lambda m: console.print(m, highlight=False))
     det = load_detector(ctx, detector)

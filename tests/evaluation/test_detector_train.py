@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -54,3 +55,60 @@ def test_auto_precision_follows_the_calibration() -> None:
     assert resolve_precision("auto", cpu, calibrated="fp32") == "fp32"
     assert resolve_precision("auto", _cpu(mkldnn=True, bf16=False), calibrated="bf16") == "int8"
     assert resolve_precision("bf16", cpu, calibrated="int8") == "bf16"  # asked for explicitly
+
+
+def _halueval(folder: Path) -> Path:
+    """Hand-written rows in HaluEval's format: the hallucinated answers add names the knowledge lacks."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "qa_data.jsonl", "w") as qa, open(folder / "dialogue_data.jsonl", "w") as dialogue:
+        for i in range(120):
+            knowledge = f"Shop {i} opens at {i % 12 + 1} o'clock and sells bread."
+            qa.write(
+                json.dumps(
+                    {
+                        "knowledge": knowledge,
+                        "question": f"When does shop {i} open?",
+                        "right_answer": f"{i % 12 + 1} o'clock",
+                        "hallucinated_answer": f"Shop {i} opens at midnight in Paris, says Napoleon.",
+                    }
+                )
+                + "\n"
+            )
+            dialogue.write(
+                json.dumps(
+                    {
+                        "knowledge": knowledge,
+                        "dialogue_history": f"[Human]: Does shop {i} sell bread?",
+                        "right_response": "yes it sells bread",
+                        "hallucinated_response": f"Actually, shop {i} sells Ferraris made by Enzo in Modena.",
+                    }
+                )
+                + "\n"
+            )
+    return folder
+
+
+def test_a_failed_retrain_leaves_the_detector_already_there_as_it_was(tmp_path: Path, monkeypatch) -> None:
+    from helpline.evaluation.hallucination import calibration
+    from helpline.evaluation.hallucination.train import DetectorTrainConfig, train
+    from helpline.platform.errors import NotFoundError
+
+    cfg = DetectorTrainConfig(halueval_dir=_halueval(tmp_path / "halueval"), train_cross_encoder=False, val_items=40)
+    output = tmp_path / "models" / "helpline-detector"
+    report = train(cfg, base_path=tmp_path, output=output, log=lambda _: None)
+    assert report["qa"]["features"]["balanced_accuracy"] > 0.9  # the features see the invented names
+    before = {p.name: p.read_bytes() for p in output.iterdir()}
+
+    def broken(cfg, folder: Path, **kwargs):
+        (folder / "detector.json").write_text('{"heads": ')  # stopped while writing
+        raise RuntimeError("stopped half-way")
+
+    monkeypatch.setattr(calibration, "fit_detector", broken)
+    with pytest.raises(RuntimeError, match="half-way"):
+        train(cfg, base_path=tmp_path, output=output, log=lambda _: None)
+    with pytest.raises(NotFoundError, match="not a saved cross-encoder"):
+        train(cfg.model_copy(update={"cross_encoder_from": tmp_path / "nothing"}), base_path=tmp_path, output=output)
+    assert {p.name: p.read_bytes() for p in output.iterdir()} == before
+    assert sorted(p.name for p in output.parent.iterdir()) == ["helpline-detector"]  # no half-built folder left

@@ -52,7 +52,7 @@ def fit_detector(cfg: Any, output: Path, *, log: Callable[[str], None] = print) 
         precision = resolve_precision("auto", require("torch", "eval"))
         model, tokenizer = load_cross_encoder(output / CROSS_ENCODER, precision=precision, threads=cfg.threads)
     config = DetectorConfig(max_length=cfg.max_length)
-    detector = Detector(model, tokenizer, config, style=style, name=output.name)
+    detector = Detector(model, tokenizer, config, style=style, name=output.name.removesuffix(".partial"))
     val = validation_pairs(cfg, items)
     report: dict[str, Any] = {"validation_rows": {k: len(v) for k, v in val.items()}}
     if precision:  # the heads and thresholds are fitted on the logits of this precision

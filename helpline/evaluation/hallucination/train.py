@@ -14,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, Field, ValidationError
 
 from helpline.evaluation.hallucination.data import (
@@ -26,7 +25,8 @@ from helpline.evaluation.hallucination.data import (
     split_items,
 )
 from helpline.evaluation.hallucination.detector import CROSS_ENCODER, hypothesis
-from helpline.platform.errors import ConfigError
+from helpline.platform.errors import ConfigError, NotFoundError
+from helpline.platform.files import read_yaml_mapping, yaml_value
 from helpline.platform.lazy_imports import require
 
 
@@ -58,14 +58,15 @@ class DetectorTrainConfig(BaseModel):
 
 def load_config(path: str | Path | None, overrides: list[str]) -> DetectorTrainConfig:
     """YAML preset + ``key=value`` overrides, validated (every problem reported at once)."""
-    data: dict[str, Any] = yaml.safe_load(Path(path).read_text()) if path else {}
+    hint = "start from helpline/evaluation/recipes/detector.yaml"
+    data: dict[str, Any] = read_yaml_mapping(path, what="detector config", hint=hint) if path else {}
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"override {item!r} is not key=value", hint="e.g. qa_items=500")
-        data[key] = yaml.safe_load(value)
+        data[key] = yaml_value(key, value)
     try:
-        return DetectorTrainConfig(**(data or {}))
+        return DetectorTrainConfig(**data)
     except ValidationError as e:
         raise ConfigError(f"invalid detector config: {e}", hint="see `helpline eval train-detector --help`") from e
 
@@ -182,20 +183,35 @@ def _lr_factor(progress: float, warmup: float) -> float:
 def train(
     cfg: DetectorTrainConfig, *, base_path: Path, output: Path, log: Callable[[str], None] = print
 ) -> dict[str, Any]:
-    """The whole recipe: cross-encoder (optional) -> style model -> heads -> thresholds -> save."""
+    """The whole recipe: cross-encoder (optional) -> style model -> heads -> thresholds -> save.
+
+    It is built in ``<output>.partial`` and moved into place only when complete, so a run that fails
+    or is stopped leaves a detector already at ``output`` as it was (and can reuse its cross-encoder).
+    """
     import shutil
 
     from helpline.evaluation.hallucination.calibration import fit_detector
 
-    output.mkdir(parents=True, exist_ok=True)
-    ce_dir = output / CROSS_ENCODER
-    ce_meta: dict[str, Any] = {}
-    if cfg.cross_encoder_from:
-        if ce_dir.exists():
-            shutil.rmtree(ce_dir)
-        shutil.copytree(cfg.cross_encoder_from, ce_dir)
-        ce_meta = {"reused": str(cfg.cross_encoder_from)}
-    elif cfg.train_cross_encoder:
-        ce_meta = train_cross_encoder(cfg, base_path=base_path, output=ce_dir, log=log)
-    report = fit_detector(cfg, output, log=log)
+    if cfg.cross_encoder_from and not (cfg.cross_encoder_from / "config.json").is_file():
+        raise NotFoundError(
+            f"cross_encoder_from={cfg.cross_encoder_from} is not a saved cross-encoder (no config.json)",
+            hint="point it at the cross_encoder folder of a trained detector, e.g. .helpline/models/NAME/cross_encoder",
+        )
+    partial = output.with_name(output.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        ce_dir = partial / CROSS_ENCODER
+        ce_meta: dict[str, Any] = {}
+        if cfg.cross_encoder_from:
+            shutil.copytree(cfg.cross_encoder_from, ce_dir)
+            ce_meta = {"reused": str(cfg.cross_encoder_from)}
+        elif cfg.train_cross_encoder:
+            ce_meta = train_cross_encoder(cfg, base_path=base_path, output=ce_dir, log=log)
+        report = fit_detector(cfg, partial, log=log)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    shutil.rmtree(output, ignore_errors=True)
+    partial.rename(output)
     return {"role": "detector", "cross_encoder": ce_meta, **report}
