@@ -28,6 +28,7 @@ def _summary(report, failures) -> dict:  # type: ignore[no-untyped-def]
         "added": report.added,
         "updated": report.updated,
         "deleted": report.deleted,
+        "kept": report.kept,
         "unchanged": report.unchanged,
         "chunks_embedded": report.chunks_embedded,
         "failed": [{"path": str(f.path), "reason": f.reason} for f in failures],
@@ -42,20 +43,16 @@ def _show(summary: dict, as_json: bool) -> None:
     console.print(
         f"added {len(summary['added'])}, updated {len(summary['updated'])}, deleted {len(summary['deleted'])}, "
         f"unchanged {summary['unchanged']}, failed {len(summary['failed'])}"
+        + (f" (kept as they were: {', '.join(summary['kept'])})" if summary["kept"] else "")
         + (f" → knowledge-base version {summary['version']}" if summary["version"] else "")
     )
 
 
 def sync_folder(ctx: Context, folder: Path, *, rebuild: bool = False) -> dict:
     """Sync ``folder`` into the knowledge base; returns a summary (used by `init` too)."""
-    from helpline.retrieval.loaders import load_directory
-
-    docs, failures = load_directory(folder)
     kb = _open(ctx)
-    with console.status(f"indexing {len(docs)} documents from {folder}"):
-        if rebuild:
-            kb.clear()
-        report = kb.sync(docs)
+    with console.status(f"indexing {folder}"):
+        report, failures = kb.sync_folder(folder, rebuild=rebuild)
     return _summary(report, failures)
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
-from helpline.platform.errors import ConfigError, NotFoundError
+from helpline.platform.errors import ConfigError, DataError, NotFoundError
 from helpline.platform.registry import KBVersion, Registry
 from helpline.platform.schemas import Access, Chunk, Document, ScoredChunk
 from helpline.retrieval.bm25 import BM25Index, chunks_fingerprint
@@ -65,6 +65,7 @@ class SyncReport:
     added: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  # left as they were: their file could not be loaded
     unchanged: int = 0
     chunks_embedded: int = 0
     version: KBVersion | None = None
@@ -103,15 +104,47 @@ class KnowledgeBase:
 
     # writing ------------------------------------------------------------------------------
 
-    def sync(self, docs: Iterable[Document], *, delete_missing: bool = True) -> SyncReport:
-        """Make the store hold ``docs``: embed new and changed ones, delete removed ones (if ``delete_missing``).
+    def sync(self, docs: Iterable[Document], *, delete_missing: bool = True, keep: Iterable[str] = ()) -> SyncReport:
+        """Make the store hold ``docs``: embed new and changed ones, delete removed ones (if ``delete_missing``)
+        except those in ``keep``, which stay as they are.
 
         Safe to kill at any point: the next sync finishes what the killed one started.
         """
         wanted = {d.doc_id: d for d in docs}
         report = SyncReport()
-        apply_sync(self, wanted, report, delete_missing=delete_missing)
+        apply_sync(self, wanted, report, delete_missing=delete_missing, keep=set(keep))
         return self._finish(report)
+
+    def sync_folder(self, folder: Path, *, rebuild: bool = False) -> tuple[SyncReport, list]:
+        """Mirror ``folder`` (``helpline kb sync`` and the admin API): its articles in, removed ones out.
+
+        What a file that cannot be loaded held stays as it was (an article broken by an edit does not
+        vanish from the answers), and a folder with no readable article is refused rather than allowed
+        to empty the knowledge base. Returns the report and the files that could not be loaded.
+        """
+        from helpline.retrieval.loaders import SUPPORTED, load_directory
+
+        docs, failures = load_directory(folder)
+        known = {r.doc_id for r in self.documents()}
+        if not docs and known:
+            broken = f" ({len(failures)} could not be loaded: {failures[0].reason})" if failures else ""
+            raise DataError(
+                f"{folder} has no readable article{broken}; syncing it would delete all {len(known)} documents",
+                hint=f"check the folder (articles are {', '.join(sorted(SUPPORTED))}); "
+                "to delete documents, use `helpline kb remove ID ...`",
+            )
+        keep = {f.doc_id for f in failures} & known
+        if rebuild and keep:
+            raise DataError(
+                f"{len(keep)} document(s) have a file that cannot be loaded ({', '.join(sorted(keep)[:5])}); "
+                "a rebuild would drop them",
+                hint="fix or remove those files (`helpline kb sync` without --rebuild lists why), then rebuild",
+            )
+        if rebuild:
+            self.clear()
+        report = self.sync(docs, keep=keep)
+        report.kept = sorted(keep)
+        return report, failures
 
     def remove(self, doc_ids: list[str]) -> SyncReport:
         """Delete documents by id; unknown ids are an error (nothing is deleted then)."""

@@ -28,6 +28,7 @@ class LoadFailure:
 
     path: Path
     reason: str
+    doc_id: str = ""  # the document the file would have given (kept as it was by a folder sync)
 
 
 def load_file(path: Path, *, root: Path | None = None) -> Document:
@@ -62,11 +63,12 @@ def _load_all(paths: list[Path], *, root: Path | None) -> tuple[list[Document], 
         try:
             doc = load_file(path, root=root)
         except DataError as e:
-            failures.append(LoadFailure(path, str(e)))
+            failures.append(LoadFailure(path, str(e), _doc_id(path, root)))
             continue
         if doc.doc_id in docs:
             other = docs[doc.doc_id].source
-            failures.append(LoadFailure(path, f"{path}: has the same id {doc.doc_id!r} as {other}; rename one"))
+            reason = f"{path}: has the same id {doc.doc_id!r} as {other}; rename one"
+            failures.append(LoadFailure(path, reason))  # its id's document is the other file's
             continue
         docs[doc.doc_id] = doc
     return list(docs.values()), failures

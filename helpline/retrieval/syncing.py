@@ -20,8 +20,16 @@ if TYPE_CHECKING:
 _EMBEDDER_KEY = "embedder"
 
 
-def apply_sync(kb: KnowledgeBase, wanted: dict[str, Document], report: SyncReport, *, delete_missing: bool) -> None:
-    """Bring the store and the ledger to ``wanted`` (plus untouched documents unless ``delete_missing``)."""
+def apply_sync(
+    kb: KnowledgeBase,
+    wanted: dict[str, Document],
+    report: SyncReport,
+    *,
+    delete_missing: bool,
+    keep: set[str] | None = None,
+) -> None:
+    """Bring the store and the ledger to ``wanted`` (plus untouched documents unless ``delete_missing``,
+    and the ``keep`` ones whatever it says)."""
     from helpline.retrieval.knowledge_base import document_hash
 
     records = _reconcile(kb)
@@ -48,6 +56,8 @@ def apply_sync(kb: KnowledgeBase, wanted: dict[str, Document], report: SyncRepor
         report.chunks_embedded += len(chunks)
     for doc_id, record in records.items():
         if doc_id in wanted or not (delete_missing or record.state == "deleting"):
+            continue
+        if keep and doc_id in keep and record.state != "deleting":
             continue
         kb.records.begin_delete(doc_id)
         kb.store.delete(record.chunk_ids)

@@ -30,13 +30,11 @@ class KBAdmin:
 
     def sync_folder(self, folder: str) -> dict[str, Any]:
         """Make the knowledge base mirror ``folder`` (as `helpline kb sync` does)."""
-        from helpline.retrieval.loaders import load_directory
-
         path = Path(folder)
         if not path.is_dir():
             raise NotFoundError(f"{folder} is not a folder on the gateway's machine")
-        docs, failures = load_directory(path)
-        summary = _summary(self.kb.sync(docs))
+        report, failures = self.kb.sync_folder(path)
+        summary = _summary(report)
         summary["failed"] = [{"path": str(f.path), "reason": f.reason} for f in failures]
         return summary
 
@@ -46,6 +44,7 @@ def _summary(report: Any) -> dict[str, Any]:
         "added": report.added,
         "updated": report.updated,
         "deleted": report.deleted,
+        "kept": report.kept,
         "unchanged": report.unchanged,
         "chunks_embedded": report.chunks_embedded,
         "version": report.version.id if report.version else None,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from helpline.platform.errors import DataError
 from helpline.platform.registry import Registry
 from helpline.platform.schemas import Document
 from helpline.retrieval.knowledge_base import KnowledgeBase
@@ -214,3 +215,34 @@ def test_killed_first_sync_of_new_document_still_counts_it_as_added(tmp_path: Pa
     store.arm("none", 0)
     report = open_kb(tmp_path, store).sync([doc("a", "Alpha.")])
     assert report.added == ["a"] and store.count() == 1
+
+
+def test_folder_sync_keeps_what_a_broken_file_held_and_refuses_to_empty_the_base(tmp_path: Path) -> None:
+    folder = tmp_path / "articles"
+    folder.mkdir()
+    (folder / "returns.md").write_text("# Returns\n\nReturn any item within 30 days for a refund.\n")
+    (folder / "fees.md").write_text("# Fees\n\nThere is no fee for standard delivery.\n")
+    (folder / "vouchers.md").write_text("# Vouchers\n\nVouchers last one year.\n")
+    kb = open_kb(tmp_path, InMemoryStore())
+    report, failures = kb.sync_folder(folder)
+    assert sorted(report.added) == ["fees", "returns", "vouchers"] and failures == []
+
+    # An edit breaks fees.md (now binary) and vouchers.md is removed: fees stays as it was, vouchers goes.
+    (folder / "fees.md").write_bytes(b"\x00\x01\x02 not text \xff\xfe")
+    (folder / "vouchers.md").unlink()
+    report, failures = kb.sync_folder(folder)
+    assert report.deleted == ["vouchers"] and report.kept == ["fees"]
+    assert [f.doc_id for f in failures] == ["fees"]
+    assert "no fee for standard delivery" in kb.search("delivery fee", k=1)[0].chunk.text
+    with pytest.raises(DataError, match="a rebuild would drop them"):
+        kb.sync_folder(folder, rebuild=True)
+
+    # A folder with no readable article (a wrong path, a failed export) would delete everything: refused.
+    (folder / "returns.md").unlink()
+    with pytest.raises(DataError, match=r"no readable article .*would delete all 2 documents"):
+        kb.sync_folder(folder)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match="would delete all 2 documents"):
+        kb.sync_folder(empty)
+    assert sorted(r.doc_id for r in kb.documents()) == ["fees", "returns"]

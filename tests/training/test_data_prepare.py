@@ -154,6 +154,15 @@ def test_malformed_chat_jsonl_is_refused(tmp_path: Path, record: dict, message: 
         load_source(f"chat:{path}")
 
 
+@pytest.mark.parametrize("kind", ["bitext", "chat", "reviewed"])
+def test_a_file_that_is_not_utf8_is_refused_with_what_to_do(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "latin1.data"
+    path.write_bytes("instruction,response,intent\ncafé,merci,greet\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin1\.data: not UTF-8 text") as err:
+        load_source(f"{kind}:{path}")
+    assert "iconv" in (err.value.hint or "")
+
+
 def test_reviewed_conversations_replace_the_bad_answer(tmp_path: Path) -> None:
     path = tmp_path / "reviewed.jsonl"
     record = {

@@ -81,7 +81,13 @@ def load_source(spec: str, *, skip_invalid: bool = False) -> tuple[list[Conversa
     """
     kind, file = parse_source(spec)
     loader = {"bitext": _load_bitext, "doc2dial": _load_doc2dial}.get(kind, _load_jsonl)
-    conversations, problems = loader(file, kind)
+    try:
+        conversations, problems = loader(file, kind)
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"{file}: not UTF-8 text ({e.reason} at byte {e.start} of a line)",
+            hint="save it as UTF-8, e.g. `iconv -f latin1 -t utf-8 IN > OUT`",
+        ) from e
     if problems and not skip_invalid:
         listed = "; ".join(problems[:_MAX_LISTED])
         more = f" (and {len(problems) - _MAX_LISTED} more)" if len(problems) > _MAX_LISTED else ""
