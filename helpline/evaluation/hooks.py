@@ -10,6 +10,8 @@ from typing import Any
 from helpline.platform.context import Context
 
 SUPPORT_SUITE = Path(__file__).parent / "suites" / "support.yaml"
+PREFIX = "regression-after-sync-"
+SCORE_TOLERANCE = 0.01  # a mean case score this much lower counts as worse (small models rarely change pass/fail)
 
 
 def regression_after_sync(
@@ -17,9 +19,10 @@ def regression_after_sync(
 ) -> dict[str, Any]:
     """Run the support suite against the freshly synced knowledge base and keep the summary.
 
-    Call it after ``KnowledgeBase.sync`` (e.g. `helpline kb sync --check`); the summary is written to
-    ``reports/regression-after-sync-<time>.json`` and returned, so the caller can warn when the pass
-    rate dropped since the previous sync.
+    `helpline kb sync --check` calls it after the sync. The report is written to
+    ``reports/regression-after-sync-<time>.json`` and the summary returned with ``dropped``: whether the
+    pass rate, or the mean case score by more than ``SCORE_TOLERANCE``, fell since the previous check
+    of the same model (a check of another model is no baseline; then ``dropped`` is absent).
     """
     from helpline.evaluation.regression.cases import load_suite
     from helpline.evaluation.regression.factory import build_responder
@@ -30,12 +33,16 @@ def regression_after_sync(
     cases = suite_cases(loaded, data_dir=Path("."), limit=limit)
     result = run_suite(loaded.name, cases, responder or build_responder(ctx, model))
     summary = result.summary()
-    previous = sorted(ctx.workspace.reports.glob("regression-after-sync-*.json"))
-    if previous:
-        before = json.loads(previous[-1].read_text())["summary"]["pass_rate"]
-        summary["previous_pass_rate"] = before
-        summary["dropped"] = summary["pass_rate"] < before
-    path = ctx.workspace.reports / f"regression-after-sync-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    earlier = [json.loads(p.read_text())["summary"] for p in sorted(ctx.workspace.reports.glob(f"{PREFIX}*.json"))]
+    same_model = [s for s in earlier if s.get("model") == summary["model"] and s.get("suite") == summary["suite"]]
+    if same_model:
+        before = same_model[-1]
+        summary["previous_pass_rate"] = before["pass_rate"]
+        summary["previous_mean_score"] = before.get("mean_score")
+        summary["dropped"] = summary["pass_rate"] < before["pass_rate"] or (
+            before.get("mean_score") is not None and summary["mean_score"] < before["mean_score"] - SCORE_TOLERANCE
+        )
+    path = ctx.workspace.reports / f"{PREFIX}{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**9:09d}.json"
     path.write_text(json.dumps(result.to_dict(), indent=2, default=str))
     summary["report"] = str(path)
     return summary

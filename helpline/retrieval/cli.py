@@ -8,8 +8,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from helpline.platform.cli import console, print_json
+from helpline.platform.cli import console, fail, print_json
 from helpline.platform.context import Context
+from helpline.platform.errors import HelplineError
 from helpline.retrieval import SAMPLE_KB
 
 kb_app = typer.Typer(no_args_is_help=True, help="Add, sync, remove and search knowledge-base documents.")
@@ -60,10 +61,43 @@ def sync_folder(ctx: Context, folder: Path, *, rebuild: bool = False) -> dict:
 def sync(
     folder: Path = typer.Argument(..., help="Folder of articles (Markdown, HTML, text, PDF, DOCX, FAQ CSV/JSONL)."),
     rebuild: bool = typer.Option(False, "--rebuild", help="Drop the index and embed everything again."),
+    check: bool = typer.Option(
+        False,
+        "--check",
+        help="Then answer the support regression suite with --check-model and compare it with the last check "
+        "of that model; exit 1 if the pass rate or the mean score fell.",
+    ),
+    check_model: str = typer.Option("production", "--check-model", help="Model (name or alias) --check answers with."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Make the knowledge base match FOLDER: embed new and changed files, drop removed ones."""
-    _show(sync_folder(Context.load(), folder, rebuild=rebuild), as_json)
+    ctx = Context.load()
+    summary = sync_folder(ctx, folder, rebuild=rebuild)
+    if not check:
+        _show(summary, as_json)
+        return
+    from helpline.evaluation.hooks import regression_after_sync
+
+    with console.status(f"answering the support suite with {check_model}"):
+        summary["check"] = result = regression_after_sync(ctx, model=check_model)
+    _show(summary, as_json)
+    before = (
+        f"{result['previous_pass_rate']:.3f} / {result['previous_mean_score']}"
+        if "previous_pass_rate" in result
+        else "no earlier check of this model"
+    )
+    console.print(
+        f"support suite with {result['model']}: pass rate / mean score {result['pass_rate']:.3f} / "
+        f"{result['mean_score']} (before: {before}); report {result['report']}",
+        highlight=False,
+    )
+    if result.get("dropped"):
+        fail(
+            HelplineError(  # exit 1, as the gate exits on a regression
+                f"the support suite got worse after this sync (knowledge-base version {summary['version']})",
+                hint="the report lists the failing cases; correct the articles and sync again",
+            )
+        )
 
 
 @kb_app.command("add")

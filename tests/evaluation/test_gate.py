@@ -159,12 +159,47 @@ def test_regression_after_sync_reports_a_drop(
     first = regression_after_sync(ctx, suite=suite_file, responder=FakeResponder(GOOD))
     assert first["pass_rate"] == 1.0 and "dropped" not in first
     # Sync #2 lost a fact: the same suite now fails a case, and the hook says so.
-    import time
-
-    time.sleep(1.1)  # report names carry the second
     second = regression_after_sync(ctx, suite=suite_file, responder=FakeResponder(WORSE))
     assert second["dropped"] is True
     assert Path(second["report"]).exists()
+
+
+def test_kb_sync_check_answers_the_suite_and_exits_1_when_it_got_worse(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, suite_file: Path
+) -> None:
+    import functools
+
+    from helpline.cli import app
+    from helpline.evaluation import hooks
+    from helpline.evaluation.regression import factory
+    from helpline.retrieval import cli as kb_cli
+
+    monkeypatch.setenv("HELPLINE_WORKSPACE", str(tmp_path / "ws"))
+    synced: dict = {"added": [], "updated": ["returns"], "deleted": [], "kept": [], "unchanged": 29}
+    synced.update(chunks_embedded=2, failed=[], version=7)
+    monkeypatch.setattr(kb_cli, "sync_folder", lambda ctx, folder, rebuild=False: dict(synced))
+    mini = functools.partial(hooks.regression_after_sync, suite=suite_file)
+    monkeypatch.setattr(hooks, "regression_after_sync", mini)
+    answers = iter([GOOD, GOOD, WORSE])
+    models: list[str] = []
+
+    def responder(ctx, model):  # type: ignore[no-untyped-def]
+        models.append(model)
+        return FakeResponder(next(answers), name="smollm2-support")
+
+    monkeypatch.setattr(factory, "build_responder", responder)
+    runner = CliRunner()
+    first = runner.invoke(app, ["kb", "sync", str(tmp_path), "--check", "--json"])
+    assert first.exit_code == 0, first.output
+    check = json.loads(first.stdout)["check"]
+    assert check["pass_rate"] == 1.0 and "dropped" not in check  # nothing to compare with yet
+    same = runner.invoke(app, ["kb", "sync", str(tmp_path), "--check", "--json"])
+    assert same.exit_code == 0 and json.loads(same.stdout)["check"]["dropped"] is False
+    worse = runner.invoke(app, ["kb", "sync", str(tmp_path), "--check", "--check-model", "staging", "--json"])
+    assert worse.exit_code == 1
+    assert json.loads(worse.stdout)["check"]["previous_pass_rate"] == 1.0
+    assert "got worse after this sync (knowledge-base version 7)" in worse.output
+    assert models == ["production", "production", "staging"]
 
 
 def test_a_drop_in_scores_fails_even_when_both_fail_every_case(tmp_path: Path) -> None:
