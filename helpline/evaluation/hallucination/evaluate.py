@@ -59,7 +59,10 @@ def ensure_default_detector(ctx: Context, name: str, *, log=print) -> None:
         val_items=800,
         output_name=name,
     )
-    log(f"no detector yet: training {name} from {halueval} (support features, about a minute)")
+    log(
+        f"no detector yet: training {name} from {halueval} (support features only, about a minute); the full "
+        "detector, with its cross-encoder, comes from helpline/evaluation/recipes/detector.yaml (see its header)"
+    )
     output = ctx.workspace.models / name
     metadata = train(cfg, base_path=Path("."), output=output, log=log)
     ctx.registry.register_model(name, kind="base", path=output, metadata=metadata)
