@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from helpline.platform.context import Context
-from helpline.platform.errors import HelplineError
+from helpline.platform.errors import HelplineError, NotFoundError
 from helpline.platform.lazy_imports import require
 
 
@@ -149,6 +149,11 @@ def export_adapter(
     """Run the gate on ``run_dir/adapter``; register it (and the merged model) if it passes."""
     transformers = require("transformers", "train")
     run_dir = Path(run_dir).resolve()
+    if not (run_dir / "training_summary.json").is_file():
+        raise NotFoundError(
+            f"{run_dir} is not a finished training run (no training_summary.json)",
+            hint="pass the run folder `helpline train sft` printed, e.g. .helpline/adapters/RUN_NAME",
+        )
     summary = json.loads((run_dir / "training_summary.json").read_text())
     adapter_dir = run_dir / "adapter"
     base_path = Path(summary["base_model_path"])

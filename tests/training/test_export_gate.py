@@ -81,3 +81,13 @@ def test_reference_answers_stop_at_any_end_of_turn_token(tmp_path):
     prompt = tokenizer("Where is my refund?")["input_ids"]
     out = export.peft_generate(tmp_path / "base", tmp_path / "adapter", [prompt], max_tokens=6)
     assert len(out) == 1 and 1 <= len(out[0]) <= 6
+
+
+def test_a_folder_that_is_not_a_finished_run_is_refused_with_what_to_pass(tmp_path, monkeypatch):
+    from helpline.platform.errors import NotFoundError
+
+    monkeypatch.setenv("HELPLINE_WORKSPACE", str(tmp_path / "ws"))
+    (tmp_path / "half-run" / "checkpoint-10").mkdir(parents=True)
+    with pytest.raises(NotFoundError, match="not a finished training run") as err:
+        export_adapter(tmp_path / "half-run", ctx=Context.load())
+    assert "helpline train sft" in (err.value.hint or "")
