@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from helpline.evaluation.regression.evaluators import Output, cosine, is_abstention, rouge_l
+from helpline.platform.errors import ConfigError
 from helpline.platform.files import read_doc2dial
 from helpline.platform.schemas import ChatMessage, Document
 
@@ -282,6 +283,9 @@ def build_index(documents: list[Document], ctx: Any, store_dir: str) -> Any:
     return kb, inner
 
 
+ARMS = ("base", "finetuned", "retrieval", "hybrid")
+
+
 def run_ab(
     ctx: Any,
     folder: Path,
@@ -302,6 +306,13 @@ def run_ab(
     from helpline.evaluation.regression.factory import resolve_model
     from helpline.serving.factory import build_generator
 
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown or not arms:
+        raise ConfigError(f"unknown arm(s) {', '.join(unknown) or '(none given)'}", hint=f"use {','.join(ARMS)}")
+    if limit + removed < 1:
+        raise ConfigError("no questions to ask (--limit and --removed are both 0)", hint="e.g. --limit 40 --removed 10")
+    # Both models are looked up before any question is answered: a typo fails in seconds, not after an arm.
+    names = {"base": resolve_model(ctx, base), "finetuned": resolve_model(ctx, finetuned) if finetuned else None}
     documents, questions = load_questions(folder, limit=limit, removed=removed, seed=seed, max_docs=max_docs)
     results: dict[str, Any] = {"questions": len(questions), "documents_indexed": len(documents), "arms": {}}
     paired: dict[str, dict[str, list[float]]] = {}
@@ -309,10 +320,11 @@ def run_ab(
         kb, embedder = build_index(documents, ctx, tmp)
         for arm in arms:
             model = base if arm in ("base", "retrieval") else finetuned
-            if model is None:
+            name = names["base" if arm in ("base", "retrieval") else "finetuned"]
+            if model is None or name is None:
                 results["arms"][arm] = {"skipped": "no fine-tuned model given (--finetuned)"}
                 continue
-            settings = ctx.settings.model_copy(update={"chat_model": resolve_model(ctx, model)})
+            settings = ctx.settings.model_copy(update={"chat_model": name})
             generator = build_generator(settings, ctx.registry)
             rag = arm in ("retrieval", "hybrid")
             results["arms"][arm] = {

@@ -173,3 +173,23 @@ def test_compare_arms_gives_paired_differences_with_bootstrap_intervals() -> Non
     assert mixed["wins"] == 15 and mixed["losses"] == 10
     assert mixed["ci95"][0] < 0 < mixed["ci95"][1]  # 5 questions of 40 separate nothing
     assert compare_arms({"retrieval": paired["retrieval"]}) == {}  # no hybrid arm, nothing to compare
+
+
+def test_wrong_arms_counts_and_models_are_refused_before_any_question_is_answered(tmp_path: Path, monkeypatch) -> None:
+    import pytest
+
+    from helpline.evaluation import rag_eval
+    from helpline.platform.context import Context
+    from helpline.platform.errors import ConfigError, NotFoundError
+
+    monkeypatch.setenv("HELPLINE_WORKSPACE", str(tmp_path / "ws"))
+    monkeypatch.setattr(rag_eval, "build_index", lambda *a, **k: pytest.fail("indexed before checking the arguments"))
+    (tmp_path / "d2d").mkdir()
+    ctx, folder = Context.load(), _folder(tmp_path / "d2d")
+    args = {"limit": 2, "removed": 1, "max_tokens": 8, "detector": None}
+    with pytest.raises(ConfigError, match="unknown arm"):
+        rag_eval.run_ab(ctx, folder, base="b", finetuned=None, arms=["hybird"], **args)
+    with pytest.raises(ConfigError, match="no questions to ask"):
+        rag_eval.run_ab(ctx, folder, base="b", finetuned=None, arms=["base"], **{**args, "limit": 0, "removed": 0})
+    with pytest.raises(NotFoundError):
+        rag_eval.run_ab(ctx, folder, base="no-such-model", finetuned=None, arms=["base"], **args)
