@@ -105,7 +105,7 @@ def test_unreadable_suite_files_are_refused_with_where_and_what(tmp_path: Path, 
 
     row = '{"id": "a", "question": "q", "expect": {"must_abstain": true}}\n'
     torn = _write(tmp_path, row + '{"id": "b", \n', "torn.jsonl")
-    with pytest.raises(DataError, match=r"torn\.jsonl:2: cannot parse"):
+    with pytest.raises(DataError, match=r"torn\.jsonl:2: not valid JSON"):
         load_suite(torn)
     binary = tmp_path / "binary.yaml"
     binary.write_bytes(b"name: s\n\xc0\xff\xfe cases")

@@ -6,7 +6,6 @@ typo such as ``must_contian`` fails loudly instead of silently checking nothing.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -15,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from helpline.platform.errors import DataError, NotFoundError
+from helpline.platform.files import read_jsonl
 
 Phrase = str | list[str]  # a list means "any of these"
 MAX_SUITE_BYTES = 32 * 2**20  # hand-written suites are kilobytes; this refuses a wrong file before reading it
@@ -152,26 +152,15 @@ def load_suite(path: str | Path) -> Suite:
             f"{path}: {size / 2**20:.1f} MiB, over the {MAX_SUITE_BYTES // 2**20} MiB a suite file may have",
             hint="split it into several suites, or generate the cases (see suites/generated.yaml)",
         )
-    try:
-        text = path.read_text("utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text ({e})", hint="save the suite as UTF-8 YAML or JSONL") from e
-    syntax = "fix the syntax; YAML and JSONL are accepted"
     if path.suffix == ".jsonl":
-        rows = []
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: cannot parse ({e.msg}, column {e.colno})", hint=syntax) from e
-        data: Any = {"name": path.stem, "cases": rows}
+        data: Any = {"name": path.stem, "cases": read_jsonl(path)}
     else:
         try:
-            data = yaml.safe_load(text)
+            data = yaml.safe_load(path.read_text("utf-8"))
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}: not UTF-8 text ({e.reason})", hint="save the suite as UTF-8 YAML or JSONL") from e
         except yaml.YAMLError as e:
-            raise DataError(f"{path}: cannot parse ({e})", hint=syntax) from e
+            raise DataError(f"{path}: cannot parse ({e})", hint="fix the syntax; YAML and JSONL are accepted") from e
     if not isinstance(data, dict):
         raise DataError(f"{path}: a suite must be a mapping with name and cases", hint="see suites/support.yaml")
     try:
