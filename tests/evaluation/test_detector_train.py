@@ -112,3 +112,20 @@ def test_a_failed_retrain_leaves_the_detector_already_there_as_it_was(tmp_path: 
         train(cfg.model_copy(update={"cross_encoder_from": tmp_path / "nothing"}), base_path=tmp_path, output=output)
     assert {p.name: p.read_bytes() for p in output.iterdir()} == before
     assert sorted(p.name for p in output.parent.iterdir()) == ["helpline-detector"]  # no half-built folder left
+
+
+def test_eval_hallucination_checks_its_arguments_before_building_a_detector(tmp_path: Path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from helpline.cli import app
+    from helpline.evaluation.hallucination import evaluate
+    from helpline.platform.errors import NotFoundError
+
+    monkeypatch.setenv("HELPLINE_WORKSPACE", str(tmp_path / "ws"))
+    monkeypatch.setattr(evaluate, "ensure_default_detector", lambda *a, **k: pytest.fail("built a detector first"))
+    data = _halueval(tmp_path / "halueval") / "dialogue_data.jsonl"
+    runner = CliRunner()
+    missing = runner.invoke(app, ["eval", "hallucination", "--dataset", f"halueval-qa:{tmp_path / 'absent.jsonl'}"])
+    assert isinstance(missing.exception, NotFoundError) and "does not exist" in str(missing.exception)
+    split = runner.invoke(app, ["eval", "hallucination", "--dataset", f"halueval-dialogue:{data}", "--split", "bogus"])
+    assert isinstance(split.exception, ConfigError) and "unknown split 'bogus'" in str(split.exception)
