@@ -33,10 +33,13 @@ def regression_after_sync(
     cases = suite_cases(loaded, data_dir=Path("."), limit=limit)
     result = run_suite(loaded.name, cases, responder or build_responder(ctx, model))
     summary = result.summary()
-    earlier = [json.loads(p.read_text())["summary"] for p in sorted(ctx.workspace.reports.glob(f"{PREFIX}*.json"))]
-    same_model = [s for s in earlier if s.get("model") == summary["model"] and s.get("suite") == summary["suite"]]
-    if same_model:
-        before = same_model[-1]
+    earlier = (
+        json.loads(p.read_text())["summary"] for p in sorted(ctx.workspace.reports.glob(f"{PREFIX}*.json"))[::-1]
+    )
+    before = next(
+        (s for s in earlier if s.get("model") == summary["model"] and s.get("suite") == summary["suite"]), None
+    )
+    if before is not None:  # the newest check of the same model and suite (older reports are not read)
         summary["previous_pass_rate"] = before["pass_rate"]
         summary["previous_mean_score"] = before.get("mean_score")
         summary["dropped"] = summary["pass_rate"] < before["pass_rate"] or (

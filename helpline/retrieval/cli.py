@@ -25,16 +25,7 @@ def _open(ctx: Context):  # type: ignore[no-untyped-def]
 def _summary(report, failures) -> dict:  # type: ignore[no-untyped-def]
     for failure in failures:
         console.print(f"[yellow]skipped[/] {failure.reason}", highlight=False)
-    return {
-        "added": report.added,
-        "updated": report.updated,
-        "deleted": report.deleted,
-        "kept": report.kept,
-        "unchanged": report.unchanged,
-        "chunks_embedded": report.chunks_embedded,
-        "failed": [{"path": str(f.path), "reason": f.reason} for f in failures],
-        "version": report.version.id if report.version else None,
-    }
+    return {**report.summary(), "failed": [{"path": str(f.path), "reason": f.reason} for f in failures]}
 
 
 def _show(summary: dict, as_json: bool) -> None:

@@ -70,6 +70,18 @@ class SyncReport:
     chunks_embedded: int = 0
     version: KBVersion | None = None
 
+    def summary(self) -> dict:
+        """The report as the CLI's `--json` and the admin API return it."""
+        return {
+            "added": self.added,
+            "updated": self.updated,
+            "deleted": self.deleted,
+            "kept": self.kept,
+            "unchanged": self.unchanged,
+            "chunks_embedded": self.chunks_embedded,
+            "version": self.version.id if self.version else None,
+        }
+
 
 class KnowledgeBase:
     """Documents chunked, embedded and stored; searched with access filters."""

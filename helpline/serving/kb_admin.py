@@ -23,10 +23,10 @@ class KBAdmin:
 
     def upsert(self, docs: list[Document]) -> dict[str, Any]:
         """Add new and changed documents; leave every other document alone."""
-        return _summary(self.kb.sync(docs, delete_missing=False))
+        return self.kb.sync(docs, delete_missing=False).summary()
 
     def delete(self, doc_id: str) -> dict[str, Any]:
-        return _summary(self.kb.remove([doc_id]))
+        return self.kb.remove([doc_id]).summary()
 
     def sync_folder(self, folder: str) -> dict[str, Any]:
         """Make the knowledge base mirror ``folder`` (as `helpline kb sync` does)."""
@@ -34,18 +34,7 @@ class KBAdmin:
         if not path.is_dir():
             raise NotFoundError(f"{folder} is not a folder on the gateway's machine")
         report, failures = self.kb.sync_folder(path)
-        summary = _summary(report)
+        summary = report.summary()
         summary["failed"] = [{"path": str(f.path), "reason": f.reason} for f in failures]
         return summary
 
-
-def _summary(report: Any) -> dict[str, Any]:
-    return {
-        "added": report.added,
-        "updated": report.updated,
-        "deleted": report.deleted,
-        "kept": report.kept,
-        "unchanged": report.unchanged,
-        "chunks_embedded": report.chunks_embedded,
-        "version": report.version.id if report.version else None,
-    }
