@@ -14,9 +14,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
-from helpline.platform.errors import NotFoundError
+from helpline.platform.errors import ConfigError, NotFoundError
 
 ModelKind = Literal["base", "adapter", "embedder"]
 
@@ -63,6 +63,15 @@ class ModelRecord(BaseModel):
     base_model: str | None = None
     created_at: float
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def what(self) -> str:
+        """What the model is for: ``chat``, ``embedder`` or ``detector`` (a hallucination detector is
+        registered as a base model whose metadata says ``role: detector``)."""
+        if self.kind == "embedder":
+            return "embedder"
+        return "detector" if self.metadata.get("role") == "detector" else "chat"
 
 
 class KBVersion(BaseModel):
@@ -151,6 +160,20 @@ class Registry:
             )
         return _model(row)
 
+    def get_chat_model(self, name: str) -> ModelRecord:
+        """Look up a model that can answer customers (a base model or an adapter): an embedder or a
+        hallucination detector named where a chat model belongs is refused with what to pass instead."""
+        record = self.get_model(name)
+        if record.what != "chat":
+            names = [m.name for m in self.list_models() if m.what == "chat"]
+            chat = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "") if names else "none"
+            kind = "an embedder" if record.what == "embedder" else "a hallucination detector"
+            raise ConfigError(
+                f"{record.name!r} is {kind}, not a chat model",
+                hint=f"name a base model or adapter (registered: {chat}); `helpline models list` shows each kind",
+            )
+        return record
+
     def update_metadata(self, name: str, updates: dict[str, Any]) -> ModelRecord:
         """Merge ``updates`` into a model's metadata (its other fields and creation time stay)."""
         record = self.get_model(name)
@@ -170,8 +193,8 @@ class Registry:
     # aliases ------------------------------------------------------------------------------
 
     def set_alias(self, alias: str, model_name: str, *, actor: str = "") -> AliasChange:
-        """Point ``alias`` at ``model_name`` (which must be registered), keeping history."""
-        target = self.get_model(model_name).name
+        """Point ``alias`` at ``model_name`` (a registered chat model), keeping history."""
+        target = self.get_chat_model(model_name).name
         now = time.time()
         with self._connect() as db:
             prev = db.execute("SELECT model_name FROM aliases WHERE alias = ?", (alias,)).fetchone()

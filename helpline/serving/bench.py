@@ -134,7 +134,7 @@ def run_bench(ctx: Context, opts: BenchOptions) -> dict[str, Any]:
     s = ctx.settings
     tmp = Path(tempfile.mkdtemp(prefix="helpline-bench-"))
     registry = _copy_registry(ctx.workspace.registry_db, tmp / "registry.sqlite")
-    record = registry.get_model(s.chat_model)
+    record = registry.get_chat_model(s.chat_model)
     base = registry.get_model(record.base_model) if record.kind == "adapter" and record.base_model else record
     questions = [q["question"] for q in yaml.safe_load(SAMPLE_QUESTIONS.read_text())]
     kb = open_knowledge_base(s, ctx.workspace, registry)

@@ -93,7 +93,7 @@ def run(
                 chroma.start()
             console.print(f"[green]chroma[/]  server at {chroma.host}:{chroma.port} (loopback; data {chroma.path})")
         if engine == "vllm":
-            record = ctx.registry.get_model(s.chat_model)
+            record = ctx.registry.get_chat_model(s.chat_model)
             base = ctx.registry.get_model(record.base_model) if record.kind == "adapter" else record
             server = VLLMServer(
                 model_path=base.path,

@@ -35,7 +35,7 @@ def build_generator(settings: Settings, registry: Registry, *, engine: EngineCho
     """
 
     engine = engine or settings.engine
-    record = registry.get_model(settings.chat_model)
+    record = registry.get_chat_model(settings.chat_model)
     base = registry.get_model(record.base_model) if record.kind == "adapter" and record.base_model else record
     from helpline.serving.routing import VLLMBackend
 
@@ -163,7 +163,7 @@ def detector_verifier(settings: Settings, registry: Registry) -> Verifier | None
 
 
 def _base_name(settings: Settings, registry: Registry) -> str:
-    record = registry.get_model(settings.chat_model)
+    record = registry.get_chat_model(settings.chat_model)
     return record.base_model if record.kind == "adapter" and record.base_model else record.name
 
 

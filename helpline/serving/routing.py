@@ -59,14 +59,11 @@ class ModelRouter:
         """Ids a client may put in `model`."""
         aliases = self.registry.aliases()
         ids = [pub for pub, alias in PUBLIC_ALIASES.items() if alias in aliases]
-        chat = [m.name for m in self.registry.list_models() if m.kind in ("base", "adapter")]
+        chat = [m.name for m in self.registry.list_models() if m.what == "chat"]
         return ids + chat
 
     def _record(self, alias_or_name: str) -> ModelRecord:
-        record = self.registry.get_model(alias_or_name)
-        if record.kind == "embedder":
-            raise ConfigError(f"{record.name!r} is an embedder, not a chat model", hint="use helpline-support")
-        return record
+        return self.registry.get_chat_model(alias_or_name)
 
     def resolve(self, model: str, *, conversation_id: str) -> Route:
         """The route for one request; `helpline-support` sends the canary share to the canary."""

@@ -231,3 +231,26 @@ def test_missing_detector_without_data_is_a_clear_error(monkeypatch: pytest.Monk
     ensure_default_detector(ctx, "helpline-detector")  # no data: trains nothing
     with pytest.raises(NotFoundError, match="train-detector"):
         load_detector(ctx, "helpline-detector")
+
+
+def test_only_a_chat_model_can_be_a_candidate(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from helpline.evaluation.regression.factory import resolve_model
+
+    registry = Registry(tmp_path / "registry.sqlite")
+    registry.register_model("prod", kind="base", path=tmp_path)
+    registry.register_model("det", kind="base", path=tmp_path / "det", metadata={"role": "detector"})
+    ctx = SimpleNamespace(registry=registry)
+    with pytest.raises(ConfigError, match="'det' is a hallucination detector, not a chat model"):
+        resolve_model(ctx, "det")
+    embedder = tmp_path / "minilm"
+    embedder.mkdir()
+    (embedder / "config.json").write_text("{}")
+    (embedder / "tokenizer_config.json").write_text('{"model_max_length": 512}')
+    with pytest.raises(ConfigError, match="no chat template"):
+        resolve_model(ctx, str(embedder))
+    assert [m.name for m in registry.list_models()] == ["prod", "det"]  # nothing registered for it
+    (embedder / "tokenizer_config.json").write_text('{"chat_template": "{{ messages }}"}')
+    name = resolve_model(ctx, str(embedder))
+    assert registry.get_model(name).kind == "base" and name.startswith("candidate-")

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from helpline.platform.errors import NotFoundError
+from helpline.platform.errors import ConfigError, NotFoundError
 from helpline.platform.registry import Registry
 
 
@@ -57,3 +57,19 @@ def test_kb_versions_are_numbered(registry: Registry) -> None:
     v2 = registry.record_kb_version(added=0, updated=1, deleted=1, content_hash="bb")
     assert (v1.id, v2.id) == (1, 2)
     assert [v.content_hash for v in registry.kb_versions()] == ["aa", "bb"]
+
+
+def test_an_alias_only_points_at_a_chat_model(registry: Registry, tmp_path: Path) -> None:
+    registry.register_model("minilm", kind="embedder", path=tmp_path / "e")
+    registry.register_model("detector", kind="base", path=tmp_path / "d", metadata={"role": "detector"})
+    registry.set_alias("production", "adapter-1")
+    for name, what in (("minilm", "an embedder"), ("detector", "a hallucination detector")):
+        with pytest.raises(ConfigError, match=f"'{name}' is {what}, not a chat model") as err:
+            registry.set_alias("production", name)
+        assert "base-a" in err.value.hint  # names what can be passed instead
+        assert "detector" not in err.value.hint
+    assert registry.get_model("production").name == "adapter-1"  # unchanged
+    assert len(registry.alias_history("production")) == 1
+    assert [registry.get_model(n).what for n in ("base-a", "adapter-1", "minilm", "detector")] == [
+        "chat", "chat", "embedder", "detector"
+    ]  # fmt: skip

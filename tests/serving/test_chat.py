@@ -112,6 +112,22 @@ def test_models_lists_the_public_alias(gateway: Gateway) -> None:
     assert ids[0] == "helpline-support" and "fake-base" in ids
 
 
+def test_a_detector_or_an_embedder_is_not_a_chat_model(gateway: Gateway, tmp_path: Path) -> None:
+    gateway.registry.register_model("det", kind="base", path=tmp_path / "d", metadata={"role": "detector"})
+    gateway.registry.register_model("minilm", kind="embedder", path=tmp_path / "e")
+    ids = [m.id for m in _client(gateway, "customer").models.list()]
+    assert "det" not in ids and "minilm" not in ids and "fake-base" in ids
+    for name in ("det", "minilm"):
+        body = {"model": name, "messages": [{"role": "user", "content": RETURN_Q}]}
+        resp = gateway.client.post("/v1/chat/completions", json=body, headers=gateway.headers("staff"))
+        assert resp.status_code == 400
+        assert "not a chat model" in resp.json()["error"]["message"]
+        admin = gateway.headers("admin")
+        resp = gateway.client.post("/admin/models/promote", json={"name": name, "force": True}, headers=admin)
+        assert resp.status_code == 400, resp.text
+    assert gateway.registry.get_model("production").name == "fake-base"
+
+
 @pytest.mark.parametrize("rating", ["up", "down"])
 def test_feedback_is_stored_against_the_response(gateway: Gateway, rating: str) -> None:
     answer = gateway.chat("customer", RETURN_Q).json()

@@ -8,16 +8,18 @@ from pathlib import Path
 from typing import Literal
 
 from helpline.platform.context import Context
-from helpline.platform.errors import NotFoundError
+from helpline.platform.errors import ConfigError, NotFoundError
 
 Mode = Literal["rag", "direct"]
 
 
 def resolve_model(ctx: Context, alias_or_path: str) -> str:
-    """A registry name for ``alias_or_path``; a folder is registered (as adapter or base) first."""
+    """A registry name for ``alias_or_path``, a chat model; a folder is registered (as adapter or base)
+    first. An embedder, a detector or a model folder without a chat template is refused before
+    anything is registered or answered."""
     path = Path(alias_or_path)
     if not path.is_dir():
-        return ctx.registry.get_model(alias_or_path).name
+        return ctx.registry.get_chat_model(alias_or_path).name
     adapter_cfg = path / "adapter_config.json"
     name = f"candidate-{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]}"
     if adapter_cfg.exists():
@@ -27,6 +29,12 @@ def resolve_model(ctx: Context, alias_or_path: str) -> str:
             name, kind="adapter", path=path.resolve(), base_model=base, metadata={"source": "gate"}
         )
     elif (path / "config.json").exists():
+        if not has_chat_template(path):
+            raise ConfigError(
+                f"{path} has no chat template, so it is not a chat model (an embedder or a detector?)",
+                hint="pass a chat model's folder (with chat_template.jinja or a chat_template in "
+                "tokenizer_config.json), an adapter folder, or a registry name",
+            )
         ctx.registry.register_model(name, kind="base", path=path.resolve(), metadata={"source": "gate"})
     else:
         raise NotFoundError(
@@ -34,6 +42,16 @@ def resolve_model(ctx: Context, alias_or_path: str) -> str:
             hint="pass a registry name/alias, or a folder with config.json or adapter_config.json",
         )
     return name
+
+
+def has_chat_template(folder: Path) -> bool:
+    """Whether a model folder carries a chat template (a file, or the tokenizer config's field)."""
+    if (folder / "chat_template.jinja").exists() or (folder / "chat_template.json").exists():
+        return True
+    try:
+        return bool(json.loads((folder / "tokenizer_config.json").read_text()).get("chat_template"))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _base_for(ctx: Context, base_ref: str) -> str:
