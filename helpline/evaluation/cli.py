@@ -104,7 +104,9 @@ DATA_DIR_HELP = "Folder that generated suites read datasets from (e.g. ../shared
 
 @eval_app.command("regression")
 def regression(
-    suite: Path = typer.Option(..., "--suite", help="Suite file (YAML or JSONL); see helpline/evaluation/suites/."),
+    suite: Path = typer.Option(
+        ..., "--suite", help="Suite file (YAML or JSONL), or a bundled suite by name (support, general, generated)."
+    ),
     model: str = typer.Option("production", "--model", help="Registry name, alias or model/adapter folder."),
     mode: str = typer.Option("rag", help="rag: through the RAG pipeline; direct: the generator alone."),
     limit: int = typer.Option(0, help="Run at most this many cases (0 = all)."),

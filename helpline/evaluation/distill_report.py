@@ -187,7 +187,6 @@ def engine_speeds(models: list[Contender], prompts: list[list[ChatMessage]], opt
 
 def regression(ctx: Context, c: Contender, opts: ReportOptions, *, verifier: Any, embedder: Any) -> dict[str, Any]:
     """Every suite through the RAG pipeline with ``c``'s generator; pooled score and per-suite summaries."""
-    from helpline.evaluation.gate import SUITES_DIR
     from helpline.evaluation.regression.cases import load_suite
     from helpline.evaluation.regression.generators import suite_cases
     from helpline.evaluation.regression.runner import RAGResponder, _case_score, run_suite
@@ -198,8 +197,7 @@ def regression(ctx: Context, c: Contender, opts: ReportOptions, *, verifier: Any
     responder = RAGResponder(pipeline, name=c.label)
     cases, suites = [], {}
     for suite_name in opts.suites:
-        path = Path(suite_name) if Path(suite_name).exists() or "/" in suite_name else SUITES_DIR / suite_name
-        suite = load_suite(path)
+        suite = load_suite(suite_name)
         result = run_suite(suite.name, suite_cases(suite, data_dir=opts.data_dir, limit=opts.limit_per_suite),
                            responder, embedder=embedder, verifier=verifier, progress=True)  # fmt: skip
         suites[suite.name] = result.summary()

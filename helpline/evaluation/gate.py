@@ -22,7 +22,6 @@ from helpline.platform.registry import Registry
 __all__ = ["GateError", "require_passing_gate"]  # the policy lives in platform; re-exported here
 
 DEFAULT_CONFIG = Path(__file__).parent / "gate.yaml"
-SUITES_DIR = Path(__file__).parent / "suites"
 
 
 class Thresholds(BaseModel):
@@ -61,7 +60,9 @@ class GateConfig(BaseModel):
     thresholds: Thresholds = Field(default_factory=Thresholds)
 
     def suite_paths(self) -> list[Path]:
-        return [Path(s) if Path(s).exists() or "/" in s else SUITES_DIR / s for s in self.suites]
+        from helpline.evaluation.regression.cases import suite_path
+
+        return [suite_path(s) for s in self.suites]
 
 
 def load_gate_config(path: str | Path | None = None) -> GateConfig:

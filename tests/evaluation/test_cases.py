@@ -116,3 +116,14 @@ def test_unreadable_suite_files_are_refused_with_where_and_what(tmp_path: Path, 
         load_suite(
             _write(tmp_path, "name: s\ncases:\n" + "  - {id: a, question: q, expect: {must_abstain: yes}}\n" * 3)
         )
+
+
+def test_a_bundled_suite_is_named_without_its_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # nothing called support(.yaml) here
+    assert load_suite("support").name == load_suite("support.yaml").name == "support"
+    mine = "name: mine\ncases:\n  - {id: a, question: q, expect: {must_abstain: true}}\n"
+    (tmp_path / "support.yaml").write_text(mine)
+    assert load_suite("support.yaml").name == "mine"  # a file that exists wins over the bundled one
+    with pytest.raises(NotFoundError) as err:
+        load_suite("suport")
+    assert "support" in err.value.hint and "general" in err.value.hint  # names the bundled suites

@@ -19,7 +19,7 @@ from helpline.evaluation.gate import (
 )
 from helpline.evaluation.regression.cases import load_suite
 from helpline.evaluation.regression.runner import run_suite
-from helpline.platform.errors import ConfigError
+from helpline.platform.errors import ConfigError, NotFoundError
 from helpline.platform.registry import Registry
 from helpline.testing.evaluation import FakeResponder, OverlapVerifier
 
@@ -175,9 +175,20 @@ def test_kb_sync_check_answers_the_suite_and_exits_1_when_it_got_worse(
     from helpline.retrieval import cli as kb_cli
 
     monkeypatch.setenv("HELPLINE_WORKSPACE", str(tmp_path / "ws"))
+    registry = Registry(tmp_path / "ws" / "registry.sqlite")
+    for name in ("smollm2-support", "staging"):
+        registry.register_model(name, kind="base", path=tmp_path)
+    registry.set_alias("production", "smollm2-support")
+    registry.register_model("det", kind="base", path=tmp_path, metadata={"role": "detector"})
     synced: dict = {"added": [], "updated": ["returns"], "deleted": [], "kept": [], "unchanged": 29}
     synced.update(chunks_embedded=2, failed=[], version=7)
-    monkeypatch.setattr(kb_cli, "sync_folder", lambda ctx, folder, rebuild=False: dict(synced))
+    syncs: list[Path] = []
+
+    def sync_folder(ctx, folder, rebuild=False):  # type: ignore[no-untyped-def]
+        syncs.append(folder)
+        return dict(synced)
+
+    monkeypatch.setattr(kb_cli, "sync_folder", sync_folder)
     mini = functools.partial(hooks.regression_after_sync, suite=suite_file)
     monkeypatch.setattr(hooks, "regression_after_sync", mini)
     answers = iter([GOOD, GOOD, WORSE])
@@ -200,6 +211,10 @@ def test_kb_sync_check_answers_the_suite_and_exits_1_when_it_got_worse(
     assert json.loads(worse.stdout)["check"]["previous_pass_rate"] == 1.0
     assert "got worse after this sync (knowledge-base version 7)" in worse.output
     assert models == ["production", "production", "staging"]
+    for wrong in ("det", "typo"):  # refused before the folder is synced
+        refused = runner.invoke(app, ["kb", "sync", str(tmp_path), "--check", "--check-model", wrong])
+        assert isinstance(refused.exception, (ConfigError, NotFoundError)) and wrong in str(refused.exception)
+    assert len(syncs) == 3
 
 
 def test_a_drop_in_scores_fails_even_when_both_fail_every_case(tmp_path: Path) -> None:

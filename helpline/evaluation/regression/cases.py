@@ -17,6 +17,7 @@ from helpline.platform.errors import DataError, NotFoundError
 from helpline.platform.files import read_jsonl
 
 Phrase = str | list[str]  # a list means "any of these"
+SUITES_DIR = Path(__file__).resolve().parents[1] / "suites"  # the bundled suites
 MAX_SUITE_BYTES = 32 * 2**20  # hand-written suites are kilobytes; this refuses a wrong file before reading it
 
 
@@ -141,11 +142,25 @@ class Suite(_Strict):
         return self
 
 
+def suite_path(ref: str | Path) -> Path:
+    """The file a suite reference names: ``ref`` itself when it exists or has a folder in it, else a
+    bundled suite (``support`` or ``support.yaml`` is helpline/evaluation/suites/support.yaml)."""
+    path = Path(ref)
+    if path.exists() or len(path.parts) > 1:
+        return path
+    return SUITES_DIR / (path.name if path.suffix else f"{path.name}.yaml")
+
+
 def load_suite(path: str | Path) -> Suite:
-    """Read a ``.yaml``/``.yml`` suite or a ``.jsonl`` file of cases (name = file stem)."""
-    path = Path(path)
+    """Read a ``.yaml``/``.yml`` suite or a ``.jsonl`` file of cases (name = file stem); a bare name
+    is a bundled suite (:func:`suite_path`)."""
+    path = suite_path(path)
     if not path.is_file():
-        raise NotFoundError(f"suite file {path} does not exist", hint="see helpline/evaluation/suites/ for examples")
+        bundled = ", ".join(sorted(p.stem for p in SUITES_DIR.glob("*.yaml")))
+        raise NotFoundError(
+            f"suite file {path} does not exist",
+            hint=f"pass a YAML or JSONL file, or a bundled suite by name ({bundled}); see {SUITES_DIR}",
+        )
     size = path.stat().st_size
     if size > MAX_SUITE_BYTES:
         raise DataError(
