@@ -183,10 +183,15 @@ def gate(
 
 
 def _detector(ctx: Context, name: str | None):
-    if not name:
+    """The detector named (``auto``: the registered helpline-detector, if any; ``none``: no detector)."""
+    if not name or name == "none":
         return None
-    from helpline.evaluation.hallucination.evaluate import load_detector
+    from helpline.evaluation.hallucination.evaluate import DEFAULT_DETECTOR, load_detector
 
+    if name == "auto":
+        if not any(m.name == DEFAULT_DETECTOR for m in ctx.registry.list_models()):
+            return None
+        name = DEFAULT_DETECTOR
     return load_detector(ctx, name)
 
 

@@ -56,7 +56,11 @@ class GateConfig(BaseModel):
     mode: str = Field("rag", pattern="^(rag|direct)$", description="Answer through the RAG pipeline or directly.")
     limit_per_suite: int = Field(0, ge=0, description="Cap on cases per suite (0 = all).")
     max_tokens: int = Field(128, ge=8, description="Answer length cap during the gate (keeps it quick on CPU).")
-    detector: str | None = Field(None, description="Detector for faithfulness (registry name or folder); optional.")
+    detector: str | None = Field(
+        "auto",
+        description="Detector for faithfulness (registry name or folder); auto: helpline-detector when it is "
+        "registered, else none; none (or null): no faithfulness check.",
+    )
     thresholds: Thresholds = Field(default_factory=Thresholds)
 
     def suite_paths(self) -> list[Path]:

@@ -269,3 +269,23 @@ def test_only_a_chat_model_can_be_a_candidate(tmp_path: Path) -> None:
     (embedder / "tokenizer_config.json").write_text('{"chat_template": "{{ messages }}"}')
     name = resolve_model(ctx, str(embedder))
     assert registry.get_model(name).kind == "base" and name.startswith("candidate-")
+
+
+def test_the_gate_checks_faithfulness_with_the_registered_detector(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from types import SimpleNamespace
+
+    from helpline.evaluation import cli as eval_cli
+    from helpline.evaluation.hallucination import evaluate
+
+    assert GateConfig(suites=["support"]).detector == "auto" == load_gate_config().detector
+    registry = Registry(tmp_path / "registry.sqlite")
+    ctx = SimpleNamespace(registry=registry)
+    loaded: list[str] = []
+    monkeypatch.setattr(evaluate, "load_detector", lambda ctx, name: loaded.append(name) or OverlapVerifier())
+    assert eval_cli._detector(ctx, "auto") is None  # a fresh workspace: no faithfulness check, nothing trained
+    registry.register_model("helpline-detector", kind="base", path=tmp_path, metadata={"role": "detector"})
+    assert isinstance(eval_cli._detector(ctx, "auto"), OverlapVerifier)
+    assert eval_cli._detector(ctx, "none") is None and eval_cli._detector(ctx, None) is None
+    assert loaded == ["helpline-detector"]
