@@ -184,15 +184,10 @@ def gate(
 
 def _detector(ctx: Context, name: str | None):
     """The detector named (``auto``: the registered helpline-detector, if any; ``none``: no detector)."""
-    if not name or name == "none":
-        return None
-    from helpline.evaluation.hallucination.evaluate import DEFAULT_DETECTOR, load_detector
+    from helpline.evaluation.hallucination.evaluate import chosen_detector, load_detector
 
-    if name == "auto":
-        if not any(m.name == DEFAULT_DETECTOR for m in ctx.registry.list_models()):
-            return None
-        name = DEFAULT_DETECTOR
-    return load_detector(ctx, name)
+    chosen = chosen_detector(ctx.registry, name)
+    return None if chosen is None else load_detector(ctx, chosen)
 
 
 @eval_app.command("rag")

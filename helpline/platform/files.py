@@ -1,4 +1,4 @@
-"""Reading the files a user points helpline at: JSON Lines datasets and YAML configs.
+"""Reading the files a user points helpline at: JSON Lines datasets, YAML configs, model folders.
 
 Every problem is reported with the file (and line) it is on and what the file needs, instead of a
 ``UnicodeDecodeError``, ``yaml.YAMLError`` or ``KeyError`` from deep inside a command.
@@ -107,3 +107,15 @@ def yaml_value(key: str, text: str) -> Any:
         raise ConfigError(
             f"override {key}={text!r}: the value is not valid YAML", hint="quote it, e.g. key='a: b'"
         ) from e
+
+
+def has_chat_template(folder: str | Path) -> bool:
+    """Whether a model folder carries a chat template: ``chat_template.jinja`` (or ``.json``), or the
+    ``chat_template`` field of its ``tokenizer_config.json``."""
+    folder = Path(folder)
+    if (folder / "chat_template.jinja").exists() or (folder / "chat_template.json").exists():
+        return True
+    try:
+        return bool(json.loads((folder / "tokenizer_config.json").read_text()).get("chat_template"))
+    except (OSError, ValueError, AttributeError):
+        return False

@@ -166,7 +166,9 @@ class Registry:
         record = self.get_model(name)
         if record.what != "chat":
             names = [m.name for m in self.list_models() if m.what == "chat"]
-            chat = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "") if names else "none"
+            chat = ", ".join(names[:6]) or "none"
+            if len(names) > 6:
+                chat += f" and {len(names) - 6} more"
             kind = "an embedder" if record.what == "embedder" else "a hallucination detector"
             raise ConfigError(
                 f"{record.name!r} is {kind}, not a chat model",

@@ -148,18 +148,11 @@ def build_gateway(
 
 def detector_verifier(settings: Settings, registry: Registry) -> Verifier | None:
     """The gateway's answer check from ``gateway.detector`` (auto: helpline-detector when registered)."""
-    name = settings.gateway.detector
-    if name == "none":
-        return None
-    from helpline.evaluation.hallucination.evaluate import DEFAULT_DETECTOR
+    from helpline.evaluation.hallucination.evaluate import chosen_detector
     from helpline.evaluation.hallucination.verifier import DetectorVerifier
 
-    if name == "auto":
-        if not any(m.name == DEFAULT_DETECTOR for m in registry.list_models()):
-            return None
-        name = DEFAULT_DETECTOR
-
-    return DetectorVerifier.from_registry(registry, name)
+    name = chosen_detector(registry, settings.gateway.detector)
+    return None if name is None else DetectorVerifier.from_registry(registry, name)
 
 
 def _base_name(settings: Settings, registry: Registry) -> str:

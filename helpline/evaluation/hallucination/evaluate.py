@@ -22,6 +22,16 @@ from helpline.platform.errors import NotFoundError
 
 DEFAULT_DETECTOR = "helpline-detector"
 
+
+def chosen_detector(registry: Any, name: str | None) -> str | None:
+    """The detector a setting names: ``auto`` is helpline-detector when it is registered (else none),
+    ``none`` (or nothing) is none, anything else is that name or folder."""
+    if not name or name == "none":
+        return None
+    if name == "auto":
+        return DEFAULT_DETECTOR if any(m.name == DEFAULT_DETECTOR for m in registry.list_models()) else None
+    return name
+
 # Published anchors to read our figures against (not comparable one-to-one: see the report).
 ANCHORS = {
     "qa": "ChatGPT 62.59% accuracy on HaluEval QA (judging without knowledge; Li et al. 2023)",

@@ -9,6 +9,7 @@ from typing import Literal
 
 from helpline.platform.context import Context
 from helpline.platform.errors import ConfigError, NotFoundError
+from helpline.platform.files import has_chat_template
 
 Mode = Literal["rag", "direct"]
 
@@ -42,16 +43,6 @@ def resolve_model(ctx: Context, alias_or_path: str) -> str:
             hint="pass a registry name/alias, or a folder with config.json or adapter_config.json",
         )
     return name
-
-
-def has_chat_template(folder: Path) -> bool:
-    """Whether a model folder carries a chat template (a file, or the tokenizer config's field)."""
-    if (folder / "chat_template.jinja").exists() or (folder / "chat_template.json").exists():
-        return True
-    try:
-        return bool(json.loads((folder / "tokenizer_config.json").read_text()).get("chat_template"))
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 def _base_for(ctx: Context, base_ref: str) -> str:

@@ -6,7 +6,6 @@ remembered in ``lora_modules``, so a restarted server comes back with every adap
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 import httpx
 
 from helpline.platform.errors import EngineError
+from helpline.platform.files import has_chat_template
 from helpline.platform.settings import VLLMSettings
 
 
@@ -79,13 +79,7 @@ class VLLMServer:
     def chat_template(self) -> Path | None:
         """For a base model without a chat template (Gemma 3 270M), the template its adapters were trained
         with (saved beside each adapter), so chat completions render as in training; None otherwise."""
-        base = Path(self.model_path)
-        if (base / "chat_template.jinja").exists():
-            return None
-        try:
-            if json.loads((base / "tokenizer_config.json").read_text()).get("chat_template"):
-                return None
-        except (OSError, ValueError):
+        if has_chat_template(self.model_path):
             return None
         for path in self.lora_modules.values():
             if (Path(path) / "chat_template.jinja").exists():
