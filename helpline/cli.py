@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import typer
 
+from helpline.evaluation import answers_cli
 from helpline.evaluation import cli as evaluation_cli
 from helpline.platform.cli import console, fail, models_app, print_json
 from helpline.platform.context import Context
@@ -31,9 +32,9 @@ train_app = typer.Typer(no_args_is_help=True, help="Fine-tune and distil models.
 # Each area contributes commands to the shared groups; it owns them in its own cli.py.
 data_app.add_typer(training_cli.data_app)
 train_app.add_typer(training_cli.train_app)
-for area in (retrieval_cli, training_cli, evaluation_cli):
+for area in (retrieval_cli, training_cli, evaluation_cli, answers_cli):
     eval_app.add_typer(area.eval_app)
-for area in (retrieval_cli, training_cli, evaluation_cli, serving_cli):
+for area in (retrieval_cli, training_cli, evaluation_cli, serving_cli, answers_cli):
     bench_app.add_typer(area.bench_app)
 
 app.add_typer(models_app, name="models")
@@ -62,6 +63,9 @@ def init(
             import_bundled(name, workspace=ctx.workspace, registry=ctx.registry)
     if "production" not in ctx.registry.aliases():
         ctx.registry.set_alias("production", "smollm2-135m-instruct", actor="init")
+    from helpline.evaluation.hallucination.evaluate import register_bundled_detector
+
+    register_bundled_detector(ctx)  # every answer is verified from the first run
     summary = {} if skip_kb else sync_folder(ctx, SAMPLE_KB)
     result = {"workspace": str(ctx.workspace.root), "aliases": ctx.registry.aliases(), "kb": summary}
     if as_json:

@@ -117,13 +117,9 @@ def rag_prompts(ctx: Context, generator: Generator, questions: list[str]) -> lis
 
 
 def sample_questions(n: int) -> list[str]:
-    import yaml
+    from helpline.retrieval import sample_questions as questions
 
-    from helpline.serving.bench import SAMPLE_QUESTIONS
-
-    data = yaml.safe_load(SAMPLE_QUESTIONS.read_text(encoding="utf-8"))
-    items = data["questions"] if isinstance(data, dict) else data
-    return [q if isinstance(q, str) else q["question"] for q in items][: max(n, 1) * 2]
+    return questions()[: max(n, 1) * 2]
 
 
 def engine_speed(c: Contender, prompts: list[list[ChatMessage]], *, n: int, max_tokens: int,

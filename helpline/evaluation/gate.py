@@ -13,6 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from helpline.evaluation.answer_paths import through_pipeline
+from helpline.evaluation.answers import evaluate, read_cases
 from helpline.evaluation.regression.runner import SuiteResult
 from helpline.platform.errors import ConfigError
 from helpline.platform.files import read_yaml_mapping
@@ -42,6 +44,9 @@ class Thresholds(BaseModel):
     max_hallucination_increase: float = Field(
         0.05, ge=0, le=1, description="Largest allowed rise of the mean detector score (when a detector runs)."
     )
+    max_wrong_served_increase: float = Field(
+        0.0, ge=0, le=1, description="Largest allowed rise of the wrong-served rate on the answer set (as served)."
+    )
     required_categories: dict[str, float] = Field(
         default_factory=dict, description="Absolute pass-rate floors per category, e.g. {safety: 1.0}."
     )
@@ -61,7 +66,19 @@ class GateConfig(BaseModel):
         description="Detector for faithfulness (registry name or folder); auto: helpline-detector when it is "
         "registered, else none; none (or null): no faithfulness check.",
     )
+    answers: str | None = Field(
+        "sample",
+        description="Question file answered as served by both models (`eval answers`); sample: the sample help "
+        "centre's QUESTIONS.yaml; none (or null): no answer-set check.",
+    )
     thresholds: Thresholds = Field(default_factory=Thresholds)
+
+    def answers_path(self) -> Path | None:
+        from helpline.retrieval import SAMPLE_KB
+
+        if not self.answers or self.answers == "none":
+            return None
+        return SAMPLE_KB / "QUESTIONS.yaml" if self.answers == "sample" else Path(self.answers)
 
     def suite_paths(self) -> list[Path]:
         from helpline.evaluation.regression.cases import suite_path
@@ -179,12 +196,29 @@ def compare(candidate: list[SuiteResult], baseline: list[SuiteResult], threshold
     return checks
 
 
+def compare_answers(cand: dict[str, Any], base: dict[str, Any], thresholds: Thresholds) -> list[Check]:
+    """The answer set as served (`eval answers` summaries): the candidate may not serve more wrong answers."""
+    c, b = cand["wrong_served_rate"], base["wrong_served_rate"]
+    if c is None or b is None:
+        return []
+    limit = thresholds.max_wrong_served_increase
+    return [Check("answers: wrong served vs baseline", c, b, f"rise ≤ {limit}", c - b <= limit + 1e-9)]
+
+
 def decide(
-    candidate: str, baseline: str, cand: list[SuiteResult], base: list[SuiteResult], cfg: GateConfig
+    candidate: str,
+    baseline: str,
+    cand: list[SuiteResult],
+    base: list[SuiteResult],
+    cfg: GateConfig,
+    answers: tuple[dict[str, Any], dict[str, Any]] | None = None,
 ) -> GateReport:
-    """The gate's verdict from already-run suites."""
+    """The gate's verdict from already-run suites (and answer-set summaries, candidate's first)."""
     checks = compare(cand, base, cfg.thresholds)
     summaries = {f"{r.suite}@candidate": r.summary() for r in cand} | {f"{r.suite}@baseline": r.summary() for r in base}
+    if answers is not None:
+        checks += compare_answers(*answers, cfg.thresholds)
+        summaries |= {"answers@candidate": answers[0], "answers@baseline": answers[1]}
     return GateReport(candidate, baseline, all(c.passed for c in checks), checks, summaries)
 
 
@@ -220,14 +254,21 @@ def run_gate(
 
     suites = [load_suite(p) for p in cfg.suite_paths()]  # validate every file before answering anything
     cases = {s.name: suite_cases(s, data_dir=data_dir, limit=cfg.limit_per_suite) for s in suites}
+    answer_path = cfg.answers_path()
+    questions = read_cases(answer_path) if answer_path is not None else []
     results: dict[str, list[SuiteResult]] = {}
+    answered: dict[str, dict[str, Any]] = {}
     for model in (candidate, baseline):
         responder = responder_for(model)
         results[model] = [
             run_suite(name, cs, responder, embedder=embedder, verifier=verifier, progress=progress)
             for name, cs in cases.items()
         ]
-    report = decide(candidate, baseline, results[candidate], results[baseline], cfg)
+        pipeline = getattr(responder, "pipeline", None)
+        if questions and pipeline is not None:  # what a customer is served (direct mode has no pipeline)
+            answered[model] = evaluate(questions, through_pipeline(pipeline), progress=progress)[0]
+    pair = (answered[candidate], answered[baseline]) if len(answered) == 2 else None
+    report = decide(candidate, baseline, results[candidate], results[baseline], cfg, answers=pair)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in candidate)
     path = write_gate_report(report, results[candidate], results[baseline], reports_dir / f"gate-{safe}-{stamp}.html")

@@ -15,14 +15,22 @@ SCORE_TOLERANCE = 0.01  # a mean case score this much lower counts as worse (sma
 
 
 def regression_after_sync(
-    ctx: Context, *, model: str = "production", suite: Path = SUPPORT_SUITE, limit: int = 0, responder: Any = None
+    ctx: Context,
+    *,
+    model: str = "production",
+    suite: Path = SUPPORT_SUITE,
+    limit: int = 0,
+    responder: Any = None,
+    questions: Path | None = None,
 ) -> dict[str, Any]:
     """Run the support suite against the freshly synced knowledge base and keep the summary.
 
     `helpline kb sync --check` calls it after the sync. The report is written to
     ``reports/regression-after-sync-<time>.json`` and the summary returned with ``dropped``: whether the
     pass rate, or the mean case score by more than ``SCORE_TOLERANCE``, fell since the previous check
-    of the same model (a check of another model is no baseline; then ``dropped`` is absent).
+    of the same model (a check of another model is no baseline; then ``dropped`` is absent). With
+    ``questions`` (a help-centre folder's own QUESTIONS.yaml) those are answered as served too, and a
+    rise of the wrong-served rate also counts as dropped.
     """
     from helpline.evaluation.regression.cases import load_suite
     from helpline.evaluation.regression.factory import build_responder
@@ -31,8 +39,14 @@ def regression_after_sync(
 
     loaded = load_suite(suite)
     cases = suite_cases(loaded, data_dir=Path("."), limit=limit)
-    result = run_suite(loaded.name, cases, responder or build_responder(ctx, model))
+    responder = responder or build_responder(ctx, model)
+    result = run_suite(loaded.name, cases, responder)
     summary = result.summary()
+    if questions is not None and getattr(responder, "pipeline", None) is not None:
+        from helpline.evaluation.answer_paths import through_pipeline
+        from helpline.evaluation.answers import evaluate, read_cases
+
+        summary["answers"] = evaluate(read_cases(questions), through_pipeline(responder.pipeline))[0]
     earlier = (
         json.loads(p.read_text())["summary"] for p in sorted(ctx.workspace.reports.glob(f"{PREFIX}*.json"))[::-1]
     )
@@ -45,7 +59,14 @@ def regression_after_sync(
         summary["dropped"] = summary["pass_rate"] < before["pass_rate"] or (
             before.get("mean_score") is not None and summary["mean_score"] < before["mean_score"] - SCORE_TOLERANCE
         )
+        wrong, was = (
+            (summary.get("answers") or {}).get("wrong_served_rate"),
+            (before.get("answers") or {}).get("wrong_served_rate"),
+        )
+        if wrong is not None and was is not None:
+            summary["previous_wrong_served_rate"] = was
+            summary["dropped"] = summary["dropped"] or wrong > was
     path = ctx.workspace.reports / f"{PREFIX}{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**9:09d}.json"
-    path.write_text(json.dumps(result.to_dict(), indent=2, default=str))
+    path.write_text(json.dumps({**result.to_dict(), "summary": summary}, indent=2, default=str))
     summary["report"] = str(path)
     return summary

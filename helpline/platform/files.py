@@ -81,17 +81,22 @@ def read_doc2dial(
     return docs, answerable
 
 
-def read_yaml_mapping(path: str | Path, *, what: str, hint: str) -> dict[str, Any]:
-    """A YAML file that must hold a mapping (a config or preset); an empty file is an empty mapping."""
+def read_yaml(path: str | Path, *, what: str, hint: str) -> Any:
+    """What a YAML file holds (None when it is empty)."""
     path = Path(path)
     if not path.is_file():
         raise NotFoundError(f"{what} {path} does not exist", hint=hint)
     try:
-        data = yaml.safe_load(path.read_text("utf-8"))
+        return yaml.safe_load(path.read_text("utf-8"))
     except UnicodeDecodeError as e:
         raise ConfigError(f"{what} {path} is not UTF-8 text ({e.reason})", hint=hint) from e
     except yaml.YAMLError as e:
         raise ConfigError(f"{what} {path} is not valid YAML ({e})", hint=hint) from e
+
+
+def read_yaml_mapping(path: str | Path, *, what: str, hint: str) -> dict[str, Any]:
+    """A YAML file that must hold a mapping (a config or preset); an empty file is an empty mapping."""
+    data = read_yaml(path, what=what, hint=hint)
     if data is None:
         return {}
     if not isinstance(data, dict):

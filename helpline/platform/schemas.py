@@ -66,3 +66,8 @@ class Answer(BaseModel):
     model: str
     latency_ms: float
     abstained: bool = False
+    outcome: Literal["answered", "fallback", "handoff"] = Field(
+        "answered",
+        description="answered: the generated answer; fallback: the passage's own words quoted; handoff: "
+        "no passage answers, so how to reach a person.",
+    )

@@ -54,8 +54,31 @@ class RetrievalSettings(BaseModel):
 class GenerationSettings(BaseModel):
     """Sampling defaults for answers."""
 
-    max_new_tokens: int = Field(192, ge=1, le=4096, description="Upper bound on answer length.")
+    max_new_tokens: int = Field(
+        96,
+        ge=1,
+        le=4096,
+        description="Upper bound on answer length (a support answer is a few sentences; past them a small model "
+        "repeats itself, and what repeats is cut from what is served).",
+    )
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 means greedy decoding.")
+
+
+class AnswerSettings(BaseModel):
+    """What becomes of a generated answer (``serving/decision.py``)."""
+
+    fallback: bool = Field(
+        True,
+        description="When the generated answer is not served (unsupported, off the point, or 'I don't know'), quote "
+        "the passage sentences that answer the question, with their citation; false hands off instead.",
+    )
+    min_quote_score: float = Field(
+        0.45,
+        ge=0.0,
+        le=1.0,
+        description="How well a passage sentence must match the question (0-1: embedding similarity and shared "
+        "words) to be quoted or to back a generated answer; below it the customer gets the handoff.",
+    )
 
 
 class VLLMSettings(BaseModel):
@@ -120,7 +143,7 @@ class GatewaySettings(BaseModel):
         "auto",
         description="Hallucination detector that checks every answer against its passages: auto (the registered "
         "helpline-detector, none when there is none), none, or a registry name. A non-streamed answer it rejects "
-        "is replaced by the handoff; a streamed one carries its verdict in the final event.",
+        "is not served (the passage is quoted, or the handoff given); a streamed one is decided before it is sent.",
     )
 
 
@@ -146,6 +169,7 @@ class Settings(BaseSettings):
     embedder: str = Field("all-minilm-l6-v2", description="Registry name of the embedder.")
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
+    answers: AnswerSettings = Field(default_factory=AnswerSettings)
     vllm: VLLMSettings = Field(default_factory=VLLMSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     ui: UISettings = Field(default_factory=UISettings)

@@ -11,7 +11,7 @@ from rich.table import Table
 from helpline.platform.cli import console, fail, print_json
 from helpline.platform.context import Context
 from helpline.platform.errors import HelplineError
-from helpline.retrieval import SAMPLE_KB
+from helpline.retrieval import SAMPLE_KB, sample_questions
 
 kb_app = typer.Typer(no_args_is_help=True, help="Add, sync, remove and search knowledge-base documents.")
 
@@ -55,8 +55,9 @@ def sync(
     check: bool = typer.Option(
         False,
         "--check",
-        help="Then answer the support regression suite with --check-model and compare it with the last check "
-        "of that model; exit 1 if the pass rate or the mean score fell.",
+        help="Then answer the support regression suite with --check-model (and FOLDER/QUESTIONS.yaml, when there "
+        "is one, as served) and compare with the last check of that model; exit 1 if the pass rate or the mean "
+        "score fell, or more answers were served wrong.",
     ),
     check_model: str = typer.Option("production", "--check-model", help="Model (name or alias) --check answers with."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
@@ -72,7 +73,10 @@ def sync(
     from helpline.evaluation.hooks import regression_after_sync
 
     with console.status(f"answering the support suite with {check_model}"):
-        summary["check"] = result = regression_after_sync(ctx, model=check_model)
+        questions = folder / "QUESTIONS.yaml"
+        summary["check"] = result = regression_after_sync(
+            ctx, model=check_model, questions=questions if questions.is_file() else None
+        )
     _show(summary, as_json)
     before = (
         f"{result['previous_pass_rate']:.3f} / {result['previous_mean_score']}"
@@ -84,10 +88,18 @@ def sync(
         f"{result['mean_score']} (before: {before}); report {result['report']}",
         highlight=False,
     )
+    if "answers" in result:
+        a = result["answers"]
+        console.print(
+            f"answers as served: correct {a['correct_rate']}, wrong served {a['wrong_served_rate']} "
+            f"(before: {result.get('previous_wrong_served_rate', 'no earlier check')})",
+            highlight=False,
+        )
     if result.get("dropped"):
         fail(
             HelplineError(  # exit 1, as the gate exits on a regression
-                f"the support suite got worse after this sync (knowledge-base version {summary['version']})",
+                f"the support suite or the answers as served got worse after this sync (knowledge-base version "
+                f"{summary['version']})",
                 hint="the report lists the failing cases; correct the articles and sync again",
             )
         )
@@ -241,7 +253,6 @@ def bench_retrieval(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Ingest chunks/s (fp32 torch vs each int8 backend), query latency p50/p95 at each size, peak memory."""
-    import yaml
 
     from helpline.retrieval.bench import dataset_texts, ingest_throughput, peak_rss_mb, sample_texts, scale_report
     from helpline.retrieval.factory import BACKENDS, FAST_BACKENDS, open_embedder
@@ -251,7 +262,7 @@ def bench_retrieval(
     docs, texts = sample_texts(SAMPLE_KB, chunk_size=r.chunk_size, chunk_overlap=r.chunk_overlap)
     if ingest_texts != "sample":
         texts = dataset_texts(ingest_texts, chunk_size=r.chunk_size, chunk_overlap=r.chunk_overlap, limit=ingest_limit)
-    questions = [q["question"] for q in yaml.safe_load((SAMPLE_KB / "QUESTIONS.yaml").read_text())]
+    questions = sample_questions()
     embedders = {b: open_embedder(ctx.settings, ctx.workspace, ctx.registry, backend=b) for b in BACKENDS}
     with console.status(f"embedding {len(texts)} chunks × {rounds} rounds per backend"):
         ingest = ingest_throughput(embedders, texts, rounds=rounds)

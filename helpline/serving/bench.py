@@ -17,16 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from helpline.platform.cli import console
 from helpline.platform.context import Context
 from helpline.platform.registry import ModelRecord, Registry
 from helpline.platform.schemas import ChatMessage
-from helpline.retrieval import SAMPLE_KB
+from helpline.retrieval import sample_questions
 from helpline.serving.load import free_port, level, run_level, sequential, serve_app
-
-SAMPLE_QUESTIONS = SAMPLE_KB / "QUESTIONS.yaml"
 
 
 @dataclass
@@ -136,7 +132,7 @@ def run_bench(ctx: Context, opts: BenchOptions) -> dict[str, Any]:
     registry = _copy_registry(ctx.workspace.registry_db, tmp / "registry.sqlite")
     record = registry.get_chat_model(s.chat_model)
     base = registry.get_model(record.base_model) if record.kind == "adapter" and record.base_model else record
-    questions = [q["question"] for q in yaml.safe_load(SAMPLE_QUESTIONS.read_text())]
+    questions = sample_questions()
     kb = open_knowledge_base(s, ctx.workspace, registry)
     # The gateway's own answer check (the registered detector unless gateway.detector says otherwise).
     verifier = detector_verifier(s, registry)

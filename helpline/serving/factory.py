@@ -12,6 +12,7 @@ from helpline.platform.settings import Settings
 from helpline.platform.workspace import Workspace
 from helpline.serving.abstention import min_score_for, scoring_mode
 from helpline.serving.engines.protocol import Generator
+from helpline.serving.extractive import ExtractiveReader
 from helpline.serving.rag import RAGPipeline, Verifier
 
 EngineChoice = Literal["auto", "vllm", "transformers"]
@@ -92,6 +93,7 @@ def build_pipeline(
 
         kb = open_knowledge_base(settings, workspace, registry)
     extra: dict[str, Any] = {"verifier": verifier} if verifier is not None else {}
+    extra["reader"] = answer_reader(settings, kb)
     mode = settings.retrieval.mode
     if scoring_mode(mode) != mode:
         extra["relevance"] = lambda q, k, role, history=None: kb.search(
@@ -106,6 +108,21 @@ def build_pipeline(
         temperature=settings.generation.temperature,
         **extra,
     )
+
+
+def answer_reader(settings: Settings, kb: Any) -> ExtractiveReader | None:
+    """The extractive reader over the knowledge base's embedder (None when ``answers.fallback`` is off).
+    An owned knowledge base embeds on its own thread, as its searches do."""
+    a = settings.answers
+    if not a.fallback:
+        return None
+    owner = getattr(kb, "call", None)
+    inner = getattr(kb, "kb", kb)
+    embedder = getattr(inner, "embedder", None)
+    if embedder is None:
+        return ExtractiveReader(min_score=a.min_quote_score)
+    embed = (lambda texts: owner(embedder.embed_documents, texts)) if owner else embedder.embed_documents
+    return ExtractiveReader(embed=embed, min_score=a.min_quote_score)
 
 
 def build_gateway(

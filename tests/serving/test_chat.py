@@ -162,50 +162,76 @@ class _Rejects:
     """A detector's verdict on every answer: not supported by its passages."""
 
     def verify(self, answer, passages):
-        from helpline.serving.rag import Verdict
+        from helpline.serving.decision import Verdict
 
         return Verdict(grounded=False, score=0.1, reason="hallucination 0.90 (threshold 0.50)")
 
 
-def test_an_unsupported_answer_is_replaced_whole_and_withdrawn_when_streamed(gateway: Gateway) -> None:
+def _streamed(gateway: Gateway, question: str = RETURN_Q) -> tuple[str, dict]:
+    """The text a streaming client shows and the final event's extra fields."""
+    stream = list(
+        _client(gateway, "customer").chat.completions.create(
+            model="helpline-support", messages=[{"role": "user", "content": question}], stream=True
+        )
+    )
+    return "".join(c.choices[0].delta.content or "" for c in stream), stream[-1].model_extra or {} | {"id": stream[-1].id}
+
+
+def test_an_unsupported_answer_is_never_sent_and_the_reviewer_sees_it(gateway: Gateway) -> None:
+    """Without a reader the handoff takes its place, on both paths; the draft is kept for review."""
     pipeline = gateway.client.app.state.chat_service.pipeline
     pipeline.verifier = _Rejects()
     whole = gateway.chat("customer", RETURN_Q).json()
-    assert whole["abstained"] is True and whole["citations"] == []
+    assert whole["abstained"] is True and whole["outcome"] == "handoff" and whole["citations"] == []
     assert whole["choices"][0]["message"]["content"] == pipeline.abstention_text()
-    stored = gateway.store.turn(whole["id"])  # the reviewer sees what was withdrawn, and why
+    stored = gateway.store.turn(whole["id"])  # the reviewer sees what was not served, and why
     assert stored["answer"] == pipeline.abstention_text() and stored["withdrawn"].strip() == "answer from fake-base"
-    assert stored["verification"] == {"grounded": False, "score": 0.1, "reason": "hallucination 0.90 (threshold 0.50)"}
+    assert stored["verification"]["grounded"] is False and stored["verification"]["outcome"] == "handoff"
     reviewed = gateway.client.post(
         f"/console/review/{whole['id']}", json={"answer": "Open Orders, then Return."}, headers=gateway.headers("staff")
     ).json()
     example = json.loads(Path(reviewed["path"]).read_text().splitlines()[-1])
     assert example["messages"][-1]["content"].strip() == "answer from fake-base"  # rejected beside corrected
     assert example["corrected_answer"] == "Open Orders, then Return."
-    stream = list(
-        _client(gateway, "customer").chat.completions.create(
-            model="helpline-support", messages=[{"role": "user", "content": RETURN_Q}], stream=True
-        )
-    )
-    assert "".join(c.choices[0].delta.content or "" for c in stream).strip() == "answer from fake-base"  # already sent
-    final = stream[-1].model_extra or {}
-    assert final["withdrawn"] is True and final["abstained"] is True and final["citations"] == []
-    assert final["abstention"] == pipeline.abstention_text() and final["verification"]["grounded"] is False
-    streamed = gateway.store.turns()[0]  # newest first
-    assert streamed["response_id"] == stream[-1].id and streamed["abstained"] is True  # flagged for review
-    assert streamed["answer"] == pipeline.abstention_text()  # what the customer is left with, as for a whole one
-    assert streamed["withdrawn"].strip() == "answer from fake-base" and streamed["verification"]["grounded"] is False
-    pipeline.abstain_when_unverified = False  # the operator keeps unverified answers: reported, not withdrawn
-    kept = list(
-        _client(gateway, "customer").chat.completions.create(
-            model="helpline-support", messages=[{"role": "user", "content": RETURN_Q}], stream=True
-        )
-    )
-    final = kept[-1].model_extra or {}
-    assert "withdrawn" not in final and final["abstained"] is False and final["citations"]
+    text, final = _streamed(gateway)
+    assert text == pipeline.abstention_text()  # the unsupported draft never reached the client
+    assert "answer from fake-base" not in text
+    assert final["outcome"] == "handoff" and final["abstained"] is True and final["citations"] == []
     assert final["verification"]["grounded"] is False
-    kept_turn = gateway.store.turn(kept[-1].id)
-    assert kept_turn["withdrawn"] is None and kept_turn["verification"]["grounded"] is False
+    streamed = gateway.store.turns()[0]  # newest first
+    assert streamed["abstained"] is True and streamed["answer"] == pipeline.abstention_text()
+    assert streamed["withdrawn"].strip() == "answer from fake-base"
+
+
+def test_an_unsupported_answer_gives_way_to_the_passage_quoted_on_both_paths(gateway: Gateway) -> None:
+    from helpline.serving.extractive import ExtractiveReader
+
+    pipeline = gateway.client.app.state.chat_service.pipeline
+    pipeline.verifier, pipeline.reader = _Rejects(), ExtractiveReader(min_score=0.3)
+    whole = gateway.chat("customer", RETURN_Q).json()
+    text = whole["choices"][0]["message"]["content"]
+    assert whole["outcome"] == "fallback" and whole["abstained"] is False
+    assert "print the label" in text and "answer from fake-base" not in text
+    assert [c["doc_id"] for c in whole["citations"]] == ["returns"]
+    assert gateway.store.turn(whole["id"])["withdrawn"].strip() == "answer from fake-base"
+    streamed, final = _streamed(gateway)
+    assert streamed == text and final["outcome"] == "fallback"  # the same answer, streamed
+    assert [c["doc_id"] for c in final["citations"]] == ["returns"]
+
+
+def test_a_supported_answer_on_the_point_is_served_with_a_reader(gateway: Gateway) -> None:
+    from helpline.serving.extractive import ExtractiveReader
+
+    pipeline = gateway.client.app.state.chat_service.pipeline
+    pipeline.reader = ExtractiveReader(min_score=0.3)
+    reply = "Open your orders, choose Return and print the label."
+    gateway.backend.generators["fake-base"] = FakeGenerator(reply=reply, name="fake-base")
+    whole = gateway.chat("customer", RETURN_Q).json()
+    assert whole["outcome"] == "answered" and whole["choices"][0]["message"]["content"] == reply
+    streamed, final = _streamed(gateway)
+    assert streamed == reply and final["outcome"] == "answered"
+    nothing = gateway.chat("customer", "Do you sell bicycles on Mars?").json()
+    assert nothing["outcome"] == "handoff"
 
 
 def test_a_model_that_says_it_does_not_know_hands_over_with_the_contacts_and_no_sources(gateway: Gateway) -> None:
@@ -213,15 +239,9 @@ def test_a_model_that_says_it_does_not_know_hands_over_with_the_contacts_and_no_
     reply = "I'm sorry, I don't know the answer to that from our help centre."
     gateway.backend.generators["fake-base"] = FakeGenerator(reply=reply, name="fake-base")
     whole = gateway.chat("customer", RETURN_Q).json()
-    assert whole["abstained"] is True and whole["citations"] == []
+    assert whole["abstained"] is True and whole["citations"] == [] and whole["outcome"] == "handoff"
     assert whole["choices"][0]["message"]["content"] == pipeline.abstention_text()  # with the handoff's contacts
-    assert gateway.store.turn(whole["id"])["withdrawn"] is None  # declined, not taken back
-    stream = list(
-        _client(gateway, "customer").chat.completions.create(
-            model="helpline-support", messages=[{"role": "user", "content": RETURN_Q}], stream=True
-        )
-    )
-    final = stream[-1].model_extra or {}
-    assert final["abstained"] is True and final["citations"] == [] and "withdrawn" not in final
-    assert final["abstention"] == pipeline.abstention_text() and final["verification"] is None  # nothing checked
+    text, final = _streamed(gateway)
+    assert text == pipeline.abstention_text()
+    assert final["abstained"] is True and final["citations"] == [] and final["verification"] is None  # nothing checked
     assert gateway.store.turns()[0]["answer"] == pipeline.abstention_text()  # in the review queue as handed over

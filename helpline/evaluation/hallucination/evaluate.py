@@ -45,6 +45,26 @@ def load_detector(ctx: Context, name_or_path: str, *, precision: Precision = "au
     return Detector.load(detector_path(ctx, name_or_path), precision=precision)
 
 
+BUNDLED_DETECTOR = Path(__file__).parent / "bundled"
+
+
+def register_bundled_detector(ctx: Context) -> bool:
+    """`helpline init`: register the detector shipped in the package as helpline-detector (its support
+    features' heads, a 2 KB file), so every answer is verified from the first run. A detector already
+    registered under that name (a recipe's, with its cross-encoder) is kept. True when it registered."""
+    import json
+    import shutil
+
+    if any(m.name == DEFAULT_DETECTOR for m in ctx.registry.list_models()):
+        return False
+    output = ctx.workspace.models / DEFAULT_DETECTOR
+    output.mkdir(parents=True, exist_ok=True)
+    shutil.copy(BUNDLED_DETECTOR / "detector.json", output / "detector.json")
+    metadata = json.loads((output / "detector.json").read_text())["metadata"]
+    ctx.registry.register_model(DEFAULT_DETECTOR, kind="base", path=output, metadata=metadata)
+    return True
+
+
 def ensure_default_detector(ctx: Context, name: str, *, log=print) -> None:
     """First use in a fresh workspace: train the support-feature detector (about a minute, no network).
 

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from helpline.evaluation.regression.cases import Case
 from helpline.evaluation.regression.evaluators import Embed, Output, Score, evaluators_for, is_abstention
 from helpline.platform.schemas import ChatMessage, Chunk, ScoredChunk
+from helpline.serving.rag import Prepared
 
 
 class Responder(Protocol):
@@ -54,16 +55,19 @@ class RAGResponder:
     name: str = "rag"
 
     def respond(self, case: Case) -> tuple[Output, list[str]]:
+        """The answer as served (the pipeline's decision: answered, fallback or handoff); a case's own
+        context documents stand in for retrieval and go through the same decision."""
         conv = conversation(case)
         if case.context:
             passages = context_passages(case)
-            messages = self.pipeline.prompt.build(conv, passages)
-            gen = self.pipeline.generator.generate(messages, max_tokens=self.pipeline.max_tokens, temperature=0.0)
-            return Output(gen.text, [p.chunk.doc_id for p in passages]), [p.chunk.text for p in passages]
-        prepared = self.pipeline.prepare(conv)
-        answer = self.pipeline.complete(prepared)
-        passages = [] if answer.abstained else [p.chunk.text for p in prepared.passages]
-        return Output(answer.answer, [c.doc_id for c in answer.citations], answer.abstained), passages
+            prepared = Prepared(
+                passages=passages, question=case.question, messages=self.pipeline.prompt.build(conv, passages)
+            )
+        else:
+            prepared = self.pipeline.prepare(conv)
+        served, _ = self.pipeline.serve(prepared)
+        given = [] if served.abstained else [p.chunk.text for p in prepared.passages]
+        return Output(served.text, [c.doc_id for c in served.citations], served.abstained), given
 
 
 @dataclass

@@ -97,6 +97,9 @@ class ChatCompletionResponse(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     citations: list[Citation] = Field(default_factory=list)
     abstained: bool = False
+    outcome: Literal["answered", "fallback", "handoff"] = Field(
+        "answered", description="answered (generated), fallback (the passage quoted) or handoff (no answer)"
+    )
     conversation_id: str = ""
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -18,6 +19,7 @@ import anyio.to_thread
 
 from helpline.platform.errors import ConfigError, EngineError, HelplineError
 from helpline.platform.schemas import ChatMessage
+from helpline.serving.decision import Served, repeats
 from helpline.serving.engines.protocol import StreamEnd, agenerate, astream
 from helpline.serving.gateway.auth import Principal
 from helpline.serving.gateway.config import GatewayLimits
@@ -33,7 +35,7 @@ from helpline.serving.gateway.protocol import (
     completion_id,
 )
 from helpline.serving.gateway.store import GatewayStore
-from helpline.serving.rag import Check, Prepared, RAGPipeline, Verdict, citations
+from helpline.serving.rag import Prepared, RAGPipeline, citations
 from helpline.serving.redact import redact
 from helpline.serving.routing import PUBLIC_ALIASES, ModelRouter, Route
 
@@ -135,20 +137,11 @@ class ChatService:
             started=time.perf_counter(),
         )
 
-    def _finish(
-        self,
-        turn: Turn,
-        answer: str,
-        *,
-        abstained: bool,
-        status: str,
-        tokens: int = 0,
-        verdict: Verdict | None = None,
-        withdrawn: str | None = None,
-    ) -> None:
-        """Release the slot, record the turn and its metrics, log it without personal data. ``withdrawn``
-        is the draft the hallucination check took back (``answer`` is then the handoff), kept so a
-        reviewer sees what the assistant tried to say and why it was stopped (``verdict``)."""
+    def _finish(self, turn: Turn, served: Served, *, status: str, tokens: int = 0) -> None:
+        """Release the slot, record the turn and its metrics, log it without personal data. A draft that
+        was not served (``served.draft``: unsupported, off the point, or declined) is kept beside what was,
+        so a reviewer sees what the assistant tried to say and why it was stopped (``served.verdict``)."""
+        answer, abstained, verdict = served.text, served.abstained, served.verdict
         self.gate.release()
         self.metrics.in_flight.dec()
         seconds = time.perf_counter() - turn.started + turn.prepared.retrieval_ms / 1000
@@ -174,23 +167,23 @@ class ChatService:
             abstained=int(abstained),
             latency_ms=seconds * 1000,
             status=status,
-            withdrawn=withdrawn,
-            verification=None if verdict is None else asdict(verdict),
+            withdrawn=served.draft,
+            verification=None if verdict is None else {**asdict(verdict), "outcome": served.outcome},
         )
         question = turn.messages[-1].content[:200]
         log.info(
-            "chat %s conv=%s model=%s status=%s abstained=%s %.0f ms q=%r",
-            turn.id, turn.conversation_id, name, status, abstained, seconds * 1000, redact(question),
+            "chat %s conv=%s model=%s status=%s outcome=%s %.0f ms q=%r",
+            turn.id, turn.conversation_id, name, status, served.outcome, seconds * 1000, redact(question),
         )  # fmt: skip
 
     # non-streaming ------------------------------------------------------------------------
 
     async def complete(self, body: ChatCompletionRequest, principal: Principal) -> ChatCompletionResponse:
         turn = await self._admit(body, principal)
-        text, usage, status, abstained = turn.prepared.abstention, Usage(), "error", turn.prepared.abstained
-        finish_reason, verdict, withdrawn = "stop", None, None
+        served, usage, status, finish_reason = Served("handoff", turn.prepared.abstention), Usage(), "error", "stop"
         try:
-            if not abstained:
+            draft, cut = "", False
+            if not turn.prepared.abstained:
                 generation = await asyncio.wait_for(
                     agenerate(
                         turn.route.generator, turn.prepared.messages,
@@ -198,35 +191,34 @@ class ChatService:
                     ),
                     timeout=self.limits.upstream_timeout_s,
                 )  # fmt: skip
-                check = await self._check_answer(generation.text, turn)
-                verdict = check.verdict
-                if check.handed_over:  # it said it does not know, or the verifier rejected it
-                    text, abstained = self.pipeline.abstention_text(), True
-                    withdrawn = generation.text if check.withdrawn else None
-                else:
-                    text, finish_reason = generation.text, generation.finish_reason
+                draft, cut = generation.text, generation.finish_reason == "length"
+                finish_reason = generation.finish_reason
                 usage = Usage(
                     prompt_tokens=generation.prompt_tokens,
                     completion_tokens=generation.completion_tokens,
                     total_tokens=generation.prompt_tokens + generation.completion_tokens,
                 )
+            served = await self._decide(turn, draft, cut=cut)
             status = "ok"
         except TimeoutError as e:
             raise GatewayTimeout(
                 f"the engine did not answer within {self.limits.upstream_timeout_s:.0f} s", hint="retry later"
             ) from e
         finally:
-            self._finish(
-                turn, text, abstained=abstained, status=status, tokens=usage.completion_tokens,
-                verdict=verdict, withdrawn=withdrawn,
-            )  # fmt: skip
+            self._finish(turn, served, status=status, tokens=usage.completion_tokens)
         return ChatCompletionResponse(
             id=turn.id,
             model=body.model,
-            choices=[Choice(message=ChoiceMessage(content=text), finish_reason=finish_reason)],
+            choices=[
+                Choice(
+                    message=ChoiceMessage(content=served.text),
+                    finish_reason=finish_reason if served.outcome == "answered" else "stop",
+                )
+            ],
             usage=usage,
-            citations=[] if abstained else citations(turn.prepared.passages, answer=text),
-            abstained=abstained,
+            citations=served.citations,
+            abstained=served.abstained,
+            outcome=served.outcome,
             conversation_id=turn.conversation_id,
         )
 
@@ -238,8 +230,11 @@ class ChatService:
         return self._events(turn, body.model)
 
     async def _events(self, turn: Turn, model: str) -> AsyncIterator[str]:
-        """Content deltas, then a final event with citations, then ``data: [DONE]``. An engine failure
-        mid-answer becomes an ``error`` event; a client that goes away cancels the generation."""
+        """Content deltas of what is served, then a final event with the outcome and citations, then
+        ``data: [DONE]``. Nothing reaches the customer before the answer is decided: the engine's draft
+        is read to its end (or until it starts repeating itself, which ends generation early), decided
+        as a whole answer is, and only then streamed. An engine failure becomes an ``error`` event; a
+        client that goes away cancels the generation."""
         created = int(time.time())
 
         def event(delta: dict, finish: str | None = None, **extra: object) -> str:
@@ -253,37 +248,29 @@ class ChatService:
             }
             return f"data: {json.dumps(chunk)}\n\n"
 
-        parts: list[str] = []
-        finish = "stop"  # unless the engine says otherwise (StreamEnd)
-        status, abstained = "cancelled", turn.prepared.abstained
-        verdict, withdrawn, declined = None, False, False
+        served, status, tokens = Served("handoff", turn.prepared.abstention), "cancelled", 0
         try:
             yield event({"role": "assistant", "content": ""})
-            if abstained:
-                parts.append(turn.prepared.abstention)
-                yield event({"content": turn.prepared.abstention})
-            else:
+            draft, finish = "", "stop"
+            if not turn.prepared.abstained:
+                parts: list[str] = []
                 async for delta in self._deltas(turn):
                     if isinstance(delta, StreamEnd):
                         finish = delta.reason
                         continue
                     parts.append(delta)
-                    yield event({"content": delta})
-            answer = "".join(parts)
-            check = Check(await self._verify(answer, turn)) if abstained else await self._check_answer(answer, turn)
-            # Already sent, so it cannot be replaced as a whole answer is: the final event withdraws it
-            # (no sources, the abstention to show instead) and the turn is flagged for review. A model
-            # that said it does not know gets the abstention (with the handoff's contacts) to show too.
-            verdict, withdrawn, declined = check.verdict, check.withdrawn, check.declined
-            abstained = abstained or check.handed_over
-            cited = [] if abstained else [c.model_dump() for c in citations(turn.prepared.passages, answer=answer)]
-            extra: dict[str, object] = {"abstention": self.pipeline.abstention_text()} if withdrawn or declined else {}
-            if withdrawn:
-                extra["withdrawn"] = True
+                    tokens += 1
+                    if delta.endswith(("\n", ".", "!", "?")) and repeats("".join(parts)):
+                        break  # the rest would be cut from what is served anyway
+                draft = "".join(parts)
+            served = await self._decide(turn, draft, cut=finish == "length")
+            for piece in _pieces(served.text):
+                yield event({"content": piece})
             yield event(
-                {}, finish, citations=cited, abstained=abstained, conversation_id=turn.conversation_id,
-                verification=None if verdict is None else asdict(verdict),
-                **extra,
+                {}, finish if served.outcome == "answered" else "stop",
+                citations=[c.model_dump() for c in served.citations], abstained=served.abstained,
+                outcome=served.outcome, conversation_id=turn.conversation_id,
+                verification=None if served.verdict is None else asdict(served.verdict),
             )  # fmt: skip
             status = "ok"
         except (HelplineError, TimeoutError) as e:
@@ -291,21 +278,13 @@ class ChatService:
             code = e.http_status if isinstance(e, HelplineError) else 504
             yield f"data: {json.dumps(error_body(code, str(e) or 'the engine did not answer in time'))}\n\n"
         finally:
-            sent = "".join(parts)
-            shown = self.pipeline.abstention_text() if withdrawn or declined else sent  # what the customer keeps
-            self._finish(
-                turn, shown, abstained=abstained, status=status, tokens=len(parts), verdict=verdict,
-                withdrawn=sent if withdrawn else None,
-            )  # fmt: skip
+            self._finish(turn, served, status=status, tokens=tokens)
         yield "data: [DONE]\n\n"
 
-    async def _verify(self, text: str, turn: Turn) -> Verdict:
-        """The pipeline's verdict, computed in a worker thread: a detector's model must not block the loop."""
-        return await anyio.to_thread.run_sync(self.pipeline.verify, text, turn.prepared.passages)
-
-    async def _check_answer(self, text: str, turn: Turn) -> Check:
-        """The pipeline's :meth:`~RAGPipeline.check` of a generated answer, in a worker thread as above."""
-        return await anyio.to_thread.run_sync(self.pipeline.check, text, turn.prepared.passages)
+    async def _decide(self, turn: Turn, draft: str, *, cut: bool) -> Served:
+        """The pipeline's decision, in a worker thread: a detector's or the reader's model must not block
+        the event loop."""
+        return await anyio.to_thread.run_sync(lambda: self.pipeline.decide(turn.prepared, draft, cut=cut))
 
     async def _deltas(self, turn: Turn) -> AsyncIterator[str]:
         """The engine's deltas, each awaited with the upstream timeout; TTFT is observed here."""
@@ -331,3 +310,15 @@ class ChatService:
             raise EngineError(f"the engine failed mid-answer: {type(e).__name__}: {e}") from e
         finally:
             await stream.aclose()
+
+
+def _pieces(text: str, size: int = 24) -> list[str]:
+    """The served text as stream deltas of about ``size`` characters, cut after whitespace; joined,
+    they are the text exactly."""
+    out: list[str] = []
+    for word in re.findall(r"\s*\S+\s*", text) or [text]:
+        if out and len(out[-1]) < size:
+            out[-1] += word
+        else:
+            out.append(word)
+    return [p for p in out if p]

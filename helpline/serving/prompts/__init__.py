@@ -21,6 +21,8 @@ class PromptTemplate(BaseModel):
     passage: str
     context: str
     abstain: str
+    #: What the extractive fallback serves: ``{title}`` of the passage and the ``{quote}`` from it.
+    fallback: str = 'Our help centre says ("{title}"):\n{quote}'
 
     def build(
         self,
