@@ -48,25 +48,30 @@ class _OneGenerator:
         return self.generator
 
 
+def gateway_app(pipeline: RAGPipeline, registry: Registry, folder: Path) -> tuple[Any, dict[str, str]]:
+    """The gateway app around ``pipeline`` (its keys and conversation store in ``folder``) and a key per
+    role; limits high enough that a measurement is never throttled."""
+    from helpline.serving.gateway.app import create_app
+    from helpline.serving.gateway.config import GatewayLimits
+    from helpline.serving.gateway.store import GatewayStore
+    from helpline.serving.routing import ModelRouter
+
+    folder.mkdir(parents=True, exist_ok=True)
+    store = GatewayStore(folder / "gateway.sqlite")
+    keys = {role: store.create_key(role, name=f"eval-{role}")[0] for role in ("customer", "staff")}
+    limits = GatewayLimits(requests_per_minute=100_000, burst=100_000, upstream_timeout_s=600)
+    router = ModelRouter(registry, _OneGenerator(pipeline.generator))
+    return create_app(pipeline=pipeline, router=router, store=store, limits=limits), keys
+
+
 @contextmanager
 def through_gateway(pipeline: RAGPipeline, registry: Registry, *, stream: bool) -> Iterator[Answerer]:
     """`POST /v1/chat/completions` on the gateway app built around ``pipeline`` (in-process, with its
     own keys and conversation store in a temporary folder); ``stream`` joins the SSE events."""
     from fastapi.testclient import TestClient
 
-    from helpline.serving.gateway.app import create_app
-    from helpline.serving.gateway.config import GatewayLimits
-    from helpline.serving.gateway.store import GatewayStore
-    from helpline.serving.routing import ModelRouter
-
     with tempfile.TemporaryDirectory(prefix="helpline-answers-") as tmp:
-        store = GatewayStore(Path(tmp) / "gateway.sqlite")
-        keys = {role: store.create_key(role, name=f"eval-{role}")[0] for role in ("customer", "staff")}
-        limits = GatewayLimits(requests_per_minute=100_000, burst=100_000, upstream_timeout_s=600)
-        app = create_app(
-            pipeline=pipeline, router=ModelRouter(registry, _OneGenerator(pipeline.generator)), store=store,
-            limits=limits,
-        )  # fmt: skip
+        app, keys = gateway_app(pipeline, registry, Path(tmp))
         with TestClient(app) as client:
 
             def answer(case: AnswerCase) -> ServedAnswer:

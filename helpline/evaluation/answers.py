@@ -130,7 +130,9 @@ class Judged:
 @dataclass
 class Doc2dialJudge:
     """doc2dial correctness: the gold span supports the answer (detector) and it is similar to the
-    agent's reply (embedding cosine of at least ``min_similarity``)."""
+    agent's reply (embedding cosine of at least ``min_similarity``). Supported means the gold span
+    supports the answer as a whole or one of its sentences: a quote may carry a sentence of context
+    from beside the span. ``strict`` (in the detail) asks it of every sentence, as the gateway's check does."""
 
     detector: Any
     embed: Any
@@ -141,12 +143,18 @@ class Doc2dialJudge:
 
         claim = served.claim or served.text
         verdict = self.detector.verdict(claim, [case.gold_passage or ""])
+        best = min([verdict.answer_score, *(s.score for s in verdict.sentences)])
         similarity = None
         if case.reference:
             a, b = self.embed([case.reference, claim])
             similarity = round(cosine(a, b), 4)
-        ok = not verdict.hallucinated and (similarity is None or similarity >= self.min_similarity)
-        return ok, {"gold_support": round(1 - verdict.score, 4), "similarity": similarity}
+        similar = similarity is None or similarity >= self.min_similarity
+        detail = {
+            "gold_support": round(1 - best, 4),
+            "similarity": similarity,
+            "strict": bool(similar and not verdict.hallucinated),
+        }
+        return bool(similar and best < verdict.threshold), detail
 
 
 def judge(case: AnswerCase, served: ServedAnswer, *, doc2dial: Doc2dialJudge | None = None) -> Judged:
@@ -187,6 +195,11 @@ def summarise(results: list[Judged]) -> dict[str, Any]:
         "answerable": len(answerable),
         "unanswerable": len(unanswerable),
         "correct_rate": rate(answerable, lambda r: r.correct),
+        **(
+            {"correct_rate_strict": rate(answerable, lambda r: r.detail.get("strict", False))}
+            if any("strict" in r.detail for r in answerable)
+            else {}
+        ),
         "wrong_served_rate": rate(answerable, lambda r: r.wrong_served),
         "handoff_rate_answerable": rate(answerable, lambda r: r.outcome == "handoff"),
         "fallback_rate_answerable": rate(answerable, lambda r: r.outcome == "fallback"),

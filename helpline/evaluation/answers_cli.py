@@ -150,3 +150,69 @@ def answers(
             f"{s['abstention_rate_unanswerable']} ({s['unanswerable']}); internal leaks {s['internal_leaks']}; "
             f"p50/p95 {s['latency_ms_p50']}/{s['latency_ms_p95']} ms"
         )
+
+
+@bench_app.command("answers")
+def bench_answers(
+    model: str = typer.Option(None, "--model", help="Chat model (name, alias or folder; default: chat_model)."),
+    engine: str = typer.Option(None, help="auto | vllm | transformers (default: settings.engine)."),
+    n: int = typer.Option(24, help="Streamed requests per level."),
+    concurrency: str = typer.Option("1,8", help="Concurrency levels, comma-separated."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Served-answer latency through the gateway (streamed, as the chat page asks): p50/p95 to the first
+    token and to the end, with the answer unchecked, verified, and verified with the extractive fallback."""
+    import dataclasses
+
+    from helpline.retrieval import sample_questions
+    from helpline.serving.decision import NoVerifier
+    from helpline.serving.load import level
+
+    ctx = Context.load()
+    levels = [int(c) for c in concurrency.split(",") if c.strip()]
+    prompts = [[{"role": "user", "content": q}] for q in sample_questions()]
+    result: dict[str, Any] = {"n": n, "concurrency": levels, "variants": {}}
+    with tempfile.TemporaryDirectory(prefix="helpline-bench-answers-") as tmp:
+        pipeline = open_pipeline(ctx, model=model, engine=engine, documents=None, tmp=tmp)
+        result["model"] = pipeline.generator.name
+        variants = {
+            "unchecked": dataclasses.replace(pipeline, verifier=NoVerifier(), reader=None),
+            "verified": dataclasses.replace(pipeline, reader=None),
+            "verified+fallback": pipeline,
+        }
+        for name, variant in variants.items():
+            with served_gateway(variant, ctx.registry, Path(tmp) / name) as (url, key):
+                result["variants"][name] = {
+                    f"c{c}": level(
+                        url, key, "helpline-support", prompts, concurrency=c, n=n, max_tokens=variant.max_tokens
+                    )
+                    for c in levels
+                }
+    if as_json:
+        print_json(result)
+        return
+    for name, rows in result["variants"].items():
+        for c, r in rows.items():
+            console.print(f"{name} {c}: e2e p50/p95 {r['e2e_p50_s']}/{r['e2e_p95_s']} s, first token p50/p95 "
+                          f"{r['ttft_p50_s']}/{r['ttft_p95_s']} s, failed {r['failed']}")  # fmt: skip
+
+
+def served_gateway(pipeline: Any, registry: Any, folder: Path):
+    """The gateway app around ``pipeline`` served by uvicorn on a loopback port: (base URL, customer key)."""
+    from contextlib import contextmanager
+
+    from helpline.evaluation.answer_paths import gateway_app
+
+    @contextmanager
+    def serve():
+        from helpline.serving.load import serve_app
+
+        app, keys = gateway_app(pipeline, registry, folder)
+        server, thread, url = serve_app(app)
+        try:
+            yield f"{url}/v1", keys["customer"]
+        finally:
+            server.should_exit = True
+            thread.join(10)
+
+    return serve()

@@ -98,9 +98,9 @@ def sync(
     if result.get("dropped"):
         fail(
             HelplineError(  # exit 1, as the gate exits on a regression
-                f"the support suite or the answers as served got worse after this sync (knowledge-base version "
-                f"{summary['version']})",
-                hint="the report lists the failing cases; correct the articles and sync again",
+                f"the support suite got worse after this sync (knowledge-base version {summary['version']})",
+                hint="the report lists the failing cases (and the answers served wrong, when the folder has a "
+                "QUESTIONS.yaml); correct the articles and sync again",
             )
         )
 

@@ -55,9 +55,8 @@ class ChatStream:
     citations: list[Citation] = field(default_factory=list)
     abstained: bool = False
     verification: dict[str, Any] = field(default_factory=dict)
-    #: The detector rejected the streamed answer: show ``abstention`` in its place.
-    withdrawn: bool = False
-    abstention: str = ""
+    #: answered (generated), fallback (the help centre quoted) or handoff (no answer; how to reach a person).
+    outcome: str = "answered"
 
     def __iter__(self) -> Iterator[str]:
         try:
@@ -80,8 +79,7 @@ class ChatStream:
                     self.abstained = bool(event.get("abstained"))
                     self.conversation_id = event.get("conversation_id", "")
                     self.verification = event.get("verification") or {}
-                    self.withdrawn = bool(event.get("withdrawn"))
-                    self.abstention = event.get("abstention") or ""
+                    self.outcome = event.get("outcome", "handoff" if self.abstained else "answered")
         except httpx.TransportError as e:
             raise GatewayUnavailable(f"the connection to the gateway broke mid-answer ({type(e).__name__})") from e
         finally:

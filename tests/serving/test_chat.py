@@ -174,7 +174,7 @@ def _streamed(gateway: Gateway, question: str = RETURN_Q) -> tuple[str, dict]:
             model="helpline-support", messages=[{"role": "user", "content": question}], stream=True
         )
     )
-    return "".join(c.choices[0].delta.content or "" for c in stream), stream[-1].model_extra or {} | {"id": stream[-1].id}
+    return "".join(c.choices[0].delta.content or "" for c in stream), stream[-1].model_extra or {}
 
 
 def test_an_unsupported_answer_is_never_sent_and_the_reviewer_sees_it(gateway: Gateway) -> None:

@@ -3,9 +3,10 @@
 Extras on a chat completion (and on the final stream event): ``citations`` (the passages the
 answer is based on, best first), ``abstained`` (true when the assistant said it does not know and
 offered a person), ``conversation_id`` (send it back as an extra body field to continue a
-conversation; it also decides the canary bucket). A whole answer the detector rejects is replaced by
-the abstention; a streamed one has already been sent, so its final event says ``withdrawn: true``,
-cites nothing and carries the ``abstention`` text a client shows instead.
+conversation; it also decides the canary bucket), ``outcome`` (``answered``: the generated answer;
+``fallback``: the help centre's own sentences quoted, because the generated answer was not supported
+or missed the point; ``handoff``: no passage answers, so how to reach a person). A streamed answer is
+decided before its first delta is sent, so what is streamed is what a whole answer would have been.
 """
 
 from __future__ import annotations

@@ -15,10 +15,7 @@ HANDOFF_NOTE = (
     "The assistant could not answer this from our help articles, so it is handing you over to a person: "
     "use the contact details above and a member of our support team will help you."
 )
-WITHDRAWN_NOTE = (
-    "I could not confirm that answer in our help articles, so I have taken it back rather than risk "
-    "telling you something wrong."
-)
+QUOTED_NOTE = "Quoted from our help articles: the assistant's own wording could not be confirmed in them."
 _STATE = "hl_chat"
 
 
@@ -95,7 +92,9 @@ def _show_turn(index: int, turn: dict[str, Any]) -> None:
             session.show_error(turn["error"])
         if turn["abstained"]:
             st.warning(HANDOFF_NOTE, icon=":material/support_agent:")
-        elif turn["sources"]:
+        elif turn.get("outcome") == "fallback":
+            st.caption(QUOTED_NOTE)
+        if not turn["abstained"] and turn["sources"]:
             _sources(turn["sources"])
         if turn["response_id"] and not turn["error"]:
             _feedback(index, turn)
@@ -109,6 +108,7 @@ def _ask(question: str) -> None:
         "answer": "",
         "sources": [],
         "abstained": False,
+        "outcome": "answered",
         "response_id": "",
         "error": None,
     }
@@ -127,11 +127,8 @@ def _ask(question: str) -> None:
         try:
             stream = client.chat_stream(messages, conversation_id=state["conversation_id"])
             st.write_stream(collect(iter(stream)))
-            turn.update(response_id=stream.response_id, abstained=stream.abstained)
-            if stream.withdrawn:  # the detector rejected it: already on screen, replaced when the page redraws
-                parts[:] = [f"{WITHDRAWN_NOTE}\n\n{stream.abstention}".strip()]
-            elif stream.abstained and stream.abstention:  # it said it does not know: the handoff, with contacts
-                parts[:] = [stream.abstention]
+            # The gateway decides an answer before it sends it: what streamed in is what the customer keeps.
+            turn.update(response_id=stream.response_id, abstained=stream.abstained, outcome=stream.outcome)
             state["conversation_id"] = stream.conversation_id or state["conversation_id"]
             if stream.citations:
                 # The stream names the passages; their text is fetched once the answer is complete.
