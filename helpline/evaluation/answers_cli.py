@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ import typer
 from helpline.platform.cli import console, print_json
 from helpline.platform.context import Context
 from helpline.platform.errors import ConfigError
+from helpline.platform.files import write_jsonl
 
 eval_app = typer.Typer()
 bench_app = typer.Typer()
@@ -137,8 +137,7 @@ def answers(
             result["via"][v] = summary
             rows += [{"via": v, **r.__dict__} for r in judged]
     if answers_file is not None:
-        answers_file.parent.mkdir(parents=True, exist_ok=True)
-        answers_file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+        write_jsonl(answers_file, rows)
         result["answers_file"] = str(answers_file)
     if as_json:
         print_json(result)

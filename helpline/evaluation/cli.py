@@ -5,7 +5,6 @@ Only typer and helpline.platform are imported here; each command imports what it
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -13,6 +12,7 @@ import typer
 from helpline.platform.cli import console, print_json
 from helpline.platform.context import Context
 from helpline.platform.errors import ConfigError
+from helpline.platform.files import write_jsonl
 
 eval_app = typer.Typer()
 bench_app = typer.Typer()
@@ -232,8 +232,7 @@ def rag(
         record=record,
     )
     if answers is not None:
-        answers.parent.mkdir(parents=True, exist_ok=True)
-        answers.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in record), encoding="utf-8")
+        write_jsonl(answers, record)
         result["answers_file"] = str(answers)
     if as_json:
         print_json(result)

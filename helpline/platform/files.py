@@ -57,6 +57,13 @@ def read_jsonl(path: str | Path, *, required: Iterable[str] = (), hint: str | No
     return rows
 
 
+def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
+    """One JSON object per line (UTF-8, non-ASCII kept), the folder made if needed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+
+
 def read_doc2dial(
     folder: str | Path, *, qa_fields: Iterable[str] = DOC2DIAL_QA_FIELDS
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

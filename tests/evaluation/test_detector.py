@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -91,3 +92,19 @@ def test_sentence_split_and_hypothesis_format() -> None:
     ]
     assert hypothesis("Delhi", None) == "Delhi"
     assert hypothesis("Delhi", "Where is it?") == "Q: Where is it?\nA: Delhi"
+
+
+def test_init_registers_the_bundled_detector_once_and_it_judges_answers(tmp_path: Path, monkeypatch) -> None:
+    from helpline.evaluation.hallucination.evaluate import register_bundled_detector
+    from helpline.platform.context import Context
+
+    monkeypatch.setenv("HELPLINE_WORKSPACE", str(tmp_path / "ws"))
+    ctx = Context.load()
+    assert register_bundled_detector(ctx) and not register_bundled_detector(ctx)  # a registered one is kept
+    record = ctx.registry.get_model("helpline-detector")
+    assert record.what == "detector" and record.metadata["bundled"] is True
+    detector = Detector.load(record.path)
+    passage = "You can use up to 2 gift cards on one order. Gift cards are valid for 3 years."
+    supported = detector.verdict("You can use up to 2 gift cards on one order.", [passage])
+    invented = detector.verdict("You can use 1000 gift cards and pay with bitcoin at our Berlin store.", [passage])
+    assert not supported.hallucinated and invented.hallucinated

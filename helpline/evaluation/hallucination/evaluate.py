@@ -70,11 +70,16 @@ def ensure_default_detector(ctx: Context, name: str, *, log=print) -> None:
 
     Only for the default name, and only from the shared HaluEval *training* split
     (``$HELPLINE_HALUEVAL_DIR`` or ``../shared/data/halueval``); otherwise nothing happens and
-    loading reports what to run.
+    loading reports what to run. The detector `helpline init` registers from the package counts as not
+    trained yet: it has no dialogue head (that needs the style model, fitted on HaluEval's answers), so
+    the first use with the data at hand replaces it with the same recipe's full output.
     """
     import os
 
-    if name != DEFAULT_DETECTOR or Path(name).is_dir() or any(m.name == name for m in ctx.registry.list_models()):
+    if name != DEFAULT_DETECTOR or Path(name).is_dir():
+        return
+    registered = next((m for m in ctx.registry.list_models() if m.name == name), None)
+    if registered is not None and not registered.metadata.get("bundled"):
         return
     halueval = Path(os.environ.get("HELPLINE_HALUEVAL_DIR", "../shared/data/halueval"))
     if not (halueval / "qa_data.jsonl").exists():
