@@ -45,16 +45,19 @@ def helpline(workspace: Path, *args: str, env: dict[str, str] | None = None) -> 
 
 
 def test_sample_questions_find_their_article_first(in_workspace: Path) -> None:
-    """The shipped question set: the first passage comes from the right article for at least 38 of 40."""
+    """The shipped question set: for the customer questions a public article answers, the first passage
+    comes from that article for all but at most 2 of the original 40, and all but at most 4 of the 50."""
     from helpline.platform.context import Context
     from helpline.retrieval.factory import open_knowledge_base
 
     ctx = Context.load()
     kb = open_knowledge_base(ctx.settings, ctx.workspace, ctx.registry)
-    questions = yaml.safe_load((SAMPLE_KB / "QUESTIONS.yaml").read_text())
+    rows = yaml.safe_load((SAMPLE_KB / "QUESTIONS.yaml").read_text())
+    questions = [q for q in rows if q.get("doc_id") and q.get("role", "customer") == "customer"]
     misses = [q for q in questions if kb.search(q["question"], k=1, role="customer")[0].chunk.doc_id != q["doc_id"]]
-    assert len(questions) == 40
-    assert len(misses) <= 2, misses
+    assert len(questions) == 50
+    assert len([q for q in misses if q in questions[:40]]) <= 2, misses
+    assert len(misses) <= 4, misses
 
 
 def test_cli_add_list_search_remove_and_bad_files(isolated_workspace: Path, tmp_path: Path) -> None:

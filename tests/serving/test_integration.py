@@ -82,7 +82,10 @@ def test_streaming_answer_ends_with_citations(stack: Stack) -> None:
             model="helpline-support", messages=[{"role": "user", "content": RETURN_Q}], max_tokens=4, stream=True
         )
     )
-    assert cut[-1].choices[0].finish_reason == "length"  # vLLM's reason reaches the client
+    # A 4-token draft: served, the client learns vLLM cut it; not served, the quote or handoff is whole.
+    outcome = (cut[-1].model_extra or {})["outcome"]
+    assert (outcome, cut[-1].choices[0].finish_reason) in {("answered", "length"), ("fallback", "stop"),
+                                                           ("handoff", "stop")}  # fmt: skip
 
 
 def test_answer_cites_and_off_topic_question_abstains(stack: Stack) -> None:
