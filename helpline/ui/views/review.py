@@ -19,7 +19,8 @@ def _why(item: dict[str, Any]) -> str:
     if item.get("rating") == "down":
         reasons.append("rated down")
     if item.get("withdrawn"):
-        reasons.append("withdrawn by the hallucination check")
+        quoted = (item.get("verification") or {}).get("outcome") == "fallback"
+        reasons.append("help centre quoted instead" if quoted else "withdrawn by the hallucination check")
     elif item["abstained"]:
         reasons.append("handed over")
     return ", ".join(reasons) or "corrected"
@@ -37,10 +38,14 @@ def _detail(client: GatewayClient, item: dict[str, Any]) -> None:
             note += f" · customer's comment: “{item['comment']}”"
         st.caption(note)
     if item.get("withdrawn"):
-        reason = (item.get("verification") or {}).get("reason") or "not supported by the passages"
+        verification = item.get("verification") or {}
+        reason = verification.get("reason") or "not supported by the passages"
+        instead = (
+            "the help centre's own sentences (above)" if verification.get("outcome") == "fallback" else "a person"
+        )
         st.warning(
-            f"The hallucination check took this draft back ({reason}), so the customer was offered a person "
-            "instead. Compare it with the passages below.",
+            f"This draft was not served ({reason}), so the customer was offered {instead} instead. Compare it "
+            "with the passages below.",
             icon=":material/block:",
         )
         st.markdown("\n".join(f"> {line}" for line in item["withdrawn"].splitlines()))
