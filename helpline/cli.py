@@ -18,6 +18,7 @@ from helpline.retrieval.cli import SAMPLE_KB, kb_app, sync_folder
 from helpline.serving import cli as serving_cli
 from helpline.serving.cli import serving_app
 from helpline.training import cli as training_cli
+from helpline.training import distill_cli
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -32,6 +33,7 @@ train_app = typer.Typer(no_args_is_help=True, help="Fine-tune and distil models.
 # Each area contributes commands to the shared groups; it owns them in its own cli.py.
 data_app.add_typer(training_cli.data_app)
 train_app.add_typer(training_cli.train_app)
+train_app.add_typer(distill_cli.train_app)
 for area in (retrieval_cli, training_cli, evaluation_cli, answers_cli):
     eval_app.add_typer(area.eval_app)
 for area in (retrieval_cli, training_cli, evaluation_cli, serving_cli, answers_cli):
@@ -73,6 +75,19 @@ def init(
     else:
         console.print(f"[green]ready[/] workspace {ctx.workspace.root}")
         console.print('next: helpline ask "How do I return an item?"   or   helpline run')
+
+
+@app.command("commands", hidden=True)
+def commands(groups: list[str] = typer.Argument(..., help="Command groups, e.g. train eval.")) -> None:
+    """The commands of GROUPS as JSON ("train sft", ...): what the gateway may run as console jobs."""
+    import typer.main
+
+    root = typer.main.get_command(app)
+    out = []
+    for group in groups:
+        cmd = root.commands.get(group)  # type: ignore[attr-defined]
+        out += [f"{group} {name}" for name in sorted(getattr(cmd, "commands", {}))]
+    print_json(out)
 
 
 def main() -> None:

@@ -65,6 +65,20 @@ def gateway_app(pipeline: RAGPipeline, registry: Registry, folder: Path) -> tupl
 
 
 @contextmanager
+def served_gateway(pipeline: RAGPipeline, registry: Registry, folder: Path) -> Iterator[tuple[str, str]]:
+    """The gateway app around ``pipeline`` served by uvicorn on a loopback port: (base URL, customer key)."""
+    from helpline.serving.load import serve_app
+
+    app, keys = gateway_app(pipeline, registry, folder)
+    server, thread, url = serve_app(app)
+    try:
+        yield f"{url}/v1", keys["customer"]
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@contextmanager
 def through_gateway(pipeline: RAGPipeline, registry: Registry, *, stream: bool) -> Iterator[Answerer]:
     """`POST /v1/chat/completions` on the gateway app built around ``pipeline`` (in-process, with its
     own keys and conversation store in a temporary folder); ``stream`` joins the SSE events."""

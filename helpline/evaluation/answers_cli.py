@@ -163,6 +163,7 @@ def bench_answers(
     token and to the end, with the answer unchecked, verified, and verified with the extractive fallback."""
     import dataclasses
 
+    from helpline.evaluation.answer_paths import served_gateway
     from helpline.retrieval import sample_questions
     from helpline.serving.decision import NoVerifier
     from helpline.serving.load import level
@@ -194,24 +195,3 @@ def bench_answers(
         for c, r in rows.items():
             console.print(f"{name} {c}: e2e p50/p95 {r['e2e_p50_s']}/{r['e2e_p95_s']} s, first token p50/p95 "
                           f"{r['ttft_p50_s']}/{r['ttft_p95_s']} s, failed {r['failed']}")  # fmt: skip
-
-
-def served_gateway(pipeline: Any, registry: Any, folder: Path):
-    """The gateway app around ``pipeline`` served by uvicorn on a loopback port: (base URL, customer key)."""
-    from contextlib import contextmanager
-
-    from helpline.evaluation.answer_paths import gateway_app
-
-    @contextmanager
-    def serve():
-        from helpline.serving.load import serve_app
-
-        app, keys = gateway_app(pipeline, registry, folder)
-        server, thread, url = serve_app(app)
-        try:
-            yield f"{url}/v1", keys["customer"]
-        finally:
-            server.should_exit = True
-            thread.join(10)
-
-    return serve()

@@ -7,7 +7,6 @@ metadata, and :func:`require_passing_gate` is what promotion calls before moving
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +15,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from helpline.evaluation.answer_paths import through_pipeline
 from helpline.evaluation.answers import evaluate, read_cases
 from helpline.evaluation.regression.runner import SuiteResult
+from helpline.evaluation.report import Check, GateReport, write_gate_report
 from helpline.platform.errors import ConfigError
 from helpline.platform.files import read_yaml_mapping
 from helpline.platform.promotion import GateError, require_passing_gate
 from helpline.platform.registry import Registry
 
-__all__ = ["GateError", "require_passing_gate"]  # the policy lives in platform; re-exported here
+__all__ = ["Check", "GateError", "GateReport", "require_passing_gate"]  # defined in platform and report
 
 DEFAULT_CONFIG = Path(__file__).parent / "gate.yaml"
 
@@ -94,33 +94,6 @@ def load_gate_config(path: str | Path | None = None) -> GateConfig:
         return GateConfig(**data)
     except ValidationError as e:
         raise ConfigError(f"{path}: invalid gate config: {e}", hint=f"compare with {DEFAULT_CONFIG}") from e
-
-
-@dataclass
-class Check:
-    """One comparison of the gate."""
-
-    name: str
-    candidate: float
-    baseline: float | None
-    limit: str
-    passed: bool
-
-
-@dataclass
-class GateReport:
-    """The gate's verdict, its checks, and where the HTML report is."""
-
-    candidate: str
-    baseline: str
-    passed: bool
-    checks: list[Check]
-    summaries: dict[str, dict[str, Any]] = field(default_factory=dict)
-    report_path: str = ""
-    at: float = field(default_factory=time.time)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def compare(candidate: list[SuiteResult], baseline: list[SuiteResult], thresholds: Thresholds) -> list[Check]:
@@ -250,7 +223,6 @@ def run_gate(
     from helpline.evaluation.regression.cases import load_suite
     from helpline.evaluation.regression.generators import suite_cases
     from helpline.evaluation.regression.runner import run_suite
-    from helpline.evaluation.report import write_gate_report
 
     suites = [load_suite(p) for p in cfg.suite_paths()]  # validate every file before answering anything
     cases = {s.name: suite_cases(s, data_dir=data_dir, limit=cfg.limit_per_suite) for s in suites}

@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import html
 import io
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-from helpline.evaluation.gate import GateReport
 from helpline.evaluation.regression.runner import CaseResult, SuiteResult
 
 _CSS = """
@@ -16,6 +18,33 @@ table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ccc;padding
 .pass{color:#176f2c;font-weight:600}.fail{color:#b00020;font-weight:600}
 .answer{white-space:pre-wrap;font-size:.9em;max-width:480px}
 """
+
+
+@dataclass
+class Check:
+    """One comparison of the gate."""
+
+    name: str
+    candidate: float
+    baseline: float | None
+    limit: str
+    passed: bool
+
+
+@dataclass
+class GateReport:
+    """The gate's verdict, its checks, and where the HTML report is."""
+
+    candidate: str
+    baseline: str
+    passed: bool
+    checks: list[Check]
+    summaries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    report_path: str = ""
+    at: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def category_plot(cand: SuiteResult, base: SuiteResult) -> str:

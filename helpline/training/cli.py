@@ -259,6 +259,3 @@ def bench_training(
         return
     for method, r in report["methods"].items():
         console.print(f"{method}: peak {r.get('peak_rss_mb')} MB, {r.get('tokens_per_s')} tokens/s")
-
-
-import helpline.training.distill_cli  # noqa: E402,F401  (registers `train distill` on train_app)

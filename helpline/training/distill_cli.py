@@ -1,6 +1,5 @@
-"""`helpline train distill`, registered on the training area's ``train_app``.
+"""`helpline train distill`, on this module's ``train_app`` (helpline/cli.py adds it to `train`).
 
-Importing this module adds the command; helpline/training/cli.py imports it for that side effect.
 Only typer and helpline.platform are imported at module level.
 """
 
@@ -12,7 +11,8 @@ import typer
 
 from helpline.platform.cli import console, json_stdout, print_json
 from helpline.platform.context import Context
-from helpline.training.cli import train_app
+
+train_app = typer.Typer()
 
 
 @train_app.command("distill", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

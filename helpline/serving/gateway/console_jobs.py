@@ -3,6 +3,7 @@ one at a time, and follow its progress and log (split from console_router by rol
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -46,18 +47,16 @@ def job_commands(_: Principal = Depends(requires("engineer"))) -> dict:
     return {"commands": _job_commands()}
 
 
+@functools.lru_cache(maxsize=1)
 def _job_commands() -> list[str]:
-    """`helpline` commands of the data/train/eval/bench groups, read from the CLI itself."""
-    import typer.main
-
-    from helpline.cli import app
-
-    root = typer.main.get_command(app)
-    out = []
-    for group in JOB_GROUPS:
-        cmd = root.commands.get(group)  # type: ignore[attr-defined]
-        out += [f"{group} {name}" for name in sorted(getattr(cmd, "commands", {}))]
-    return out
+    """`helpline` commands of the data/train/eval/bench groups, asked of the `helpline` program that
+    jobs run (once per process, about half a second): the gateway treats the CLI as the program it
+    starts, and does not import it (the CLI sits above every layer)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "helpline", "commands", *JOB_GROUPS],
+        capture_output=True, text=True, timeout=120, check=True, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    return json.loads(out.stdout)
 
 
 def job_argv(command: str, args: list[str]) -> list[str]:
