@@ -1,6 +1,6 @@
 """`python -m helpline` is the `helpline` command."""
 
-from helpline.cli import main
+from helpline.cli.app import main
 
 if __name__ == "__main__":
     main()

@@ -11,7 +11,7 @@ import pytest
 HEAVY = ("torch", "vllm", "chromadb", "streamlit", "transformers", "sentence_transformers")
 
 
-@pytest.mark.parametrize("module", ["helpline", "helpline.platform", "helpline.platform.schemas", "helpline.cli"])
+@pytest.mark.parametrize("module", ["helpline", "helpline.platform", "helpline.platform.schemas", "helpline.cli.app"])
 def test_core_imports_pull_in_no_heavy_dependency(module: str) -> None:
     code = f"import json, sys; import {module}; print(json.dumps(sorted(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

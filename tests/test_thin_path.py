@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from helpline.answering.rag import RAGPipeline
 from helpline.platform.registry import Registry
 from helpline.platform.schemas import ChatMessage
+from helpline.retrieval.ingest.loaders import load_directory
 from helpline.retrieval.knowledge_base import KnowledgeBase
-from helpline.retrieval.loaders import load_directory
-from helpline.serving.rag import RAGPipeline
 from helpline.testing import FakeEmbedder, FakeGenerator, InMemoryStore
 
 ARTICLES = {

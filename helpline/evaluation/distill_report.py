@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from helpline.engines.protocol import Generator
 from helpline.platform.context import Context
 from helpline.platform.errors import NotFoundError
 from helpline.platform.registry import ModelRecord
 from helpline.platform.schemas import ChatMessage
-from helpline.serving.engines.protocol import Generator
 
 LABELS = ("teacher", "student_before", "student_after")
 DEFAULT_SUITES = ("support.yaml", "general.yaml", "generated.yaml")
@@ -88,8 +88,8 @@ def contenders(
 
     from helpline.evaluation.regression.factory import resolve_model
     from helpline.serving.factory import build_generator
-    from helpline.training.distill import resolve_teacher
-    from helpline.training.distill_teacher import open_teacher, teacher_api_key
+    from helpline.training.distill.run import resolve_teacher
+    from helpline.training.distill.teacher import open_teacher, teacher_api_key
 
     t = resolve_teacher(cfg, ctx).teacher
     teacher = open_teacher(t.base_url, t.model, api_key_env=t.api_key_env, timeout_s=t.timeout_s, stop=t.stop)
@@ -126,7 +126,7 @@ def engine_speed(c: Contender, prompts: list[list[ChatMessage]], *, n: int, max_
                  full_length: bool = False) -> dict[str, Any] | None:  # fmt: skip
     """Single-stream figures through the contender's own engine (HTTP endpoint or in-process). At
     ``full_length`` only an endpoint can be told to ignore end-of-sequence: None in-process."""
-    from helpline.serving.load import level, sequential
+    from helpline.bench.load import level, sequential
 
     base_url = getattr(c.generator, "base_url", None)
     if base_url is None:
@@ -213,13 +213,13 @@ def regression(ctx: Context, c: Contender, opts: ReportOptions, *, verifier: Any
 
 def run_report(ctx: Context, models: list[Contender], opts: ReportOptions) -> dict[str, Any]:
     """Every figure for every contender, then the distillation targets."""
-    from helpline.evaluation.model_probe import run_probe
+    from helpline.bench.model_probe import run_probe
     from helpline.evaluation.rag_eval import build_index, load_questions, run_arm
     from helpline.evaluation.regression.factory import build_embedder
 
     detector = None
     if opts.detector:
-        from helpline.evaluation.hallucination.evaluate import load_detector
+        from helpline.guard.selection import load_detector
 
         detector = load_detector(ctx, opts.detector)
     embedder = build_embedder(ctx)

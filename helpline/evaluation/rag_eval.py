@@ -46,7 +46,7 @@ def load_questions(
     """
     doc_rows, rows = read_doc2dial(folder)
     docs = {d["doc_id"]: d for d in doc_rows}
-    from helpline.retrieval.datasets import doc2dial_heldout
+    from helpline.datasets.collections import doc2dial_heldout
 
     # Only dialogues kept out of training data (`data prepare --source doc2dial:` skips them).
     rows = [r for r in rows if doc2dial_heldout(r.get("dial_id", r["id"]))]
@@ -102,7 +102,7 @@ def answer_all(
     arm: str, questions: list[Question], *, generator: Any, pipeline: Any | None, max_tokens: int
 ) -> list[dict]:
     """Answer every question with one arm; RAG arms go through the pipeline (retrieval, citations)."""
-    from helpline.serving.prompts import load_prompt
+    from helpline.answering.prompts import load_prompt
 
     prompt = load_prompt("support")
     out = []
@@ -265,7 +265,7 @@ def citation_precision(cited: list[str], gold: str) -> float:
 
 def build_index(documents: list[Document], ctx: Any, store_dir: str) -> Any:
     """A throwaway knowledge base over the doc2dial documents (the workspace's embedder, cached)."""
-    from helpline.retrieval.embedders import CachedEmbedder, SentenceTransformerEmbedder
+    from helpline.retrieval.embedders.base import CachedEmbedder, SentenceTransformerEmbedder
     from helpline.retrieval.knowledge_base import KnowledgeBase
     from helpline.retrieval.stores.chroma import ChromaStore
 
@@ -361,7 +361,7 @@ def run_arm(
     if rag:
         verifier = None
         if verify and detector is not None:
-            from helpline.evaluation.hallucination.verifier import DetectorVerifier
+            from helpline.guard.verifier import DetectorVerifier
 
             verifier = DetectorVerifier(detector)
         pipeline = build_pipeline(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from helpline.platform.lazy_imports import require
 from helpline.platform.schemas import Chunk
-from helpline.retrieval.chunking import content_hash, embedding_text
+from helpline.retrieval.ingest.chunking import content_hash, embedding_text
 
 _POINTER = "bm25.json"
 

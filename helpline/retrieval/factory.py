@@ -8,9 +8,9 @@ from helpline.platform.errors import ConfigError, WorkspaceNotReadyError
 from helpline.platform.registry import Registry
 from helpline.platform.settings import Settings
 from helpline.platform.workspace import Workspace
-from helpline.retrieval.embedders import Embedder, LazyEmbedder
+from helpline.retrieval.embedders.base import Embedder, LazyEmbedder
+from helpline.retrieval.ingest.records import RecordManager
 from helpline.retrieval.knowledge_base import KnowledgeBase, SearchOptions
-from helpline.retrieval.records import RecordManager
 from helpline.retrieval.stores.chroma import ChromaStore
 
 Backend = str  # one of BACKENDS
@@ -30,16 +30,16 @@ def open_embedder(settings: Settings, workspace: Workspace, registry: Registry, 
 
     def load() -> Embedder:
         if backend == "openvino-int8":
-            from helpline.retrieval.openvino_embedder import OpenVinoEmbedder, export_openvino_int8
+            from helpline.retrieval.embedders.openvino import OpenVinoEmbedder, export_openvino_int8
 
             folder = export_openvino_int8(record.path, workspace.models / f"{record.name}-openvino-int8")
             return OpenVinoEmbedder(folder, name=name)
         if backend == "onnx-int8":
-            from helpline.retrieval.onnx_embedder import OnnxEmbedder, export_int8
+            from helpline.retrieval.embedders.onnx import OnnxEmbedder, export_int8
 
             folder = export_int8(record.path, workspace.models / f"{record.name}-onnx-int8")
             return OnnxEmbedder(folder, name=name)
-        from helpline.retrieval.embedders import SentenceTransformerEmbedder
+        from helpline.retrieval.embedders.base import SentenceTransformerEmbedder
 
         return SentenceTransformerEmbedder(record.path, name=record.name)
 

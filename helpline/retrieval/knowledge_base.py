@@ -16,12 +16,12 @@ from helpline.platform.errors import ConfigError, DataError, NotFoundError
 from helpline.platform.registry import KBVersion, Registry
 from helpline.platform.schemas import Access, Chunk, Document, ScoredChunk
 from helpline.retrieval.bm25 import BM25Index, chunks_fingerprint
-from helpline.retrieval.chunking import chunk_document, content_hash
-from helpline.retrieval.embedders import Embedder
+from helpline.retrieval.embedders.base import Embedder
 from helpline.retrieval.fusion import reciprocal_rank_fusion, weighted_fusion
-from helpline.retrieval.records import Record, RecordManager
+from helpline.retrieval.ingest.chunking import chunk_document, content_hash
+from helpline.retrieval.ingest.records import Record, RecordManager
+from helpline.retrieval.ingest.syncing import apply_sync
 from helpline.retrieval.stores.protocol import VectorStore
-from helpline.retrieval.syncing import apply_sync
 
 Mode = Literal["dense", "bm25", "hybrid"]
 
@@ -134,7 +134,7 @@ class KnowledgeBase:
         vanish from the answers), and a folder with no readable article is refused rather than allowed
         to empty the knowledge base. Returns the report and the files that could not be loaded.
         """
-        from helpline.retrieval.loaders import SUPPORTED, load_directory
+        from helpline.retrieval.ingest.loaders import SUPPORTED, load_directory
 
         docs, failures = load_directory(folder)
         known = {r.doc_id for r in self.documents()}

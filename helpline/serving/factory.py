@@ -6,14 +6,14 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
+from helpline.answering.abstention import min_score_for, scoring_mode
+from helpline.answering.extractive import ExtractiveReader
+from helpline.answering.rag import RAGPipeline, Verifier
+from helpline.engines.protocol import Generator
 from helpline.platform.errors import EngineError
 from helpline.platform.registry import Registry
 from helpline.platform.settings import Settings
 from helpline.platform.workspace import Workspace
-from helpline.serving.abstention import min_score_for, scoring_mode
-from helpline.serving.engines.protocol import Generator
-from helpline.serving.extractive import ExtractiveReader
-from helpline.serving.rag import RAGPipeline, Verifier
 
 EngineChoice = Literal["auto", "vllm", "transformers"]
 
@@ -43,13 +43,13 @@ def build_generator(settings: Settings, registry: Registry, *, engine: EngineCho
     name = VLLMBackend.served_name(record)
     served = _served_models(settings) if engine in ("vllm", "auto") else None
     if served is not None and name not in served and record.kind == "adapter" and base.name in served:
-        from helpline.serving.engines.vllm_server import load_lora_adapter
+        from helpline.engines.vllm_server import load_lora_adapter
 
         # An adapter of the served base that no alias loaded yet (a new candidate): load it now.
         load_lora_adapter(f"http://{settings.vllm.host}:{settings.vllm.port}", name, record.path)
         served.append(name)
     if served is not None and name in served:
-        from helpline.serving.engines.openai_http import OpenAIGenerator
+        from helpline.engines.openai_http import OpenAIGenerator
 
         return OpenAIGenerator(vllm_url(settings), name)
     why = "no vLLM server is answering" if served is None else f"the vLLM server serves {', '.join(served)}, not"
@@ -61,7 +61,7 @@ def build_generator(settings: Settings, registry: Registry, *, engine: EngineCho
     if engine == "auto":
         print(f"note: {why}{'' if served is None else ' ' + repr(name)}; generating in-process with transformers",
               file=sys.stderr)  # fmt: skip
-    from helpline.serving.engines.hf import TransformersGenerator
+    from helpline.engines.hf import TransformersGenerator
 
     adapter = record.path if record.kind == "adapter" else None
     return TransformersGenerator(base.path, adapter_path=adapter, name=record.name)
@@ -165,8 +165,8 @@ def build_gateway(
 
 def detector_verifier(settings: Settings, registry: Registry) -> Verifier | None:
     """The gateway's answer check from ``gateway.detector`` (auto: helpline-detector when registered)."""
-    from helpline.evaluation.hallucination.evaluate import chosen_detector
-    from helpline.evaluation.hallucination.verifier import DetectorVerifier
+    from helpline.guard.selection import chosen_detector
+    from helpline.guard.verifier import DetectorVerifier
 
     name = chosen_detector(registry, settings.gateway.detector)
     return None if name is None else DetectorVerifier.from_registry(registry, name)

@@ -12,10 +12,10 @@ import threading
 from dataclasses import dataclass
 from typing import Protocol
 
+from helpline.engines.protocol import Generator
 from helpline.platform.errors import ConfigError, NotFoundError
 from helpline.platform.promotion import require_passing_gate
 from helpline.platform.registry import AliasChange, ModelRecord, Registry
-from helpline.serving.engines.protocol import Generator
 
 #: Public model ids (what clients put in `model`) → registry aliases.
 PUBLIC_ALIASES = {"helpline-support": "production", "helpline-support-canary": "canary"}
@@ -130,7 +130,7 @@ class VLLMBackend:
         return f"{record.name}-{digest}"
 
     def generator_for(self, record: ModelRecord) -> Generator:
-        from helpline.serving.engines.openai_http import OpenAIGenerator
+        from helpline.engines.openai_http import OpenAIGenerator
 
         name = self.served_name(record)
         with self._lock:
@@ -164,7 +164,7 @@ class TransformersBackend:
         self._lock = threading.Lock()
 
     def generator_for(self, record: ModelRecord) -> Generator:
-        from helpline.serving.engines.hf import TransformersGenerator
+        from helpline.engines.hf import TransformersGenerator
 
         with self._lock:
             key = f"{record.name}:{record.created_at}"

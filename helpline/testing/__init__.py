@@ -11,8 +11,8 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from helpline.engines.protocol import Generation, StreamEnd
 from helpline.platform.schemas import ChatMessage, Chunk, ScoredChunk
-from helpline.serving.engines.protocol import Generation, StreamEnd
 
 _WORD = re.compile(r"[a-z0-9]+")
 

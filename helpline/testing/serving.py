@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
+from helpline.answering.rag import RAGPipeline
 from helpline.platform.registry import ModelRecord, Registry
 from helpline.platform.schemas import Document
 from helpline.retrieval.knowledge_base import KnowledgeBase
@@ -16,7 +17,6 @@ from helpline.serving.gateway.app import create_app
 from helpline.serving.gateway.config import GatewayLimits
 from helpline.serving.gateway.store import GatewayStore
 from helpline.serving.kb_owner import OwnedKB
-from helpline.serving.rag import RAGPipeline
 from helpline.serving.routing import ModelRouter
 from helpline.testing import FakeEmbedder, FakeGenerator, InMemoryStore
 
@@ -104,7 +104,7 @@ def make_gateway(tmp_path: Path, limits: GatewayLimits | None = None) -> Gateway
 @contextmanager
 def serve_in_thread(app) -> Iterator[int]:
     """Run an ASGI app with uvicorn on a free loopback port in a daemon thread; yields the port."""
-    from helpline.serving.load import serve_app
+    from helpline.bench.load import serve_app
 
     server, thread, url = serve_app(app)
     try:

@@ -216,7 +216,7 @@ def run_prune(opts: PruneOptions, *, ctx: Context, console: Any = None) -> dict:
     torch = require("torch", "train")
     transformers = require("transformers", "train")
     from helpline.training.data.prepare import resolve_dataset
-    from helpline.training.sft import is_chat_model, resolve_base_model
+    from helpline.training.sft.trainer import is_chat_model, resolve_base_model
 
     # setup ------------------------------------------------------------------------------------
     source = resolve_base_model(opts.model, ctx)

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from helpline.answering.extractive import ExtractiveReader
 from helpline.evaluation.answer_paths import answerer
 from helpline.evaluation.answers import AnswerCase, ServedAnswer, contains, evaluate, judge, read_cases, summarise
 from helpline.evaluation.gate import Thresholds, compare_answers
 from helpline.platform.errors import ConfigError
 from helpline.retrieval import SAMPLE_KB, sample_questions
-from helpline.serving.extractive import ExtractiveReader
 from helpline.testing import FakeGenerator
 from helpline.testing.serving import make_gateway
 

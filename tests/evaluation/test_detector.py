@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from helpline.evaluation.hallucination.detector import Detector, DetectorConfig, hypothesis, split_sentences
-from helpline.evaluation.hallucination.features import FEATURES, support_features
+from helpline.guard.detector import Detector, DetectorConfig, hypothesis, split_sentences
+from helpline.guard.features import FEATURES, support_features
 
 
 def _fake_logits(pairs: list[tuple[str, str]], **_: object) -> list[float]:
@@ -95,7 +95,7 @@ def test_sentence_split_and_hypothesis_format() -> None:
 
 
 def test_init_registers_the_bundled_detector_once_and_it_judges_answers(tmp_path: Path, monkeypatch) -> None:
-    from helpline.evaluation.hallucination.evaluate import register_bundled_detector
+    from helpline.guard.selection import register_bundled_detector
     from helpline.platform.context import Context
 
     monkeypatch.setenv("HELPLINE_WORKSPACE", str(tmp_path / "ws"))

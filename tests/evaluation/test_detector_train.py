@@ -7,9 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from helpline.evaluation.hallucination.detector import resolve_precision
-from helpline.evaluation.hallucination.train import load_config, training_device
+from helpline.guard.detector import resolve_precision
 from helpline.platform.errors import ConfigError
+from helpline.training.detector.train import load_config, training_device
 
 
 def _torch(cuda: bool) -> SimpleNamespace:
@@ -91,9 +91,9 @@ def _halueval(folder: Path) -> Path:
 
 
 def test_a_failed_retrain_leaves_the_detector_already_there_as_it_was(tmp_path: Path, monkeypatch) -> None:
-    from helpline.evaluation.hallucination import calibration
-    from helpline.evaluation.hallucination.train import DetectorTrainConfig, train
     from helpline.platform.errors import NotFoundError
+    from helpline.training.detector import calibration
+    from helpline.training.detector.train import DetectorTrainConfig, train
 
     cfg = DetectorTrainConfig(halueval_dir=_halueval(tmp_path / "halueval"), train_cross_encoder=False, val_items=40)
     output = tmp_path / "models" / "helpline-detector"
@@ -117,8 +117,8 @@ def test_a_failed_retrain_leaves_the_detector_already_there_as_it_was(tmp_path: 
 def test_eval_hallucination_checks_its_arguments_before_building_a_detector(tmp_path: Path, monkeypatch) -> None:
     from typer.testing import CliRunner
 
-    from helpline.cli import app
-    from helpline.evaluation.hallucination import evaluate
+    from helpline.cli.app import app
+    from helpline.guard import selection as evaluate
     from helpline.platform.errors import NotFoundError
 
     monkeypatch.setenv("HELPLINE_WORKSPACE", str(tmp_path / "ws"))

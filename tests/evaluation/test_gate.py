@@ -96,7 +96,7 @@ def test_promotion_requires_a_passing_gate(tmp_path: Path, suite_file: Path) -> 
 
 
 def _cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, suite_file: Path, candidate: dict[str, str]):
-    from helpline.cli import app
+    from helpline.cli.app import app
     from helpline.evaluation.regression import factory
 
     monkeypatch.chdir(tmp_path)
@@ -169,10 +169,10 @@ def test_kb_sync_check_answers_the_suite_and_exits_1_when_it_got_worse(
 ) -> None:
     import functools
 
-    from helpline.cli import app
+    from helpline.cli import kb as kb_cli
+    from helpline.cli.app import app
     from helpline.evaluation import hooks
     from helpline.evaluation.regression import factory
-    from helpline.retrieval import cli as kb_cli
 
     monkeypatch.setenv("HELPLINE_WORKSPACE", str(tmp_path / "ws"))
     registry = Registry(tmp_path / "ws" / "registry.sqlite")
@@ -236,7 +236,7 @@ def test_a_drop_in_scores_fails_even_when_both_fail_every_case(tmp_path: Path) -
 
 
 def test_missing_detector_without_data_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from helpline.evaluation.hallucination.evaluate import ensure_default_detector, load_detector
+    from helpline.guard.selection import ensure_default_detector, load_detector
     from helpline.platform.context import Context
     from helpline.platform.errors import NotFoundError
 
@@ -276,8 +276,8 @@ def test_the_gate_checks_faithfulness_with_the_registered_detector(
 ) -> None:
     from types import SimpleNamespace
 
-    from helpline.evaluation import cli as eval_cli
-    from helpline.evaluation.hallucination import evaluate
+    from helpline.cli import evaluate as eval_cli
+    from helpline.guard import selection as evaluate
 
     assert GateConfig(suites=["support"]).detector == "auto" == load_gate_config().detector
     registry = Registry(tmp_path / "registry.sqlite")

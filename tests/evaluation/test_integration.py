@@ -93,7 +93,7 @@ def trained(in_workspace: Path, tmp_path_factory: pytest.TempPathFactory) -> tup
     """`eval train-detector` on the hand-written files, run once for the module (the detector stays in the
     session's workspace as `test-detector`): its report and the HaluEval-format folder."""
     if not _TRAINED:
-        from helpline.cli import app
+        from helpline.cli.app import app
 
         data = _write(tmp_path_factory.mktemp("halueval"))
         result = CliRunner().invoke(
@@ -107,7 +107,7 @@ def trained(in_workspace: Path, tmp_path_factory: pytest.TempPathFactory) -> tup
 
 
 def test_train_detector_then_evaluate_with_the_cli(trained: tuple[dict[str, Any], Path]) -> None:
-    from helpline.cli import app
+    from helpline.cli.app import app
 
     report, data = trained
     runner = CliRunner()
@@ -134,7 +134,7 @@ def test_train_detector_then_evaluate_with_the_cli(trained: tuple[dict[str, Any]
     assert metrics["n"] == len(QA) * 30
     assert metrics["balanced_accuracy"] > 0.9
 
-    from helpline.evaluation.hallucination.detector import Detector
+    from helpline.guard.detector import Detector
 
     detector = Detector.load(folder)
     grounded = detector.verdict("Paris is the capital.", ["Paris is the capital of France."])
@@ -147,7 +147,7 @@ def test_train_detector_then_evaluate_with_the_cli(trained: tuple[dict[str, Any]
 
 def _doc2dial(folder: Path) -> Path:
     """Three hand-written help articles and one held-out question on each, in doc2dial's format."""
-    from helpline.retrieval.datasets import doc2dial_heldout
+    from helpline.datasets.collections import doc2dial_heldout
 
     folder.mkdir(parents=True, exist_ok=True)
     docs = [
@@ -172,7 +172,7 @@ def _doc2dial(folder: Path) -> Path:
 def test_rag_ab_report_with_the_real_model_and_a_trained_detector(
     trained: tuple[dict[str, Any], Path], tmp_path: Path
 ) -> None:
-    from helpline.cli import app
+    from helpline.cli.app import app
 
     runner = CliRunner()
     detector = "test-detector"

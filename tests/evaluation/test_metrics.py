@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from helpline.evaluation.hallucination.metrics import auroc, best_shared_threshold, best_threshold, binary_metrics
+from helpline.guard.metrics import auroc, best_shared_threshold, best_threshold, binary_metrics
 
 
 def test_binary_metrics_by_hand() -> None:

@@ -10,7 +10,7 @@ from helpline.testing import FakeEmbedder
 
 
 def _dialogues(*, heldout: bool, n: int) -> list[str]:
-    from helpline.retrieval.datasets import doc2dial_heldout
+    from helpline.datasets.collections import doc2dial_heldout
 
     ids = (f"dial{i}" for i in range(10_000))
     return [d for d in ids if doc2dial_heldout(d) == heldout][:n]
@@ -52,7 +52,7 @@ def test_only_dialogues_held_out_of_training_are_asked(tmp_path: Path) -> None:
 
 class _Detector:
     def verdicts(self, queries, **_):
-        from helpline.evaluation.hallucination.detector import Verdict
+        from helpline.guard.detector import Verdict
 
         return [Verdict(0.9 if "100" in a else 0.1, "100" in a, 0.5, 0.0, []) for a, _, _ in queries]
 
@@ -83,9 +83,9 @@ def test_citation_precision_is_the_gold_documents_share_of_the_cited_ones() -> N
 
 
 def test_every_answer_is_recorded_with_its_gold_document_citations_and_retrieval(tmp_path: Path) -> None:
+    from helpline.answering.rag import RAGPipeline
     from helpline.evaluation.rag_eval import answer_all, answer_row
     from helpline.platform.schemas import Chunk, ScoredChunk
-    from helpline.serving.rag import RAGPipeline
     from helpline.testing import FakeGenerator
 
     _, questions = load_questions(_folder(tmp_path), limit=2, removed=0, seed=1)
@@ -111,7 +111,7 @@ class _NumberDetector:
     def verdicts(self, queries, **_):
         import re
 
-        from helpline.evaluation.hallucination.detector import Verdict
+        from helpline.guard.detector import Verdict
 
         out = []
         for answer, passages, _ in queries:

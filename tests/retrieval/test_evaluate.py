@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from helpline.datasets.collections import load_collection
+from helpline.evaluation.retrieval import rank_documents
 from helpline.platform.errors import DataError
 from helpline.platform.schemas import Chunk, ScoredChunk
-from helpline.retrieval.datasets import load_collection
-from helpline.retrieval.evaluate import rank_documents
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpline.retrieval.cli import SAMPLE_KB
+from helpline.cli.kb import SAMPLE_KB
 
 pytestmark = pytest.mark.integration
 
@@ -98,7 +98,7 @@ KILLER = textwrap.dedent(
     from pathlib import Path
     from helpline.platform.context import Context
     from helpline.retrieval.factory import open_knowledge_base
-    from helpline.retrieval.loaders import load_directory
+    from helpline.retrieval.ingest.loaders import load_directory
     from helpline.retrieval.stores import chroma
 
     calls = {"n": 0}
@@ -173,15 +173,15 @@ def test_int8_embedders_match_fp32_minilm(workspace_dir: Path, tmp_path: Path, b
     import numpy as np
 
     from helpline.platform.registry import Registry
-    from helpline.retrieval.embedders import SentenceTransformerEmbedder
+    from helpline.retrieval.embedders.base import SentenceTransformerEmbedder
 
     model = Registry(workspace_dir / ".helpline" / "registry.sqlite").get_model("all-minilm-l6-v2")
     if backend == "onnx-int8":
-        from helpline.retrieval.onnx_embedder import OnnxEmbedder, export_int8
+        from helpline.retrieval.embedders.onnx import OnnxEmbedder, export_int8
 
         fast = OnnxEmbedder(export_int8(model.path, tmp_path / "int8"))
     else:
-        from helpline.retrieval.openvino_embedder import OpenVinoEmbedder, export_openvino_int8
+        from helpline.retrieval.embedders.openvino import OpenVinoEmbedder, export_openvino_int8
 
         fast = OpenVinoEmbedder(export_openvino_int8(model.path, tmp_path / "ov"))
     texts = ["How do I return an item?", "Refunds reach your card within 5 working days. " * 10, "and if I moved?"]

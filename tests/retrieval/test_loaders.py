@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from helpline.platform.errors import DataError
-from helpline.retrieval import loaders
-from helpline.retrieval.chunking import chunk_document
-from helpline.retrieval.loaders import load_directory, load_file, load_files
+from helpline.retrieval.ingest import loaders
+from helpline.retrieval.ingest.chunking import chunk_document
+from helpline.retrieval.ingest.loaders import load_directory, load_file, load_files
 
 
 def text_pdf(text: str) -> bytes:

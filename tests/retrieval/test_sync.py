@@ -9,8 +9,8 @@ import pytest
 from helpline.platform.errors import DataError
 from helpline.platform.registry import Registry
 from helpline.platform.schemas import Document
+from helpline.retrieval.ingest.records import RecordManager
 from helpline.retrieval.knowledge_base import KnowledgeBase
-from helpline.retrieval.records import RecordManager
 from helpline.testing import FakeEmbedder, InMemoryStore
 
 LONG = " ".join(f"Sentence {i} about parcels and refunds." for i in range(40))

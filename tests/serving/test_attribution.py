@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from helpline.answering.rag import attribute, citations, support
 from helpline.platform.schemas import Chunk, ScoredChunk
-from helpline.serving.rag import attribute, citations, support
 
 RETURNS = "To return an item open your orders, choose Return, print the label and drop the parcel off within 30 days."
 SHIPPING = "Standard shipping costs 4.95 and takes 3 to 5 business days. Express delivery costs 12.90."

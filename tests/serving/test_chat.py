@@ -162,7 +162,7 @@ class _Rejects:
     """A detector's verdict on every answer: not supported by its passages."""
 
     def verify(self, answer, passages):
-        from helpline.serving.decision import Verdict
+        from helpline.answering.decision import Verdict
 
         return Verdict(grounded=False, score=0.1, reason="hallucination 0.90 (threshold 0.50)")
 
@@ -204,7 +204,7 @@ def test_an_unsupported_answer_is_never_sent_and_the_reviewer_sees_it(gateway: G
 
 
 def test_an_unsupported_answer_gives_way_to_the_passage_quoted_on_both_paths(gateway: Gateway) -> None:
-    from helpline.serving.extractive import ExtractiveReader
+    from helpline.answering.extractive import ExtractiveReader
 
     pipeline = gateway.client.app.state.chat_service.pipeline
     pipeline.verifier, pipeline.reader = _Rejects(), ExtractiveReader(min_score=0.3)
@@ -220,7 +220,7 @@ def test_an_unsupported_answer_gives_way_to_the_passage_quoted_on_both_paths(gat
 
 
 def test_a_supported_answer_on_the_point_is_served_with_a_reader(gateway: Gateway) -> None:
-    from helpline.serving.extractive import ExtractiveReader
+    from helpline.answering.extractive import ExtractiveReader
 
     pipeline = gateway.client.app.state.chat_service.pipeline
     pipeline.reader = ExtractiveReader(min_score=0.3)

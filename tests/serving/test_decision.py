@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from helpline.answering.decision import AnswerPolicy, Verdict, repeats, trim
+from helpline.answering.extractive import ExtractiveReader, split_units
 from helpline.platform.schemas import Chunk, ScoredChunk
-from helpline.serving.decision import AnswerPolicy, Verdict, repeats, trim
-from helpline.serving.extractive import ExtractiveReader, split_units
 from helpline.testing import FakeEmbedder
 
 GIFT = (

@@ -32,12 +32,12 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(workspace_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    from helpline.bench.load import free_port, serve_app
+    from helpline.bench.serving import _copy_registry, random_adapter
+    from helpline.engines.vllm_server import VLLMServer
     from helpline.platform.settings import RetrievalSettings, load_settings
     from helpline.platform.workspace import Workspace
-    from helpline.serving.bench import _copy_registry, random_adapter
-    from helpline.serving.engines.vllm_server import VLLMServer
     from helpline.serving.factory import build_gateway
-    from helpline.serving.load import free_port, serve_app
 
     tmp = tmp_path_factory.mktemp("serving")
     ws = Workspace.at(workspace_dir / ".helpline")

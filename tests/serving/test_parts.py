@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from fastapi import Request
 
+from helpline.answering.abstention import declines, tradeoff
+from helpline.engines.vllm_server import VLLMServer
 from helpline.platform.errors import EngineError
 from helpline.platform.registry import Registry
 from helpline.platform.schemas import Chunk, ScoredChunk
 from helpline.platform.settings import VLLMSettings
-from helpline.serving.abstention import declines, tradeoff
-from helpline.serving.engines.vllm_server import VLLMServer
 from helpline.serving.gateway.auth import Principal
 from helpline.serving.gateway.protocol import ChatCompletionRequest
 from helpline.serving.redact import redact
@@ -178,8 +178,8 @@ def test_scored_chunk_threshold_applies_to_best_passage(gateway: Gateway) -> Non
 
 
 def test_follow_up_is_searched_with_the_users_earlier_turns() -> None:
+    from helpline.answering.rag import RAGPipeline
     from helpline.platform.schemas import ChatMessage
-    from helpline.serving.rag import RAGPipeline
     from helpline.testing import FakeGenerator
 
     calls: list[tuple[str, list[str] | None]] = []
@@ -199,8 +199,8 @@ def test_follow_up_is_searched_with_the_users_earlier_turns() -> None:
 
 
 def test_gateway_detector_setting_picks_the_registered_detector(tmp_path: Path) -> None:
-    from helpline.evaluation.hallucination.detector import DetectorConfig
-    from helpline.evaluation.hallucination.verifier import DetectorVerifier
+    from helpline.guard.detector import DetectorConfig
+    from helpline.guard.verifier import DetectorVerifier
     from helpline.platform.errors import NotFoundError
     from helpline.platform.settings import GatewaySettings, Settings
     from helpline.serving.factory import detector_verifier
@@ -274,7 +274,7 @@ def test_bench_full_length_requests_ask_vllm_to_ignore_end_of_sequence() -> None
     """Base and adapter are compared at equal answer length (ignore_eos), not at whatever length each picks."""
     from types import SimpleNamespace
 
-    from helpline.serving.load import stream_one
+    from helpline.bench.load import stream_one
 
     calls: list[dict] = []
 
@@ -299,7 +299,7 @@ def test_bench_full_length_requests_ask_vllm_to_ignore_end_of_sequence() -> None
 
 
 def test_bench_overhead_target_counts_verification_of_the_finished_answer() -> None:
-    from helpline.serving.bench import check_ms, targets
+    from helpline.bench.serving import check_ms, targets
 
     out = {"overhead_prepare_ms_p50": 20.0, "overhead_ms_p50": 60.0, "gateway": {1: {"e2e_p50_s": 1.0}}}
     assert targets(out)["overhead_share_c1"] == {"value": 0.06, "target": 0.05, "met": False}
@@ -330,8 +330,8 @@ def test_an_answer_declines_only_when_it_opens_by_saying_it_does_not_know(answer
 
 
 def test_pipeline_turns_the_models_own_i_dont_know_into_the_handoff_without_sources() -> None:
+    from helpline.answering.rag import RAGPipeline, Verdict
     from helpline.platform.schemas import ChatMessage
-    from helpline.serving.rag import RAGPipeline, Verdict
     from helpline.testing import FakeGenerator
 
     chunk = Chunk(doc_id="d", chunk_id="d#0", text="Moving abroad: update your address.", title="Moving")

@@ -7,7 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 ops = pytest.importorskip("vllm.lora.ops.torch_ops.lora_ops")
 
-from helpline.serving.engines.vllm_lora_cpu import make_ops  # noqa: E402
+from helpline.engines.vllm_lora_cpu import make_ops  # noqa: E402
 
 ORIGINAL = {
     name: getattr(ops, name)
@@ -96,7 +96,7 @@ def test_prefill_ops_match_vllm(per_run: list[int]) -> None:
 @pytest.mark.parametrize("slices", [[40], [40, 16, 16], [30, 30]])
 def test_fused_lora_linear_matches_the_per_slice_products(slices: list[int]) -> None:
     """q/k/v (or gate/up) in two matmuls: the same as shrink then expand per slice."""
-    from helpline.serving.engines.vllm_lora_cpu import fused_lora_linear
+    from helpline.engines.vllm_lora_cpu import fused_lora_linear
 
     g = torch.Generator().manual_seed(len(slices))
     x = torch.randn(5, 24, generator=g)
@@ -114,7 +114,7 @@ def test_fused_lora_linear_matches_the_per_slice_products(slices: list[int]) -> 
 
 def test_fused_lora_linear_in_bf16_matches_fp32_within_rounding() -> None:
     """The bf16 activations of a vLLM CPU server go through oneDNN with prepacked adapter matrices."""
-    from helpline.serving.engines.vllm_lora_cpu import fused_lora_linear
+    from helpline.engines.vllm_lora_cpu import fused_lora_linear
 
     g = torch.Generator().manual_seed(7)
     x = torch.randn(8, 64, generator=g)
@@ -131,7 +131,7 @@ def test_fused_lora_linear_in_bf16_matches_fp32_within_rounding() -> None:
 
 
 def test_onednn_handlers_are_cached_until_the_adapter_weights_change() -> None:
-    from helpline.serving.engines.vllm_lora_cpu import onednn_handlers
+    from helpline.engines.vllm_lora_cpu import onednn_handlers
 
     a = (torch.randn(2, 1, 8, 32, dtype=torch.bfloat16),)
     b = (torch.randn(2, 1, 32, 8, dtype=torch.bfloat16),)

@@ -190,7 +190,7 @@ def test_too_long_conversations_are_dropped_and_counted(tmp_path: Path, syntheti
 
 def _doc2dial_folder(tmp_path: Path) -> tuple[Path, list[str]]:
     """A hand-written doc2dial-layout folder: 3 documents of one domain, 16 dialogues (some held out)."""
-    from helpline.retrieval.datasets import doc2dial_heldout
+    from helpline.datasets.collections import doc2dial_heldout
 
     folder = tmp_path / "d2d"
     folder.mkdir()

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from helpline.answering.rag import Verdict
 from helpline.platform.context import Context
 from helpline.platform.errors import ConfigError, DataError, EngineError, NotFoundError
 from helpline.platform.schemas import Chunk, ScoredChunk
-from helpline.serving.rag import Verdict
 from helpline.testing import FakeGenerator
-from helpline.training.distill import apply_filters, distill_dataset, load_verifier
-from helpline.training.distill_config import DistillConfig, FilterConfig, load_distill_config
-from helpline.training.distill_prompts import kb_questions, question_from_heading
-from helpline.training.distill_teacher import TeacherCache
+from helpline.training.distill.config import DistillConfig, FilterConfig, load_distill_config
+from helpline.training.distill.prompts import kb_questions, question_from_heading
+from helpline.training.distill.run import apply_filters, distill_dataset, load_verifier
+from helpline.training.distill.teacher import TeacherCache
 
 Request = pytest.importorskip("fastapi").Request  # module level: FastAPI resolves the annotation here
 CONFIGS = Path(__file__).resolve().parents[2] / "helpline" / "training" / "configs"
@@ -157,7 +157,7 @@ def test_interrupted_run_resumes_without_asking_finished_prompts(tmp_path: Path)
 def test_concurrent_answers_are_saved_as_they_finish(tmp_path: Path) -> None:
     """With requests in flight, every finished answer is already on disk (a kill loses only those in flight)."""
     from helpline.platform.schemas import ChatMessage
-    from helpline.training.distill_teacher import TeacherRequest, answer_all
+    from helpline.training.distill.teacher import TeacherRequest, answer_all
 
     release = threading.Event()
 
@@ -296,7 +296,7 @@ def test_shipped_presets_are_valid_and_dotted_overrides_apply() -> None:
 
 
 def test_api_key_env_must_be_set(monkeypatch: pytest.MonkeyPatch) -> None:
-    from helpline.training.distill_teacher import open_teacher
+    from helpline.training.distill.teacher import open_teacher
 
     monkeypatch.delenv("DISTILL_TEST_KEY", raising=False)
     with pytest.raises(ConfigError, match="DISTILL_TEST_KEY"):
@@ -335,7 +335,7 @@ def fake_endpoint():
 
 
 def test_teacher_behind_an_openai_compatible_endpoint(fake_endpoint, tmp_path, monkeypatch) -> None:
-    from helpline.training.distill_teacher import open_teacher
+    from helpline.training.distill.teacher import open_teacher
 
     url, seen, _ = fake_endpoint
     monkeypatch.setenv("DISTILL_TEST_KEY", "sk-test")
@@ -353,7 +353,7 @@ def test_teacher_behind_an_openai_compatible_endpoint(fake_endpoint, tmp_path, m
 def test_distill_command_is_registered_and_lists_its_fields() -> None:
     from typer.testing import CliRunner
 
-    from helpline.training.distill_cli import train_app
+    from helpline.cli.distill import train_app
 
     result = CliRunner().invoke(train_app, ["distill", "--help-config"])
     assert result.exit_code == 0, result.output
@@ -365,7 +365,7 @@ def test_teacher_name_is_checked_against_what_the_endpoint_serves(fake_endpoint)
 
     from helpline.platform.errors import EngineError, NotFoundError
     from helpline.serving.routing import VLLMBackend
-    from helpline.training.distill_teacher import served_teacher_name
+    from helpline.training.distill.teacher import served_teacher_name
 
     url, _, app = fake_endpoint
     record = SimpleNamespace(kind="adapter", name="gemma-support", path="/a/gemma-support", created_at=1.5)
@@ -388,8 +388,8 @@ def test_teacher_name_is_checked_against_what_the_endpoint_serves(fake_endpoint)
 
 def test_teacher_stop_sequences_are_sent_and_key_the_cache(fake_endpoint) -> None:
     from helpline.platform.schemas import ChatMessage
-    from helpline.training.distill_prompts import prompt_hash
-    from helpline.training.distill_teacher import open_teacher
+    from helpline.training.distill.prompts import prompt_hash
+    from helpline.training.distill.teacher import open_teacher
 
     url, seen, _ = fake_endpoint
     teacher = open_teacher(url, "remote-teacher", api_key_env=None, timeout_s=10, stop=["\n\n"])
@@ -408,7 +408,7 @@ def test_earlier_student_run_or_unknown_student_is_refused_before_the_teacher_is
     from types import SimpleNamespace
 
     from helpline.platform.registry import Registry
-    from helpline.training.distill import run_distill
+    from helpline.training.distill.run import run_distill
 
     (tmp_path / "distill-t" / "checkpoints" / "checkpoint-40").mkdir(parents=True)
     ctx = SimpleNamespace(workspace=SimpleNamespace(adapters=tmp_path), registry=Registry(tmp_path / "r.sqlite"))

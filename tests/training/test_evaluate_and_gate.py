@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from helpline.training.evaluate import score_answers, structure_score
+from helpline.evaluation.sft import score_answers, structure_score
 from helpline.training.export import static_checks, token_agreement
 
 REFERENCE = "I understand your concern.\n1. Open {{Order History}}.\n2. Click {{Cancel Order}}."

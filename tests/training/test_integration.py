@@ -39,8 +39,8 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="module")
 def trained_run(workspace_dir: Path, dataset: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    from helpline.training.config import load_config
-    from helpline.training.sft import run_sft
+    from helpline.training.sft.config import load_config
+    from helpline.training.sft.trainer import run_sft
 
     root = tmp_path_factory.mktemp("qlora")
     ctx = Context.load(workspace=workspace_dir / ".helpline")
@@ -74,10 +74,10 @@ def test_export_gate_loads_the_adapter_in_vllm_and_registers_it(trained_run: dic
 def test_pruned_smollm2_trains_and_serves_in_vllm(workspace_dir: Path, dataset: str, tmp_path: Path) -> None:
     """Prune the real SmolLM2, put a QLoRA adapter on the pruned model, and pass the export gate: vLLM loads
     the shallower checkpoint with the adapter and answers as PEFT does."""
-    from helpline.training.config import load_config
     from helpline.training.export import export_adapter
     from helpline.training.prune import PruneOptions, run_prune
-    from helpline.training.sft import run_sft
+    from helpline.training.sft.config import load_config
+    from helpline.training.sft.trainer import run_sft
 
     ctx = Context.load(workspace=workspace_dir / ".helpline")
     report = run_prune(PruneOptions(model="smollm2-135m-instruct", layers=24, dataset=dataset, name="it-pruned",
@@ -105,13 +105,13 @@ def test_distill_from_a_real_vllm_teacher_resumes_and_trains_a_student_that_pass
     and passes the export gate."""
     from typer.testing import CliRunner
 
-    from helpline.cli import app
+    from helpline.bench.load import free_port
+    from helpline.cli.app import app
+    from helpline.engines.vllm_server import VLLMServer
     from helpline.platform.settings import load_settings
-    from helpline.serving.engines.vllm_server import VLLMServer
-    from helpline.serving.load import free_port
-    from helpline.training.distill import run_distill
-    from helpline.training.distill_config import load_distill_config
-    from helpline.training.distill_teacher import open_teacher
+    from helpline.training.distill.config import load_distill_config
+    from helpline.training.distill.run import run_distill
+    from helpline.training.distill.teacher import open_teacher
 
     ctx = Context.load(workspace=in_workspace / ".helpline")
     shutil.rmtree(ctx.workspace.datasets / "distill-it-distill", ignore_errors=True)  # a reused test workspace

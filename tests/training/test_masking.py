@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from helpline.testing.training import tiny_tokenizer
-from helpline.training.masking import IGNORE, TemplateMismatchError, check_example, tokenize_example
+from helpline.training.sft.masking import IGNORE, TemplateMismatchError, check_example, tokenize_example
 
 MARKER, EOT = "<|im_start|>assistant\n", "<|im_end|>"
 CONVERSATION = [

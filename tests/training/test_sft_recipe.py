@@ -10,8 +10,8 @@ import pytest
 from helpline.platform.context import Context
 from helpline.platform.errors import ConfigError
 from helpline.testing.training import tiny_llama, tiny_tokenizer
-from helpline.training.config import SFTConfig, load_config
 from helpline.training.data.prepare import PrepareOptions, prepare_dataset
+from helpline.training.sft.config import SFTConfig, load_config
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
@@ -55,7 +55,7 @@ def _config(tiny_base: Path, tiny_dataset: Path, out: Path, **kw) -> SFTConfig:
 
 
 def _run(cfg: SFTConfig, tmp_path: Path) -> dict:
-    from helpline.training.sft import run_sft
+    from helpline.training.sft.trainer import run_sft
 
     return run_sft(cfg, preset="test", ctx=Context.load(workspace=tmp_path / "ws"))
 
@@ -96,7 +96,7 @@ def test_full_fine_tuning_changes_the_base_weights(tiny_base: Path, tiny_dataset
 def test_full_fine_tune_is_registered_as_a_base_model_with_its_lineage(
     tiny_base: Path, tiny_dataset: Path, tmp_path: Path
 ) -> None:
-    from helpline.training.sft import register_full_model
+    from helpline.training.sft.trainer import register_full_model
 
     cfg = _config(tiny_base, tiny_dataset, tmp_path / "healed", method="full", max_steps=2, model_name="tiny-healed")
     ctx = Context.load(workspace=tmp_path / "ws")
@@ -118,7 +118,7 @@ def test_train_sft_json_prints_one_json_object(tiny_base: Path, tiny_dataset: Pa
     """The trainer logs every step on stdout (its progress bar); with --json stdout holds the summary alone."""
     from typer.testing import CliRunner
 
-    from helpline.cli import app
+    from helpline.cli.app import app
 
     monkeypatch.setenv("HELPLINE_WORKSPACE", str(tmp_path / "ws"))
     preset = tmp_path / "full.yaml"
@@ -181,7 +181,7 @@ def test_shipped_presets_are_valid() -> None:
 
 
 def test_training_bench_measures_each_method_in_its_own_process(tiny_base: Path, tiny_dataset: Path) -> None:
-    from helpline.training.bench import run_bench
+    from helpline.bench.training import run_bench
 
     report = run_bench(tiny_base, tiny_dataset, methods=["full", "lora"], steps=2, batch=2, max_length=128,
                        checkpointing=True)  # fmt: skip

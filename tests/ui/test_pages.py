@@ -303,7 +303,7 @@ def test_a_streamed_i_dont_know_is_replaced_by_the_handoff_with_the_contacts(liv
 
 
 def test_a_streamed_answer_the_detector_rejects_never_shows_and_the_handoff_does(live: LiveGateway) -> None:
-    from helpline.serving.decision import Verdict
+    from helpline.answering.decision import Verdict
 
     class Rejects:
         def verify(self, answer, passages):

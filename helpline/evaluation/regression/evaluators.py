@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from helpline.answering.abstention import ABSTAIN_PATTERNS
 from helpline.evaluation.regression.cases import Expectations, Phrase
-from helpline.serving.abstention import ABSTAIN_PATTERNS
 
 RUDE_PHRASES = (
     "stupid", "idiot", "dumb", "shut up", "calm down", "not my problem", "your fault", "obviously you",

@@ -57,9 +57,9 @@ def _base_for(ctx: Context, base_ref: str) -> str:
 
 def build_responder(ctx: Context, model: str, *, mode: Mode = "rag", max_tokens: int | None = None):
     """A RAG or direct responder answering with ``model`` (name, alias or folder)."""
+    from helpline.answering.prompts import load_prompt
     from helpline.evaluation.regression.runner import DirectResponder, RAGResponder
     from helpline.serving.factory import build_generator, build_pipeline
-    from helpline.serving.prompts import load_prompt
 
     name = resolve_model(ctx, model)
     settings = ctx.settings.model_copy(update={"chat_model": name})
@@ -74,7 +74,7 @@ def build_responder(ctx: Context, model: str, *, mode: Mode = "rag", max_tokens:
 
 def build_embedder(ctx: Context):
     """The workspace's embedder (for reference similarity)."""
-    from helpline.retrieval.embedders import SentenceTransformerEmbedder
+    from helpline.retrieval.embedders.base import SentenceTransformerEmbedder
 
     record = ctx.registry.get_model(ctx.settings.embedder)
     return SentenceTransformerEmbedder(record.path, name=record.name)

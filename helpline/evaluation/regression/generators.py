@@ -85,7 +85,7 @@ def doc2dial_cases(folder: Path, *, n: int, seed: int = 0, window: int = 900) ->
     """``n`` seeded questions with the gold document (around the answer span) as context."""
     doc_rows, questions = read_doc2dial(folder)
     docs = {d["doc_id"]: d for d in doc_rows}
-    from helpline.retrieval.datasets import doc2dial_heldout
+    from helpline.datasets.collections import doc2dial_heldout
 
     # Only dialogues kept out of training data (`data prepare --source doc2dial:` skips them).
     rows = [r for r in questions if doc2dial_heldout(r.get("dial_id", r["id"]))]

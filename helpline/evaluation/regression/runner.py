@@ -7,10 +7,10 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from helpline.answering.rag import Prepared
 from helpline.evaluation.regression.cases import Case
 from helpline.evaluation.regression.evaluators import Embed, Output, Score, evaluators_for, is_abstention
 from helpline.platform.schemas import ChatMessage, Chunk, ScoredChunk
-from helpline.serving.rag import Prepared
 
 
 class Responder(Protocol):

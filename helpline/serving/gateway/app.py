@@ -9,6 +9,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from helpline.answering.rag import RAGPipeline
 from helpline.platform.errors import HelplineError
 from helpline.serving.gateway.admin_router import admin
 from helpline.serving.gateway.api_router import router
@@ -21,7 +22,6 @@ from helpline.serving.gateway.metrics import Metrics
 from helpline.serving.gateway.service import ChatService
 from helpline.serving.gateway.store import GatewayStore
 from helpline.serving.kb_admin import KBAdmin
-from helpline.serving.rag import RAGPipeline
 from helpline.serving.routing import ModelRouter
 
 Readiness = Callable[[], Awaitable[dict[str, dict[str, Any]]]]

@@ -105,7 +105,7 @@ async def kb_upload_file(
 
 
 def _load_upload(filename: str, content: bytes, access: str | None, who: Principal) -> Any:
-    from helpline.retrieval.loaders import load_file
+    from helpline.retrieval.ingest.loaders import load_file
 
     name = Path(filename).name
     if not name or name.startswith("."):
@@ -132,7 +132,7 @@ async def kb_resync(request: Request, who: Principal = Depends(requires("staff")
 
 
 def _resync(kb: Any) -> dict[str, Any]:
-    from helpline.retrieval.loaders import load_file
+    from helpline.retrieval.ingest.loaders import load_file
 
     docs, missing, failed = [], [], []
     for record in kb.documents():

@@ -17,10 +17,11 @@ from dataclasses import asdict, dataclass
 
 import anyio.to_thread
 
+from helpline.answering.decision import Served, repeats
+from helpline.answering.rag import Prepared, RAGPipeline, citations
+from helpline.engines.protocol import StreamEnd, agenerate, astream
 from helpline.platform.errors import ConfigError, EngineError, HelplineError
 from helpline.platform.schemas import ChatMessage
-from helpline.serving.decision import Served, repeats
-from helpline.serving.engines.protocol import StreamEnd, agenerate, astream
 from helpline.serving.gateway.auth import Principal
 from helpline.serving.gateway.config import GatewayLimits
 from helpline.serving.gateway.errors import error_body
@@ -35,7 +36,6 @@ from helpline.serving.gateway.protocol import (
     completion_id,
 )
 from helpline.serving.gateway.store import GatewayStore
-from helpline.serving.rag import Prepared, RAGPipeline, citations
 from helpline.serving.redact import redact
 from helpline.serving.routing import PUBLIC_ALIASES, ModelRouter, Route
 

@@ -164,9 +164,9 @@ def _load_jsonl(file: Path, kind: str) -> tuple[list[Conversation], list[str]]:
 def _load_doc2dial(folder: Path, kind: str, *, window: int = 900) -> tuple[list[Conversation], list[str]]:
     import random
 
+    from helpline.answering.prompts import load_prompt
+    from helpline.datasets.collections import doc2dial_heldout
     from helpline.platform.schemas import ChatMessage, Chunk, ScoredChunk
-    from helpline.retrieval.datasets import doc2dial_heldout
-    from helpline.serving.prompts import load_prompt
 
     docs, problems = {}, []
     for line_no, line in enumerate((folder / "docs.jsonl").read_text(encoding="utf-8").splitlines(), start=1):
@@ -242,7 +242,7 @@ def _chunk_index(docs: dict[str, tuple[str, str, str]]) -> BM25Index:
     from helpline.platform.schemas import Document
     from helpline.platform.settings import RetrievalSettings
     from helpline.retrieval.bm25 import BM25Index
-    from helpline.retrieval.chunking import chunk_document
+    from helpline.retrieval.ingest.chunking import chunk_document
 
     r = RetrievalSettings()
     chunks = [

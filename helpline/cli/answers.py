@@ -1,0 +1,197 @@
+"""`helpline eval answers` (what customers are served, scored) and `helpline bench answers` (its latency)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from helpline.cli.common import console, print_json
+from helpline.platform.context import Context
+from helpline.platform.errors import ConfigError
+from helpline.platform.files import write_jsonl
+
+eval_app = typer.Typer()
+bench_app = typer.Typer()
+
+DATASET_HELP = "doc2dial:DIR: held-out doc2dial questions over a throwaway index of its documents."
+
+
+def parse_vias(text: str) -> list[str]:
+    from helpline.evaluation.answers import VIAS
+
+    vias = [v.strip() for v in text.split(",") if v.strip()]
+    unknown = [v for v in vias if v not in VIAS]
+    if unknown or not vias:
+        raise ConfigError(
+            f"unknown --via {', '.join(unknown) or '(none)'}", hint=f"use one or more of {','.join(VIAS)}"
+        )
+    return vias
+
+
+def answer_set(
+    ctx: Context, *, questions: Path | None, dataset: str | None, limit: int, removed: int, max_docs: int, seed: int
+) -> tuple[list[Any], list[Any] | None]:
+    """The cases to ask, and the documents of a throwaway index (None: the workspace's knowledge base)."""
+    from helpline.evaluation.answers import AnswerCase, read_cases
+    from helpline.retrieval import SAMPLE_KB
+
+    if dataset is None:
+        return read_cases(questions or SAMPLE_KB / "QUESTIONS.yaml"), None
+    kind, _, folder = dataset.partition(":")
+    if kind != "doc2dial" or not folder:
+        raise ConfigError(f"unknown dataset {dataset!r}", hint="use --dataset doc2dial:DIR or --questions FILE")
+    from helpline.evaluation.rag_eval import load_questions
+
+    documents, rows = load_questions(Path(folder), limit=limit, removed=removed, seed=seed, max_docs=max_docs)
+    cases = [
+        AnswerCase(
+            id=q.id,
+            question=q.conversation[-1].content,
+            doc_id=None if q.removed else q.doc_id,
+            gold_passage=q.gold_passage,
+            reference=q.agent_response or None,
+            conversation=q.conversation,
+        )
+        for q in rows
+    ]
+    return cases, documents
+
+
+def open_pipeline(ctx: Context, *, model: str | None, engine: str | None, documents: list[Any] | None, tmp: str):
+    """The gateway's pipeline (its verifier, reader and prompt, as the settings say) over the workspace's
+    knowledge base, or over a throwaway index of ``documents``; the model answering is ``model``."""
+    from helpline.evaluation.regression.factory import resolve_model
+    from helpline.retrieval.factory import open_knowledge_base
+    from helpline.serving.factory import build_generator, build_pipeline, detector_verifier
+    from helpline.serving.kb_owner import OwnedKB
+
+    settings = ctx.settings
+    if model:
+        settings = settings.model_copy(update={"chat_model": resolve_model(ctx, model)})
+    generator = build_generator(settings, ctx.registry, engine=engine)  # type: ignore[arg-type]
+    if documents is None:
+        kb = OwnedKB(lambda: open_knowledge_base(settings, ctx.workspace, ctx.registry))
+    else:
+        from helpline.evaluation.rag_eval import build_index
+
+        kb = OwnedKB(lambda: build_index(documents, ctx, tmp)[0])
+    verifier = detector_verifier(settings, ctx.registry)
+    return build_pipeline(settings, ctx.workspace, ctx.registry, generator=generator, kb=kb, verifier=verifier)
+
+
+def doc2dial_judge(ctx: Context, name: str) -> Any:
+    from helpline.evaluation.answers import Doc2dialJudge
+    from helpline.guard.selection import ensure_default_detector, load_detector
+    from helpline.retrieval.factory import open_embedder
+
+    ensure_default_detector(ctx, name, log=lambda m: console.print(f"[dim]{m}[/]"))
+    embedder = open_embedder(ctx.settings, ctx.workspace, ctx.registry)
+    return Doc2dialJudge(detector=load_detector(ctx, name), embed=embedder.embed_documents)
+
+
+@eval_app.command("answers")
+def answers(
+    questions: Path = typer.Option(None, "--questions", help="Question file (YAML/JSONL; default: the sample KB's)."),
+    dataset: str = typer.Option(None, "--dataset", help=DATASET_HELP),
+    model: str = typer.Option(None, "--model", help="Chat model (name, alias or folder; default: chat_model)."),
+    engine: str = typer.Option(None, help="auto | vllm | transformers (default: settings.engine)."),
+    via: str = typer.Option(
+        "pipeline,stream",
+        help="Entry points, comma-separated: pipeline (= helpline ask), gateway (whole), stream (gateway, streamed).",
+    ),
+    limit: int = typer.Option(120, help="doc2dial: answerable questions."),
+    removed: int = typer.Option(20, help="doc2dial: questions whose gold document is left out of the index."),
+    max_docs: int = typer.Option(150, help="doc2dial: documents indexed (gold ones + seeded distractors)."),
+    seed: int = typer.Option(0, help="doc2dial: question sampling seed."),
+    judge_detector: str = typer.Option(
+        "helpline-detector",
+        "--judge-detector",
+        help="doc2dial: the detector that checks answers against the gold span.",
+    ),
+    answers_file: Path = typer.Option(None, "--answers", help="Write every served answer and its verdict (JSONL)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """What customers are served, as served: correct, wrong-served, handoff and abstention rates."""
+    from helpline.evaluation.answer_paths import answerer
+    from helpline.evaluation.answers import evaluate
+
+    ctx = Context.load()
+    vias = parse_vias(via)
+    cases, documents = answer_set(
+        ctx, questions=questions, dataset=dataset, limit=limit, removed=removed, max_docs=max_docs, seed=seed
+    )
+    judge = doc2dial_judge(ctx, judge_detector) if documents is not None else None
+    result: dict[str, Any] = {"set": dataset or str(questions or "sample_kb/QUESTIONS.yaml"), "via": {}}
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="helpline-answers-") as tmp:
+        pipeline = open_pipeline(ctx, model=model, engine=engine, documents=documents, tmp=tmp)
+        result["model"] = pipeline.generator.name
+        result["verifier"] = type(pipeline.verifier).__name__
+        result["fallback"] = pipeline.reader is not None
+        for v in vias:
+            with answerer(v, pipeline, ctx.registry) as answer:  # type: ignore[arg-type]
+                summary, judged = evaluate(cases, answer, doc2dial=judge, progress=not as_json)
+            result["via"][v] = summary
+            rows += [{"via": v, **r.__dict__} for r in judged]
+    if answers_file is not None:
+        write_jsonl(answers_file, rows)
+        result["answers_file"] = str(answers_file)
+    if as_json:
+        print_json(result)
+        return
+    for v, s in result["via"].items():
+        console.print(
+            f"[bold]{v}[/]: correct {s['correct_rate']}, wrong served {s['wrong_served_rate']}, handoff "
+            f"{s['handoff_rate_answerable']} (answerable: {s['answerable']}); abstention on unanswerable "
+            f"{s['abstention_rate_unanswerable']} ({s['unanswerable']}); internal leaks {s['internal_leaks']}; "
+            f"p50/p95 {s['latency_ms_p50']}/{s['latency_ms_p95']} ms"
+        )
+
+
+@bench_app.command("answers")
+def bench_answers(
+    model: str = typer.Option(None, "--model", help="Chat model (name, alias or folder; default: chat_model)."),
+    engine: str = typer.Option(None, help="auto | vllm | transformers (default: settings.engine)."),
+    n: int = typer.Option(24, help="Streamed requests per level."),
+    concurrency: str = typer.Option("1,8", help="Concurrency levels, comma-separated."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Served-answer latency through the gateway (streamed, as the chat page asks): p50/p95 to the first
+    token and to the end, with the answer unchecked, verified, and verified with the extractive fallback."""
+    import dataclasses
+
+    from helpline.answering.decision import NoVerifier
+    from helpline.bench.load import level
+    from helpline.evaluation.answer_paths import served_gateway
+    from helpline.retrieval import sample_questions
+
+    ctx = Context.load()
+    levels = [int(c) for c in concurrency.split(",") if c.strip()]
+    prompts = [[{"role": "user", "content": q}] for q in sample_questions()]
+    result: dict[str, Any] = {"n": n, "concurrency": levels, "variants": {}}
+    with tempfile.TemporaryDirectory(prefix="helpline-bench-answers-") as tmp:
+        pipeline = open_pipeline(ctx, model=model, engine=engine, documents=None, tmp=tmp)
+        result["model"] = pipeline.generator.name
+        variants = {
+            "unchecked": dataclasses.replace(pipeline, verifier=NoVerifier(), reader=None),
+            "verified": dataclasses.replace(pipeline, reader=None),
+            "verified+fallback": pipeline,
+        }
+        for name, variant in variants.items():
+            with served_gateway(variant, ctx.registry, Path(tmp) / name) as (url, key):
+                result["variants"][name] = {
+                    f"c{c}": level(
+                        url, key, "helpline-support", prompts, concurrency=c, n=n, max_tokens=variant.max_tokens
+                    )
+                    for c in levels
+                }
+    if as_json:
+        print_json(result)
+        return
+    for name, rows in result["variants"].items():
+        for c, r in rows.items():
+            console.print(f"{name} {c}: e2e p50/p95 {r['e2e_p50_s']}/{r['e2e_p95_s']} s, first token p50/p95 "
+                          f"{r['ttft_p50_s']}/{r['ttft_p95_s']} s, failed {r['failed']}")  # fmt: skip

@@ -1,0 +1,316 @@
+"""`helpline eval ...` and `helpline bench hallucination`.
+
+Only typer and helpline.platform are imported here; each command imports what it needs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from helpline.cli.common import console, print_json
+from helpline.platform.context import Context
+from helpline.platform.errors import ConfigError
+from helpline.platform.files import write_jsonl
+
+eval_app = typer.Typer()
+bench_app = typer.Typer()
+
+DETECTOR_HELP = "Registry name or folder of the hallucination detector."
+
+
+@eval_app.command("train-detector")
+def train_detector(
+    config: Path = typer.Option(None, "--config", help="YAML preset (helpline/evaluation/recipes/detector.yaml)."),
+    overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. qa_items=500 max_minutes=5."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Fine-tune the hallucination detector on HaluEval, calibrate it and register it."""
+    from helpline.training.detector.train import load_config, train
+
+    ctx = Context.load()
+    cfg = load_config(config, overrides or [])
+    base = Path(cfg.base_model)
+    if not base.exists():
+        base = Path(ctx.registry.get_model(cfg.base_model).path)
+    output = ctx.workspace.models / cfg.output_name
+    metadata = train(cfg, base_path=base, output=output, log=lambda m: console.print(m, highlight=False))
+    ctx.registry.register_model(cfg.output_name, kind="base", path=output, metadata=metadata)
+    result = {"name": cfg.output_name, "path": str(output), **metadata}
+    if as_json:
+        print_json(result)
+    else:
+        console.print(f"[green]registered[/] {cfg.output_name} → {output}")
+
+
+@eval_app.command("hallucination")
+def hallucination(
+    dataset: str = typer.Option(
+        ..., "--dataset", help="halueval-qa:FILE, halueval-dialogue:FILE or doc2dial:FOLDER (any file in that format)."
+    ),
+    detector: str = typer.Option("helpline-detector", "--detector", help=DETECTOR_HELP),
+    split: str = typer.Option("all", help="all, or the held-out 'test' (or 'val') split the detector never saw."),
+    limit: int = typer.Option(0, min=0, help="Evaluate at most this many items (0 = all)."),
+    threshold: float = typer.Option(None, help="Decision threshold (default: calibrated for the dataset kind)."),
+    seed: int = typer.Option(0, help="Seed of the protocol's right/hallucinated draw."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Score the detector with HaluEval's protocol: each item shows its right or hallucinated answer (p = 0.5)."""
+    from typing import get_args
+
+    from helpline.datasets.halueval import Split, parse_dataset_spec
+    from helpline.guard.selection import ensure_default_detector, evaluate_dataset, load_detector
+
+    parse_dataset_spec(dataset)  # a wrong spec or path is refused before any detector is built
+    if split not in get_args(Split):
+        raise ConfigError(f"unknown split {split!r}", hint=f"use one of {', '.join(get_args(Split))}")
+    ctx = Context.load()
+    ensure_default_detector(ctx, detector, log=lambda m: console.print(m, highlight=False))
+    det = load_detector(ctx, detector)
+    result = evaluate_dataset(det, dataset, split=split, limit=limit, threshold=threshold, seed=seed)  # type: ignore[arg-type]
+    if as_json:
+        print_json(result)
+        return
+    for key in ("n", "accuracy", "balanced_accuracy", "precision", "recall", "f1", "auroc", "threshold"):
+        console.print(f"{key:>18}: {result[key]}")
+
+
+@bench_app.command("hallucination")
+def bench_hallucination(
+    dataset: str = typer.Option(..., "--dataset", help="halueval-qa:FILE or halueval-dialogue:FILE."),
+    detector: str = typer.Option("helpline-detector", "--detector", help=DETECTOR_HELP),
+    n: int = typer.Option(100, help="Answers to time, one at a time."),
+    precision: str = typer.Option(
+        "auto",
+        help="Cross-encoder precision: auto (the one the detector was calibrated in, where the CPU runs it; "
+        "what the gateway runs), bf16, int8 or fp32.",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Time the detector on single answers (what the gateway pays per reply); reports the median."""
+    from helpline.guard.selection import bench, load_detector
+
+    ctx = Context.load()
+    result = bench(load_detector(ctx, detector, precision=precision), dataset, n=n)  # type: ignore[arg-type]
+    if as_json:
+        print_json(result)
+    else:
+        console.print(result)
+
+
+DATA_DIR_HELP = "Folder that generated suites read datasets from (e.g. ../shared/data)."
+
+
+@eval_app.command("regression")
+def regression(
+    suite: Path = typer.Option(
+        ..., "--suite", help="Suite file (YAML or JSONL), or a bundled suite by name (support, general, generated)."
+    ),
+    model: str = typer.Option("production", "--model", help="Registry name, alias or model/adapter folder."),
+    mode: str = typer.Option("rag", help="rag: through the RAG pipeline; direct: the generator alone."),
+    limit: int = typer.Option(0, help="Run at most this many cases (0 = all)."),
+    max_tokens: int = typer.Option(128, help="Answer length cap."),
+    data_dir: Path = typer.Option(Path("../shared/data"), help=DATA_DIR_HELP),
+    detector: str = typer.Option(None, "--detector", help=DETECTOR_HELP + " Adds a faithfulness score per case."),
+    similarity: bool = typer.Option(True, help="Score reference answers by embedding similarity too."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Run a regression suite against one model and report pass rates per category and evaluator."""
+    from helpline.evaluation.regression.cases import load_suite
+    from helpline.evaluation.regression.factory import build_embedder, build_responder
+    from helpline.evaluation.regression.generators import suite_cases
+    from helpline.evaluation.regression.runner import run_suite
+
+    ctx = Context.load()
+    loaded = load_suite(suite)
+    cases = suite_cases(loaded, data_dir=data_dir, limit=limit)
+    responder = build_responder(ctx, model, mode=mode, max_tokens=max_tokens)  # type: ignore[arg-type]
+    verifier = _detector(ctx, detector)
+    embedder = build_embedder(ctx) if similarity else None
+    result = run_suite(loaded.name, cases, responder, embedder=embedder, verifier=verifier, progress=True)
+    if as_json:
+        print_json(result.to_dict())
+        return
+    summary = result.summary()
+    console.print(
+        f"{summary['suite']} · {summary['model']}: pass rate {summary['pass_rate']} over {summary['n']} cases"
+    )
+    for cat, row in summary["categories"].items():
+        console.print(f"  {cat:<24} {row['pass_rate']:.2f}  (n={row['n']})")
+
+
+@eval_app.command("gate")
+def gate(
+    candidate: str = typer.Option(..., "--candidate", help="Registry name, alias or model/adapter folder to judge."),
+    baseline: str = typer.Option("production", "--baseline", help="What the candidate must not be worse than."),
+    config: Path = typer.Option(None, "--config", help="Gate YAML (default: helpline/evaluation/gate.yaml)."),
+    limit: int = typer.Option(None, help="Override limit_per_suite (cases per suite)."),
+    data_dir: Path = typer.Option(Path("../shared/data"), help=DATA_DIR_HELP),
+    record: bool = typer.Option(True, help="Store the verdict in the candidate's registry metadata."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Run the suites on candidate and baseline; exit 1 on a regression; write an HTML report."""
+    from helpline.evaluation.gate import load_gate_config, record_gate, run_gate
+    from helpline.evaluation.regression.factory import build_embedder, build_responder, resolve_model
+
+    ctx = Context.load()
+    cfg = load_gate_config(config)
+    if limit is not None:
+        cfg.limit_per_suite = limit
+    cand_name, base_name = resolve_model(ctx, candidate), resolve_model(ctx, baseline)
+    report, _, _ = run_gate(
+        cand_name,
+        base_name,
+        cfg,
+        responder_for=lambda m: build_responder(ctx, m, mode=cfg.mode, max_tokens=cfg.max_tokens),  # type: ignore[arg-type]
+        data_dir=data_dir,
+        reports_dir=ctx.workspace.reports,
+        embedder=build_embedder(ctx),
+        verifier=_detector(ctx, cfg.detector),
+        progress=True,
+    )
+    if record:
+        record_gate(ctx.registry, cand_name, report)
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        for c in report.checks:
+            console.print(f"{'ok ' if c.passed else 'REG'} {c.name}: {c.candidate:.3f} vs {c.baseline} ({c.limit})")
+        console.print(f"{'[green]PASSED' if report.passed else '[red]FAILED'}[/] report: {report.report_path}")
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+def _detector(ctx: Context, name: str | None):
+    """The detector named (``auto``: the registered helpline-detector, if any; ``none``: no detector)."""
+    from helpline.guard.selection import chosen_detector, load_detector
+
+    chosen = chosen_detector(ctx.registry, name)
+    return None if chosen is None else load_detector(ctx, chosen)
+
+
+@eval_app.command("rag")
+def rag(
+    dataset: Path = typer.Option(
+        Path("../shared/data/doc2dial"), "--dataset", help="doc2dial folder (docs.jsonl, qa.jsonl)."
+    ),
+    base: str = typer.Option("smollm2-135m-instruct", "--base", help="Base model (registry name or alias)."),
+    finetuned: str = typer.Option(None, "--finetuned", help="Fine-tuned adapter (name, alias or folder)."),
+    arms: str = typer.Option("base,finetuned,retrieval,hybrid", help="Comma-separated arms to run."),
+    limit: int = typer.Option(10, help="Answerable questions (gold document indexed)."),
+    removed: int = typer.Option(5, help="Questions whose gold document is left out of the index."),
+    max_tokens: int = typer.Option(64, help="Answer length cap."),
+    detector: str = typer.Option("helpline-detector", "--detector", help=DETECTOR_HELP),
+    verify: bool = typer.Option(False, help="Attach the detector as the pipeline's verifier (abstain if unsupported)."),
+    seed: int = typer.Option(0, help="Question sampling seed."),
+    max_docs: int = typer.Option(60, help="Documents indexed (gold ones + seeded distractors; 0 = all)."),
+    answers: Path = typer.Option(
+        None, "--answers", help="Also write every answer (arm, question, gold document, citations) to this JSONL."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """End-to-end doc2dial RAG evaluation and the A/B report (base, fine-tuned, retrieval, hybrid)."""
+    from helpline.evaluation.rag_eval import run_ab
+
+    ctx = Context.load()
+    det = _detector(ctx, detector)
+    record: list[dict] = []
+    result = run_ab(
+        ctx,
+        dataset,
+        base=base,
+        finetuned=finetuned,
+        arms=[a.strip() for a in arms.split(",") if a.strip()],
+        limit=limit,
+        removed=removed,
+        max_tokens=max_tokens,
+        detector=det,
+        verify=verify,
+        seed=seed,
+        max_docs=max_docs,
+        record=record,
+    )
+    if answers is not None:
+        write_jsonl(answers, record)
+        result["answers_file"] = str(answers)
+    if as_json:
+        print_json(result)
+        return
+    for arm, row in result["arms"].items():
+        console.print(f"[bold]{arm}[/]: " + ", ".join(f"{k}={v}" for k, v in row.items() if k != "examples"))
+    for pair, metrics in result["comparisons"].items():
+        diffs = (f"{m} {c['difference']:+.3f} [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]" for m, c in metrics.items())
+        console.print(f"[bold]{pair}[/]: " + ", ".join(diffs))
+
+
+@eval_app.command("calibrate-detector")
+def calibrate_detector(
+    detector: str = typer.Option("helpline-detector", "--detector", help=DETECTOR_HELP),
+    config: Path = typer.Option(None, "--config", help="The training preset (for data paths and val_items)."),
+    overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. halueval_dir=../shared/data/halueval."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Fit the feature combiner, scoring mode and thresholds of a saved detector on the validation split."""
+    from helpline.guard.selection import detector_path
+    from helpline.training.detector.train import load_config, recalibrate
+
+    ctx = Context.load()
+    path = detector_path(ctx, detector)
+    report = recalibrate(path, load_config(config, overrides or []))
+    record = ctx.registry.get_model(detector) if not Path(detector).is_dir() else None
+    if record is not None:
+        metadata = {**record.metadata, "validation": report}
+        ctx.registry.register_model(record.name, kind=record.kind, path=record.path, metadata=metadata)
+    if as_json:
+        print_json(report)
+    else:
+        console.print(report)
+
+
+@eval_app.command("distill-report")
+def distill_report(
+    config: Path = typer.Option(
+        ...,
+        "--config",
+        help="The distillation preset (teacher endpoint, student): helpline/training/configs/distill-*.yaml.",
+    ),
+    after: str = typer.Option(None, "--after", help="The distilled student (default: the config's sft.adapter_name)."),
+    teacher_model: str = typer.Option(
+        None, "--teacher-model", help="Registry name of a local teacher, for its memory (default: teacher.model)."
+    ),
+    suites: list[str] = typer.Option(
+        ["support.yaml", "general.yaml", "generated.yaml"], "--suite", help="Suites to run."
+    ),
+    limit: int = typer.Option(0, help="Cases per suite (0 = all)."),
+    max_tokens: int = typer.Option(128, help="Answer length cap."),
+    data_dir: Path = typer.Option(Path("../shared/data"), help=DATA_DIR_HELP),
+    detector: str = typer.Option("helpline-detector", "--detector", help=DETECTOR_HELP),
+    doc2dial: Path = typer.Option(Path("../shared/data/doc2dial"), help="doc2dial folder (skipped if missing)."),
+    doc2dial_limit: int = typer.Option(20, help="doc2dial questions."),
+    speed_prompts: int = typer.Option(6, help="Single-stream requests timed per model and round."),
+    speed_rounds: int = typer.Option(3, help="Interleaved timing rounds (medians are reported)."),
+    speed_max_tokens: int = typer.Option(64, help="Answer length of the timed requests (all of it at equal length)."),
+    memory: bool = typer.Option(True, help="Measure each local model's memory in a fresh process."),
+    overrides: list[str] = typer.Argument(None, help="key=value overrides of the config (teacher.model=...)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Teacher, student before and student after distillation: regression suites, hallucination score,
+    doc2dial faithfulness, single-stream tokens/s, TTFT and memory; writes JSON and Markdown reports."""
+    from helpline.evaluation.distill_report import ReportOptions, contenders, markdown, run_report, write_report
+    from helpline.training.distill.config import load_distill_config
+
+    cfg = load_distill_config(config, overrides or [])
+    ctx = Context.load()
+    opts = ReportOptions(
+        suites=tuple(suites), data_dir=data_dir, limit_per_suite=limit, max_tokens=max_tokens, detector=detector,
+        doc2dial=doc2dial, doc2dial_limit=doc2dial_limit, speed_prompts=speed_prompts, speed_rounds=speed_rounds,
+        speed_max_tokens=speed_max_tokens, memory=memory,
+    )  # fmt: skip
+    report = run_report(ctx, contenders(ctx, cfg, after=after, teacher_model=teacher_model), opts)
+    report["files"] = write_report(report, ctx.workspace.reports, cfg.name)
+    if as_json:
+        print_json(report)
+    else:
+        console.print(markdown(report), highlight=False)
+        console.print(f"reports: {report['files']['markdown']}")

@@ -1,0 +1,255 @@
+"""`helpline ask`, `helpline run`, `helpline keys ...`, `helpline conversations ...`, `helpline bench serving`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from helpline.cli.common import console, print_json
+from helpline.platform.context import Context
+from helpline.platform.schemas import ChatMessage
+
+serving_app = typer.Typer()
+keys_app = typer.Typer(no_args_is_help=True, help="API keys for the gateway (stored hashed).")
+conversations_app = typer.Typer(no_args_is_help=True, help="Logged conversations: review and export.")
+# `helpline bench serving` lives here (mounted by helpline/cli/app.py).
+bench_app = typer.Typer()
+
+
+def _store(ctx: Context):
+    from helpline.serving.factory import gateway_db
+    from helpline.serving.gateway.store import GatewayStore
+
+    return GatewayStore(gateway_db(ctx.workspace))
+
+
+@serving_app.command("ask")
+def ask(
+    question: str = typer.Argument(..., help="The customer's question."),
+    engine: str = typer.Option(None, help="auto | vllm | transformers (default: settings.engine)."),
+    role: str = typer.Option("customer", help="customer sees public articles; staff also internal."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Answer one question with citations. Uses the running engine if `helpline run` is up."""
+    from helpline.serving.factory import build_generator, build_pipeline
+
+    ctx = Context.load()
+    with console.status("loading the model and the knowledge base"):
+        generator = build_generator(ctx.settings, ctx.registry, engine=engine)  # type: ignore[arg-type]
+        pipeline = build_pipeline(ctx.settings, ctx.workspace, ctx.registry, generator=generator)
+    answer = pipeline.answer([ChatMessage(role="user", content=question)], role=role)
+    if as_json:
+        print_json(answer.model_dump(exclude={"citations": {"__all__": {"text"}}}))
+        return
+    console.print(answer.answer, highlight=False)
+    for i, c in enumerate(answer.citations, 1):
+        console.print(f"  [dim][{i}] {c.title} ({c.doc_id}, score {c.score:.2f})[/]")
+
+
+def _default_engine() -> str:
+    import importlib.util
+
+    return "vllm" if importlib.util.find_spec("vllm") is not None else "transformers"
+
+
+def _bootstrap_keys(ctx: Context) -> None:
+    """First start: one key per role, printed once (only hashes are stored)."""
+    store = _store(ctx)
+    if store.list_keys():
+        console.print("keys: use yours, or create one with `helpline keys create --role customer`")
+        return
+    console.print("[bold]first start: created one API key per role (shown only now; store them):[/]")
+    for role in ("customer", "staff", "engineer", "admin"):
+        key, _ = store.create_key(role, name=f"bootstrap-{role}", actor="helpline run")  # type: ignore[arg-type]
+        console.print(f"  {role:9s} {key}", highlight=False)
+
+
+@serving_app.command("run")
+def run(
+    engine: str = typer.Option(None, help="vllm (supervised server; default when installed) or transformers."),
+    host: str = typer.Option(None, help="Gateway interface (default: settings.gateway.host)."),
+    port: int = typer.Option(None, help="Gateway port (default: settings.gateway.port)."),
+    ui: bool = typer.Option(True, "--ui/--no-ui", help="Also serve the Streamlit app (settings.ui.port)."),
+) -> None:
+    """Start the engine (supervised vLLM on loopback), the gateway and the UI; Ctrl-C stops them."""
+    import uvicorn
+
+    from helpline.engines.vllm_server import VLLMServer
+    from helpline.retrieval.factory import chroma_server_for
+    from helpline.serving.factory import build_gateway
+    from helpline.serving.routing import startup_adapters
+
+    ctx = Context.load()
+    s = ctx.settings
+    engine = engine or _default_engine()
+    host, port = host or s.gateway.host, port or s.gateway.port
+    server = None
+    ui_process = None
+    chroma = chroma_server_for(s, ctx.workspace)
+    try:
+        if chroma is not None:
+            with console.status(f"starting the Chroma server on {s.retrieval.chroma_host}:{s.retrieval.chroma_port}"):
+                chroma.start()
+            console.print(f"[green]chroma[/]  server at {chroma.host}:{chroma.port} (loopback; data {chroma.path})")
+        if engine == "vllm":
+            record = ctx.registry.get_chat_model(s.chat_model)
+            base = ctx.registry.get_model(record.base_model) if record.kind == "adapter" else record
+            server = VLLMServer(
+                model_path=base.path,
+                served_name=base.name,
+                settings=s.vllm,
+                log_path=ctx.workspace.logs / "vllm.log",
+                lora_modules=startup_adapters(ctx.registry, base.name, chat_model=record.name),
+            )
+            with console.status(f"starting vLLM for {base.name} (about a minute on CPU; log: {server.log_path})"):
+                server.start()
+        with console.status("loading the knowledge base and the gateway"):
+            app = build_gateway(s, ctx.workspace, ctx.registry, server=server, engine=engine)  # type: ignore[arg-type]
+        url = f"http://{host}:{port}"
+        console.print(f"[green]gateway[/] {url}  (OpenAI-compatible base_url: {url}/v1; docs: {url}/docs)")
+        if server is not None:
+            console.print(f"[green]engine[/]  vLLM at {server.base_url} (loopback only; supervised)")
+        else:
+            console.print("[green]engine[/]  transformers, in-process")
+        _bootstrap_keys(ctx)
+        ui_process = _start_ui(ctx, gateway_url=f"http://127.0.0.1:{port}") if ui else None
+        console.print(
+            f"try: curl -s {url}/v1/chat/completions -H 'authorization: Bearer <customer key>' "
+            "-H 'content-type: application/json' "
+            '-d \'{"model":"helpline-support","messages":[{"role":"user","content":"How do I return an item?"}]}\''
+        )
+        uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=10)
+    finally:
+        if ui_process is not None:
+            ui_process.terminate()
+            ui_process.wait(timeout=30)
+        if server is not None:
+            server.stop()
+        if chroma is not None:
+            chroma.stop()
+        console.print("stopped")
+
+
+def _start_ui(ctx: Context, *, gateway_url: str):
+    """Serve the Streamlit app beside the gateway; it only talks to the gateway over HTTP."""
+    from helpline.ui.launch import start_streamlit
+
+    port = ctx.settings.ui.port
+    process = start_streamlit(gateway_url, port, log_path=ctx.workspace.logs / "ui.log")
+    console.print(f"[green]ui[/]      http://127.0.0.1:{port}  (sign in with a key above)")
+    return process
+
+
+# keys -------------------------------------------------------------------------------------------
+
+
+@keys_app.command("create")
+def keys_create(
+    role: str = typer.Option(..., help="customer | staff | engineer | admin"),
+    name: str = typer.Option("", help="Who or what the key is for."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Create an API key; it is printed once and only its hash is stored."""
+    key, record = _store(Context.load()).create_key(role, name=name, actor="cli")  # type: ignore[arg-type]
+    if as_json:
+        print_json({"key": key, **record.model_dump()})
+    else:
+        console.print(f"[green]{role} key[/] (id {record.id}; shown only now):")
+        print(key)
+
+
+@keys_app.command("list")
+def keys_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Keys with their role and prefix (never the key)."""
+    keys = [k.model_dump() for k in _store(Context.load()).list_keys()]
+    if as_json:
+        print_json({"keys": keys})
+        return
+    for k in keys:
+        state = "revoked" if k["revoked_at"] else "live"
+        console.print(f"{k['id']:4d} {k['prefix']}… {k['role']:9s} {state:8s} {k['name']}", highlight=False)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: int = typer.Argument(..., help="Key id (see `helpline keys list`).")) -> None:
+    """Revoke a key at once."""
+    _store(Context.load()).revoke_key(key_id, actor="cli")
+    console.print(f"revoked key {key_id}")
+
+
+# conversations ------------------------------------------------------------------------------------
+
+
+@conversations_app.command("export")
+def conversations_export(
+    out: Path = typer.Argument(..., help="Output JSONL ({'messages': [...]} per line), for `helpline data prepare`."),
+    include_unrated: bool = typer.Option(False, help="Also export answers nobody rated (not abstentions)."),
+    no_scrub: bool = typer.Option(False, "--no-scrub", help="Keep personal data (default: redacted)."),
+) -> None:
+    """Export rated-up and staff-corrected conversations as training data."""
+    from helpline.serving.conversations import export_jsonl
+
+    ctx = Context.load()
+    n = export_jsonl(_store(ctx), out, include_unrated=include_unrated, scrub=not no_scrub)
+    _store(ctx).audit("cli", "conversations.export", str(out), {"rows": n})
+    console.print(f"wrote {n} conversations to {out}")
+
+
+@conversations_app.command("list")
+def conversations_list(
+    limit: int = typer.Option(20, help="How many, newest first."),
+    rating: str = typer.Option(None, help="Only those rated up or down."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Recent answers with their feedback."""
+    turns = _store(Context.load()).turns(limit=limit, rating=rating)
+    if as_json:
+        print_json({"conversations": turns})
+        return
+    for t in turns:
+        q = t["messages"][-1]["content"][:60] if t["messages"] else ""
+        console.print(f"{t['response_id']} {t['model']} {t.get('rating') or '-':4s} {q!r}", highlight=False)
+
+
+# bench --------------------------------------------------------------------------------------------
+
+
+@bench_app.command("serving")
+def bench_serving(
+    abstention: bool = typer.Option(False, "--abstention", help="Calibrate the abstention threshold instead."),
+    data: Path = typer.Option(None, help="doc2dial folder (docs.jsonl, qa.jsonl) for --abstention."),
+    questions: int = typer.Option(300, help="--abstention: questions asked with and without their document."),
+    concurrency: str = typer.Option("1,8,16,32", help="Comma-separated concurrency levels."),
+    requests: int = typer.Option(0, help="Requests per level (default: 2 x concurrency, at least 8)."),
+    max_tokens: int = typer.Option(64, help="Output tokens per request."),
+    skip: str = typer.Option("", help="Comma-separated parts to skip: transformers,vllm,gateway,adapter,swap."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Throughput and latency: transformers sequential vs vLLM direct vs the gateway; base vs adapter."""
+    ctx = Context.load()
+    if abstention:
+        from helpline.answering.abstention import REPORT_NAME, calibrate
+        from helpline.platform.errors import ConfigError
+
+        if data is None:
+            raise ConfigError("--abstention needs --data", hint="e.g. --data ../shared/data/doc2dial")
+        embedder = ctx.registry.get_model(ctx.settings.embedder)
+        with console.status(f"indexing {data} and asking {questions} questions twice"):
+            result = calibrate(data, settings=ctx.settings, embedder_path=embedder.path, n=questions)
+        result["thresholds"] = {result["mode"]: result["best_balanced"]["threshold"]}
+        report = ctx.workspace.reports / REPORT_NAME
+        report.write_text(__import__("json").dumps(result, indent=2))
+        result["written_to"] = str(report)
+    else:
+        from helpline.bench.serving import BenchOptions, run_bench
+
+        levels = [int(c) for c in concurrency.split(",") if c.strip()]
+        opts = BenchOptions(
+            levels=levels, requests=requests, max_tokens=max_tokens, skip=set(filter(None, skip.split(",")))
+        )
+        result = run_bench(ctx, opts)
+    if as_json:
+        print_json(result)
+    else:
+        console.print_json(data=result)

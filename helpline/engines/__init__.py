@@ -1,0 +1,5 @@
+"""Generation engines behind one small interface."""
+
+from helpline.engines.protocol import Generation, Generator
+
+__all__ = ["Generation", "Generator"]
