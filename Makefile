@@ -43,6 +43,7 @@ test-integration: setup
 
 lint: setup
 	$(BIN)/ruff check helpline tests
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) .helpline .pytest_cache .ruff_cache

@@ -14,7 +14,6 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from helpline.platform.lazy_imports import require
 from helpline.platform.schemas import Chunk, Document
@@ -131,17 +130,6 @@ def query_latency(kb: KnowledgeBase, questions: list[str], *, repeats: int) -> d
                 samples.append((time.perf_counter() - start) * 1000)
         out[name] = percentiles(samples)
     return out
-
-
-def sample_texts(folder: Path, *, chunk_size: int, chunk_overlap: int) -> tuple[list[Document], list[str]]:
-    """The sample knowledge base's documents and the texts its chunks embed."""
-    from helpline.retrieval.ingest.loaders import load_directory
-
-    docs, _ = load_directory(folder)
-    texts = [
-        embedding_text(c) for d in docs for c in chunk_document(d, chunk_size=chunk_size, chunk_overlap=chunk_overlap)
-    ]
-    return docs, texts
 
 
 def scale_report(

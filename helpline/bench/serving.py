@@ -17,12 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from helpline.bench.load import free_port, level, run_level, sequential, serve_app
-from helpline.cli.common import console
+from rich.console import Console
+
+from helpline.evaluation.load import free_port, level, run_level, sequential, serve_app
 from helpline.platform.context import Context
 from helpline.platform.registry import ModelRecord, Registry
 from helpline.platform.schemas import ChatMessage
 from helpline.retrieval import sample_questions
+
+console = Console(stderr=True)
 
 
 @dataclass
@@ -125,7 +128,6 @@ def run_bench(ctx: Context, opts: BenchOptions) -> dict[str, Any]:
     from helpline.serving.factory import build_gateway, build_pipeline, detector_verifier
     from helpline.serving.gateway.config import GatewayLimits
     from helpline.serving.routing import VLLMBackend
-    from helpline.testing import FakeGenerator
 
     s = ctx.settings
     tmp = Path(tempfile.mkdtemp(prefix="helpline-bench-"))
@@ -135,8 +137,12 @@ def run_bench(ctx: Context, opts: BenchOptions) -> dict[str, Any]:
     questions = sample_questions()
     kb = open_knowledge_base(s, ctx.workspace, registry)
     # The gateway's own answer check (the registered detector unless gateway.detector says otherwise).
+    vllm_settings = s.vllm.model_copy(update={"port": free_port()})
+    server = VLLMServer(model_path=base.path, served_name=base.name, settings=vllm_settings, log_path=tmp / "vllm.log")
     verifier = detector_verifier(s, registry)
-    pipeline = build_pipeline(s, ctx.workspace, registry, generator=FakeGenerator(), kb=kb, verifier=verifier)
+    # Only the retrieval half (prepare) runs in-process; the engine answers once it is started below.
+    engine = OpenAIGenerator(server.base_url, base.name)
+    pipeline = build_pipeline(s, ctx.workspace, registry, generator=engine, kb=kb, verifier=verifier)
     prepare_ms, prompts, raw, passages, answered_ms = [], [], [], [], []
     for q in questions:
         conv = [ChatMessage(role="user", content=q)]
@@ -160,8 +166,6 @@ def run_bench(ctx: Context, opts: BenchOptions) -> dict[str, Any]:
         out["transformers_sequential"] = transformers_sequential(
             base.path, prompts, n=opts.transformers_requests, max_tokens=opts.max_tokens
         )
-    vllm_settings = s.vllm.model_copy(update={"port": free_port()})
-    server = VLLMServer(model_path=base.path, served_name=base.name, settings=vllm_settings, log_path=tmp / "vllm.log")
     adapter = None if "adapter" in opts.skip else bench_adapter(registry, base, tmp)
     console.print(f"starting vLLM on port {vllm_settings.port} (log {tmp / 'vllm.log'})")
     server.start()
@@ -170,7 +174,6 @@ def run_bench(ctx: Context, opts: BenchOptions) -> dict[str, Any]:
         direct = server.base_url
         level(direct, "x", base.name, as_dicts, concurrency=2, n=2, max_tokens=8)  # warm-up
         # Verification and citation run on the finished answer: time them on the model's real answers.
-        engine = OpenAIGenerator(direct, base.name)
         answers = [engine.generate(p, max_tokens=opts.max_tokens).text for p in prompts]
         if answers:
             check_ms(pipeline, answers[0], passages[0])  # warm-up (the detector's first call builds its kernels)

@@ -84,8 +84,9 @@ def open_pipeline(ctx: Context, *, model: str | None, engine: str | None, docume
 
 def doc2dial_judge(ctx: Context, name: str) -> Any:
     from helpline.evaluation.answers import Doc2dialJudge
-    from helpline.guard.selection import ensure_default_detector, load_detector
+    from helpline.guard.selection import load_detector
     from helpline.retrieval.factory import open_embedder
+    from helpline.training.detector.default import ensure_default_detector
 
     ensure_default_detector(ctx, name, log=lambda m: console.print(f"[dim]{m}[/]"))
     embedder = open_embedder(ctx.settings, ctx.workspace, ctx.registry)
@@ -164,8 +165,8 @@ def bench_answers(
     import dataclasses
 
     from helpline.answering.decision import NoVerifier
-    from helpline.bench.load import level
     from helpline.evaluation.answer_paths import served_gateway
+    from helpline.evaluation.load import level
     from helpline.retrieval import sample_questions
 
     ctx = Context.load()

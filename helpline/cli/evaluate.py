@@ -60,7 +60,8 @@ def hallucination(
     from typing import get_args
 
     from helpline.datasets.halueval import Split, parse_dataset_spec
-    from helpline.guard.selection import ensure_default_detector, evaluate_dataset, load_detector
+    from helpline.guard.selection import evaluate_dataset, load_detector
+    from helpline.training.detector.default import ensure_default_detector
 
     parse_dataset_spec(dataset)  # a wrong spec or path is refused before any detector is built
     if split not in get_args(Split):

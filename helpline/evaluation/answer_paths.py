@@ -67,7 +67,7 @@ def gateway_app(pipeline: RAGPipeline, registry: Registry, folder: Path) -> tupl
 @contextmanager
 def served_gateway(pipeline: RAGPipeline, registry: Registry, folder: Path) -> Iterator[tuple[str, str]]:
     """The gateway app around ``pipeline`` served by uvicorn on a loopback port: (base URL, customer key)."""
-    from helpline.bench.load import serve_app
+    from helpline.evaluation.load import serve_app
 
     app, keys = gateway_app(pipeline, registry, folder)
     server, thread, url = serve_app(app)

@@ -126,7 +126,7 @@ def engine_speed(c: Contender, prompts: list[list[ChatMessage]], *, n: int, max_
                  full_length: bool = False) -> dict[str, Any] | None:  # fmt: skip
     """Single-stream figures through the contender's own engine (HTTP endpoint or in-process). At
     ``full_length`` only an endpoint can be told to ignore end-of-sequence: None in-process."""
-    from helpline.bench.load import level, sequential
+    from helpline.evaluation.load import level, sequential
 
     base_url = getattr(c.generator, "base_url", None)
     if base_url is None:
@@ -213,7 +213,7 @@ def regression(ctx: Context, c: Contender, opts: ReportOptions, *, verifier: Any
 
 def run_report(ctx: Context, models: list[Contender], opts: ReportOptions) -> dict[str, Any]:
     """Every figure for every contender, then the distillation targets."""
-    from helpline.bench.model_probe import run_probe
+    from helpline.evaluation.model_probe import run_probe
     from helpline.evaluation.rag_eval import build_index, load_questions, run_arm
     from helpline.evaluation.regression.factory import build_embedder
 

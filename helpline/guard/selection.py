@@ -65,44 +65,6 @@ def register_bundled_detector(ctx: Context) -> bool:
     return True
 
 
-def ensure_default_detector(ctx: Context, name: str, *, log=print) -> None:
-    """First use in a fresh workspace: train the support-feature detector (about a minute, no network).
-
-    Only for the default name, and only from the shared HaluEval *training* split
-    (``$HELPLINE_HALUEVAL_DIR`` or ``../shared/data/halueval``); otherwise nothing happens and
-    loading reports what to run. The detector `helpline init` registers from the package counts as not
-    trained yet: it has no dialogue head (that needs the style model, fitted on HaluEval's answers), so
-    the first use with the data at hand replaces it with the same recipe's full output.
-    """
-    import os
-
-    if name != DEFAULT_DETECTOR or Path(name).is_dir():
-        return
-    registered = next((m for m in ctx.registry.list_models() if m.name == name), None)
-    if registered is not None and not registered.metadata.get("bundled"):
-        return
-    halueval = Path(os.environ.get("HELPLINE_HALUEVAL_DIR", "../shared/data/halueval"))
-    if not (halueval / "qa_data.jsonl").exists():
-        return
-    from helpline.training.detector.train import DetectorTrainConfig, train
-
-    doc2dial = halueval.parent / "doc2dial"
-    cfg = DetectorTrainConfig(
-        halueval_dir=halueval,
-        doc2dial_dir=doc2dial if (doc2dial / "qa.jsonl").exists() else None,
-        train_cross_encoder=False,
-        val_items=800,
-        output_name=name,
-    )
-    log(
-        f"no detector yet: training {name} from {halueval} (support features only, about a minute); the full "
-        "detector, with its cross-encoder, comes from helpline/evaluation/recipes/detector.yaml (see its header)"
-    )
-    output = ctx.workspace.models / name
-    metadata = train(cfg, base_path=Path("."), output=output, log=log)
-    ctx.registry.register_model(name, kind="base", path=output, metadata=metadata)
-
-
 def detector_path(ctx: Context, name_or_path: str) -> Path:
     """The folder of a detector given as a folder or a registry name."""
     path = Path(name_or_path)

@@ -8,7 +8,9 @@ from helpline.platform.errors import ConfigError, WorkspaceNotReadyError
 from helpline.platform.registry import Registry
 from helpline.platform.settings import Settings
 from helpline.platform.workspace import Workspace
+from helpline.retrieval import SAMPLE_KB
 from helpline.retrieval.embedders.base import Embedder, LazyEmbedder
+from helpline.retrieval.ingest.loaders import sample_texts
 from helpline.retrieval.ingest.records import RecordManager
 from helpline.retrieval.knowledge_base import KnowledgeBase, SearchOptions
 from helpline.retrieval.stores.chroma import ChromaStore
@@ -32,7 +34,9 @@ def open_embedder(settings: Settings, workspace: Workspace, registry: Registry, 
         if backend == "openvino-int8":
             from helpline.retrieval.embedders.openvino import OpenVinoEmbedder, export_openvino_int8
 
-            folder = export_openvino_int8(record.path, workspace.models / f"{record.name}-openvino-int8")
+            folder = export_openvino_int8(
+                record.path, workspace.models / f"{record.name}-openvino-int8", texts=calibration_texts()
+            )
             return OpenVinoEmbedder(folder, name=name)
         if backend == "onnx-int8":
             from helpline.retrieval.embedders.onnx import OnnxEmbedder, export_int8
@@ -44,6 +48,11 @@ def open_embedder(settings: Settings, workspace: Workspace, registry: Registry, 
         return SentenceTransformerEmbedder(record.path, name=record.name)
 
     return LazyEmbedder(name, load)
+
+
+def calibration_texts() -> list[str]:
+    """What int8 exports calibrate on: the bundled sample knowledge base's chunks, as they are embedded."""
+    return sample_texts(SAMPLE_KB, chunk_size=1000, chunk_overlap=100)[1]
 
 
 def index_paths(settings: Settings, workspace: Workspace) -> tuple[Path, Path]:

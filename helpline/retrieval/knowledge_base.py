@@ -8,19 +8,19 @@ earlier turns (``history``), because "and if I moved?" alone names nothing to lo
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
 from helpline.platform.errors import ConfigError, DataError, NotFoundError
-from helpline.platform.registry import KBVersion, Registry
+from helpline.platform.registry import Registry
 from helpline.platform.schemas import Access, Chunk, Document, ScoredChunk
 from helpline.retrieval.bm25 import BM25Index, chunks_fingerprint
 from helpline.retrieval.embedders.base import Embedder
 from helpline.retrieval.fusion import reciprocal_rank_fusion, weighted_fusion
 from helpline.retrieval.ingest.chunking import chunk_document, content_hash
 from helpline.retrieval.ingest.records import Record, RecordManager
-from helpline.retrieval.ingest.syncing import apply_sync
+from helpline.retrieval.ingest.syncing import SyncReport, apply_sync, document_hash
 from helpline.retrieval.stores.protocol import VectorStore
 
 Mode = Literal["dense", "bm25", "hybrid"]
@@ -56,31 +56,6 @@ class SearchOptions:
     history_turns: int = 6
     #: Also search the question alone and fuse it in. Off: on doc2dial it cost 0.12 recall@5 (BM25).
     question_alone: bool = False
-
-
-@dataclass
-class SyncReport:
-    """What a sync changed."""
-
-    added: list[str] = field(default_factory=list)
-    updated: list[str] = field(default_factory=list)
-    deleted: list[str] = field(default_factory=list)
-    kept: list[str] = field(default_factory=list)  # left as they were: their file could not be loaded
-    unchanged: int = 0
-    chunks_embedded: int = 0
-    version: KBVersion | None = None
-
-    def summary(self) -> dict:
-        """The report as the CLI's `--json` and the admin API return it."""
-        return {
-            "added": self.added,
-            "updated": self.updated,
-            "deleted": self.deleted,
-            "kept": self.kept,
-            "unchanged": self.unchanged,
-            "chunks_embedded": self.chunks_embedded,
-            "version": self.version.id if self.version else None,
-        }
 
 
 class KnowledgeBase:
@@ -332,8 +307,3 @@ class KnowledgeBase:
         for c in chunks:  # the document hash on every chunk tells the next sync what changed
             c.content_hash = doc_hash
         return chunks
-
-
-def document_hash(doc: Document) -> str:
-    """What decides whether a document changed: its title, access level and text."""
-    return content_hash(f"{doc.title}\n{doc.access}\n{doc.text}")

@@ -104,7 +104,7 @@ def make_gateway(tmp_path: Path, limits: GatewayLimits | None = None) -> Gateway
 @contextmanager
 def serve_in_thread(app) -> Iterator[int]:
     """Run an ASGI app with uvicorn on a free loopback port in a daemon thread; yields the port."""
-    from helpline.bench.load import serve_app
+    from helpline.evaluation.load import serve_app
 
     server, thread, url = serve_app(app)
     try:

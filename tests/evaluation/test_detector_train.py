@@ -118,11 +118,11 @@ def test_eval_hallucination_checks_its_arguments_before_building_a_detector(tmp_
     from typer.testing import CliRunner
 
     from helpline.cli.app import app
-    from helpline.guard import selection as evaluate
     from helpline.platform.errors import NotFoundError
 
     monkeypatch.setenv("HELPLINE_WORKSPACE", str(tmp_path / "ws"))
-    monkeypatch.setattr(evaluate, "ensure_default_detector", lambda *a, **k: pytest.fail("built a detector first"))
+    # No HaluEval here, so no detector can be built: an argument checked late would fail on that instead.
+    monkeypatch.setenv("HELPLINE_HALUEVAL_DIR", str(tmp_path / "no-halueval"))
     data = _halueval(tmp_path / "halueval") / "dialogue_data.jsonl"
     runner = CliRunner()
     missing = runner.invoke(app, ["eval", "hallucination", "--dataset", f"halueval-qa:{tmp_path / 'absent.jsonl'}"])

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from helpline.bench.model_probe import run_probe
 from helpline.evaluation.distill_report import Contender, ReportOptions, engine_speeds, markdown, targets
+from helpline.evaluation.model_probe import run_probe
 
 
 def _models(teacher_score: float, before: float, after: float, teacher_tps: float, after_tps: float) -> dict:
@@ -71,7 +71,7 @@ class _Endpoint:
 
 
 def test_engine_speeds_interleave_rounds_and_report_medians(monkeypatch):
-    from helpline.bench import load
+    from helpline.evaluation import load
     from helpline.platform.schemas import ChatMessage
 
     calls: list[tuple[str, bool]] = []

@@ -236,9 +236,10 @@ def test_a_drop_in_scores_fails_even_when_both_fail_every_case(tmp_path: Path) -
 
 
 def test_missing_detector_without_data_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from helpline.guard.selection import ensure_default_detector, load_detector
+    from helpline.guard.selection import load_detector
     from helpline.platform.context import Context
     from helpline.platform.errors import NotFoundError
+    from helpline.training.detector.default import ensure_default_detector
 
     monkeypatch.setenv("HELPLINE_WORKSPACE", str(tmp_path / "ws"))
     monkeypatch.setenv("HELPLINE_HALUEVAL_DIR", str(tmp_path / "absent"))

@@ -182,8 +182,9 @@ def test_int8_embedders_match_fp32_minilm(workspace_dir: Path, tmp_path: Path, b
         fast = OnnxEmbedder(export_int8(model.path, tmp_path / "int8"))
     else:
         from helpline.retrieval.embedders.openvino import OpenVinoEmbedder, export_openvino_int8
+        from helpline.retrieval.factory import calibration_texts
 
-        fast = OpenVinoEmbedder(export_openvino_int8(model.path, tmp_path / "ov"))
+        fast = OpenVinoEmbedder(export_openvino_int8(model.path, tmp_path / "ov", texts=calibration_texts()))
     texts = ["How do I return an item?", "Refunds reach your card within 5 working days. " * 10, "and if I moved?"]
     a = np.array(SentenceTransformerEmbedder(model.path).embed_documents(texts))
     b = np.array(fast.embed_documents(texts))

@@ -32,9 +32,9 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(workspace_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    from helpline.bench.load import free_port, serve_app
     from helpline.bench.serving import _copy_registry, random_adapter
     from helpline.engines.vllm_server import VLLMServer
+    from helpline.evaluation.load import free_port, serve_app
     from helpline.platform.settings import RetrievalSettings, load_settings
     from helpline.platform.workspace import Workspace
     from helpline.serving.factory import build_gateway

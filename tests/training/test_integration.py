@@ -105,9 +105,9 @@ def test_distill_from_a_real_vllm_teacher_resumes_and_trains_a_student_that_pass
     and passes the export gate."""
     from typer.testing import CliRunner
 
-    from helpline.bench.load import free_port
     from helpline.cli.app import app
     from helpline.engines.vllm_server import VLLMServer
+    from helpline.evaluation.load import free_port
     from helpline.platform.settings import load_settings
     from helpline.training.distill.config import load_distill_config
     from helpline.training.distill.run import run_distill

@@ -16,21 +16,13 @@ import sys
 from pathlib import Path
 
 from helpline.platform.lazy_imports import require
-from helpline.retrieval import SAMPLE_KB
 from helpline.retrieval.embedders.onnx import PooledEncoder, export_fp32_onnx, fresh_tmp, publish
 
 OV_FILE = "model_int8.xml"
 
 
-def calibration_texts() -> list[str]:
-    """Chunks of the bundled sample knowledge base, embedded as the knowledge base embeds them."""
-    from helpline.bench.retrieval import sample_texts
-
-    return sample_texts(SAMPLE_KB, chunk_size=1000, chunk_overlap=100)[1]
-
-
 def export_openvino_int8(
-    model_path: str | Path, out_dir: str | Path, *, texts: list[str] | None = None, force: bool = False
+    model_path: str | Path, out_dir: str | Path, *, texts: list[str], force: bool = False
 ) -> Path:
     """Export and quantize ``model_path`` into ``out_dir/model_int8.xml``; idempotent, calibrated on ``texts``."""
     model_path, out_dir = Path(model_path), Path(out_dir)
@@ -42,7 +34,6 @@ def export_openvino_int8(
     fp32 = tmp / "model_fp32.onnx"
     export_fp32_onnx(model_path, fp32)
     encoder = PooledEncoder(model_path, batch_size=4)
-    texts = texts or calibration_texts()
     batches = [encoder.features(texts[i : i + 4]) for i in range(0, min(len(texts), 128), 4)]
     with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars must not mix into --json output
         quantized = nncf.quantize(

@@ -15,6 +15,7 @@ import yaml
 from helpline.platform.errors import DataError
 from helpline.platform.schemas import Document
 from helpline.retrieval.ingest import formats
+from helpline.retrieval.ingest.chunking import chunk_document, embedding_text
 
 MAX_FILE_BYTES = 20 * 1024 * 1024
 TEXT_TYPES = {".md", ".markdown", ".txt", ".html", ".htm", ".csv", ".jsonl"}
@@ -165,3 +166,12 @@ def _doc_id(path: Path, root: Path | None) -> str:
     if root is None:
         return path.stem
     return path.relative_to(root).with_suffix("").as_posix()
+
+
+def sample_texts(folder: Path, *, chunk_size: int, chunk_overlap: int) -> tuple[list[Document], list[str]]:
+    """The sample knowledge base's documents and the texts its chunks embed."""
+    docs, _ = load_directory(folder)
+    texts = [
+        embedding_text(c) for d in docs for c in chunk_document(d, chunk_size=chunk_size, chunk_overlap=chunk_overlap)
+    ]
+    return docs, texts

@@ -8,20 +8,61 @@ so nothing is duplicated and nothing already indexed is lost.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import Protocol
 
+from helpline.platform.registry import KBVersion
 from helpline.platform.schemas import Chunk, Document
-from helpline.retrieval.ingest.chunking import embedding_text
-from helpline.retrieval.ingest.records import Record
+from helpline.retrieval.embedders.base import Embedder
+from helpline.retrieval.ingest.chunking import content_hash, embedding_text
+from helpline.retrieval.ingest.records import Record, RecordManager
+from helpline.retrieval.stores.protocol import VectorStore
 
-if TYPE_CHECKING:
-    from helpline.retrieval.knowledge_base import KnowledgeBase, SyncReport
+
+class Index(Protocol):
+    """What a sync writes to: the knowledge base's store, embedder, ledger and chunker."""
+
+    store: VectorStore
+    embedder: Embedder
+    records: RecordManager
+
+    def chunk_documents(self, doc: Document) -> list[Chunk]: ...
+
+
+@dataclass
+class SyncReport:
+    """What a sync changed."""
+
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  # left as they were: their file could not be loaded
+    unchanged: int = 0
+    chunks_embedded: int = 0
+    version: KBVersion | None = None
+
+    def summary(self) -> dict:
+        """The report as the CLI's `--json` and the admin API return it."""
+        return {
+            "added": self.added,
+            "updated": self.updated,
+            "deleted": self.deleted,
+            "kept": self.kept,
+            "unchanged": self.unchanged,
+            "chunks_embedded": self.chunks_embedded,
+            "version": self.version.id if self.version else None,
+        }
+
+
+def document_hash(doc: Document) -> str:
+    """What decides whether a document changed: its title, access level and text."""
+    return content_hash(f"{doc.title}\n{doc.access}\n{doc.text}")
 
 _EMBEDDER_KEY = "embedder"
 
 
 def apply_sync(
-    kb: KnowledgeBase,
+    kb: Index,
     wanted: dict[str, Document],
     report: SyncReport,
     *,
@@ -30,8 +71,6 @@ def apply_sync(
 ) -> None:
     """Bring the store and the ledger to ``wanted`` (plus untouched documents unless ``delete_missing``,
     and the ``keep`` ones whatever it says)."""
-    from helpline.retrieval.knowledge_base import document_hash
-
     records = _reconcile(kb)
     # Vectors from another embedder cannot be searched with this one's queries: re-embed everything.
     reembed_all = records and kb.records.get_meta(_EMBEDDER_KEY) not in (None, kb.embedder.name)
@@ -72,13 +111,13 @@ def _previous_hash(record: Record | None) -> str | None:
     return record.doc_hash if record.state == "ok" else record.previous_hash
 
 
-def _write_chunks(kb: KnowledgeBase, chunks: list[Chunk], batch: int = 256) -> None:
+def _write_chunks(kb: Index, chunks: list[Chunk], batch: int = 256) -> None:
     for start in range(0, len(chunks), batch):
         part = chunks[start : start + batch]
         kb.store.upsert(part, kb.embedder.embed_documents([embedding_text(c) for c in part]))
 
 
-def _reconcile(kb: KnowledgeBase) -> dict[str, Record]:
+def _reconcile(kb: Index) -> dict[str, Record]:
     """The ledger, after adopting a store built before the ledger existed and dropping orphan chunks."""
     records = kb.records.all()
     stored = kb.store.chunks()

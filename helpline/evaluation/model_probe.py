@@ -1,6 +1,6 @@
 """Memory and single-stream speed of one model in the in-process engine, measured in a fresh process.
 
-    python -m helpline.bench.model_probe --model DIR [--adapter DIR] --prompts FILE --out FILE
+    python -m helpline.evaluation.model_probe --model DIR [--adapter DIR] --prompts FILE --out FILE
 
 A fresh process per model, so its peak resident memory (``VmHWM``, which starts afresh at exec) is
 that model's alone: weights, tokenizer, activations and the KV cache of the longest prompt. The
@@ -30,8 +30,8 @@ def peak_rss_mb() -> float:
 
 def probe(model: str, adapter: str | None, prompts: list[list[dict]], *, n: int, max_tokens: int) -> dict:
     """Load the model (and adapter) with the transformers engine and answer ``n`` prompts one at a time."""
-    from helpline.bench.load import sequential
     from helpline.engines.hf import TransformersGenerator
+    from helpline.evaluation.load import sequential
     from helpline.platform.schemas import ChatMessage
 
     start = time.perf_counter()
@@ -57,7 +57,7 @@ def run_probe(model: str, adapter: str | None, prompts: list[list[dict]], *, n: 
     prompts_path, out_path = workdir / "probe-prompts.json", workdir / "probe-out.json"
     prompts_path.write_text(json.dumps(prompts), encoding="utf-8")
     out_path.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "helpline.bench.model_probe", "--model", model, "--prompts", str(prompts_path),
+    cmd = [sys.executable, "-m", "helpline.evaluation.model_probe", "--model", model, "--prompts", str(prompts_path),
            "--out", str(out_path), "--n", str(n), "--max-tokens", str(max_tokens)]  # fmt: skip
     if adapter:
         cmd += ["--adapter", adapter]

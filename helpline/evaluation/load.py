@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from helpline.cli.common import console
 from helpline.platform.schemas import ChatMessage
 
 
@@ -99,7 +99,7 @@ def level(base_url: str, key: str, model: str, prompts: list[list[dict]], *, con
                                    full_length=full_length)  # fmt: skip
 
     result = asyncio.run(go())
-    console.print(f"  {model} c={concurrency}: {result}", highlight=False)  # partial results survive an abort
+    print(f"  {model} c={concurrency}: {result}", file=sys.stderr, flush=True)  # partial results survive an abort
     return result
 
 
