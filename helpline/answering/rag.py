@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 from helpline.answering.attribution import attribute, citations, support
 from helpline.answering.decision import AnswerPolicy, NoVerifier, Served, Verdict, Verifier
@@ -48,9 +49,10 @@ class RAGPipeline:
     temperature: float = 0.0
     handoff: str = HANDOFF
     verifier: Verifier = field(default_factory=NoVerifier)
-    #: Scores the best passage for the abstention decision when the ranking's own scores carry no
-    #: relevance (hybrid search fuses by rank, so its top score is the same for any question).
-    relevance: Search | None = None
+    #: Which score of the best passage the abstention threshold reads: the ranking's own (``score``), or
+    #: the embedding similarity each hit carries (``dense``: hybrid search fuses by rank, so its top fused
+    #: score is about the same for any question). One search per question either way.
+    relevance: Literal["score", "dense"] = "score"
     #: Quotes the passage that answers the question when the generated answer is not served, and
     #: requires a served answer to draw on it; None hands off instead (``build_pipeline`` sets it from
     #: ``answers.fallback``).
@@ -86,11 +88,7 @@ class RAGPipeline:
         """Retrieve, and either decide to abstain or build the grounded prompt."""
         start = time.perf_counter()
         passages = self.retrieve(conversation, role=role)
-        best = passages[0].score if passages else float("-inf")
-        if passages and self.relevance is not None:
-            question, history = split_question(conversation)
-            scored = self.relevance(question, k=1, role=role, history=history)
-            best = scored[0].score if scored else float("-inf")
+        best = relevance(passages, self.relevance)
         took = (time.perf_counter() - start) * 1000
         question = split_question(conversation)[0]
         if not passages or best < self.min_score:
@@ -148,3 +146,11 @@ __all__ = [
     "NoVerifier", "Prepared", "RAGPipeline", "Served", "Verdict", "Verifier",
     "attribute", "citations", "split_question", "support",
 ]  # fmt: skip
+
+
+def relevance(passages: list[ScoredChunk], signal: Literal["score", "dense"] = "score") -> float:
+    """How relevant the best of ``passages`` is, by ``signal``; -inf when there is none to read."""
+    if signal == "score":
+        return passages[0].score if passages else float("-inf")
+    scores = [p.dense for p in passages if p.dense is not None]
+    return max(scores, default=float("-inf"))

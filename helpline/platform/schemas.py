@@ -39,6 +39,10 @@ class ScoredChunk(BaseModel):
 
     chunk: Chunk
     score: float
+    #: The signals behind ``score``: the embedding similarity (cosine) and the BM25 score, each the best
+    #: over the searched texts; None where that search did not run or did not rank this chunk.
+    dense: float | None = None
+    lexical: float | None = None
 
 
 class Citation(BaseModel):

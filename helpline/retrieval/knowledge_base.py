@@ -199,11 +199,14 @@ class KnowledgeBase:
         texts = self.query_texts(query, history)
         n = max(k, opts.candidates)
         rankings: list[list[tuple[str, float]]] = []
+        signals: dict[str, dict[str, float]] = {"lexical": {}, "dense": {}}
         for text in texts:
             if mode in ("bm25", "hybrid"):
                 rankings.append(self._bm25_search(text, n, access))
+                _keep_best(signals["lexical"], rankings[-1])
             if mode in ("dense", "hybrid"):
                 rankings.append(self._dense_search(text, n, access))
+                _keep_best(signals["dense"], rankings[-1])
         if len(rankings) == 1:
             fused = rankings[0]
         elif opts.fusion == "weighted" and mode == "hybrid":
@@ -216,7 +219,8 @@ class KnowledgeBase:
         for chunk_id, score in fused:
             chunk = self._chunks.get(chunk_id)
             if chunk is not None and chunk.access in access:  # the filter holds whatever the index says
-                out.append(ScoredChunk(chunk=chunk, score=score))
+                dense, lexical = signals["dense"].get(chunk_id), signals["lexical"].get(chunk_id)
+                out.append(ScoredChunk(chunk=chunk, score=score, dense=dense, lexical=lexical))
             if len(out) == depth:
                 break
         if self.reranker is not None and out:
@@ -307,3 +311,10 @@ class KnowledgeBase:
         for c in chunks:  # the document hash on every chunk tells the next sync what changed
             c.content_hash = doc_hash
         return chunks
+
+
+def _keep_best(best: dict[str, float], ranking: list[tuple[str, float]]) -> None:
+    """Record each chunk's best score in ``ranking`` (several texts may rank the same chunk)."""
+    for chunk_id, score in ranking:
+        if chunk_id not in best or score > best[chunk_id]:
+            best[chunk_id] = score

@@ -36,8 +36,8 @@ def build_generator(settings: Settings, registry: Registry, *, engine: EngineCho
     """
 
     engine = engine or settings.engine
-    record = registry.get_chat_model(settings.chat_model)
-    base = registry.get_model(record.base_model) if record.kind == "adapter" and record.base_model else record
+    record = registry.chat_model(settings.chat_model)
+    base = registry.base_of(record)
     from helpline.serving.routing import VLLMBackend
 
     name = VLLMBackend.served_name(record)
@@ -94,11 +94,8 @@ def build_pipeline(
         kb = open_knowledge_base(settings, workspace, registry)
     extra: dict[str, Any] = {"verifier": verifier} if verifier is not None else {}
     extra["reader"] = answer_reader(settings, kb)
-    mode = settings.retrieval.mode
-    if scoring_mode(mode) != mode:
-        extra["relevance"] = lambda q, k, role, history=None: kb.search(
-            q, k=k, role=role, history=history, mode=scoring_mode(mode)
-        )
+    if scoring_mode(settings.retrieval.mode) == "dense" and settings.retrieval.mode != "dense":
+        extra["relevance"] = "dense"
     return RAGPipeline(
         search=kb.search,
         generator=generator,
@@ -173,8 +170,7 @@ def detector_verifier(settings: Settings, registry: Registry) -> Verifier | None
 
 
 def _base_name(settings: Settings, registry: Registry) -> str:
-    record = registry.get_chat_model(settings.chat_model)
-    return record.base_model if record.kind == "adapter" and record.base_model else record.name
+    return registry.base_of(registry.chat_model(settings.chat_model)).name
 
 
 def readiness_checks(settings: Settings, kb: Any, *, engine: EngineChoice) -> Any:
