@@ -59,7 +59,7 @@ def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON."
     for m in models:
         names = ", ".join(a for a, target in aliases.items() if target == m.name)
         created = dt.datetime.fromtimestamp(m.created_at).strftime("%Y-%m-%d %H:%M")
-        table.add_row(m.name, "detector" if m.what == "detector" else m.kind, m.base_model or "", names, created)
+        table.add_row(m.name, m.kind, m.base_model or "", names, created)
     Console().print(table)
 
 

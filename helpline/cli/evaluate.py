@@ -36,7 +36,7 @@ def train_detector(
         base = Path(ctx.registry.get_model(cfg.base_model).path)
     output = ctx.workspace.models / cfg.output_name
     metadata = train(cfg, base_path=base, output=output, log=lambda m: console.print(m, highlight=False))
-    ctx.registry.register_model(cfg.output_name, kind="base", path=output, metadata=metadata)
+    ctx.registry.register_model(cfg.output_name, kind="detector", path=output, metadata=metadata)
     result = {"name": cfg.output_name, "path": str(output), **metadata}
     if as_json:
         print_json(result)

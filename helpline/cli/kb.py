@@ -65,7 +65,7 @@ def sync(
     """Make the knowledge base match FOLDER: embed new and changed files, drop removed ones."""
     ctx = Context.load()
     if check:
-        ctx.registry.get_chat_model(check_model)  # a wrong --check-model is refused before the sync
+        ctx.registry.chat_model(check_model)  # a wrong --check-model is refused before the sync
     summary = sync_folder(ctx, folder, rebuild=rebuild)
     if not check:
         _show(summary, as_json)

@@ -184,10 +184,8 @@ def _model_and_adapter(ref: str, ctx: Context) -> tuple[str, str | None]:
         return base, str(path)
     if (path / "config.json").is_file():
         return str(path), None
-    record = ctx.registry.get_model(ref)
-    if record.kind == "adapter":
-        return ctx.registry.get_model(record.base_model or "").path, record.path
-    return record.path, None
+    record = ctx.registry.chat_model(ref)
+    return ctx.registry.base_of(record).path, record.path if record.kind == "adapter" else None
 
 
 @eval_app.command("sft")

@@ -266,9 +266,7 @@ def run_report(ctx: Context, models: list[Contender], opts: ReportOptions) -> di
 
 
 def _paths(ctx: Context, record: ModelRecord) -> tuple[str, str | None]:
-    if record.kind == "adapter":
-        return str(ctx.registry.get_model(record.base_model).path), str(record.path)  # type: ignore[arg-type]
-    return str(record.path), None
+    return str(ctx.registry.base_of(record).path), str(record.path) if record.kind == "adapter" else None
 
 
 def targets(models: dict[str, dict]) -> dict[str, Any]:

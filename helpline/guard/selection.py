@@ -61,7 +61,7 @@ def register_bundled_detector(ctx: Context) -> bool:
     output.mkdir(parents=True, exist_ok=True)
     shutil.copy(BUNDLED_DETECTOR / "detector.json", output / "detector.json")
     metadata = json.loads((output / "detector.json").read_text())["metadata"]
-    ctx.registry.register_model(DEFAULT_DETECTOR, kind="base", path=output, metadata=metadata)
+    ctx.registry.register_model(DEFAULT_DETECTOR, kind="detector", path=output, metadata=metadata)
     return True
 
 

@@ -23,7 +23,7 @@ class GateError(HelplineError):
 
 def require_passing_gate(registry: Registry, model_name: str, *, max_age_days: float | None = None) -> dict[str, Any]:
     """Raise :class:`GateError` unless ``model_name`` has a passing (and recent enough) gate report."""
-    record = registry.get_model(model_name)
+    record = registry.chat_model(model_name)
     gate = record.metadata.get("gate")
     run = f"helpline eval gate --candidate {record.name} --baseline production"
     if not gate:

@@ -1,7 +1,11 @@
-"""The registry: base models, adapters, embedders, knowledge-base versions and aliases, in SQLite.
+"""The registry: base models, adapters, embedders, hallucination detectors, knowledge-base versions
+and aliases, in SQLite.
 
-Aliases (``production``, ``canary``, ...) point at a registered model; every change is kept in
+Aliases (``production``, ``canary``, ...) point at a registered chat model; every change is kept in
 ``alias_history`` so that a rollback is one call.
+
+A registry file carries its schema version in ``PRAGMA user_version``; opening an older file applies
+the missing steps of ``_MIGRATIONS`` in place, in one transaction, so a second open changes nothing.
 """
 
 from __future__ import annotations
@@ -14,11 +18,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, computed_field
+from pydantic import BaseModel, Field
 
 from helpline.platform.errors import ConfigError, NotFoundError
 
-ModelKind = Literal["base", "adapter", "embedder"]
+ModelKind = Literal["base", "adapter", "embedder", "detector"]
+
+#: The kinds that can answer customers (an alias may point only at one of them).
+CHAT_KINDS: tuple[ModelKind, ...] = ("base", "adapter")
+_A_KIND: dict[str, str] = {
+    "base": "a base model",
+    "adapter": "an adapter",
+    "embedder": "an embedder",
+    "detector": "a hallucination detector",
+}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (
@@ -55,7 +68,7 @@ CREATE TABLE IF NOT EXISTS kb_versions (
 
 
 class ModelRecord(BaseModel):
-    """A registered model, adapter or embedder with its lineage metadata."""
+    """A registered base model, adapter, embedder or hallucination detector with its lineage metadata."""
 
     name: str
     kind: ModelKind
@@ -63,15 +76,6 @@ class ModelRecord(BaseModel):
     base_model: str | None = None
     created_at: float
     metadata: dict[str, Any] = Field(default_factory=dict)
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def what(self) -> str:
-        """What the model is for: ``chat``, ``embedder`` or ``detector`` (a hallucination detector is
-        registered as a base model whose metadata says ``role: detector``)."""
-        if self.kind == "embedder":
-            return "embedder"
-        return "detector" if self.metadata.get("role") == "detector" else "chat"
 
 
 class KBVersion(BaseModel):
@@ -104,6 +108,7 @@ class Registry:
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.executescript(_SCHEMA)
+            _migrate(db, self.db_path)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -160,21 +165,43 @@ class Registry:
             )
         return _model(row)
 
-    def get_chat_model(self, name: str) -> ModelRecord:
-        """Look up a model that can answer customers (a base model or an adapter): an embedder or a
-        hallucination detector named where a chat model belongs is refused with what to pass instead."""
+    def chat_model(self, name: str) -> ModelRecord:
+        """Look up, by name or alias, a model that can answer customers (a base model or an adapter): an
+        embedder or a hallucination detector named where a chat model belongs is refused with what to pass
+        instead. Everything that needs a chat model asks here."""
         record = self.get_model(name)
-        if record.what != "chat":
-            names = [m.name for m in self.list_models() if m.what == "chat"]
+        if record.kind not in CHAT_KINDS:
+            names = [m.name for m in self.list_models() if m.kind in CHAT_KINDS]
             chat = ", ".join(names[:6]) or "none"
             if len(names) > 6:
                 chat += f" and {len(names) - 6} more"
-            kind = "an embedder" if record.what == "embedder" else "a hallucination detector"
             raise ConfigError(
-                f"{record.name!r} is {kind}, not a chat model",
+                f"{record.name!r} is {_A_KIND[record.kind]}, not a chat model",
                 hint=f"name a base model or adapter (registered: {chat}); `helpline models list` shows each kind",
             )
         return record
+
+    def base_of(self, record_or_name: ModelRecord | str) -> ModelRecord:
+        """The base model an adapter (a record, or a name or alias) was trained on; any other model is its
+        own base. An adapter whose base is not registered (or is no base model) is refused."""
+        record = self.get_model(record_or_name) if isinstance(record_or_name, str) else record_or_name
+        if record.kind != "adapter":
+            return record
+        hint = "register its base model again (`helpline models import` for the bundled ones), or re-export the adapter"
+        if not record.base_model:
+            raise NotFoundError(f"adapter {record.name!r} does not name its base model", hint=hint)
+        try:
+            base = self.get_model(record.base_model)
+        except NotFoundError as e:
+            raise NotFoundError(
+                f"adapter {record.name!r} is for base model {record.base_model!r}, which is not registered", hint=hint
+            ) from e
+        if base.kind != "base":
+            raise ConfigError(
+                f"adapter {record.name!r} names {base.name!r} as its base model, but that is {_A_KIND[base.kind]}",
+                hint=hint,
+            )
+        return base
 
     def update_metadata(self, name: str, updates: dict[str, Any]) -> ModelRecord:
         """Merge ``updates`` into a model's metadata (its other fields and creation time stay)."""
@@ -196,7 +223,7 @@ class Registry:
 
     def set_alias(self, alias: str, model_name: str, *, actor: str = "") -> AliasChange:
         """Point ``alias`` at ``model_name`` (a registered chat model), keeping history."""
-        target = self.get_chat_model(model_name).name
+        target = self.chat_model(model_name).name
         now = time.time()
         with self._connect() as db:
             prev = db.execute("SELECT model_name FROM aliases WHERE alias = ?", (alias,)).fetchone()
@@ -262,6 +289,35 @@ class Registry:
         with self._connect() as db:
             rows = db.execute("SELECT * FROM kb_versions ORDER BY id").fetchall()
         return [KBVersion(**dict(r)) for r in rows]
+
+
+def _detectors_get_their_kind(db: sqlite3.Connection) -> None:
+    """Schema 1: a hallucination detector was a ``base`` whose metadata said ``role: detector``; it becomes
+    kind ``detector`` (its metadata is kept as it was)."""
+    for row in db.execute("SELECT name, metadata FROM models WHERE kind = 'base'").fetchall():
+        if json.loads(row["metadata"] or "{}").get("role") == "detector":
+            db.execute("UPDATE models SET kind = 'detector' WHERE name = ?", (row["name"],))
+
+
+#: Step ``i`` upgrades a registry file from schema version ``i`` to ``i + 1`` (``PRAGMA user_version``).
+#: Append only: a step, once released, runs on files already out there.
+_MIGRATIONS = (_detectors_get_their_kind,)
+
+
+def _migrate(db: sqlite3.Connection, path: Path) -> None:
+    """Bring the file up to ``len(_MIGRATIONS)``; a file written by a newer helpline is refused."""
+    if db.execute("PRAGMA user_version").fetchone()[0] == len(_MIGRATIONS):
+        return  # the usual open: no write lock taken
+    db.execute("BEGIN IMMEDIATE")  # two processes opening an old file at once migrate it once
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(_MIGRATIONS):
+        raise ConfigError(
+            f"registry {path} has schema version {version}; this helpline reads up to {len(_MIGRATIONS)}",
+            hint="upgrade helpline to the version that wrote it, or use another workspace (the `workspace` setting)",
+        )
+    for step in _MIGRATIONS[version:]:
+        step(db)
+    db.execute(f"PRAGMA user_version = {len(_MIGRATIONS)}")
 
 
 def _model(row: sqlite3.Row) -> ModelRecord:

@@ -15,7 +15,7 @@ from typing import Protocol
 from helpline.engines.protocol import Generator
 from helpline.platform.errors import ConfigError, NotFoundError
 from helpline.platform.promotion import require_passing_gate
-from helpline.platform.registry import AliasChange, ModelRecord, Registry
+from helpline.platform.registry import CHAT_KINDS, AliasChange, ModelRecord, Registry
 
 #: Public model ids (what clients put in `model`) → registry aliases.
 PUBLIC_ALIASES = {"helpline-support": "production", "helpline-support-canary": "canary"}
@@ -59,11 +59,11 @@ class ModelRouter:
         """Ids a client may put in `model`."""
         aliases = self.registry.aliases()
         ids = [pub for pub, alias in PUBLIC_ALIASES.items() if alias in aliases]
-        chat = [m.name for m in self.registry.list_models() if m.what == "chat"]
+        chat = [m.name for m in self.registry.list_models() if m.kind in CHAT_KINDS]
         return ids + chat
 
     def _record(self, alias_or_name: str) -> ModelRecord:
-        return self.registry.get_chat_model(alias_or_name)
+        return self.registry.chat_model(alias_or_name)
 
     def resolve(self, model: str, *, conversation_id: str) -> Route:
         """The route for one request; `helpline-support` sends the canary share to the canary."""
@@ -170,7 +170,7 @@ class TransformersBackend:
             key = f"{record.name}:{record.created_at}"
             if key not in self._generators:
                 if record.kind == "adapter":
-                    base = self.registry.get_model(record.base_model or "")
+                    base = self.registry.base_of(record)
                     gen = TransformersGenerator(base.path, adapter_path=record.path, name=record.name)
                 else:
                     gen = TransformersGenerator(record.path, name=record.name)

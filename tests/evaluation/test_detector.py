@@ -102,7 +102,7 @@ def test_init_registers_the_bundled_detector_once_and_it_judges_answers(tmp_path
     ctx = Context.load()
     assert register_bundled_detector(ctx) and not register_bundled_detector(ctx)  # a registered one is kept
     record = ctx.registry.get_model("helpline-detector")
-    assert record.what == "detector" and record.metadata["bundled"] is True
+    assert record.kind == "detector" and record.metadata["bundled"] is True
     detector = Detector.load(record.path)
     passage = "You can use up to 2 gift cards on one order. Gift cards are valid for 3 years."
     supported = detector.verdict("You can use up to 2 gift cards on one order.", [passage])

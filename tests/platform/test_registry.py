@@ -61,7 +61,7 @@ def test_kb_versions_are_numbered(registry: Registry) -> None:
 
 def test_an_alias_only_points_at_a_chat_model(registry: Registry, tmp_path: Path) -> None:
     registry.register_model("minilm", kind="embedder", path=tmp_path / "e")
-    registry.register_model("detector", kind="base", path=tmp_path / "d", metadata={"role": "detector"})
+    registry.register_model("detector", kind="detector", path=tmp_path / "d")
     registry.set_alias("production", "adapter-1")
     for name, what in (("minilm", "an embedder"), ("detector", "a hallucination detector")):
         with pytest.raises(ConfigError, match=f"'{name}' is {what}, not a chat model") as err:
@@ -70,6 +70,42 @@ def test_an_alias_only_points_at_a_chat_model(registry: Registry, tmp_path: Path
         assert "detector" not in err.value.hint
     assert registry.get_model("production").name == "adapter-1"  # unchanged
     assert len(registry.alias_history("production")) == 1
-    assert [registry.get_model(n).what for n in ("base-a", "adapter-1", "minilm", "detector")] == [
-        "chat", "chat", "embedder", "detector"
-    ]  # fmt: skip
+    assert [m.kind for m in registry.list_models()] == ["base", "adapter", "adapter", "embedder", "detector"]
+
+
+def test_chat_model_takes_a_name_or_an_alias_and_refuses_what_cannot_answer(registry: Registry, tmp_path: Path) -> None:
+    registry.register_model("minilm", kind="embedder", path=tmp_path / "e")
+    registry.register_model("helpline-detector", kind="detector", path=tmp_path / "d")
+    registry.set_alias("canary", "adapter-2")
+    assert registry.chat_model("base-a").kind == "base"
+    assert registry.chat_model("canary").name == "adapter-2"
+    with pytest.raises(ConfigError, match="'helpline-detector' is a hallucination detector, not a chat model") as err:
+        registry.chat_model("helpline-detector")
+    assert err.value.hint.startswith("name a base model or adapter (registered: base-a, adapter-1, adapter-2)")
+    with pytest.raises(ConfigError, match="'minilm' is an embedder, not a chat model"):
+        registry.chat_model("minilm")
+    with pytest.raises(NotFoundError, match="no model or alias named 'gpt-5'"):
+        registry.chat_model("gpt-5")
+
+
+def test_base_of_finds_an_adapters_base_and_a_base_is_its_own(registry: Registry) -> None:
+    registry.set_alias("production", "adapter-1")
+    assert registry.base_of("adapter-1").name == "base-a"
+    assert registry.base_of("production").name == "base-a"  # an alias resolves to its adapter first
+    assert registry.base_of(registry.get_model("adapter-2")).name == "base-a"
+    base = registry.get_model("base-a")
+    assert registry.base_of(base) == base and registry.base_of("base-a") == base
+
+
+def test_base_of_an_adapter_whose_base_is_gone_says_what_to_do(registry: Registry, tmp_path: Path) -> None:
+    registry.register_model("orphan", kind="adapter", path=tmp_path / "o", base_model="llama-70b")
+    with pytest.raises(NotFoundError, match="'orphan' is for base model 'llama-70b', which is not registered") as err:
+        registry.base_of("orphan")
+    assert "helpline models import" in err.value.hint
+    registry.register_model("nameless", kind="adapter", path=tmp_path / "n")
+    with pytest.raises(NotFoundError, match="'nameless' does not name its base model"):
+        registry.base_of("nameless")
+    registry.register_model("minilm", kind="embedder", path=tmp_path / "e")
+    registry.register_model("odd", kind="adapter", path=tmp_path / "x", base_model="minilm")
+    with pytest.raises(ConfigError, match="names 'minilm' as its base model, but that is an embedder"):
+        registry.base_of("odd")

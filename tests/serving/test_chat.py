@@ -113,7 +113,7 @@ def test_models_lists_the_public_alias(gateway: Gateway) -> None:
 
 
 def test_a_detector_or_an_embedder_is_not_a_chat_model(gateway: Gateway, tmp_path: Path) -> None:
-    gateway.registry.register_model("det", kind="base", path=tmp_path / "d", metadata={"role": "detector"})
+    gateway.registry.register_model("det", kind="detector", path=tmp_path / "d")
     gateway.registry.register_model("minilm", kind="embedder", path=tmp_path / "e")
     ids = [m.id for m in _client(gateway, "customer").models.list()]
     assert "det" not in ids and "minilm" not in ids and "fake-base" in ids

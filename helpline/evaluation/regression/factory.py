@@ -20,7 +20,7 @@ def resolve_model(ctx: Context, alias_or_path: str) -> str:
     anything is registered or answered."""
     path = Path(alias_or_path)
     if not path.is_dir():
-        return ctx.registry.get_chat_model(alias_or_path).name
+        return ctx.registry.chat_model(alias_or_path).name
     adapter_cfg = path / "adapter_config.json"
     name = f"candidate-{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]}"
     if adapter_cfg.exists():

@@ -41,4 +41,4 @@ def ensure_default_detector(ctx: Context, name: str, *, log=print) -> None:
     )
     output = ctx.workspace.models / name
     metadata = train(cfg, base_path=Path("."), output=output, log=log)
-    ctx.registry.register_model(name, kind="base", path=output, metadata=metadata)
+    ctx.registry.register_model(name, kind="detector", path=output, metadata=metadata)

@@ -104,11 +104,8 @@ def train_cross_encoder(
 
     # setup
     train_pairs, _ = build_training_pairs(cfg)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(base_path))
-    model = transformers.AutoModelForSequenceClassification.from_pretrained(str(base_path), num_labels=1).to(device)
+    tokenizer, model = load_encoder_for_training(base_path, cfg, device, transformers)
     steps = math.ceil(len(train_pairs) * cfg.epochs / cfg.batch_size)
-    if cfg.freeze_embeddings:
-        model.base_model.embeddings.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.01)
     log(f"training on {len(train_pairs)} pairs, {steps} steps of {cfg.batch_size} ({device})")
@@ -118,16 +115,7 @@ def train_cross_encoder(
     start, losses = time.time(), []
     for step in range(steps):
         batch = [train_pairs[(step * cfg.batch_size + i) % len(train_pairs)] for i in range(cfg.batch_size)]
-        enc = tokenizer(
-            [b.passages[0] for b in batch],
-            [hypothesis(b.answer, None if rng.random() < cfg.question_dropout else b.question) for b in batch],
-            truncation="longest_first",
-            max_length=cfg.max_length,
-            padding=True,
-            return_tensors="pt",
-        ).to(device)
-        labels = torch.tensor([float(b.label) for b in batch], device=device)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(**enc).logits[:, 0], labels)
+        loss = batch_loss(model, tokenizer, batch, cfg, rng=rng, device=device, torch=torch)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         # Progress is whichever is further along, steps or the time budget, so the learning rate
@@ -146,10 +134,7 @@ def train_cross_encoder(
             break
 
     # save
-    output.mkdir(parents=True, exist_ok=True)
-    model.eval()
-    model.to("cpu").save_pretrained(str(output))
-    tokenizer.save_pretrained(str(output))
+    save_cross_encoder(model, tokenizer, output)
     return {
         "base_model": str(base_path),
         "device": str(device),
@@ -159,6 +144,42 @@ def train_cross_encoder(
         "train_minutes": round((time.time() - start) / 60, 2),
         "final_loss": round(sum(losses[-25:]) / max(1, len(losses[-25:])), 4),
     }
+
+
+def load_encoder_for_training(
+    base_path: Path, cfg: DetectorTrainConfig, device: Any, transformers: Any
+) -> tuple[Any, Any]:
+    """The encoder's tokenizer, and the encoder with a one-logit head on ``device`` (embeddings frozen if asked)."""
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(base_path))
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(str(base_path), num_labels=1).to(device)
+    if cfg.freeze_embeddings:
+        model.base_model.embeddings.requires_grad_(False)
+    return tokenizer, model
+
+
+def batch_loss(
+    model: Any, tokenizer: Any, batch: list[Pair], cfg: DetectorTrainConfig, *, rng: random.Random, device: Any,
+    torch: Any,
+) -> Any:  # fmt: skip
+    """Binary cross-entropy of the (passage, answer) pairs; ``question_dropout`` of them without the question."""
+    enc = tokenizer(
+        [b.passages[0] for b in batch],
+        [hypothesis(b.answer, None if rng.random() < cfg.question_dropout else b.question) for b in batch],
+        truncation="longest_first",
+        max_length=cfg.max_length,
+        padding=True,
+        return_tensors="pt",
+    ).to(device)
+    labels = torch.tensor([float(b.label) for b in batch], device=device)
+    return torch.nn.functional.binary_cross_entropy_with_logits(model(**enc).logits[:, 0], labels)
+
+
+def save_cross_encoder(model: Any, tokenizer: Any, output: Path) -> None:
+    """Save the model (moved to the CPU, in eval mode) and its tokenizer to ``output`` in HF format."""
+    output.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    model.to("cpu").save_pretrained(str(output))
+    tokenizer.save_pretrained(str(output))
 
 
 def training_device(name: str, torch: Any) -> Any:
@@ -214,4 +235,4 @@ def train(
         raise
     shutil.rmtree(output, ignore_errors=True)
     partial.rename(output)
-    return {"role": "detector", "cross_encoder": ce_meta, **report}
+    return {"cross_encoder": ce_meta, **report}

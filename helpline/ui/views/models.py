@@ -47,7 +47,7 @@ def _registry(data: dict[str, Any]) -> None:
     rows = [
         {
             "Name": m["name"],
-            "Kind": "detector" if m.get("what") == "detector" else m["kind"],
+            "Kind": m["kind"],
             "Base": m.get("base_model") or "",
             "Aliases": ", ".join(a for a, t in aliases.items() if t == m["name"]),
             "Registered": session.when(m["created_at"]),
@@ -65,7 +65,7 @@ def _registry(data: dict[str, Any]) -> None:
 
 
 def _deploy(client: GatewayClient, data: dict[str, Any]) -> None:
-    names = [m["name"] for m in data["models"] if m["kind"] in CHAT_KINDS and m.get("what", "chat") == "chat"]
+    names = [m["name"] for m in data["models"] if m["kind"] in CHAT_KINDS]
     aliases = data["aliases"]
     st.markdown(" · ".join(f"**{a}** → `{t}`" for a, t in aliases.items()) or "No alias is set.")
     left, right = st.columns(2)
