@@ -21,8 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from helpline.platform.files import read_doc2dial
+from helpline.platform.schemas import Document
 from helpline.platform.settings import Settings
 from helpline.platform.workspace import Workspace
+from helpline.retrieval.embedders.base import Embedder
+from helpline.retrieval.factory import scratch_knowledge_base
 
 #: Dense (MiniLM cosine): the threshold that still answers 95% of answerable doc2dial questions
 #: (`helpline bench serving --abstention --data ../shared/data/doc2dial`, 300 questions: 0.327 →
@@ -113,21 +116,13 @@ def tradeoff(pairs: list[tuple[float, float]]) -> dict[str, Any]:
     return {"best_balanced": best, "answer_rate_95": at_95, "auc": round(auc, 4), "grid": grid}
 
 
-def calibrate(data_dir: Path, *, settings: Settings, embedder_path: str, n: int = 300, seed: int = 0) -> dict[str, Any]:
-    """Index doc2dial in a throwaway knowledge base (same mode and embedder as configured) and
-    measure the with/without-document score distributions."""
-    from helpline.platform.registry import Registry
-    from helpline.platform.schemas import Document
-    from helpline.retrieval.factory import open_knowledge_base
-
+def calibrate(data_dir: Path, *, settings: Settings, embedder: Embedder, n: int = 300, seed: int = 0) -> dict[str, Any]:
+    """Index doc2dial in a throwaway knowledge base (the configured chunking and search mode, the given
+    embedder) and measure the with/without-document score distributions."""
     docs, questions = read_doc2dial(data_dir, qa_fields=("id", "doc_id", "question"))
     rows = _questions(questions, n, seed)
     with tempfile.TemporaryDirectory() as tmp:
-        ws = Workspace.at(tmp).ensure()
-        tmp_settings = settings.model_copy(update={"workspace": ws.root})
-        registry = Registry(ws.registry_db)
-        registry.register_model(settings.embedder, kind="embedder", path=embedder_path)
-        kb = open_knowledge_base(tmp_settings, ws, registry)
+        kb = scratch_knowledge_base(tmp, embedder, settings=settings, name="abstention")
         kb.sync(
             Document(doc_id=d["doc_id"], title=d.get("title", ""), text=d["text"], metadata={"domain": d["domain"]})
             for d in docs

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from helpline.platform.lazy_imports import require
 from helpline.platform.schemas import Chunk, Document
 from helpline.retrieval.embedders.base import Embedder
+from helpline.retrieval.factory import scratch_knowledge_base
 from helpline.retrieval.ingest.chunking import chunk_document, embedding_text
-from helpline.retrieval.ingest.records import RecordManager
 from helpline.retrieval.ingest.syncing import records_from_chunks
 from helpline.retrieval.knowledge_base import KnowledgeBase
 
@@ -88,13 +88,7 @@ def build_scaled_kb(
 ) -> KnowledgeBase:
     """A knowledge base of ``total`` chunks in embedded Chroma: the real ones embedded, the rest random."""
     np = require("numpy", "retrieval")
-    from helpline.retrieval.stores.chroma import ChromaStore
-
-    kb = KnowledgeBase(
-        store=ChromaStore.embedded(store_dir, f"bench-{total}"),
-        embedder=embedder,
-        records=RecordManager(":memory:"),
-    )
+    kb = scratch_knowledge_base(store_dir, embedder, name=f"bench-{total}")
     kb.sync(real_docs)
     real = kb.store.chunks()
     fake = synthetic_chunks(real, total)

@@ -19,11 +19,17 @@ from typing import Any
 
 from rich.console import Console
 
+from helpline.engines.openai_http import OpenAIGenerator
+from helpline.engines.vllm_server import VLLMServer
 from helpline.evaluation.load import free_port, level, run_level, sequential, serve_app
 from helpline.platform.context import Context
 from helpline.platform.registry import ModelRecord, Registry
 from helpline.platform.schemas import ChatMessage
 from helpline.retrieval import sample_questions
+from helpline.retrieval.factory import open_knowledge_base
+from helpline.serving.factory import build_gateway, build_pipeline, detector_verifier
+from helpline.serving.gateway.config import GatewayLimits
+from helpline.serving.routing import VLLMBackend
 
 console = Console(stderr=True)
 
@@ -35,6 +41,10 @@ class BenchOptions:
     max_tokens: int = 64
     skip: set[str] = field(default_factory=set)
     transformers_requests: int = 4
+
+    def requests_for(self, concurrency: int) -> int:
+        """Requests sent at one concurrency level."""
+        return self.requests or max(8, 2 * concurrency)
 
 
 def check_ms(pipeline: Any, answer: str, passages: list[Any]) -> float:
@@ -117,24 +127,39 @@ async def _swap_under_load(gw_client: Any, admin: Any, questions: list[list[dict
     }
 
 
-def run_bench(ctx: Context, opts: BenchOptions) -> dict[str, Any]:
-    """Run every part not in ``opts.skip``; returns one JSON-able dict with the targets checked."""
-    import httpx
-    import openai
+@dataclass
+class BenchSetup:
+    """The parts every measurement shares, on a throwaway registry copy in ``tmp``: the base model, its
+    vLLM server (not started yet), and the pipeline whose retrieval half runs in-process."""
 
-    from helpline.engines.openai_http import OpenAIGenerator
-    from helpline.engines.vllm_server import VLLMServer
-    from helpline.retrieval.factory import open_knowledge_base
-    from helpline.serving.factory import build_gateway, build_pipeline, detector_verifier
-    from helpline.serving.gateway.config import GatewayLimits
-    from helpline.serving.routing import VLLMBackend
+    tmp: Path
+    registry: Registry
+    base: ModelRecord
+    vllm_settings: Any
+    server: Any
+    engine: Any
+    verifier: Any
+    pipeline: Any
 
+
+@dataclass
+class PreparedPrompts:
+    """The sample questions through the pipeline's retrieval half; only those it did not abstain on are asked."""
+
+    prompts: list[list[ChatMessage]]
+    raw: list[list[dict]]  # the same questions as a client sends them to the gateway
+    passages: list[list[Any]]
+    prepare_ms: list[float]  # every question
+    answered_ms: list[float]  # the questions asked
+    as_dicts: list[list[dict]] = field(default_factory=list)
+
+
+def set_up(ctx: Context) -> BenchSetup:
+    """Copy the registry, resolve the served base model, and build its vLLM server and the pipeline."""
     s = ctx.settings
     tmp = Path(tempfile.mkdtemp(prefix="helpline-bench-"))
     registry = _copy_registry(ctx.workspace.registry_db, tmp / "registry.sqlite")
-    record = registry.get_chat_model(s.chat_model)
-    base = registry.get_model(record.base_model) if record.kind == "adapter" and record.base_model else record
-    questions = sample_questions()
+    base = registry.base_of(registry.chat_model(s.chat_model))
     kb = open_knowledge_base(s, ctx.workspace, registry)
     # The gateway's own answer check (the registered detector unless gateway.detector says otherwise).
     vllm_settings = s.vllm.model_copy(update={"port": free_port()})
@@ -143,109 +168,144 @@ def run_bench(ctx: Context, opts: BenchOptions) -> dict[str, Any]:
     # Only the retrieval half (prepare) runs in-process; the engine answers once it is started below.
     engine = OpenAIGenerator(server.base_url, base.name)
     pipeline = build_pipeline(s, ctx.workspace, registry, generator=engine, kb=kb, verifier=verifier)
-    prepare_ms, prompts, raw, passages, answered_ms = [], [], [], [], []
+    return BenchSetup(tmp, registry, base, vllm_settings, server, engine, verifier, pipeline)
+
+
+def prepare_prompts(pipeline: Any, questions: list[str]) -> PreparedPrompts:
+    """Run retrieval on every question, timing it; keep the prompts of those the pipeline answers."""
+    out = PreparedPrompts([], [], [], [], [])
     for q in questions:
         conv = [ChatMessage(role="user", content=q)]
         t0 = time.perf_counter()
         prepared = pipeline.prepare(conv, role="customer")
-        prepare_ms.append((time.perf_counter() - t0) * 1000)
+        out.prepare_ms.append((time.perf_counter() - t0) * 1000)
         if not prepared.abstained:
-            prompts.append(prepared.messages)
-            raw.append([{"role": "user", "content": q}])
-            passages.append(prepared.passages)
-            answered_ms.append(prepare_ms[-1])
-    as_dicts = [[m.model_dump() for m in p] for p in prompts]
-    n_for = {c: opts.requests or max(8, 2 * c) for c in opts.levels}
+            out.prompts.append(prepared.messages)
+            out.raw.append([{"role": "user", "content": q}])
+            out.passages.append(prepared.passages)
+            out.answered_ms.append(out.prepare_ms[-1])
+    out.as_dicts = [[m.model_dump() for m in p] for p in out.prompts]
+    return out
+
+
+def verify_overhead(setup: BenchSetup, prepared: PreparedPrompts, max_tokens: int) -> dict[str, float]:
+    """The verifier's and citations' time on the model's real answers, and the whole in-process overhead."""
+    # Verification and citation run on the finished answer: time them on the model's real answers.
+    pipeline, passages = setup.pipeline, prepared.passages
+    answers = [setup.engine.generate(p, max_tokens=max_tokens).text for p in prepared.prompts]
+    if answers:
+        check_ms(pipeline, answers[0], passages[0])  # warm-up (the detector's first call builds its kernels)
+    after_ms = [check_ms(pipeline, text, found) for text, found in zip(answers, passages, strict=True)]
+    total_ms = [a + b for a, b in zip(prepared.answered_ms, after_ms, strict=True)]
+    return {
+        "overhead_verify_ms_p50": round(statistics.median(after_ms), 2),
+        "overhead_ms_p50": round(statistics.median(total_ms), 2),
+    }
+
+
+def vllm_direct_levels(direct: str, model: str, prompts: list[list[dict]], opts: BenchOptions) -> dict[int, dict]:
+    """vLLM's own OpenAI endpoint at every concurrency level."""
+    out = {}
+    for c in opts.levels:
+        console.print(f"vLLM direct, concurrency {c}")
+        out[c] = level(direct, "x", model, prompts, concurrency=c, n=opts.requests_for(c), max_tokens=opts.max_tokens)
+    return out
+
+
+def adapter_vs_base(setup: BenchSetup, adapter: ModelRecord, prompts: list[list[dict]], opts: BenchOptions) -> dict:
+    """The base model against the adapter loaded beside it, at the levels from 8 up (all, if none is)."""
+    direct, base = setup.server.base_url, setup.base.name
+    name = VLLMBackend.served_name(adapter)
+    setup.server.load_lora(name, adapter.path)
+    out: dict[str, Any] = {"name": adapter.name, "random": bool(adapter.metadata.get("random")), "base": {}, "lora": {}}
+    # vLLM caches prompt prefixes per adapter: warm both on every prompt first, or the base (already
+    # warm from the levels above) would skip prefill that the adapter pays for (RAG prompts are long).
+    # Both answer at full length: an adapter trained on short answers must not look slower for
+    # spending a larger share of its time in prefill.
+    for model in (base, name):
+        level(direct, "x", model, prompts, concurrency=8, n=len(prompts), max_tokens=1)
+    for c in [c for c in opts.levels if c >= 8] or opts.levels:
+        console.print(f"base vs adapter, concurrency {c}")
+        for label, model in (("base", base), ("lora", name)):
+            out[label][c] = level(
+                direct, "x", model, prompts, concurrency=c, n=opts.requests_for(c), max_tokens=opts.max_tokens,
+                full_length=True,
+            )  # fmt: skip
+    return out
+
+
+def gateway_parts(
+    ctx: Context, setup: BenchSetup, raw: list[list[dict]], opts: BenchOptions, adapter: ModelRecord | None
+) -> dict[str, Any]:
+    """The gateway with retrieval at every level, then the swap under load; the gateway stops on the way out."""
+    gw_settings = ctx.settings.model_copy(update={"vllm": setup.vllm_settings})
+    limits = GatewayLimits(requests_per_minute=100_000, burst=10_000, max_concurrency=1024)
+    app = build_gateway(gw_settings, ctx.workspace, setup.registry, server=setup.server, limits=limits,
+                        store_path=setup.tmp / "gateway.sqlite")  # fmt: skip
+    customer = app.state.store.create_key("customer", name="bench")[0]
+    engineer = app.state.store.create_key("admin", name="bench")[0]
+    gateway, _, url = serve_app(app)
+    try:
+        out: dict[str, Any] = {"gateway": {}}
+        for c in opts.levels:
+            console.print(f"gateway with retrieval, concurrency {c}")
+            out["gateway"][c] = level(
+                f"{url}/v1", customer, "helpline-support", raw, concurrency=c, n=opts.requests_for(c),
+                max_tokens=opts.max_tokens,
+            )  # fmt: skip
+        if adapter is not None and "swap" not in opts.skip:
+            console.print("adapter swap under load")
+            out["swap_under_load"] = asyncio.run(_swap_through_gateway(url, customer, engineer, raw, adapter.name))
+        return out
+    finally:
+        gateway.should_exit = True
+
+
+async def _swap_through_gateway(url: str, customer: str, engineer: str, raw: list[list[dict]], adapter: str) -> dict:
+    """:func:`_swap_under_load` with an admin client (engineer key) and a chat client (customer key)."""
+    import httpx
+    import openai
+
+    headers = {"Authorization": f"Bearer {engineer}"}
+    async with (
+        httpx.AsyncClient(base_url=url, headers=headers, timeout=300) as admin,
+        openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=customer, max_retries=0) as gw_client,
+    ):
+        return await _swap_under_load(gw_client, admin, raw, adapter, 48)
+
+
+def run_bench(ctx: Context, opts: BenchOptions) -> dict[str, Any]:
+    """Run every part not in ``opts.skip``; returns one JSON-able dict with the targets checked."""
+    setup = set_up(ctx)
+    prepared = prepare_prompts(setup.pipeline, sample_questions())
+    verifier = setup.verifier
     out: dict[str, Any] = {
-        "model": base.name, "max_tokens": opts.max_tokens, "prompts": len(prompts), "requests_per_level": n_for,
-        "overhead_prepare_ms_p50": round(statistics.median(prepare_ms), 2),
+        "model": setup.base.name, "max_tokens": opts.max_tokens, "prompts": len(prepared.prompts),
+        "requests_per_level": {c: opts.requests_for(c) for c in opts.levels},
+        "overhead_prepare_ms_p50": round(statistics.median(prepared.prepare_ms), 2),
         "verifier": getattr(getattr(verifier, "detector", None), "name", None) if verifier else None,
     }  # fmt: skip
     if "transformers" not in opts.skip:
         console.print("transformers, sequential")
         out["transformers_sequential"] = transformers_sequential(
-            base.path, prompts, n=opts.transformers_requests, max_tokens=opts.max_tokens
+            setup.base.path, prepared.prompts, n=opts.transformers_requests, max_tokens=opts.max_tokens
         )
-    adapter = None if "adapter" in opts.skip else bench_adapter(registry, base, tmp)
-    console.print(f"starting vLLM on port {vllm_settings.port} (log {tmp / 'vllm.log'})")
-    server.start()
-    gateway = None
+    adapter = None if "adapter" in opts.skip else bench_adapter(setup.registry, setup.base, setup.tmp)
+    console.print(f"starting vLLM on port {setup.vllm_settings.port} (log {setup.tmp / 'vllm.log'})")
+    setup.server.start()
     try:
-        direct = server.base_url
-        level(direct, "x", base.name, as_dicts, concurrency=2, n=2, max_tokens=8)  # warm-up
-        # Verification and citation run on the finished answer: time them on the model's real answers.
-        answers = [engine.generate(p, max_tokens=opts.max_tokens).text for p in prompts]
-        if answers:
-            check_ms(pipeline, answers[0], passages[0])  # warm-up (the detector's first call builds its kernels)
-        after_ms = [check_ms(pipeline, text, found) for text, found in zip(answers, passages, strict=True)]
-        out["overhead_verify_ms_p50"] = round(statistics.median(after_ms), 2)
-        out["overhead_ms_p50"] = round(statistics.median(a + b for a, b in zip(answered_ms, after_ms, strict=True)), 2)
+        direct = setup.server.base_url
+        level(direct, "x", setup.base.name, prepared.as_dicts, concurrency=2, n=2, max_tokens=8)  # warm-up
+        out |= verify_overhead(setup, prepared, opts.max_tokens)
         if "vllm" not in opts.skip:
-            out["vllm_direct"] = {}
-            for c in opts.levels:
-                console.print(f"vLLM direct, concurrency {c}")
-                out["vllm_direct"][c] = level(
-                    direct, "x", base.name, as_dicts, concurrency=c, n=n_for[c], max_tokens=opts.max_tokens
-                )
+            out["vllm_direct"] = vllm_direct_levels(direct, setup.base.name, prepared.as_dicts, opts)
         if adapter is not None:
-            name = VLLMBackend.served_name(adapter)
-            server.load_lora(name, adapter.path)
-            out["adapter"] = {
-                "name": adapter.name,
-                "random": bool(adapter.metadata.get("random")),
-                "base": {},
-                "lora": {},
-            }
-            # vLLM caches prompt prefixes per adapter: warm both on every prompt first, or the base (already
-            # warm from the levels above) would skip prefill that the adapter pays for (RAG prompts are long).
-            # Both answer at full length: an adapter trained on short answers must not look slower for
-            # spending a larger share of its time in prefill.
-            for model in (base.name, name):
-                level(direct, "x", model, as_dicts, concurrency=8, n=len(as_dicts), max_tokens=1)
-            for c in [c for c in opts.levels if c >= 8] or opts.levels:
-                console.print(f"base vs adapter, concurrency {c}")
-                for label, model in (("base", base.name), ("lora", name)):
-                    out["adapter"][label][c] = level(
-                        direct, "x", model, as_dicts, concurrency=c, n=n_for[c], max_tokens=opts.max_tokens,
-                        full_length=True,
-                    )  # fmt: skip
+            out["adapter"] = adapter_vs_base(setup, adapter, prepared.as_dicts, opts)
         if "gateway" not in opts.skip:
-            gw_settings = s.model_copy(update={"vllm": vllm_settings})
-            limits = GatewayLimits(requests_per_minute=100_000, burst=10_000, max_concurrency=1024)
-            app = build_gateway(gw_settings, ctx.workspace, registry, server=server, limits=limits,
-                                store_path=tmp / "gateway.sqlite")  # fmt: skip
-            customer = app.state.store.create_key("customer", name="bench")[0]
-            engineer = app.state.store.create_key("admin", name="bench")[0]
-            gateway, _, url = serve_app(app)
-            out["gateway"] = {}
-            for c in opts.levels:
-                console.print(f"gateway with retrieval, concurrency {c}")
-                out["gateway"][c] = level(
-                    f"{url}/v1",
-                    customer,
-                    "helpline-support",
-                    raw,
-                    concurrency=c,
-                    n=n_for[c],
-                    max_tokens=opts.max_tokens,
-                )
-            if adapter is not None and "swap" not in opts.skip:
-                console.print("adapter swap under load")
-
-                async def swap() -> dict:
-                    headers = {"Authorization": f"Bearer {engineer}"}
-                    async with (
-                        httpx.AsyncClient(base_url=url, headers=headers, timeout=300) as admin,
-                        openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=customer, max_retries=0) as gw_client,
-                    ):
-                        return await _swap_under_load(gw_client, admin, raw, adapter.name, 48)
-
-                out["swap_under_load"] = asyncio.run(swap())
+            out |= gateway_parts(ctx, setup, prepared.raw, opts, adapter)
     finally:
-        if gateway is not None:
-            gateway.should_exit = True
-        server.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        setup.server.stop()
+        shutil.rmtree(setup.tmp, ignore_errors=True)
     out["targets"] = targets(out)
     return out
 

@@ -75,10 +75,8 @@ def run(
     """Start the engine (supervised vLLM on loopback), the gateway and the UI; Ctrl-C stops them."""
     import uvicorn
 
-    from helpline.engines.vllm_server import VLLMServer
     from helpline.retrieval.factory import chroma_server_for
     from helpline.serving.factory import build_gateway
-    from helpline.serving.routing import startup_adapters
 
     ctx = Context.load()
     s = ctx.settings
@@ -89,46 +87,81 @@ def run(
     chroma = chroma_server_for(s, ctx.workspace)
     try:
         if chroma is not None:
-            with console.status(f"starting the Chroma server on {s.retrieval.chroma_host}:{s.retrieval.chroma_port}"):
-                chroma.start()
-            console.print(f"[green]chroma[/]  server at {chroma.host}:{chroma.port} (loopback; data {chroma.path})")
+            _start_chroma(chroma, ctx)
         if engine == "vllm":
-            record = ctx.registry.get_chat_model(s.chat_model)
-            base = ctx.registry.get_model(record.base_model) if record.kind == "adapter" else record
-            server = VLLMServer(
-                model_path=base.path,
-                served_name=base.name,
-                settings=s.vllm,
-                log_path=ctx.workspace.logs / "vllm.log",
-                lora_modules=startup_adapters(ctx.registry, base.name, chat_model=record.name),
-            )
-            with console.status(f"starting vLLM for {base.name} (about a minute on CPU; log: {server.log_path})"):
-                server.start()
+            server = _vllm_server(ctx)  # assigned before it starts: a failed start is still stopped below
+            _start_vllm(server)
         with console.status("loading the knowledge base and the gateway"):
             app = build_gateway(s, ctx.workspace, ctx.registry, server=server, engine=engine)  # type: ignore[arg-type]
         url = f"http://{host}:{port}"
-        console.print(f"[green]gateway[/] {url}  (OpenAI-compatible base_url: {url}/v1; docs: {url}/docs)")
-        if server is not None:
-            console.print(f"[green]engine[/]  vLLM at {server.base_url} (loopback only; supervised)")
-        else:
-            console.print("[green]engine[/]  transformers, in-process")
+        _print_endpoints(url, server)
         _bootstrap_keys(ctx)
         ui_process = _start_ui(ctx, gateway_url=f"http://127.0.0.1:{port}") if ui else None
-        console.print(
-            f"try: curl -s {url}/v1/chat/completions -H 'authorization: Bearer <customer key>' "
-            "-H 'content-type: application/json' "
-            '-d \'{"model":"helpline-support","messages":[{"role":"user","content":"How do I return an item?"}]}\''
-        )
+        _print_example_request(url)
         uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=10)
     finally:
-        if ui_process is not None:
-            ui_process.terminate()
-            ui_process.wait(timeout=30)
-        if server is not None:
-            server.stop()
-        if chroma is not None:
-            chroma.stop()
-        console.print("stopped")
+        _stop(ui_process, server, chroma)
+
+
+def _start_chroma(chroma, ctx: Context) -> None:
+    """Start the Chroma server the settings ask for (loopback)."""
+    r = ctx.settings.retrieval
+    with console.status(f"starting the Chroma server on {r.chroma_host}:{r.chroma_port}"):
+        chroma.start()
+    console.print(f"[green]chroma[/]  server at {chroma.host}:{chroma.port} (loopback; data {chroma.path})")
+
+
+def _vllm_server(ctx: Context):
+    """The supervised vLLM server (not started) for the chat model's base, with the adapters to load at start."""
+    from helpline.engines.vllm_server import VLLMServer
+    from helpline.serving.routing import startup_adapters
+
+    s = ctx.settings
+    record = ctx.registry.chat_model(s.chat_model)
+    base = ctx.registry.base_of(record)
+    return VLLMServer(
+        model_path=base.path,
+        served_name=base.name,
+        settings=s.vllm,
+        log_path=ctx.workspace.logs / "vllm.log",
+        lora_modules=startup_adapters(ctx.registry, base.name, chat_model=record.name),
+    )
+
+
+def _start_vllm(server) -> None:
+    """Start vLLM, showing where it logs while it loads."""
+    with console.status(f"starting vLLM for {server.served_name} (about a minute on CPU; log: {server.log_path})"):
+        server.start()
+
+
+def _print_endpoints(url: str, server) -> None:
+    """Where the gateway listens and which engine answers."""
+    console.print(f"[green]gateway[/] {url}  (OpenAI-compatible base_url: {url}/v1; docs: {url}/docs)")
+    if server is not None:
+        console.print(f"[green]engine[/]  vLLM at {server.base_url} (loopback only; supervised)")
+    else:
+        console.print("[green]engine[/]  transformers, in-process")
+
+
+def _print_example_request(url: str) -> None:
+    """A curl command that asks the gateway one question."""
+    console.print(
+        f"try: curl -s {url}/v1/chat/completions -H 'authorization: Bearer <customer key>' "
+        "-H 'content-type: application/json' "
+        '-d \'{"model":"helpline-support","messages":[{"role":"user","content":"How do I return an item?"}]}\''
+    )
+
+
+def _stop(ui_process, server, chroma) -> None:
+    """Stop what `helpline run` started, the UI first and the Chroma server last."""
+    if ui_process is not None:
+        ui_process.terminate()
+        ui_process.wait(timeout=30)
+    if server is not None:
+        server.stop()
+    if chroma is not None:
+        chroma.stop()
+    console.print("stopped")
 
 
 def _start_ui(ctx: Context, *, gateway_url: str):
@@ -231,12 +264,13 @@ def bench_serving(
     if abstention:
         from helpline.answering.abstention import REPORT_NAME, calibrate
         from helpline.platform.errors import ConfigError
+        from helpline.retrieval.factory import open_embedder
 
         if data is None:
             raise ConfigError("--abstention needs --data", hint="e.g. --data ../shared/data/doc2dial")
-        embedder = ctx.registry.get_model(ctx.settings.embedder)
+        embedder = open_embedder(ctx.settings, ctx.workspace, ctx.registry)
         with console.status(f"indexing {data} and asking {questions} questions twice"):
-            result = calibrate(data, settings=ctx.settings, embedder_path=embedder.path, n=questions)
+            result = calibrate(data, settings=ctx.settings, embedder=embedder, n=questions)
         result["thresholds"] = {result["mode"]: result["best_balanced"]["threshold"]}
         report = ctx.workspace.reports / REPORT_NAME
         report.write_text(__import__("json").dumps(result, indent=2))

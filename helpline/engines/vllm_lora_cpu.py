@@ -100,6 +100,12 @@ def lora_products(inputs: Any, weights: Any, indices: Any) -> Any | None:
 
 def make_ops(original: dict[str, Any]) -> dict[str, Any]:
     """Grouped versions of vLLM's torch ``bgmv_*`` ops; ``original`` holds the ops they fall back to."""
+    token_ops = _token_ops(original)
+    return {**token_ops, **_prefill_ops(original, token_ops)}
+
+
+def _token_ops(original: dict[str, Any]) -> dict[str, Any]:
+    """The decode ("bgmv") ops, one adapter index per token, grouped by :func:`lora_products`."""
 
     def bgmv_shrink(inputs, lora_b_weights, output_tensor, lora_indices_tensor, scaling: float = 1.0):  # type: ignore[no-untyped-def]
         outputs = lora_products(inputs, lora_b_weights, lora_indices_tensor)
@@ -131,40 +137,47 @@ def make_ops(original: dict[str, Any]) -> dict[str, Any]:
         else:
             output_tensor[:, slice_offset : slice_offset + slice_size] = outputs
 
-    # The prefill ("sgmv") ops get one index per run of tokens, after ``(inputs, weights, output)``:
-    # ``seq_start_locs, seq_lengths, lora_indices, batches, max_length, token_nums, *rest`` (as vLLM's
-    # punica wrapper passes them, positionally). vLLM clusters the batch by adapter, so one adapter for
-    # the whole batch is a single index: then the token ops run without expanding the indices.
-    def one_adapter(inputs, args, kwargs):  # type: ignore[no-untyped-def]
-        if kwargs or len(args) < 7:
-            return None
-        lora_indices, token_nums = args[2], args[5]
-        if lora_indices.numel() == 1 and inputs.shape[0] == token_nums:
-            return lora_indices.reshape(1).expand(token_nums)
+    return {"bgmv_shrink": bgmv_shrink, "bgmv_expand": bgmv_expand, "bgmv_expand_slice": bgmv_expand_slice}
+
+
+# The prefill ("sgmv") ops get one index per run of tokens, after ``(inputs, weights, output)``:
+# ``seq_start_locs, seq_lengths, lora_indices, batches, max_length, token_nums, *rest`` (as vLLM's
+# punica wrapper passes them, positionally). vLLM clusters the batch by adapter, so one adapter for
+# the whole batch is a single index: then the token ops run without expanding the indices.
+def _one_adapter(inputs: Any, args: tuple, kwargs: dict) -> Any | None:
+    """The per-token index tensor when one adapter serves the whole prefill batch, else None."""
+    if kwargs or len(args) < 7:
         return None
+    lora_indices, token_nums = args[2], args[5]
+    if lora_indices.numel() == 1 and inputs.shape[0] == token_nums:
+        return lora_indices.reshape(1).expand(token_nums)
+    return None
+
+
+def _prefill_ops(original: dict[str, Any], token_ops: dict[str, Any]) -> dict[str, Any]:
+    """The prefill ("sgmv") ops: the grouped ``token_ops`` when one adapter serves the batch, else ``original``."""
+    bgmv_shrink, bgmv_expand = token_ops["bgmv_shrink"], token_ops["bgmv_expand"]
+    bgmv_expand_slice = token_ops["bgmv_expand_slice"]
 
     def sgmv_shrink(inputs, lora_a_weights, output_tensor, *args, **kwargs):  # type: ignore[no-untyped-def]
-        indices = one_adapter(inputs, args, kwargs)
+        indices = _one_adapter(inputs, args, kwargs)
         if indices is None:
             return original["sgmv_shrink"](inputs, lora_a_weights, output_tensor, *args, **kwargs)
         return bgmv_shrink(inputs, lora_a_weights, output_tensor, indices, args[6])
 
     def sgmv_expand(inputs, lora_b_weights, output_tensor, *args, **kwargs):  # type: ignore[no-untyped-def]
-        indices = one_adapter(inputs, args, kwargs)
+        indices = _one_adapter(inputs, args, kwargs)
         if indices is None:
             return original["sgmv_expand"](inputs, lora_b_weights, output_tensor, *args, **kwargs)
         return bgmv_expand(inputs, lora_b_weights, output_tensor, indices, args[6])
 
     def sgmv_expand_slice(inputs, lora_b_weights, output_tensor, *args, **kwargs):  # type: ignore[no-untyped-def]
-        indices = one_adapter(inputs, args, kwargs)
+        indices = _one_adapter(inputs, args, kwargs)
         if indices is None or len(args) < 9:
             return original["sgmv_expand_slice"](inputs, lora_b_weights, output_tensor, *args, **kwargs)
         return bgmv_expand_slice(inputs, lora_b_weights, output_tensor, indices, args[6], args[7], args[8])
 
-    return {
-        "bgmv_shrink": bgmv_shrink, "bgmv_expand": bgmv_expand, "bgmv_expand_slice": bgmv_expand_slice,
-        "sgmv_shrink": sgmv_shrink, "sgmv_expand": sgmv_expand, "sgmv_expand_slice": sgmv_expand_slice,
-    }  # fmt: skip
+    return {"sgmv_shrink": sgmv_shrink, "sgmv_expand": sgmv_expand, "sgmv_expand_slice": sgmv_expand_slice}
 
 
 _fused: dict[tuple, tuple[Any, Any, Any]] = {}

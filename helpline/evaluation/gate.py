@@ -99,74 +99,90 @@ def load_gate_config(path: str | Path | None = None) -> GateConfig:
 def compare(candidate: list[SuiteResult], baseline: list[SuiteResult], thresholds: Thresholds) -> list[Check]:
     """Every check of the candidate against the baseline, suite by suite (pure; easy to test)."""
     checks: list[Check] = []
-    t = thresholds
     for cand, base in zip(candidate, baseline, strict=True):
         c, b = cand.summary(), base.summary()
         s = cand.suite
-        checks.append(
-            Check(
-                f"{s}: pass rate floor", c["pass_rate"], None, f"≥ {t.min_pass_rate}", c["pass_rate"] >= t.min_pass_rate
+        checks += suite_checks(s, c, b, thresholds)
+        checks += evaluator_checks(s, c, b, thresholds)
+        checks += category_checks(s, c, b, thresholds)
+        checks += hallucination_checks(s, c, b, thresholds)
+    return checks
+
+
+def suite_checks(s: str, c: dict[str, Any], b: dict[str, Any], t: Thresholds) -> list[Check]:
+    """One suite's pass-rate floor, and its pass rate and mean score against the baseline's."""
+    drop = b["pass_rate"] - c["pass_rate"]
+    score_drop = b["mean_score"] - c["mean_score"]
+    return [
+        Check(f"{s}: pass rate floor", c["pass_rate"], None, f"≥ {t.min_pass_rate}", c["pass_rate"] >= t.min_pass_rate),
+        Check(
+            f"{s}: pass rate vs baseline",
+            c["pass_rate"],
+            b["pass_rate"],
+            f"drop ≤ {t.max_pass_rate_drop}",
+            drop <= t.max_pass_rate_drop + 1e-9,
+        ),
+        Check(
+            f"{s}: mean score vs baseline",
+            c["mean_score"],
+            b["mean_score"],
+            f"drop ≤ {t.max_score_drop}",
+            score_drop <= t.max_score_drop + 1e-9,
+        ),
+    ]
+
+
+def evaluator_checks(s: str, c: dict[str, Any], b: dict[str, Any], t: Thresholds) -> list[Check]:
+    """Each evaluator's mean score against the baseline's (evaluators the baseline did not run are skipped)."""
+    checks = []
+    for name, value in c["evaluators"].items():
+        if name in b["evaluators"]:
+            drop = b["evaluators"][name] - value
+            ok = drop <= t.max_evaluator_drop + 1e-9
+            checks.append(
+                Check(f"{s}: {name} vs baseline", value, b["evaluators"][name], f"drop ≤ {t.max_evaluator_drop}", ok)
             )
-        )
-        drop = b["pass_rate"] - c["pass_rate"]
-        checks.append(
-            Check(
-                f"{s}: pass rate vs baseline",
-                c["pass_rate"],
-                b["pass_rate"],
-                f"drop ≤ {t.max_pass_rate_drop}",
-                drop <= t.max_pass_rate_drop + 1e-9,
+    return checks
+
+
+def category_checks(s: str, c: dict[str, Any], b: dict[str, Any], t: Thresholds) -> list[Check]:
+    """Required per-category floors, and each category with enough cases against the baseline's."""
+    checks = []
+    for cat, cc in c["categories"].items():
+        bc = b["categories"].get(cat)
+        if cat in t.required_categories:
+            floor = t.required_categories[cat]
+            checks.append(
+                Check(f"{s}/{cat}: required floor", cc["pass_rate"], None, f"≥ {floor}", cc["pass_rate"] >= floor)
             )
-        )
-        score_drop = b["mean_score"] - c["mean_score"]
-        checks.append(
-            Check(
-                f"{s}: mean score vs baseline",
-                c["mean_score"],
-                b["mean_score"],
-                f"drop ≤ {t.max_score_drop}",
-                score_drop <= t.max_score_drop + 1e-9,
-            )
-        )
-        for name, value in c["evaluators"].items():
-            if name in b["evaluators"]:
-                drop = b["evaluators"][name] - value
-                ok = drop <= t.max_evaluator_drop + 1e-9
-                checks.append(
-                    Check(
-                        f"{s}: {name} vs baseline", value, b["evaluators"][name], f"drop ≤ {t.max_evaluator_drop}", ok
-                    )
-                )
-        for cat, cc in c["categories"].items():
-            bc = b["categories"].get(cat)
-            if cat in t.required_categories:
-                floor = t.required_categories[cat]
-                checks.append(
-                    Check(f"{s}/{cat}: required floor", cc["pass_rate"], None, f"≥ {floor}", cc["pass_rate"] >= floor)
-                )
-            if bc and cc["n"] >= t.min_category_cases:
-                cdrop = bc["pass_rate"] - cc["pass_rate"]
-                checks.append(
-                    Check(
-                        f"{s}/{cat}: vs baseline",
-                        cc["pass_rate"],
-                        bc["pass_rate"],
-                        f"drop ≤ {t.max_category_drop}",
-                        cdrop <= t.max_category_drop + 1e-9,
-                    )
-                )
-        if c["hallucination_mean"] is not None and b["hallucination_mean"] is not None:
-            rise = c["hallucination_mean"] - b["hallucination_mean"]
+        if bc and cc["n"] >= t.min_category_cases:
+            cdrop = bc["pass_rate"] - cc["pass_rate"]
             checks.append(
                 Check(
-                    f"{s}: hallucination vs baseline",
-                    c["hallucination_mean"],
-                    b["hallucination_mean"],
-                    f"rise ≤ {t.max_hallucination_increase}",
-                    rise <= t.max_hallucination_increase + 1e-9,
+                    f"{s}/{cat}: vs baseline",
+                    cc["pass_rate"],
+                    bc["pass_rate"],
+                    f"drop ≤ {t.max_category_drop}",
+                    cdrop <= t.max_category_drop + 1e-9,
                 )
             )
     return checks
+
+
+def hallucination_checks(s: str, c: dict[str, Any], b: dict[str, Any], t: Thresholds) -> list[Check]:
+    """The mean detector score against the baseline's, when a detector scored both."""
+    if c["hallucination_mean"] is None or b["hallucination_mean"] is None:
+        return []
+    rise = c["hallucination_mean"] - b["hallucination_mean"]
+    return [
+        Check(
+            f"{s}: hallucination vs baseline",
+            c["hallucination_mean"],
+            b["hallucination_mean"],
+            f"rise ≤ {t.max_hallucination_increase}",
+            rise <= t.max_hallucination_increase + 1e-9,
+        )
+    ]
 
 
 def compare_answers(cand: dict[str, Any], base: dict[str, Any], thresholds: Thresholds) -> list[Check]:

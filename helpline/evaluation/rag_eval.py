@@ -12,90 +12,17 @@ gateway's verifier would withdraw, and the hybrid is compared with every other a
 
 from __future__ import annotations
 
-import random
 import statistics
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from helpline.evaluation.rag_questions import Question, load_questions
 from helpline.evaluation.regression.evaluators import Output, cosine, is_abstention, rouge_l
 from helpline.platform.errors import ConfigError
-from helpline.platform.files import read_doc2dial
-from helpline.platform.schemas import ChatMessage, Document
-
-
-@dataclass
-class Question:
-    """A doc2dial question with its gold document, gold span and the agent's reply."""
-
-    id: str
-    conversation: list[ChatMessage]
-    doc_id: str
-    gold_passage: str
-    agent_response: str
-    removed: bool = False
-
-
-def load_questions(
-    folder: Path, *, limit: int, removed: int, seed: int = 0, max_docs: int = 0
-) -> tuple[list[Document], list[Question]]:
-    """Documents to index and ``limit`` answerable + ``removed`` unanswerable questions (seeded).
-
-    Unanswerable questions have their gold document left out of the returned documents.
-    """
-    doc_rows, rows = read_doc2dial(folder)
-    docs = {d["doc_id"]: d for d in doc_rows}
-    from helpline.datasets.collections import doc2dial_heldout
-
-    # Only dialogues kept out of training data (`data prepare --source doc2dial:` skips them).
-    rows = [r for r in rows if doc2dial_heldout(r.get("dial_id", r["id"]))]
-    rng = random.Random(seed)
-    rng.shuffle(rows)
-    gold_removed: set[str] = set()
-    picked: list[Question] = []
-    for row in rows:
-        unanswerable = len(gold_removed) < removed and row["doc_id"] not in {q.doc_id for q in picked}
-        if not unanswerable and sum(not q.removed for q in picked) >= limit:
-            continue
-        if not unanswerable and row["doc_id"] in gold_removed:
-            continue
-        if unanswerable:
-            gold_removed.add(row["doc_id"])
-        picked.append(_question(row, docs[row["doc_id"]], removed=unanswerable))
-        if len(gold_removed) >= removed and sum(not q.removed for q in picked) >= limit:
-            break
-    keep = set(docs) - gold_removed
-    if max_docs and len(keep) > max_docs:
-        # Gold documents of the answerable questions, plus seeded distractors up to max_docs.
-        gold = {q.doc_id for q in picked if not q.removed}
-        others = sorted(keep - gold)
-        rng.shuffle(others)
-        keep = gold | set(others[: max(0, max_docs - len(gold))])
-    documents = [
-        Document(
-            doc_id=d["doc_id"],
-            title=d.get("title", ""),
-            text=d["text"],
-            source=str(folder / "docs.jsonl"),
-            metadata={"domain": d["domain"]},
-        )
-        for doc_id, d in docs.items()
-        if doc_id in keep
-    ]
-    return documents, picked
-
-
-def _question(row: dict, doc: dict, *, removed: bool) -> Question:
-    conv = [
-        ChatMessage(role="user" if t["role"] == "user" else "assistant", content=t["utterance"])
-        for t in row.get("history", [])[-4:]
-        if t["utterance"].strip()
-    ]
-    conv.append(ChatMessage(role="user", content=row["question"]))
-    start = max(0, int(row["answer_start"]) - 200)
-    gold = doc["text"][start : int(row["answer_start"]) + len(row["answer_span"]) + 200]
-    return Question(row["id"], conv, row["doc_id"], gold, row.get("agent_response") or "", removed)
+from helpline.platform.schemas import Document
+from helpline.retrieval.embedders.base import CachedEmbedder, SentenceTransformerEmbedder
+from helpline.retrieval.factory import scratch_knowledge_base
 
 
 def answer_all(
@@ -148,64 +75,84 @@ def score_arm(
     asked = [i for i, q in enumerate(questions) if not q.removed]
     removed = [i for i, q in enumerate(questions) if q.removed]
     answerable = [(questions[i], answers[i]) for i in asked]
-    unanswerable = [(questions[i], answers[i]) for i in removed]
     gold_scores = detector.verdicts([(a["text"], [q.gold_passage], None) for q, a in answerable]) if detector else []
     said_nothing = [is_abstention(Output(a["text"], abstained=a["abstained"])) for a in answers]
-    # One detector pass over every RAG answer against its own passages: what the gateway's verifier sees.
-    answered = [i for i, a in enumerate(answers) if a["passages"] and not said_nothing[i]]
-    checked = (
-        detector.verdicts([(answers[i]["text"], answers[i]["passages"], None) for i in answered]) if detector else []
-    )
-    unsupported = {i for i, v in zip(answered, checked) if v.hallucinated}
-    ret_scores = [v for i, v in zip(answered, checked) if not questions[i].removed]
-    replied = [(q, a) for q, a in answerable if q.agent_response.strip()]  # some turns have no agent reply
-    vecs = embedder.embed_documents([x for q, a in replied for x in (q.agent_response, a["text"] or " ")])
-    sims = [cosine(vecs[2 * i], vecs[2 * i + 1]) for i in range(len(replied))]
+    unsupported, ret_scores = retrieved_verdicts(questions, answers, said_nothing, detector)
     abstains = [said_nothing[i] for i in asked]
-    gone = [said_nothing[i] for i in removed]
-    per_q: dict[str, list[float]] = {
-        "citation_correct": [q.doc_id in a["citations"] for q, a in answerable],
-        "citation_top1": [bool(a["citations"]) and a["citations"][0] == q.doc_id for q, a in answerable],
-        "citation_precision": [citation_precision(a["citations"], q.doc_id) for q, a in answerable],
-    }
+    per_q = citation_scores(answerable)
     out: dict[str, Any] = {
         "n_answerable": len(answerable),
-        "n_unanswerable": len(unanswerable),
+        "n_unanswerable": len(removed),
         "faithful_rate_gold": _mean([not v.hallucinated for v in gold_scores]),
         "hallucination_mean_gold": _mean([v.score for v in gold_scores]),
         "faithful_rate_retrieved": _mean([not v.hallucinated for v in ret_scores]) if ret_scores else None,
         **{k: _mean(v) for k, v in per_q.items()},
-        "similarity_agent": _mean(sims),
-        "rouge_l_agent": _mean([rouge_l(q.agent_response, a["text"]) for q, a in replied]),
+        **agent_similarity(answerable, embedder),
         "abstention_rate_answerable": _mean(abstains),
-        "abstention_rate_removed": _mean(gone) if unanswerable else None,
+        "abstention_rate_removed": _mean([said_nothing[i] for i in removed]) if removed else None,
     }
     if gold_scores:
         per_q["faithful_gold"] = [not v.hallucinated for v in gold_scores]
         kept = [i not in unsupported for i in asked]
-        served = {
-            "citation_correct": [c and k for c, k in zip(per_q["citation_correct"], kept)],
-            "citation_top1": [c and k for c, k in zip(per_q["citation_top1"], kept)],
-            "citation_precision": [c * k for c, k in zip(per_q["citation_precision"], kept)],
-            "faithful_answer_gold": [
-                k and not ab and not v.hallucinated for k, ab, v in zip(kept, abstains, gold_scores)
-            ],
-            "unfaithful_answer_gold": [
-                k and not ab and v.hallucinated for k, ab, v in zip(kept, abstains, gold_scores)
-            ],
-        }
+        served = served_scores(per_q, gold_scores, abstains, kept)
         per_q.update({f"served_{k}": v for k, v in served.items()})
         out["as_served"] = {
             "withdrawn_rate_answerable": _mean([not k for k in kept]),
             **{k: _mean(v) for k, v in served.items()},
             "abstention_rate_answerable": _mean([ab or not k for ab, k in zip(abstains, kept)]),
             "abstention_rate_removed": _mean([said_nothing[i] or i in unsupported for i in removed])
-            if unanswerable
+            if removed
             else None,
         }
     if paired is not None:
         paired.update({k: [float(x) for x in v] for k, v in per_q.items()})
     return out
+
+
+def retrieved_verdicts(
+    questions: list[Question], answers: list[dict], said_nothing: list[bool], detector: Any
+) -> tuple[set[int], list[Any]]:
+    """One detector pass over every RAG answer against its own passages (what the gateway's verifier sees):
+    the answers it finds unsupported, and its verdicts on the answerable questions."""
+    answered = [i for i, a in enumerate(answers) if a["passages"] and not said_nothing[i]]
+    checked = (
+        detector.verdicts([(answers[i]["text"], answers[i]["passages"], None) for i in answered]) if detector else []
+    )
+    unsupported = {i for i, v in zip(answered, checked) if v.hallucinated}
+    return unsupported, [v for i, v in zip(answered, checked) if not questions[i].removed]
+
+
+def citation_scores(answerable: list[tuple[Question, dict]]) -> dict[str, list[Any]]:
+    """Per answerable question: the gold document is cited, cited first, and its share of the cited ones."""
+    return {
+        "citation_correct": [q.doc_id in a["citations"] for q, a in answerable],
+        "citation_top1": [bool(a["citations"]) and a["citations"][0] == q.doc_id for q, a in answerable],
+        "citation_precision": [citation_precision(a["citations"], q.doc_id) for q, a in answerable],
+    }
+
+
+def agent_similarity(answerable: list[tuple[Question, dict]], embedder: Any) -> dict[str, float | None]:
+    """Similarity of the answers to the human agent's replies: embedding cosine and ROUGE-L."""
+    replied = [(q, a) for q, a in answerable if q.agent_response.strip()]  # some turns have no agent reply
+    vecs = embedder.embed_documents([x for q, a in replied for x in (q.agent_response, a["text"] or " ")])
+    sims = [cosine(vecs[2 * i], vecs[2 * i + 1]) for i in range(len(replied))]
+    return {
+        "similarity_agent": _mean(sims),
+        "rouge_l_agent": _mean([rouge_l(q.agent_response, a["text"]) for q, a in replied]),
+    }
+
+
+def served_scores(
+    per_q: dict[str, list[Any]], gold_scores: list[Any], abstains: list[bool], kept: list[bool]
+) -> dict[str, list[Any]]:
+    """Per answerable question, what a customer gets once the verifier withdraws the answers not ``kept``."""
+    return {
+        "citation_correct": [c and k for c, k in zip(per_q["citation_correct"], kept)],
+        "citation_top1": [c and k for c, k in zip(per_q["citation_top1"], kept)],
+        "citation_precision": [c * k for c, k in zip(per_q["citation_precision"], kept)],
+        "faithful_answer_gold": [k and not ab and not v.hallucinated for k, ab, v in zip(kept, abstains, gold_scores)],
+        "unfaithful_answer_gold": [k and not ab and v.hallucinated for k, ab, v in zip(kept, abstains, gold_scores)],
+    }
 
 
 def compare_arms(
@@ -265,19 +212,12 @@ def citation_precision(cited: list[str], gold: str) -> float:
 
 def build_index(documents: list[Document], ctx: Any, store_dir: str) -> Any:
     """A throwaway knowledge base over the doc2dial documents (the workspace's embedder, cached)."""
-    from helpline.retrieval.embedders.base import CachedEmbedder, SentenceTransformerEmbedder
-    from helpline.retrieval.knowledge_base import KnowledgeBase
-    from helpline.retrieval.stores.chroma import ChromaStore
-
     record = ctx.registry.get_model(ctx.settings.embedder)
     inner = SentenceTransformerEmbedder(record.path, name=record.name)
     embedder = CachedEmbedder(inner, ctx.workspace.indexes / "embedding-cache.sqlite")
     r = ctx.settings.retrieval
-    kb = KnowledgeBase(
-        store=ChromaStore.embedded(store_dir, "doc2dial-eval"),
-        embedder=embedder,
-        chunk_size=r.chunk_size,
-        chunk_overlap=r.chunk_overlap,
+    kb = scratch_knowledge_base(
+        store_dir, embedder, chunk_size=r.chunk_size, chunk_overlap=r.chunk_overlap, name="doc2dial-eval"
     )
     kb.sync(documents)
     return kb, inner

@@ -16,7 +16,7 @@ from helpline.datasets.collections import Collection
 from helpline.platform.lazy_imports import require
 from helpline.platform.schemas import ScoredChunk
 from helpline.retrieval.embedders.base import Embedder
-from helpline.retrieval.ingest.records import RecordManager
+from helpline.retrieval.factory import scratch_knowledge_base
 from helpline.retrieval.knowledge_base import KnowledgeBase, Mode, SearchOptions
 
 METRICS = ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10")
@@ -38,30 +38,6 @@ class EvalResult:
     metrics: dict[str, float]
     index_s: float
     search_ms_median: float
-
-
-def build_index(
-    collection: Collection,
-    embedder: Embedder,
-    *,
-    chunk_size: int,
-    chunk_overlap: int,
-    options: SearchOptions,
-    store_dir: str,
-) -> KnowledgeBase:
-    """Index the collection's documents in a fresh embedded Chroma under ``store_dir``."""
-    from helpline.retrieval.stores.chroma import ChromaStore
-
-    kb = KnowledgeBase(
-        store=ChromaStore.embedded(store_dir, "eval"),
-        embedder=embedder,
-        chunk_size=chunk_size,
-        chunk_overlap=chunk_overlap,
-        records=RecordManager(":memory:"),
-        options=options,
-    )
-    kb.sync(collection.documents)
-    return kb
 
 
 def rank_documents(hits: list[ScoredChunk]) -> dict[str, float]:
@@ -118,14 +94,10 @@ def run_eval(
     """Index once, evaluate each mode."""
     with tempfile.TemporaryDirectory(prefix="helpline-eval-") as store_dir:
         start = time.perf_counter()
-        kb = build_index(
-            collection,
-            embedder,
-            chunk_size=chunk_size,
-            chunk_overlap=chunk_overlap,
-            options=options,
-            store_dir=store_dir,
+        kb = scratch_knowledge_base(
+            store_dir, embedder, options=options, chunk_size=chunk_size, chunk_overlap=chunk_overlap, name="eval"
         )
+        kb.sync(collection.documents)
         index_s = time.perf_counter() - start
         chunks = sum(len(r.chunk_ids) for r in kb.documents())
         results = []

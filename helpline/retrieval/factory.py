@@ -109,3 +109,27 @@ def open_knowledge_base(
         index_dir=bm25_dir,
         options=SearchOptions(mode=r.mode),
     )
+
+
+def scratch_knowledge_base(
+    store_dir: str | Path,
+    embedder: Embedder,
+    *,
+    settings: Settings | None = None,
+    options: SearchOptions | None = None,
+    chunk_size: int | None = None,
+    chunk_overlap: int | None = None,
+    name: str = "scratch",
+) -> KnowledgeBase:
+    """A throwaway knowledge base for evaluations and benches: embedded Chroma under ``store_dir``, its
+    ledger and BM25 index in memory, nothing registered. Chunking and search mode are the ``settings``'
+    (the defaults without them) unless given."""
+    r = settings.retrieval if settings is not None else None
+    return KnowledgeBase(
+        store=ChromaStore.embedded(store_dir, name),
+        embedder=embedder,
+        chunk_size=chunk_size or (r.chunk_size if r else 900),
+        chunk_overlap=chunk_overlap if chunk_overlap is not None else (r.chunk_overlap if r else 120),
+        records=RecordManager(":memory:"),
+        options=options or (SearchOptions(mode=r.mode) if r else None),
+    )

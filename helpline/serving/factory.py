@@ -170,7 +170,9 @@ def detector_verifier(settings: Settings, registry: Registry) -> Verifier | None
 
 
 def _base_name(settings: Settings, registry: Registry) -> str:
-    return registry.base_of(registry.chat_model(settings.chat_model)).name
+    """The base an external vLLM server must serve: as the adapter names it (that base need not be registered)."""
+    record = registry.chat_model(settings.chat_model)
+    return record.base_model if record.kind == "adapter" and record.base_model else record.name
 
 
 def readiness_checks(settings: Settings, kb: Any, *, engine: EngineChoice) -> Any:

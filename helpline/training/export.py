@@ -149,12 +149,7 @@ def export_adapter(
     """Run the gate on ``run_dir/adapter``; register it (and the merged model) if it passes."""
     transformers = require("transformers", "train")
     run_dir = Path(run_dir).resolve()
-    if not (run_dir / "training_summary.json").is_file():
-        raise NotFoundError(
-            f"{run_dir} is not a finished training run (no training_summary.json)",
-            hint="pass the run folder `helpline train sft` printed, e.g. .helpline/adapters/RUN_NAME",
-        )
-    summary = json.loads((run_dir / "training_summary.json").read_text())
+    summary = read_training_summary(run_dir)
     adapter_dir = run_dir / "adapter"
     base_path = Path(summary["base_model_path"])
     name = name or summary["config"].get("adapter_name") or run_dir.name
@@ -164,34 +159,8 @@ def export_adapter(
     report["static_problems"] = static_checks(adapter_dir, max_lora_rank=settings.max_lora_rank)
     if not report["static_problems"]:
         tokenizer = transformers.AutoTokenizer.from_pretrained(str(adapter_dir))
-        prompts = fixed_prompts(tokenizer)
-        if console:
-            console.print(f"export gate: generating {len(prompts)} answers in vLLM (engine start ~1 min)")
-        served = vllm_generate(base_path, adapter_dir, prompts, max_tokens=max_tokens, settings=settings)
-        reference = peft_generate(base_path, adapter_dir, prompts, max_tokens)
-        report["vllm"] = {k: v for k, v in served.items() if k != "outputs"}
-        report["agreement"] = token_agreement(reference, served["outputs"])
-        report["agreement"]["dtypes"] = {"vllm": settings.dtype, "transformers": "float32"}
-        if report["agreement"]["mean_prefix_agreement"] < min_agreement and settings.dtype != "float32":
-            # Greedy answers fork at the first near-tie, and bf16 forks early on some models (Gemma 3). Asking
-            # vLLM again in float32 tells rounding from a wrongly served adapter: a broken one still disagrees.
-            if console:
-                console.print(
-                    f"export gate: agreement {report['agreement']['mean_prefix_agreement']} in {settings.dtype}; "
-                    "checking again with vLLM in float32"
-                )
-            f32 = vllm_generate(base_path, adapter_dir, prompts, max_tokens=max_tokens,
-                                settings=settings.model_copy(update={"dtype": "float32"}))  # fmt: skip
-            report["agreement_serving_dtype"] = report["agreement"]
-            report["agreement"] = {**token_agreement(reference, f32["outputs"]),
-                                   "dtypes": {"vllm": "float32", "transformers": "float32"}}  # fmt: skip
-        report["samples"] = [
-            {
-                "peft": tokenizer.decode(r, skip_special_tokens=True),
-                "vllm": tokenizer.decode(s, skip_special_tokens=True),
-            }
-            for r, s in list(zip(reference, served["outputs"]))[:2]
-        ]
+        report |= serving_checks(base_path, adapter_dir, tokenizer, settings=settings, max_tokens=max_tokens,
+                                 min_agreement=min_agreement, console=console)  # fmt: skip
     agreed = report.get("agreement", {}).get("mean_prefix_agreement", 0.0)
     report["passed"] = not report["static_problems"] and agreed >= min_agreement
     report["min_agreement"] = min_agreement
@@ -202,7 +171,71 @@ def export_adapter(
             f"adapter {name} was not registered: {'; '.join(reasons)}",
             hint=f"see {run_dir / 'export_report.json'}; retrain with a servable config",
         )
+    register_adapter(report, summary, ctx=ctx, run_dir=run_dir, merge=merge)
+    if console:
+        console.print(f"[green]registered[/] adapter {name}; vLLM/PEFT token agreement {agreed}")
+    return report
 
+
+def read_training_summary(run_dir: Path) -> dict:
+    """The ``training_summary.json`` of a finished run (refused when the folder is not one)."""
+    if not (run_dir / "training_summary.json").is_file():
+        raise NotFoundError(
+            f"{run_dir} is not a finished training run (no training_summary.json)",
+            hint="pass the run folder `helpline train sft` printed, e.g. .helpline/adapters/RUN_NAME",
+        )
+    return json.loads((run_dir / "training_summary.json").read_text())
+
+
+def serving_checks(
+    base_path: Path, adapter_dir: Path, tokenizer, *, settings, max_tokens: int, min_agreement: float, console=None
+) -> dict:
+    """vLLM's greedy answers to the fixed prompts against the PEFT model's: the ``vllm`` run's figures, the
+    ``agreement`` (measured again in float32 when the serving dtype falls short) and two ``samples``."""
+    prompts = fixed_prompts(tokenizer)
+    if console:
+        console.print(f"export gate: generating {len(prompts)} answers in vLLM (engine start ~1 min)")
+    served = vllm_generate(base_path, adapter_dir, prompts, max_tokens=max_tokens, settings=settings)
+    reference = peft_generate(base_path, adapter_dir, prompts, max_tokens)
+    out: dict = {"vllm": {k: v for k, v in served.items() if k != "outputs"}}
+    out["agreement"] = token_agreement(reference, served["outputs"])
+    out["agreement"]["dtypes"] = {"vllm": settings.dtype, "transformers": "float32"}
+    if out["agreement"]["mean_prefix_agreement"] < min_agreement and settings.dtype != "float32":
+        out["agreement_serving_dtype"] = out["agreement"]
+        out["agreement"] = float32_agreement(base_path, adapter_dir, prompts, reference, settings=settings,
+                                             max_tokens=max_tokens, console=console,
+                                             serving_agreement=out["agreement"]["mean_prefix_agreement"])  # fmt: skip
+    out["samples"] = [
+        {
+            "peft": tokenizer.decode(r, skip_special_tokens=True),
+            "vllm": tokenizer.decode(s, skip_special_tokens=True),
+        }
+        for r, s in list(zip(reference, served["outputs"]))[:2]
+    ]
+    return out
+
+
+def float32_agreement(
+    base_path: Path, adapter_dir: Path, prompts: list[list[int]], reference: list[list[int]], *, settings,
+    max_tokens: int, serving_agreement: float, console=None,
+) -> dict:  # fmt: skip
+    """The agreement with vLLM asked again in float32 (``settings`` and ``serving_agreement`` are the serving
+    dtype's)."""
+    # Greedy answers fork at the first near-tie, and bf16 forks early on some models (Gemma 3). Asking
+    # vLLM again in float32 tells rounding from a wrongly served adapter: a broken one still disagrees.
+    if console:
+        console.print(
+            f"export gate: agreement {serving_agreement} in {settings.dtype}; checking again with vLLM in float32"
+        )
+    f32 = vllm_generate(base_path, adapter_dir, prompts, max_tokens=max_tokens,
+                        settings=settings.model_copy(update={"dtype": "float32"}))  # fmt: skip
+    return {**token_agreement(reference, f32["outputs"]), "dtypes": {"vllm": "float32", "transformers": "float32"}}
+
+
+def register_adapter(report: dict, summary: dict, *, ctx: Context, run_dir: Path, merge: bool) -> None:
+    """Register a passed adapter with its lineage and model card (and the merged model if ``merge``), and
+    record that in ``report`` and ``export_report.json``."""
+    adapter_dir, name = run_dir / "adapter", report["name"]
     kb = ctx.registry.kb_versions()
     lineage = {
         "base_model": summary["base_model"],
@@ -218,15 +251,12 @@ def export_adapter(
     )
     report["registered"] = record.name
     if merge:
-        merged = merge_adapter(base_path, adapter_dir, run_dir / "merged")
+        merged = merge_adapter(Path(summary["base_model_path"]), adapter_dir, run_dir / "merged")
         ctx.registry.register_model(
             f"{name}-merged", kind="base", path=merged, metadata={**lineage, "merged_from": name}
         )
         report["merged"] = str(merged)
     (run_dir / "export_report.json").write_text(json.dumps(report, indent=2))
-    if console:
-        console.print(f"[green]registered[/] adapter {name}; vLLM/PEFT token agreement {agreed}")
-    return report
 
 
 def write_model_card(adapter_dir: Path, name: str, lineage: dict) -> None:

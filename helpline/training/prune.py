@@ -38,6 +38,8 @@ from typing import Any, Literal
 from helpline.platform.context import Context
 from helpline.platform.errors import ConfigError, DataError
 from helpline.platform.lazy_imports import require
+from helpline.training.data.prepare import resolve_dataset
+from helpline.training.sft.trainer import is_chat_model, resolve_base_model
 
 Method = Literal["block", "layers", "loss"]
 
@@ -211,14 +213,53 @@ class PruneOptions:
     force: bool = False
 
 
+@dataclass
+class PruneSetup:
+    """What a pruning run works on: the source model (loaded in fp32), where it goes and its calibration texts."""
+
+    source: Path
+    target: Path
+    dataset_dir: Path
+    tokenizer: Any
+    model: Any
+    n_layers: int
+    drop: int  # layers removed
+    scoring: list[str]  # texts the layers are scored on
+    held_out: list[str]  # texts the loss before and after is measured on
+
+
+@dataclass
+class Pruning:
+    """What pruning did: the layer scores, the layers dropped and the held-out loss before and after."""
+
+    scores: LayerScores
+    dropped: list[int]
+    loss_before: float
+    loss_after: float
+
+
 def run_prune(opts: PruneOptions, *, ctx: Context, console: Any = None) -> dict:
     """Score, remove, save under ``<workspace>/models/NAME`` and register it as a base model with its lineage."""
+    # setup ------------------------------------------------------------------------------------
+    setup = set_up_pruning(opts, ctx)
+
+    # score and remove -------------------------------------------------------------------------
+    started = time.perf_counter()
+    if console is not None:
+        console.print(f"scoring {setup.n_layers} layers on {len(setup.scoring)} conversations", highlight=False)
+    pruning = score_and_remove(setup, method=opts.method, max_length=opts.max_length)
+
+    # save -------------------------------------------------------------------------------------
+    save_pruned(setup)
+    report = prune_report(opts, setup, pruning, seconds=round(time.perf_counter() - started, 1))
+    ctx.registry.register_model(opts.name, kind="base", path=setup.target, metadata=lineage(opts, report, ctx))
+    return report
+
+
+def set_up_pruning(opts: PruneOptions, ctx: Context) -> PruneSetup:
+    """Check the target name is free and the depth possible; load the source model, its tokenizer and the texts."""
     torch = require("torch", "train")
     transformers = require("transformers", "train")
-    from helpline.training.data.prepare import resolve_dataset
-    from helpline.training.sft.trainer import is_chat_model, resolve_base_model
-
-    # setup ------------------------------------------------------------------------------------
     source = resolve_base_model(opts.model, ctx)
     target = ctx.workspace.models / opts.name
     if target.exists() and not opts.force:
@@ -239,55 +280,68 @@ def run_prune(opts: PruneOptions, *, ctx: Context, console: Any = None) -> dict:
         )
     scoring = calibration_texts(dataset_dir, tokenizer, split="train", limit=opts.samples)
     held_out = calibration_texts(dataset_dir, tokenizer, split="validation", limit=max(8, opts.samples // 4))
+    return PruneSetup(source, target, dataset_dir, tokenizer, model, n_layers, drop, scoring, held_out)
 
-    # score and remove -------------------------------------------------------------------------
-    started = time.perf_counter()
-    if console is not None:
-        console.print(f"scoring {n_layers} layers on {len(scoring)} conversations", highlight=False)
-    scores = score_layers(model, tokenizer, scoring, drop=drop, max_length=opts.max_length)
-    if opts.method == "loss":
-        scores.removal_loss = removal_losses(model, tokenizer, scoring, max_length=opts.max_length)
-    dropped = choose_dropped(scores, drop, opts.method)
-    loss_before = calibration_loss(model, tokenizer, held_out, max_length=opts.max_length)
+
+def score_and_remove(setup: PruneSetup, *, method: Method, max_length: int) -> Pruning:
+    """Score the layers, choose the ones to drop by ``method`` and remove them from ``setup.model``."""
+    model, tokenizer, scoring = setup.model, setup.tokenizer, setup.scoring
+    scores = score_layers(model, tokenizer, scoring, drop=setup.drop, max_length=max_length)
+    if method == "loss":
+        scores.removal_loss = removal_losses(model, tokenizer, scoring, max_length=max_length)
+    dropped = choose_dropped(scores, setup.drop, method)
+    loss_before = calibration_loss(model, tokenizer, setup.held_out, max_length=max_length)
     remove_layers(model, dropped)
-    loss_after = calibration_loss(model, tokenizer, held_out, max_length=opts.max_length)
+    loss_after = calibration_loss(model, tokenizer, setup.held_out, max_length=max_length)
+    return Pruning(scores, dropped, loss_before, loss_after)
 
-    # save -------------------------------------------------------------------------------------
+
+def save_pruned(setup: PruneSetup) -> None:
+    """Save the pruned model (bf16) and its tokenizer to ``setup.target``, replacing it only once complete."""
+    torch = require("torch", "train")
+    target = setup.target
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    model.to(torch.bfloat16).save_pretrained(partial, safe_serialization=True)
-    tokenizer.save_pretrained(partial)
+    setup.model.to(torch.bfloat16).save_pretrained(partial, safe_serialization=True)
+    setup.tokenizer.save_pretrained(partial)
     shutil.rmtree(target, ignore_errors=True)  # renamed last: an interrupted run never leaves half a model
     partial.rename(target)
-    report = {
+
+
+def prune_report(opts: PruneOptions, setup: PruneSetup, pruning: Pruning, *, seconds: float) -> dict:
+    """What `helpline train prune` prints: the layers dropped, the calibration and the loss it cost."""
+    scores = pruning.scores
+    return {
         "name": opts.name,
-        "path": str(target),
+        "path": str(setup.target),
         "source_model": opts.model,
         "method": opts.method,
-        "layers_before": n_layers,
+        "layers_before": setup.n_layers,
         "layers_after": opts.layers,
-        "dropped_layers": dropped,
-        "parameters_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
+        "dropped_layers": pruning.dropped,
+        "parameters_m": round(sum(p.numel() for p in setup.model.parameters()) / 1e6, 1),
         "calibration": {
-            "dataset": str(dataset_dir),
-            "conversations": len(scoring),
+            "dataset": str(setup.dataset_dir),
+            "conversations": len(setup.scoring),
             "tokens": scores.tokens,
-            "held_out_conversations": len(held_out),
+            "held_out_conversations": len(setup.held_out),
         },
-        "held_out_loss_before": loss_before,
-        "held_out_loss_after": loss_after,
+        "held_out_loss_before": pruning.loss_before,
+        "held_out_loss_after": pruning.loss_after,
         "layer_influence": scores.influence,
         "block_distance": {str(k): v for k, v in scores.block_distance.items()},
         "removal_loss": {str(k): v for k, v in scores.removal_loss.items()},
-        "seconds": round(time.perf_counter() - started, 1),
+        "seconds": seconds,
     }
-    metadata = {
-        "description": f"{opts.model} pruned to {opts.layers} of {n_layers} layers ({opts.method}); train to heal",
+
+
+def lineage(opts: PruneOptions, report: dict, ctx: Context) -> dict:
+    """The pruned model's registry metadata: where it came from and how it was pruned."""
+    return {
+        "description": f"{opts.model} pruned to {opts.layers} of {report['layers_before']} layers ({opts.method}); "
+        "train to heal",
         "chat": is_chat_model(opts.model, ctx),
         "pruned_from": opts.model,
         "pruning": {k: report[k] for k in ("method", "dropped_layers", "layers_before", "layers_after",
                                            "held_out_loss_before", "held_out_loss_after", "calibration")},
     }  # fmt: skip
-    ctx.registry.register_model(opts.name, kind="base", path=target, metadata=metadata)
-    return report
-

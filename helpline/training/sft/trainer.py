@@ -23,11 +23,11 @@ from helpline.training.sft.masking import load_chat_template, tokenize_example
 
 
 def resolve_base_model(name_or_path: str, ctx: Context) -> Path:
-    """A registry name/alias, or a folder holding a checkpoint."""
+    """A registry name/alias of a chat model, or a folder holding a checkpoint."""
     path = Path(name_or_path).expanduser()
     if (path / "config.json").is_file():
         return path
-    return Path(ctx.registry.get_model(name_or_path).path)
+    return Path(ctx.registry.chat_model(name_or_path).path)
 
 
 def is_chat_model(name_or_path: str, ctx: Context) -> bool:
@@ -183,16 +183,10 @@ def run_sft(cfg: SFTConfig, *, preset: str, ctx: Context, console=None) -> dict:
     transformers = require("transformers", "train")
     trl = require("trl", "train")
     datasets = require("datasets", "train")
-    from helpline.training.sft.callbacks import MetricsFile, ResumeWithNewCallbacks
 
     # setup ------------------------------------------------------------------------------------
     run_dir = output_dir(cfg, preset, ctx)
-    checkpoints = run_dir / "checkpoints"
-    resume_from = check_run_dir(cfg, run_dir)
-    if resume_from is not None and not cfg.resume:  # overwrite=true
-        shutil.rmtree(run_dir)
-        resume_from = None
-    run_dir.mkdir(parents=True, exist_ok=True)
+    resume_from = start_run_dir(cfg, run_dir)
     transformers.set_seed(cfg.seed)
     base_path = resolve_base_model(cfg.base_model, ctx)
     dataset_dir = resolve_dataset(cfg.dataset, ctx.workspace.datasets)
@@ -201,16 +195,10 @@ def run_sft(cfg: SFTConfig, *, preset: str, ctx: Context, console=None) -> dict:
     train_rows, train_long = tokenize_split(tokenizer, dataset_dir / "train.jsonl", cfg, cfg.max_train_examples)
     eval_rows, eval_long = tokenize_split(tokenizer, dataset_dir / "validation.jsonl", cfg, cfg.max_eval_examples)
     model = load_model(base_path, cfg)
-    metrics_file = run_dir / "metrics.jsonl"
-    if not cfg.resume:
-        metrics_file.unlink(missing_ok=True)
-    callbacks = [MetricsFile(metrics_file, console=console)]
-    if cfg.early_stopping_patience is not None:
-        callbacks.append(transformers.EarlyStoppingCallback(cfg.early_stopping_patience, cfg.early_stopping_threshold))
-    callbacks.append(ResumeWithNewCallbacks(callbacks))
+    callbacks = sft_callbacks(cfg, run_dir, console=console)
     trainer = trl.SFTTrainer(
         model=model,
-        args=trl_args(cfg, checkpoints),
+        args=trl_args(cfg, run_dir / "checkpoints"),
         train_dataset=datasets.Dataset.from_list(train_rows),
         eval_dataset=datasets.Dataset.from_list(eval_rows),
         processing_class=tokenizer,
@@ -218,34 +206,67 @@ def run_sft(cfg: SFTConfig, *, preset: str, ctx: Context, console=None) -> dict:
     )
 
     # train ------------------------------------------------------------------------------------
-    started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    train_seconds = time.perf_counter() - started
-    final_eval = trainer.evaluate()  # the best checkpoint is loaded at the end
+    outcome = train_and_evaluate(trainer, resume_from)
 
     # save -------------------------------------------------------------------------------------
     final_dir = run_dir / ("model" if cfg.method == "full" else "adapter")
     trainer.model.save_pretrained(str(final_dir))
     tokenizer.save_pretrained(str(final_dir))
-    history = trainer.state.log_history
     summary = {
         "run_dir": str(run_dir),
         "artifact": str(final_dir),
         "method": cfg.method,
         "base_model": cfg.base_model,
         "base_model_path": str(base_path),
-        "dataset": {
-            "path": str(dataset_dir),
-            "name": manifest["name"],
-            "version": manifest["version"],
-            "hash": manifest["dataset_hash"],
-        },
+        "dataset": dataset_lineage(dataset_dir, manifest),
         "config": cfg.model_dump(),
         "preset": preset,
         "resumed_from": resume_from.name if resume_from else None,
         "train_examples": len(train_rows),
         "eval_examples": len(eval_rows),
         "too_long_dropped": {"train": train_long, "validation": eval_long},
+        **outcome,
+    }
+    (run_dir / "training_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+
+    # cleanup ----------------------------------------------------------------------------------
+    del trainer, model
+    return summary
+
+
+def start_run_dir(cfg: SFTConfig, run_dir: Path) -> Path | None:
+    """Create ``run_dir`` (emptied first when ``overwrite`` replaces an earlier run); the checkpoint to resume from."""
+    resume_from = check_run_dir(cfg, run_dir)
+    if resume_from is not None and not cfg.resume:  # overwrite=true
+        shutil.rmtree(run_dir)
+        resume_from = None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return resume_from
+
+
+def sft_callbacks(cfg: SFTConfig, run_dir: Path, *, console=None) -> list:
+    """metrics.jsonl (started afresh unless resuming), early stopping if configured, and the resume fix-up."""
+    transformers = require("transformers", "train")
+    from helpline.training.sft.callbacks import MetricsFile, ResumeWithNewCallbacks  # imports transformers
+
+    metrics_file = run_dir / "metrics.jsonl"
+    if not cfg.resume:
+        metrics_file.unlink(missing_ok=True)
+    callbacks = [MetricsFile(metrics_file, console=console)]
+    if cfg.early_stopping_patience is not None:
+        callbacks.append(transformers.EarlyStoppingCallback(cfg.early_stopping_patience, cfg.early_stopping_threshold))
+    callbacks.append(ResumeWithNewCallbacks(callbacks))
+    return callbacks
+
+
+def train_and_evaluate(trainer, resume_from: Path | None) -> dict:
+    """Train (from ``resume_from`` if given), evaluate the best checkpoint; the figures the summary keeps."""
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    train_seconds = time.perf_counter() - started
+    final_eval = trainer.evaluate()  # the best checkpoint is loaded at the end
+    history = trainer.state.log_history
+    return {
         "global_step": trainer.state.global_step,
         "train_seconds_this_session": round(train_seconds, 1),
         "train_loss": result.training_loss,
@@ -254,11 +275,16 @@ def run_sft(cfg: SFTConfig, *, preset: str, ctx: Context, console=None) -> dict:
         "final_eval_loss": final_eval.get("eval_loss"),
         "eval_curve": [{"step": h["step"], "eval_loss": h["eval_loss"]} for h in history if "eval_loss" in h],
     }
-    (run_dir / "training_summary.json").write_text(json.dumps(summary, indent=2, default=str))
 
-    # cleanup ----------------------------------------------------------------------------------
-    del trainer, model
-    return summary
+
+def dataset_lineage(dataset_dir: Path, manifest: dict) -> dict:
+    """The prepared dataset a run trained on: its folder, name, version and content hash."""
+    return {
+        "path": str(dataset_dir),
+        "name": manifest["name"],
+        "version": manifest["version"],
+        "hash": manifest["dataset_hash"],
+    }
 
 
 def register_full_model(summary: dict, cfg: SFTConfig, *, preset: str, ctx: Context) -> dict:
