@@ -179,7 +179,7 @@ def test_kb_sync_check_answers_the_suite_and_exits_1_when_it_got_worse(
     for name in ("smollm2-support", "staging"):
         registry.register_model(name, kind="base", path=tmp_path)
     registry.set_alias("production", "smollm2-support")
-    registry.register_model("det", kind="base", path=tmp_path, metadata={"role": "detector"})
+    registry.register_model("det", kind="detector", path=tmp_path)
     synced: dict = {"added": [], "updated": ["returns"], "deleted": [], "kept": [], "unchanged": 29}
     synced.update(chunks_embedded=2, failed=[], version=7)
     syncs: list[Path] = []
@@ -256,7 +256,7 @@ def test_only_a_chat_model_can_be_a_candidate(tmp_path: Path) -> None:
 
     registry = Registry(tmp_path / "registry.sqlite")
     registry.register_model("prod", kind="base", path=tmp_path)
-    registry.register_model("det", kind="base", path=tmp_path / "det", metadata={"role": "detector"})
+    registry.register_model("det", kind="detector", path=tmp_path / "det")
     ctx = SimpleNamespace(registry=registry)
     with pytest.raises(ConfigError, match="'det' is a hallucination detector, not a chat model"):
         resolve_model(ctx, "det")
@@ -272,21 +272,13 @@ def test_only_a_chat_model_can_be_a_candidate(tmp_path: Path) -> None:
     assert registry.get_model(name).kind == "base" and name.startswith("candidate-")
 
 
-def test_the_gate_checks_faithfulness_with_the_registered_detector(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    from types import SimpleNamespace
-
-    from helpline.cli import evaluate as eval_cli
-    from helpline.guard import selection as evaluate
+def test_the_gate_checks_faithfulness_with_the_registered_detector(tmp_path: Path) -> None:
+    from helpline.guard.selection import chosen_detector
 
     assert GateConfig(suites=["support"]).detector == "auto" == load_gate_config().detector
     registry = Registry(tmp_path / "registry.sqlite")
-    ctx = SimpleNamespace(registry=registry)
-    loaded: list[str] = []
-    monkeypatch.setattr(evaluate, "load_detector", lambda ctx, name: loaded.append(name) or OverlapVerifier())
-    assert eval_cli._detector(ctx, "auto") is None  # a fresh workspace: no faithfulness check, nothing trained
-    registry.register_model("helpline-detector", kind="base", path=tmp_path, metadata={"role": "detector"})
-    assert isinstance(eval_cli._detector(ctx, "auto"), OverlapVerifier)
-    assert eval_cli._detector(ctx, "none") is None and eval_cli._detector(ctx, None) is None
-    assert loaded == ["helpline-detector"]
+    assert chosen_detector(registry, "auto") is None  # a fresh workspace: no faithfulness check, nothing trained
+    registry.register_model("helpline-detector", kind="detector", path=tmp_path)
+    assert chosen_detector(registry, "auto") == "helpline-detector"
+    assert chosen_detector(registry, "none") is None and chosen_detector(registry, None) is None
+    assert chosen_detector(registry, "my-detector") == "my-detector"  # any other name is taken as given

@@ -4,6 +4,7 @@ driven by the official openai client. One vLLM server for the whole module (it t
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ import httpx
 import openai
 import pytest
 
+from helpline.platform.registry import Registry
 from helpline.testing.serving import PASSED_GATE
 
 pytestmark = pytest.mark.integration
@@ -30,9 +32,16 @@ class Stack:
         return openai.OpenAI(base_url=f"{self.url}/v1", api_key=self.keys[role], max_retries=0, timeout=300)
 
 
+def copy_registry(src: Path, dst: Path) -> Registry:
+    """A consistent copy of the workspace's registry (SQLite's backup API reads it even mid-write)."""
+    with sqlite3.connect(src) as a, sqlite3.connect(dst) as b:
+        a.backup(b)
+    return Registry(dst)
+
+
 @pytest.fixture(scope="module")
 def stack(workspace_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    from helpline.bench.serving import _copy_registry, random_adapter
+    from helpline.bench.serving import random_adapter
     from helpline.engines.vllm_server import VLLMServer
     from helpline.evaluation.load import free_port, serve_app
     from helpline.platform.settings import RetrievalSettings, load_settings
@@ -41,7 +50,7 @@ def stack(workspace_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
     tmp = tmp_path_factory.mktemp("serving")
     ws = Workspace.at(workspace_dir / ".helpline")
-    registry = _copy_registry(ws.registry_db, tmp / "registry.sqlite")  # the swap must not touch the shared one
+    registry = copy_registry(ws.registry_db, tmp / "registry.sqlite")  # the swap must not touch the shared one
     base = registry.get_model("smollm2-135m-instruct")
     adapter_path = random_adapter(base.path, tmp / "adapter", rank=8)
     registry.register_model("test-lora", kind="adapter", path=adapter_path, base_model=base.name, metadata=PASSED_GATE)
