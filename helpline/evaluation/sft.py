@@ -11,9 +11,13 @@ a small check returning a score and a reason:
 
 from __future__ import annotations
 
+import random
 import re
 import statistics
 from dataclasses import dataclass
+
+from helpline.platform.pii import scrub_messages
+from helpline.training.data.sources import load_source
 
 _STEP = re.compile(r"^\s*\d+[.)]\s+\S", re.MULTILINE)
 _PLACEHOLDER = re.compile(r"\{\{[^{}]+\}\}")
@@ -103,11 +107,6 @@ def load_eval_set(spec: str, limit: int, seed: int = 0) -> tuple[list[list[dict]
     ``bitext:CSV`` / ``chat:JSONL`` go through the same loader (and scrubber) as `data prepare`;
     a prepared split (``test.jsonl`` of a dataset version) can be given as ``chat:PATH``.
     """
-    import random
-
-    from helpline.training.data.scrub import scrub_messages
-    from helpline.training.data.sources import load_source
-
     conversations, _ = load_source(spec, skip_invalid=True)
     if len(conversations) > limit:
         conversations = random.Random(seed).sample(conversations, limit)

@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from helpline.platform.pii import scrub_messages
 from helpline.serving.gateway.store import GatewayStore
-from helpline.serving.redact import redact
 
 
 def training_rows(store: GatewayStore, *, include_unrated: bool = False, scrub: bool = True) -> list[dict]:
     """One chat per good turn: rated up, or corrected by staff (the correction replaces the answer).
 
     Abstentions, failed and rated-down-without-correction turns are left out; system prompts are
-    not exported (training adds its own). ``scrub`` redacts personal data.
+    not exported (training adds its own). ``scrub`` replaces personal data by the placeholders of
+    :mod:`helpline.platform.pii`, the ones `helpline data prepare` writes.
     """
     rows = []
     for turn in reversed(store.turns(limit=1_000_000)):
@@ -25,7 +26,7 @@ def training_rows(store: GatewayStore, *, include_unrated: bool = False, scrub: 
         messages = [m for m in turn["messages"] if m["role"] != "system"]
         messages.append({"role": "assistant", "content": answer})
         if scrub:
-            messages = [{**m, "content": redact(m["content"])} for m in messages]
+            messages, _ = scrub_messages(messages)
         rows.append({"messages": messages, "metadata": {"response_id": turn["response_id"], "model": turn["model"]}})
     return rows
 

@@ -75,7 +75,7 @@ def test_export_gives_training_chats_with_personal_data_redacted(gateway: Gatewa
     resp = gateway.client.get("/admin/conversations/export", headers=gateway.headers("engineer"))
     rows = [json.loads(line) for line in resp.text.splitlines()]
     assert len(rows) == 2
-    assert rows[0]["messages"][0] == {"role": "user", "content": "I am [EMAIL], how do I return an item?"}
+    assert rows[0]["messages"][0] == {"role": "user", "content": "I am {{Email}}, how do I return an item?"}
     assert rows[0]["messages"][-1]["role"] == "assistant"
     assert rows[1]["messages"][-1]["content"] == "Open Orders and choose Return."
 

@@ -21,6 +21,7 @@ from helpline.answering.decision import Served, repeats
 from helpline.answering.rag import Prepared, RAGPipeline, citations
 from helpline.engines.protocol import StreamEnd, agenerate, astream
 from helpline.platform.errors import ConfigError, EngineError, HelplineError
+from helpline.platform.pii import scrub
 from helpline.platform.schemas import ChatMessage
 from helpline.serving.gateway.auth import Principal
 from helpline.serving.gateway.config import GatewayLimits
@@ -36,7 +37,6 @@ from helpline.serving.gateway.protocol import (
     completion_id,
 )
 from helpline.serving.gateway.store import GatewayStore
-from helpline.serving.redact import redact
 from helpline.serving.routing import PUBLIC_ALIASES, ModelRouter, Route
 
 log = logging.getLogger("helpline.gateway")
@@ -173,7 +173,7 @@ class ChatService:
         question = turn.messages[-1].content[:200]
         log.info(
             "chat %s conv=%s model=%s status=%s outcome=%s %.0f ms q=%r",
-            turn.id, turn.conversation_id, name, status, served.outcome, seconds * 1000, redact(question),
+            turn.id, turn.conversation_id, name, status, served.outcome, seconds * 1000, scrub(question)[0],
         )  # fmt: skip
 
     # non-streaming ------------------------------------------------------------------------

@@ -14,13 +14,15 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 
+import yaml
 from pydantic import BaseModel, Field
 
 from helpline.platform.errors import DataError
+from helpline.platform.pii import measure_recall, scrub_messages
 from helpline.training.data.dedup import dedupe_and_group
-from helpline.training.data.scrub import measure_recall, scrub_messages
 from helpline.training.data.sources import Conversation, load_source
 from helpline.training.data.split import SPLITS, grouped_stratified_split
 
@@ -135,12 +137,17 @@ def prepare_dataset(
         },
         "invalid_rows": {k: v[:50] for k, v in invalid.items()},
         "token_check": {"tokenizer": tokenizer_name, "max_tokens": limit} if count_tokens else None,
-        "scrubber": {"replaced": dict(sorted(pii.items())), "labelled_sample": measure_recall()},
+        "scrubber": {"replaced": dict(sorted(pii.items())), "labelled_sample": measure_recall(pii_sample())},
     }
     (partial / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     partial.rename(version_dir)  # a version appears only when complete
     manifest["path"] = str(version_dir)
     return manifest
+
+
+def pii_sample() -> list[dict]:
+    """The labelled sample shipped with the package, on which every manifest reports the scrubber's recall."""
+    return yaml.safe_load(resources.files("helpline.training.data").joinpath("pii_sample.yaml").read_text())
 
 
 def _next_version(base: Path) -> Path:
