@@ -53,9 +53,17 @@ def _is_card(match: re.Match[str]) -> bool:
     return 13 <= len(digits) <= 19 and _luhn_ok(digits)
 
 
+_DATE = re.compile(r"(?:\d{1,2}[./-]\d{1,2}[./-]\d{2,4}|\d{4}[./-]\d{1,2}[./-]\d{1,2})")
+
+
+def _not_a_date(match: re.Match[str]) -> bool:
+    """A date (12/03/2024, 2023-01-15) is not personal data, and support answers need their dates."""
+    return _DATE.fullmatch(match.group(0).strip()) is None
+
+
 def _is_phone(match: re.Match[str]) -> bool:
     digits = re.sub(r"\D", "", match.group(0))
-    return 7 <= len(digits) <= 15
+    return 7 <= len(digits) <= 15 and _not_a_date(match)
 
 
 _STREET = (
@@ -116,7 +124,7 @@ RULES: tuple[Rule, ...] = (
     ),
     # The wide nets (see the module docstring): whatever long number the precise rules let through.
     Rule("card", "{{Credit Card Number}}", re.compile(_CARD_DIGITS)),
-    Rule("phone", "{{Phone Number}}", re.compile(r"(?<![\w])\+?\d[\d ()./-]{7,}\d\b")),
+    Rule("phone", "{{Phone Number}}", re.compile(r"(?<![\w])\+?\d[\d ()./-]{7,}\d\b"), _not_a_date),
 )
 
 PLACEHOLDERS: dict[str, str] = {rule.kind: rule.placeholder for rule in RULES}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from helpline.platform.pii import measure_recall, scrub, scrub_messages
-from helpline.serving.conversations import export_jsonl, training_rows
+from helpline.serving.gateway.conversations import export_jsonl, training_rows
 from helpline.testing.serving import make_gateway
 from helpline.training.data.prepare import PrepareOptions, pii_sample, prepare_dataset
 
@@ -45,6 +45,7 @@ def test_each_kind_of_pii_is_replaced_by_its_placeholder(text: str, value: str, 
         "The delivery takes 3-5 business days.",
         "I ordered 3 items for 45 dollars on 12 March.",
         "Is the 2023 catalogue still valid?",
+        "Your refund was issued on 12/03/2024 and reached the card on 2024-03-15.",
         "Step 2: open {{Order History}} and click {{Cancel Order}}.",
         "Your order {{Order Number}} ships from {{Street Address}}; call {{Phone Number}}.",
     ],
