@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from helpline.platform.files import read_doc2dial
+from helpline.datasets.doc2dial import read_doc2dial, user_history
 from helpline.platform.schemas import Document
 from helpline.platform.settings import Settings
 from helpline.platform.workspace import Workspace
@@ -84,7 +84,7 @@ def _questions(rows: list[dict[str, Any]], n: int, seed: int) -> list[dict[str, 
 
 
 def _query(row: dict[str, Any]) -> str:
-    previous = [t["utterance"] for t in row.get("history", []) if t["role"] == "user"][-1:]
+    previous = user_history(row)[-1:]
     return "\n".join([*previous, row["question"]])
 
 

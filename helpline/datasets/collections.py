@@ -12,6 +12,7 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from helpline.datasets.doc2dial import read_doc2dial, user_history
 from helpline.platform.errors import DataError
 from helpline.platform.files import read_jsonl
 from helpline.platform.schemas import Document
@@ -73,29 +74,10 @@ def _beir(path: Path, split: str) -> Collection:
 
 
 def _doc2dial(path: Path) -> Collection:
-    docs = [
-        Document(doc_id=r["doc_id"], title=r.get("title", ""), text=r["text"])
-        for r in _jsonl(path / "docs.jsonl", "doc_id", "text")
-    ]
+    doc_rows, rows = read_doc2dial(path, qa_fields=("id", "doc_id", "question"), doc_fields=("doc_id", "text"))
+    docs = [Document(doc_id=r["doc_id"], title=r.get("title", ""), text=r["text"]) for r in doc_rows]
     queries = [
-        EvalQuery(
-            qid=str(r["id"]),
-            text=r["question"],
-            relevant={r["doc_id"]: 1},
-            history=[t["utterance"] for t in r.get("history", []) if t.get("role") == "user"],
-        )
-        for r in _jsonl(path / "qa.jsonl", "id", "doc_id", "question")
+        EvalQuery(qid=str(r["id"]), text=r["question"], relevant={r["doc_id"]: 1}, history=user_history(r))
+        for r in rows
     ]
     return Collection(name=f"doc2dial:{path.name}", documents=docs, queries=queries)
-
-
-def doc2dial_heldout(dial_id: str) -> bool:
-    """Whether a doc2dial dialogue belongs to the evaluation side (one in five, by a hash of its id).
-
-    Training sources (``data prepare --source doc2dial:DIR``) skip these dialogues and the generation
-    evaluations (the regression suite's doc2dial cases, ``eval rag``) draw only from them, so a model
-    fine-tuned on doc2dial is never scored on a conversation it was trained on.
-    """
-    import hashlib
-
-    return int(hashlib.sha1(dial_id.encode()).hexdigest(), 16) % 5 == 0

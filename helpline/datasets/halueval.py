@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from helpline.datasets.doc2dial import history_turns, read_doc2dial
 from helpline.platform.errors import DataError, NotFoundError
-from helpline.platform.files import read_doc2dial, read_jsonl
+from helpline.platform.files import read_jsonl
 
 Kind = Literal["qa", "dialogue", "doc2dial"]
 Split = Literal["all", "train", "val", "test"]
@@ -162,7 +163,7 @@ def doc2dial_pairs(
 
 
 def _dialogue_question(row: dict) -> str:
-    turns = [f"[{'Human' if t['role'] == 'user' else 'Assistant'}]: {t['utterance']}" for t in row.get("history", [])]
+    turns = [f"[{'Human' if role == 'user' else 'Assistant'}]: {text}" for role, text in history_turns(row)]
     return " ".join([*turns[-2:], f"[Human]: {row['question']}"])
 
 

@@ -7,7 +7,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from helpline.platform.files import read_doc2dial
+from helpline.datasets.doc2dial import heldout, history_turns, read_doc2dial
 from helpline.platform.schemas import ChatMessage, Document
 
 
@@ -32,10 +32,8 @@ def load_questions(
     """
     doc_rows, rows = read_doc2dial(folder)
     docs = {d["doc_id"]: d for d in doc_rows}
-    from helpline.datasets.collections import doc2dial_heldout
-
     # Only dialogues kept out of training data (`data prepare --source doc2dial:` skips them).
-    rows = [r for r in rows if doc2dial_heldout(r.get("dial_id", r["id"]))]
+    rows = [r for r in rows if heldout(r.get("dial_id", r["id"]))]
     rng = random.Random(seed)
     rng.shuffle(rows)
     gold_removed: set[str] = set()
@@ -73,11 +71,7 @@ def load_questions(
 
 
 def _question(row: dict, doc: dict, *, removed: bool) -> Question:
-    conv = [
-        ChatMessage(role="user" if t["role"] == "user" else "assistant", content=t["utterance"])
-        for t in row.get("history", [])[-4:]
-        if t["utterance"].strip()
-    ]
+    conv = [ChatMessage(role=role, content=text) for role, text in history_turns(row, last=4)]
     conv.append(ChatMessage(role="user", content=row["question"]))
     start = max(0, int(row["answer_start"]) - 200)
     gold = doc["text"][start : int(row["answer_start"]) + len(row["answer_span"]) + 200]

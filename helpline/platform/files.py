@@ -16,8 +16,6 @@ import yaml
 from helpline.platform.errors import ConfigError, DataError, NotFoundError
 
 # doc2dial's layout (../shared/data/doc2dial and any file in its format): what each reader needs.
-DOC2DIAL_DOC_FIELDS = ("doc_id", "domain", "text")
-DOC2DIAL_QA_FIELDS = ("id", "doc_id", "question", "answer_span", "answer_start")
 
 
 def read_jsonl(path: str | Path, *, required: Iterable[str] = (), hint: str | None = None) -> list[dict[str, Any]]:
@@ -62,30 +60,6 @@ def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
-
-
-def read_doc2dial(
-    folder: str | Path, *, qa_fields: Iterable[str] = DOC2DIAL_QA_FIELDS
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(documents, questions) of a folder in doc2dial's layout: ``docs.jsonl`` and ``qa.jsonl``.
-
-    A question whose gold document is not in ``docs.jsonl`` is left out (nothing can be scored on it).
-    """
-    folder = Path(folder)
-    if not (folder / "docs.jsonl").is_file() or not (folder / "qa.jsonl").is_file():
-        raise NotFoundError(
-            f"{folder} lacks docs.jsonl/qa.jsonl", hint="pass the doc2dial folder, e.g. ../shared/data/doc2dial"
-        )
-    docs = read_jsonl(folder / "docs.jsonl", required=DOC2DIAL_DOC_FIELDS)
-    questions = read_jsonl(folder / "qa.jsonl", required=qa_fields)
-    known = {d["doc_id"] for d in docs}
-    answerable = [q for q in questions if q["doc_id"] in known]
-    if questions and not answerable:
-        raise DataError(
-            f"{folder / 'qa.jsonl'}: no question's doc_id is in docs.jsonl",
-            hint="keep each question's gold document in docs.jsonl",
-        )
-    return docs, answerable
 
 
 def read_yaml(path: str | Path, *, what: str, hint: str) -> Any:

@@ -147,7 +147,7 @@ def test_train_detector_then_evaluate_with_the_cli(trained: tuple[dict[str, Any]
 
 def _doc2dial(folder: Path) -> Path:
     """Three hand-written help articles and one held-out question on each, in doc2dial's format."""
-    from helpline.datasets.collections import doc2dial_heldout
+    from helpline.datasets.doc2dial import heldout as doc2dial_heldout
 
     folder.mkdir(parents=True, exist_ok=True)
     docs = [

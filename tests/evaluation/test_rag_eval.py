@@ -10,7 +10,7 @@ from helpline.testing import FakeEmbedder
 
 
 def _dialogues(*, heldout: bool, n: int) -> list[str]:
-    from helpline.datasets.collections import doc2dial_heldout
+    from helpline.datasets.doc2dial import heldout as doc2dial_heldout
 
     ids = (f"dial{i}" for i in range(10_000))
     return [d for d in ids if doc2dial_heldout(d) == heldout][:n]

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from helpline.datasets.doc2dial import read_doc2dial
 from helpline.platform.errors import ConfigError, DataError, NotFoundError
-from helpline.platform.files import read_doc2dial, read_jsonl, read_yaml_mapping, yaml_value
+from helpline.platform.files import read_jsonl, read_yaml_mapping, yaml_value
 
 
 def _lines(path: Path, *rows: object) -> Path:

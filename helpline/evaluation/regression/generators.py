@@ -13,6 +13,7 @@ import random
 import re
 from pathlib import Path
 
+from helpline.datasets.doc2dial import heldout, history_turns, read_doc2dial
 from helpline.evaluation.regression.cases import (
     Case,
     ContextDoc,
@@ -24,7 +25,6 @@ from helpline.evaluation.regression.cases import (
     Turn,
 )
 from helpline.platform.errors import NotFoundError
-from helpline.platform.files import read_doc2dial
 
 _PLACEHOLDER = re.compile(r"\{\{[^}]*\}\}")
 
@@ -85,21 +85,15 @@ def doc2dial_cases(folder: Path, *, n: int, seed: int = 0, window: int = 900) ->
     """``n`` seeded questions with the gold document (around the answer span) as context."""
     doc_rows, questions = read_doc2dial(folder)
     docs = {d["doc_id"]: d for d in doc_rows}
-    from helpline.datasets.collections import doc2dial_heldout
-
     # Only dialogues kept out of training data (`data prepare --source doc2dial:` skips them).
-    rows = [r for r in questions if doc2dial_heldout(r.get("dial_id", r["id"]))]
+    rows = [r for r in questions if heldout(r.get("dial_id", r["id"]))]
     rng = random.Random(seed)
     rng.shuffle(rows)
     cases = []
     for row in rows[:n]:
         doc = docs[row["doc_id"]]
         start = max(0, int(row["answer_start"]) - window // 3)
-        history = [
-            Turn(role="user" if t["role"] == "user" else "assistant", content=t["utterance"])
-            for t in row.get("history", [])[-4:]
-            if t["utterance"].strip()
-        ]
+        history = [Turn(role=role, content=text) for role, text in history_turns(row, last=4)]
         cases.append(
             Case(
                 id=f"doc2dial-{row['id']}",

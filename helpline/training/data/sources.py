@@ -10,7 +10,7 @@
                         (the gold document around the answer, and a hard distractor: one of the three
                         chunks of other documents that BM25 ranks best for the user's turns, as
                         serving's retrieval would put beside it), and the human agent's reply as the
-                        answer. Dialogues kept for evaluation (``doc2dial_heldout``) and turns without an
+                        answer. Dialogues kept for evaluation (``helpline.datasets.doc2dial.heldout``) and turns without an
                         agent reply are skipped.
 """
 
@@ -165,7 +165,7 @@ def _load_doc2dial(folder: Path, kind: str, *, window: int = 900) -> tuple[list[
     import random
 
     from helpline.answering.prompts import load_prompt
-    from helpline.datasets.collections import doc2dial_heldout
+    from helpline.datasets.doc2dial import heldout as doc2dial_heldout
     from helpline.platform.schemas import ChatMessage, Chunk, ScoredChunk
 
     docs, problems = {}, []
