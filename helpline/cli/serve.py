@@ -221,7 +221,7 @@ def conversations_export(
     no_scrub: bool = typer.Option(False, "--no-scrub", help="Keep personal data (default: redacted)."),
 ) -> None:
     """Export rated-up and staff-corrected conversations as training data."""
-    from helpline.serving.conversations import export_jsonl
+    from helpline.serving.gateway.conversations import export_jsonl
 
     ctx = Context.load()
     n = export_jsonl(_store(ctx), out, include_unrated=include_unrated, scrub=not no_scrub)

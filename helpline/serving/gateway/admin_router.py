@@ -123,7 +123,7 @@ def conversations(
 @admin.get("/conversations/export")
 def conversations_export(request: Request, who: Principal = Depends(requires("engineer"))) -> Response:
     """Rated-up and corrected answers as training chat JSONL (`{"messages": [...]}` per line)."""
-    from helpline.serving.conversations import export_lines
+    from helpline.serving.gateway.conversations import export_lines
 
     lines = export_lines(request.app.state.store)
     request.app.state.store.audit(who.actor, "conversations.export", "", {"rows": len(lines)})

@@ -10,7 +10,7 @@
                         (the gold document around the answer, and a hard distractor: one of the three
                         chunks of other documents that BM25 ranks best for the user's turns, as
                         serving's retrieval would put beside it), and the human agent's reply as the
-                        answer. Dialogues kept for evaluation (``helpline.datasets.doc2dial.heldout``) and turns without an
+                        answer. Dialogues kept for evaluation (``datasets.doc2dial.heldout``) and turns without an
                         agent reply are skipped.
 """
 
