@@ -18,6 +18,7 @@ from helpline.platform.context import Context
 from helpline.platform.errors import ConfigError, DataError, HelplineError
 from helpline.platform.lazy_imports import require
 from helpline.training.data.prepare import resolve_dataset
+from helpline.training.sft.callbacks import metrics_file, resume_with_new_callbacks
 from helpline.training.sft.config import SFTConfig
 from helpline.training.sft.masking import load_chat_template, tokenize_example
 
@@ -247,15 +248,13 @@ def start_run_dir(cfg: SFTConfig, run_dir: Path) -> Path | None:
 def sft_callbacks(cfg: SFTConfig, run_dir: Path, *, console=None) -> list:
     """metrics.jsonl (started afresh unless resuming), early stopping if configured, and the resume fix-up."""
     transformers = require("transformers", "train")
-    from helpline.training.sft.callbacks import MetricsFile, ResumeWithNewCallbacks  # imports transformers
-
-    metrics_file = run_dir / "metrics.jsonl"
+    metrics_path = run_dir / "metrics.jsonl"
     if not cfg.resume:
-        metrics_file.unlink(missing_ok=True)
-    callbacks = [MetricsFile(metrics_file, console=console)]
+        metrics_path.unlink(missing_ok=True)
+    callbacks = [metrics_file(metrics_path, console=console)]
     if cfg.early_stopping_patience is not None:
         callbacks.append(transformers.EarlyStoppingCallback(cfg.early_stopping_patience, cfg.early_stopping_threshold))
-    callbacks.append(ResumeWithNewCallbacks(callbacks))
+    callbacks.append(resume_with_new_callbacks(callbacks))
     return callbacks
 
 
