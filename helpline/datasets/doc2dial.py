@@ -9,15 +9,17 @@ sources, the detector's doc2dial pairs and the abstention calibration all read i
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+import json
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from helpline.platform.errors import DataError, NotFoundError
 from helpline.platform.files import read_jsonl
 
 DOC_FIELDS = ("doc_id", "domain", "text")
 QA_FIELDS = ("id", "doc_id", "question", "answer_span", "answer_start")
+T = TypeVar("T")
 
 
 def read_doc2dial(
@@ -42,6 +44,26 @@ def read_doc2dial(
             hint="keep each question's gold document in docs.jsonl",
         )
     return docs, answerable
+
+
+def read_leniently(path: str | Path, parse: Callable[[Any], T], problems: list[str]) -> Iterator[tuple[int, T]]:
+    """(line number, ``parse`` of the line's JSON) for each non-blank line of one of the two files, leniently.
+
+    For a training source, which drops a bad line rather than the whole file (``read_doc2dial`` refuses the
+    file): a line that is not JSON or that ``parse`` refuses (a missing field: KeyError, a wrong type:
+    TypeError, not a number: ValueError) is skipped and added to ``problems`` as ``qa.jsonl line 7: KeyError
+    'doc_id'``, in line order with what the caller adds while iterating.
+    """
+    path = Path(path)
+    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = parse(json.loads(line))
+        except (KeyError, TypeError, ValueError) as e:  # json.JSONDecodeError is a ValueError
+            problems.append(f"{path.name} line {line_no}: {type(e).__name__} {e}")
+            continue
+        yield line_no, value
 
 
 def heldout(dial_id: str) -> bool:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
 
 from helpline.evaluation.regression.cases import load_suite
-from helpline.evaluation.regression.generators import suite_cases
+from helpline.evaluation.regression.generators import bitext_cases, suite_cases
 from helpline.platform.errors import DataError, NotFoundError
 
 SUITES = Path(__file__).resolve().parents[2] / "helpline" / "evaluation" / "suites"
@@ -86,6 +87,30 @@ def test_generators_build_cases_from_shared_data(shared_data: Path) -> None:
     assert len({c.category for c in bitext}) > 5  # spread over intents' categories
     assert all(c.context and c.expect.must_cite == [c.context[0].doc_id] for c in doc2dial)
     assert all("{{" not in (c.expect.reference or "") for c in bitext)
+
+
+def test_bitext_cases_skip_rows_with_an_empty_column_and_spread_over_intents(tmp_path: Path) -> None:
+    path = tmp_path / "support.csv"
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["instruction", "response", "intent", "category"])
+        writer.writerow(["", "Sure, I can help with that order.", "cancel_order", "ORDER"])
+        writer.writerow(["cancel my order", "Sure, open {{Orders}} and cancel it.", "cancel_order", "ORDER"])
+        writer.writerow(["where is my refund", "Refunds take five days.", "track_refund", "REFUND"])
+    cases = bitext_cases(path, n=5)
+    assert [(c.id, c.category, c.question) for c in cases] == [
+        ("bitext-cancel_order-0", "bitext:order", "cancel my order"),
+        ("bitext-track_refund-1", "bitext:refund", "where is my refund"),
+    ]
+    assert cases[0].expect.reference == "Sure, open  and cancel it."
+
+
+def test_bitext_cases_refuse_a_file_without_the_columns(tmp_path: Path) -> None:
+    path = tmp_path / "chat.csv"
+    path.write_text("question,answer\nhi,hello\n")
+    with pytest.raises(DataError, match=r"chat\.csv: missing column\(s\) instruction, response, intent") as err:
+        bitext_cases(path, n=3)
+    assert "instruction, response, intent" in (err.value.hint or "")
 
 
 def test_bad_regex_and_bad_schema_are_refused(tmp_path: Path) -> None:

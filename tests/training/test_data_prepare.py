@@ -118,6 +118,30 @@ def test_empty_answer_is_refused_naming_the_row(tmp_path: Path) -> None:
     assert len(conversations) == 1 and len(problems) == 1
 
 
+def test_bitext_rows_are_numbered_as_a_spreadsheet_shows_them(tmp_path: Path) -> None:
+    rows = [
+        {"instruction": "hi", "response": "Hello.\nHow can I help?\nAsk away.", "intent": "greet", "category": "X"},
+        {"instruction": "bye", "response": " ", "intent": "greet"},
+        {"instruction": "  refund?  ", "response": "Refunds take 5 days.", "intent": " refund ", "category": "PAY"},
+    ]
+    path = _write_csv(tmp_path / "multi.csv", rows)
+    conversations, problems = load_source(f"bitext:{path}", skip_invalid=True)
+    assert problems == ["row 3: empty column(s) response"]  # row 3, though the file's line 5
+    assert [c.origin for c in conversations] == ["multi.csv:2", "multi.csv:4"]
+    assert conversations[1].messages[0] == {"role": "user", "content": "refund?"}
+    assert (conversations[1].intent, conversations[1].category) == ("refund", "PAY")
+
+
+def test_skipped_rows_are_counted_and_named_in_the_manifest(tmp_path: Path) -> None:
+    rows = _synthetic_rows()
+    rows[3] = {**rows[3], "intent": ""}
+    path = _write_csv(tmp_path / "support.csv", rows)
+    manifest = _prepare(tmp_path, f"bitext:{path}", skip_invalid=True)
+    assert manifest["counts"]["invalid_skipped"] == 1
+    assert manifest["invalid_rows"] == {f"bitext:{path}": ["row 5: empty column(s) intent"]}
+    assert manifest["counts"]["loaded"] == len(rows) - 1
+
+
 @pytest.mark.parametrize(
     ("record", "message"),
     [
@@ -246,6 +270,24 @@ def test_doc2dial_source_needs_both_files_and_names_bad_rows(tmp_path: Path) -> 
         fh.write('{"dial_id": "x", "question": "q"}\n')
     with pytest.raises(DataError, match=r"qa.jsonl line 17: KeyError"):
         load_source(f"doc2dial:{folder}")
+
+
+def test_doc2dial_bad_lines_are_named_in_line_order_and_the_others_kept(tmp_path: Path) -> None:
+    folder, _ = _doc2dial_folder(tmp_path)
+    clean, _ = load_source(f"doc2dial:{folder}")
+    with (folder / "docs.jsonl").open("a") as fh:
+        fh.write('{"doc_id": "torn"\n')
+    with (folder / "qa.jsonl").open("a") as fh:
+        fh.write(json.dumps({"dial_id": "xdial", "doc_id": "nodoc", "question": "q?", "answer_start": 0,
+                             "agent_response": "a"}) + "\n")  # fmt: skip
+        fh.write('{"dial_id": "x", "question": "q", "answer_start": 0}\n')
+    conversations, problems = load_source(f"doc2dial:{folder}", skip_invalid=True)
+    assert problems == [
+        "docs.jsonl line 4: JSONDecodeError Expecting ',' delimiter: line 1 column 18 (char 17)",
+        "qa.jsonl line 17: doc_id 'nodoc' is not in docs.jsonl",
+        "qa.jsonl line 18: KeyError 'doc_id'",
+    ]
+    assert [c.to_json() for c in conversations] == [c.to_json() for c in clean]
 
 
 def test_max_per_source_balances_a_mix(tmp_path: Path, synthetic_csv: Path) -> None:

@@ -8,11 +8,11 @@ must not abstain.
 
 from __future__ import annotations
 
-import csv
 import random
 import re
 from pathlib import Path
 
+from helpline.datasets.bitext import BitextRow, read_bitext
 from helpline.datasets.doc2dial import heldout, history_turns, read_doc2dial
 from helpline.evaluation.regression.cases import (
     Case,
@@ -45,28 +45,27 @@ def generate_cases(spec: GeneratorSpec, *, data_dir: Path) -> list[Case]:
 
 
 def bitext_cases(path: Path, *, n: int, seed: int = 0) -> list[Case]:
-    """Up to ``n`` requests spread over intents (round-robin), seeded."""
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+    """Up to ``n`` requests spread over intents (round-robin), seeded; rows with an empty column are skipped."""
+    rows, _ = read_bitext(path)
     rng = random.Random(seed)
-    by_intent: dict[str, list[dict]] = {}
+    by_intent: dict[str, list[BitextRow]] = {}
     for row in rows:
-        by_intent.setdefault(row["intent"], []).append(row)
+        by_intent.setdefault(row.intent, []).append(row)
     for group in by_intent.values():
         rng.shuffle(group)
-    picked: list[dict] = []
+    picked: list[BitextRow] = []
     while len(picked) < n and any(by_intent.values()):
         for intent in sorted(by_intent):
             if by_intent[intent] and len(picked) < n:
                 picked.append(by_intent[intent].pop())
     cases = []
     for i, row in enumerate(picked):
-        reference = _PLACEHOLDER.sub("", row["response"])
+        reference = _PLACEHOLDER.sub("", row.response)
         cases.append(
             Case(
-                id=f"bitext-{row['intent']}-{i}",
-                category=f"bitext:{row['category'].lower()}",
-                question=row["instruction"],
+                id=f"bitext-{row.intent}-{i}",
+                category=f"bitext:{row.category.lower()}",
+                question=row.instruction,
                 expect=Expectations(
                     must_not_contain=["{{", "}}"],
                     structure=Structure(min_words=5, max_words=250),

@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 
 from helpline.platform.errors import DataError
 from helpline.platform.pii import measure_recall, scrub_messages
-from helpline.training.data.dedup import dedupe_and_group
+from helpline.training.data.dedup import DedupResult, dedupe_and_group
 from helpline.training.data.sources import Conversation, load_source
 from helpline.training.data.split import SPLITS, grouped_stratified_split
 
@@ -60,62 +60,17 @@ def prepare_dataset(
     """Run the whole preparation and write a new version; returns the manifest."""
     if not _NAME.match(options.name):
         raise DataError(f"dataset name {options.name!r} is not usable", hint="use letters, digits, '-', '_' or '.'")
-    conversations: list[Conversation] = []
-    invalid: dict[str, list[str]] = {}
-    source_hashes = {}
-    for spec in options.sources:
-        loaded, problems = load_source(spec, skip_invalid=options.skip_invalid)
-        path = Path(spec.partition(":")[2]).expanduser()
-        files = [path / "docs.jsonl", path / "qa.jsonl"] if path.is_dir() else [path]
-        source_hashes[spec] = _sha256(b"".join(f.read_bytes() for f in files))
-        if options.max_per_source and len(loaded) > options.max_per_source:
-            loaded = random.Random(options.seed).sample(loaded, options.max_per_source)
-        conversations.extend(loaded)
-        if problems:
-            invalid[spec] = problems
-    if not conversations:
-        raise DataError("the sources contain no usable conversation", hint="check the files and their layout")
-
-    pii: Counter = Counter()
-    for conv in conversations:
-        conv.messages, counts = scrub_messages(conv.messages)
-        pii.update(counts)
-
+    conversations, invalid, source_hashes = _load_sources(options)
+    pii = _scrub(conversations)
     limit = min(x for x in (options.max_tokens, context_length) if x is not None) if count_tokens else None
-    too_long = 0
-    if count_tokens is not None and limit is not None:
-        fitting = [c for c in conversations if count_tokens(c.messages) <= limit]
-        too_long = len(conversations) - len(fitting)
-        conversations = fitting
-
-    # A shared system prompt (grounded sources put their passages there) would make every pair look alike.
-    full = ["\n".join(m["content"] for m in c.messages if m["role"] != "system") for c in conversations]
-    prompts = ["\n".join(m["content"] for m in c.messages if m["role"] == "user") for c in conversations]
-    dedup = dedupe_and_group(
-        full, prompts, near_dup_threshold=options.near_dup_threshold, sibling_threshold=options.sibling_threshold
-    )
-    split = grouped_stratified_split(
-        dedup.group_of,
-        {i: conversations[i].intent for i in dedup.kept},
-        validation=options.validation,
-        test=options.test,
-        seed=options.seed,
-    )
+    conversations, too_long = _drop_too_long(conversations, count_tokens, limit)
+    dedup, split = _dedupe_and_split(conversations, options)
     group_sizes = Counter(dedup.group_of.values())
 
     version_dir = _next_version(datasets_dir / options.name)
     partial = version_dir.with_name(version_dir.name + ".partial")
     partial.mkdir(parents=True, exist_ok=True)
-    files = {}
-    for name in SPLITS:
-        lines = "".join(json.dumps(conversations[i].to_json(), ensure_ascii=False) + "\n" for i in split[name])
-        (partial / f"{name}.jsonl").write_text(lines, encoding="utf-8")
-        files[name] = {
-            "path": f"{name}.jsonl",
-            "sha256": _sha256(lines.encode()),
-            "count": len(split[name]),
-            "per_intent": dict(sorted(Counter(conversations[i].intent for i in split[name]).items())),
-        }
+    files = _write_splits(partial, conversations, split)
     manifest = {
         "name": options.name,
         "version": version_dir.name,
@@ -143,6 +98,81 @@ def prepare_dataset(
     partial.rename(version_dir)  # a version appears only when complete
     manifest["path"] = str(version_dir)
     return manifest
+
+
+def _load_sources(options: PrepareOptions) -> tuple[list[Conversation], dict[str, list[str]], dict[str, str]]:
+    """Every source's conversations (a seeded sample of each with ``max_per_source``), the problems of the
+    rows skipped by source, and each source's sha256 (of docs.jsonl + qa.jsonl for a doc2dial folder)."""
+    conversations: list[Conversation] = []
+    invalid: dict[str, list[str]] = {}
+    source_hashes = {}
+    for spec in options.sources:
+        loaded, problems = load_source(spec, skip_invalid=options.skip_invalid)
+        path = Path(spec.partition(":")[2]).expanduser()
+        files = [path / "docs.jsonl", path / "qa.jsonl"] if path.is_dir() else [path]
+        source_hashes[spec] = _sha256(b"".join(f.read_bytes() for f in files))
+        if options.max_per_source and len(loaded) > options.max_per_source:
+            loaded = random.Random(options.seed).sample(loaded, options.max_per_source)
+        conversations.extend(loaded)
+        if problems:
+            invalid[spec] = problems
+    if not conversations:
+        raise DataError("the sources contain no usable conversation", hint="check the files and their layout")
+    return conversations, invalid, source_hashes
+
+
+def _scrub(conversations: list[Conversation]) -> Counter:
+    """Replace personal data in every message, in place; returns how many of each kind were replaced."""
+    pii: Counter = Counter()
+    for conv in conversations:
+        conv.messages, counts = scrub_messages(conv.messages)
+        pii.update(counts)
+    return pii
+
+
+def _drop_too_long(
+    conversations: list[Conversation], count_tokens: TokenCounter | None, limit: int | None
+) -> tuple[list[Conversation], int]:
+    """The conversations of at most ``limit`` tokens (all of them without a token counter), and how many were not."""
+    if count_tokens is None or limit is None:
+        return conversations, 0
+    fitting = [c for c in conversations if count_tokens(c.messages) <= limit]
+    return fitting, len(conversations) - len(fitting)
+
+
+def _dedupe_and_split(
+    conversations: list[Conversation], options: PrepareOptions
+) -> tuple[DedupResult, dict[str, list[int]]]:
+    """Drop duplicates, group near-siblings, and split the groups stratified by intent."""
+    # A shared system prompt (grounded sources put their passages there) would make every pair look alike.
+    full = ["\n".join(m["content"] for m in c.messages if m["role"] != "system") for c in conversations]
+    prompts = ["\n".join(m["content"] for m in c.messages if m["role"] == "user") for c in conversations]
+    dedup = dedupe_and_group(
+        full, prompts, near_dup_threshold=options.near_dup_threshold, sibling_threshold=options.sibling_threshold
+    )
+    split = grouped_stratified_split(
+        dedup.group_of,
+        {i: conversations[i].intent for i in dedup.kept},
+        validation=options.validation,
+        test=options.test,
+        seed=options.seed,
+    )
+    return dedup, split
+
+
+def _write_splits(folder: Path, conversations: list[Conversation], split: dict[str, list[int]]) -> dict[str, dict]:
+    """Write ``train/validation/test.jsonl``; returns each one's manifest entry (path, sha256, counts)."""
+    files = {}
+    for name in SPLITS:
+        lines = "".join(json.dumps(conversations[i].to_json(), ensure_ascii=False) + "\n" for i in split[name])
+        (folder / f"{name}.jsonl").write_text(lines, encoding="utf-8")
+        files[name] = {
+            "path": f"{name}.jsonl",
+            "sha256": _sha256(lines.encode()),
+            "count": len(split[name]),
+            "per_intent": dict(sorted(Counter(conversations[i].intent for i in split[name]).items())),
+        }
+    return files
 
 
 def pii_sample() -> list[dict]:

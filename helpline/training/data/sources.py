@@ -1,6 +1,7 @@
-"""Read conversations from the three supported layouts, refusing malformed input with its location.
+"""Read conversations from the four supported layouts, refusing malformed input with its location.
 
-``bitext:FILE.csv``     the Bitext layout: ``instruction``, ``response``, ``intent`` (+ ``category``, ...)
+``bitext:FILE.csv``     the Bitext layout (``datasets.bitext``): ``instruction``, ``response``, ``intent``
+                        (+ ``category``, ...)
 ``chat:FILE.jsonl``     one ``{"messages": [{"role": ..., "content": ...}, ...], "intent"?: ...}`` per line
 ``reviewed:FILE.jsonl`` conversations reviewed in the platform: ``{"messages": [...], "corrected_answer":
                         "...", "intent"?: ...}``; a trailing assistant turn (the bot's wrong answer) is
@@ -16,23 +17,22 @@
 
 from __future__ import annotations
 
-import csv
 import itertools
 import json
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from helpline.answering.prompts import load_prompt
+from helpline.datasets.bitext import read_bitext
+from helpline.datasets.doc2dial import heldout, history_turns, read_leniently
 from helpline.platform.errors import DataError, NotFoundError
-
-if TYPE_CHECKING:
-    import random
-
-    from helpline.platform.schemas import Chunk
-    from helpline.retrieval.bm25 import BM25Index
+from helpline.platform.schemas import ChatMessage, Chunk, Document, ScoredChunk
+from helpline.platform.settings import RetrievalSettings
+from helpline.retrieval.bm25 import BM25Index
+from helpline.retrieval.ingest.chunking import chunk_document
 
 ROLES = ("system", "user", "assistant")
-BITEXT_REQUIRED = ("instruction", "response", "intent")
 SOURCE_KINDS = ("bitext", "chat", "reviewed", "doc2dial")
 _MAX_LISTED = 8  # problems listed in one error; the rest are counted
 
@@ -99,30 +99,16 @@ def load_source(spec: str, *, skip_invalid: bool = False) -> tuple[list[Conversa
 
 
 def _load_bitext(file: Path, kind: str) -> tuple[list[Conversation], list[str]]:
-    with file.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        columns = reader.fieldnames or []
-        missing = [c for c in BITEXT_REQUIRED if c not in columns]
-        if missing:
-            raise DataError(
-                f"{file}: missing column(s) {', '.join(missing)} (found: {', '.join(columns) or 'none'})",
-                hint=f"a bitext CSV needs the columns {', '.join(BITEXT_REQUIRED)}; use chat:FILE.jsonl for chat data",
-            )
-        conversations, problems = [], []
-        for line, row in enumerate(reader, start=2):  # line 1 is the header
-            empty = [c for c in BITEXT_REQUIRED if not (row.get(c) or "").strip()]
-            if empty:
-                problems.append(f"row {line}: empty column(s) {', '.join(empty)}")
-                continue
-            messages = [
-                {"role": "user", "content": row["instruction"].strip()},
-                {"role": "assistant", "content": row["response"].strip()},
-            ]
-            conversations.append(
-                Conversation(
-                    messages, row["intent"].strip(), (row.get("category") or "").strip(), f"{file.name}:{line}"
-                )
-            )
+    rows, problems = read_bitext(file)
+    conversations = [
+        Conversation(
+            [{"role": "user", "content": r.instruction}, {"role": "assistant", "content": r.response}],
+            r.intent,
+            r.category,
+            f"{file.name}:{r.row}",
+        )
+        for r in rows
+    ]
     return conversations, problems
 
 
@@ -162,74 +148,26 @@ def _load_jsonl(file: Path, kind: str) -> tuple[list[Conversation], list[str]]:
 
 
 def _load_doc2dial(folder: Path, kind: str, *, window: int = 900) -> tuple[list[Conversation], list[str]]:
-    import random
-
-    from helpline.answering.prompts import load_prompt
-    from helpline.datasets.doc2dial import heldout as doc2dial_heldout
-    from helpline.platform.schemas import ChatMessage, Chunk, ScoredChunk
-
-    docs, problems = {}, []
-    for line_no, line in enumerate((folder / "docs.jsonl").read_text(encoding="utf-8").splitlines(), start=1):
-        try:
-            d = json.loads(line) if line.strip() else None
-            if d is not None:
-                docs[d["doc_id"]] = (d["title"], d["text"], d.get("domain", ""))
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            problems.append(f"docs.jsonl line {line_no}: {type(e).__name__} {e}")
-    by_domain: dict[str, list[str]] = {}
-    for doc_id, (_, _, domain) in sorted(docs.items()):
-        by_domain.setdefault(domain, []).append(doc_id)
+    problems: list[str] = []
+    docs = {doc_id: fields for _, (doc_id, fields) in read_leniently(folder / "docs.jsonl", _document, problems)}
+    library = _Library.build(docs)
     prompt = load_prompt("support")
-    index = _chunk_index(docs)
     conversations = []
-    for line_no, line in enumerate((folder / "qa.jsonl").read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
+    for line_no, q in read_leniently(folder / "qa.jsonl", _Question.parse, problems):
+        if heldout(q.dial_id) or not (q.reply or "").strip() or not q.question.strip():
             continue
-        try:
-            row = json.loads(line)
-            dial_id, doc_id, question = row["dial_id"], row["doc_id"], row["question"]
-            start, reply = int(row["answer_start"]), row.get("agent_response")
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            problems.append(f"qa.jsonl line {line_no}: {type(e).__name__} {e}")
+        if q.doc_id not in docs:
+            problems.append(f"qa.jsonl line {line_no}: doc_id {q.doc_id!r} is not in docs.jsonl")
             continue
-        if doc2dial_heldout(dial_id) or not (reply or "").strip() or not question.strip():
-            continue
-        if doc_id not in docs:
-            problems.append(f"qa.jsonl line {line_no}: doc_id {doc_id!r} is not in docs.jsonl")
-            continue
-        rng = random.Random(f"{dial_id}:{line_no}")
-        title, text, domain = docs[doc_id]
-        lo = max(0, start - window // 3)
-        passages = [ScoredChunk(chunk=Chunk(chunk_id=f"{doc_id}#0", doc_id=doc_id, title=title,
-                                            text=text[lo : lo + window]), score=1.0)]  # fmt: skip
-        history = [(t.get("role"), t.get("utterance", "")) for t in row.get("history", [])[-4:]]
-        query = " ".join([*(u for r, u in history if r == "user" and u), question])
-        distractor = _hard_distractor(index, query, doc_id, rng)
-        others = [] if distractor else [d for d in by_domain.get(domain, []) if d != doc_id]
-        if others:  # nothing else shares a word with the question: a random same-domain region
-            other = rng.choice(others)
-            o_title, o_text, _ = docs[other]
-            o_lo = rng.randrange(max(1, len(o_text) - window))
-            distractor = Chunk(chunk_id=f"{other}#0", doc_id=other, title=o_title, text=o_text[o_lo : o_lo + window])
-        if distractor is not None:
-            passages.append(ScoredChunk(chunk=distractor, score=1.0))
-            rng.shuffle(passages)
-        turns: list[dict[str, str]] = []
-        for role, text_ in [*history, ("user", question)]:
-            role = "user" if role == "user" else "assistant"
-            if not (text_ or "").strip():
-                continue
-            if turns and turns[-1]["role"] == role:
-                turns[-1]["content"] += "\n" + text_.strip()  # doc2dial has runs of one speaker
-            else:
-                turns.append({"role": role, "content": text_.strip()})
-        while turns and turns[0]["role"] != "user":
-            turns.pop(0)
-        messages = prompt.build([ChatMessage(**t) for t in turns], passages)
+        history = history_turns(q.record, last=4)
+        query = " ".join([*(text for role, text in history if role == "user"), q.question])
+        rng = random.Random(f"{q.dial_id}:{line_no}")
+        passages = library.passages(q.doc_id, q.answer_start, query, rng, window=window)
+        messages = prompt.build(_chat_turns(history, q.question), passages)
         conversations.append(
             Conversation(
-                [*(m.model_dump() for m in messages), {"role": "assistant", "content": reply.strip()}],
-                f"doc2dial:{domain}",
+                [*(m.model_dump() for m in messages), {"role": "assistant", "content": q.reply.strip()}],
+                f"doc2dial:{docs[q.doc_id][2]}",
                 "grounded",
                 f"qa.jsonl:{line_no}",
             )
@@ -237,13 +175,89 @@ def _load_doc2dial(folder: Path, kind: str, *, window: int = 900) -> tuple[list[
     return conversations, problems
 
 
+def _document(record: dict) -> tuple[str, tuple[str, str, str]]:
+    """(doc_id, (title, text, domain)) of a docs.jsonl line."""
+    fields = (record["title"], record["text"], record.get("domain", ""))
+    return record["doc_id"], fields
+
+
+@dataclass(frozen=True)
+class _Question:
+    """What a training example needs of a qa.jsonl line."""
+
+    dial_id: str
+    doc_id: str
+    question: str
+    answer_start: int
+    reply: str | None  # the human agent's reply: the answer to learn
+    record: dict  # the whole line, for its history
+
+    @classmethod
+    def parse(cls, record: dict) -> _Question:
+        return cls(
+            record["dial_id"],
+            record["doc_id"],
+            record["question"],
+            int(record["answer_start"]),
+            record.get("agent_response"),
+            record,
+        )
+
+
+def _chat_turns(history: list[tuple[str, str]], question: str) -> list[ChatMessage]:
+    """The earlier turns and the question as chat turns that alternate and start with the user's."""
+    turns: list[dict[str, str]] = []
+    for role, text in [*history, ("user", question)]:
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"] += "\n" + text.strip()  # doc2dial has runs of one speaker
+        else:
+            turns.append({"role": role, "content": text.strip()})
+    while turns and turns[0]["role"] != "user":
+        turns.pop(0)
+    return [ChatMessage(**t) for t in turns]
+
+
+@dataclass(frozen=True)
+class _Library:
+    """The documents passages are cut from: (title, text, domain) by doc_id, each domain's doc_ids, BM25."""
+
+    docs: dict[str, tuple[str, str, str]]
+    by_domain: dict[str, list[str]]
+    index: BM25Index
+
+    @classmethod
+    def build(cls, docs: dict[str, tuple[str, str, str]]) -> _Library:
+        by_domain: dict[str, list[str]] = {}
+        for doc_id, (_, _, domain) in sorted(docs.items()):
+            by_domain.setdefault(domain, []).append(doc_id)
+        return cls(docs, by_domain, _chunk_index(docs))
+
+    def passages(self, doc_id: str, start: int, query: str, rng: random.Random, *, window: int) -> list[ScoredChunk]:
+        """The gold passage (``window`` characters around the answer) and a distractor, in seeded order."""
+        title, text, _ = self.docs[doc_id]
+        lo = max(0, start - window // 3)
+        gold = Chunk(chunk_id=f"{doc_id}#0", doc_id=doc_id, title=title, text=text[lo : lo + window])
+        passages = [ScoredChunk(chunk=gold, score=1.0)]
+        distractor = _hard_distractor(self.index, query, doc_id, rng) or self._same_domain_region(doc_id, rng, window)
+        if distractor is not None:
+            passages.append(ScoredChunk(chunk=distractor, score=1.0))
+            rng.shuffle(passages)
+        return passages
+
+    def _same_domain_region(self, gold_doc: str, rng: random.Random, window: int) -> Chunk | None:
+        """A random region of another document of the gold one's domain, for a question that shares no word
+        with any other document's chunks; None when the domain has no other document."""
+        others = [d for d in self.by_domain.get(self.docs[gold_doc][2], []) if d != gold_doc]
+        if not others:
+            return None
+        other = rng.choice(others)
+        title, text, _ = self.docs[other]
+        lo = rng.randrange(max(1, len(text) - window))
+        return Chunk(chunk_id=f"{other}#0", doc_id=other, title=title, text=text[lo : lo + window])
+
+
 def _chunk_index(docs: dict[str, tuple[str, str, str]]) -> BM25Index:
     """BM25 over every document's chunks, cut as the knowledge base cuts them by default."""
-    from helpline.platform.schemas import Document
-    from helpline.platform.settings import RetrievalSettings
-    from helpline.retrieval.bm25 import BM25Index
-    from helpline.retrieval.ingest.chunking import chunk_document
-
     r = RetrievalSettings()
     chunks = [
         chunk
