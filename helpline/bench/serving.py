@@ -27,7 +27,7 @@ from helpline.platform.registry import ModelRecord, Registry
 from helpline.platform.schemas import ChatMessage
 from helpline.retrieval import sample_questions
 from helpline.retrieval.factory import open_knowledge_base
-from helpline.serving.factory import build_gateway, build_pipeline, detector_verifier
+from helpline.serving.factory import build_gateway, build_pipeline, build_verifier
 from helpline.serving.gateway.config import GatewayLimits
 from helpline.serving.routing import VLLMBackend
 
@@ -159,15 +159,16 @@ def set_up(ctx: Context) -> BenchSetup:
     s = ctx.settings
     tmp = Path(tempfile.mkdtemp(prefix="helpline-bench-"))
     registry = _copy_registry(ctx.workspace.registry_db, tmp / "registry.sqlite")
+    bench = Context(s, workspace=ctx.workspace, registry=registry)
     base = registry.base_of(registry.chat_model(s.chat_model))
-    kb = open_knowledge_base(s, ctx.workspace, registry)
+    kb = open_knowledge_base(bench)
     # The gateway's own answer check (the registered detector unless gateway.detector says otherwise).
     vllm_settings = s.vllm.model_copy(update={"port": free_port()})
     server = VLLMServer(model_path=base.path, served_name=base.name, settings=vllm_settings, log_path=tmp / "vllm.log")
-    verifier = detector_verifier(s, registry)
+    verifier = build_verifier(bench)
     # Only the retrieval half (prepare) runs in-process; the engine answers once it is started below.
     engine = OpenAIGenerator(server.base_url, base.name)
-    pipeline = build_pipeline(s, ctx.workspace, registry, generator=engine, kb=kb, verifier=verifier)
+    pipeline = build_pipeline(bench, generator=engine, kb=kb, verifier=verifier)
     return BenchSetup(tmp, registry, base, vllm_settings, server, engine, verifier, pipeline)
 
 
@@ -239,9 +240,9 @@ def gateway_parts(
 ) -> dict[str, Any]:
     """The gateway with retrieval at every level, then the swap under load; the gateway stops on the way out."""
     gw_settings = ctx.settings.model_copy(update={"vllm": setup.vllm_settings})
+    bench = Context(gw_settings, workspace=ctx.workspace, registry=setup.registry)
     limits = GatewayLimits(requests_per_minute=100_000, burst=10_000, max_concurrency=1024)
-    app = build_gateway(gw_settings, ctx.workspace, setup.registry, server=setup.server, limits=limits,
-                        store_path=setup.tmp / "gateway.sqlite")  # fmt: skip
+    app = build_gateway(bench, server=setup.server, limits=limits, store_path=setup.tmp / "gateway.sqlite")
     customer = app.state.store.create_key("customer", name="bench")[0]
     engineer = app.state.store.create_key("admin", name="bench")[0]
     gateway, _, url = serve_app(app)

@@ -9,9 +9,13 @@ from typing import Any
 import typer
 
 from helpline.cli.common import console, print_json
+from helpline.evaluation.rag_eval import build_index
+from helpline.evaluation.regression.factory import resolve_model
 from helpline.platform.context import Context
 from helpline.platform.errors import ConfigError
 from helpline.platform.files import write_jsonl
+from helpline.retrieval.factory import build_embedder, open_knowledge_base
+from helpline.serving.factory import build_generator, build_pipeline, build_verifier
 
 eval_app = typer.Typer()
 bench_app = typer.Typer()
@@ -60,36 +64,30 @@ def answer_set(
     return cases, documents
 
 
-def open_pipeline(ctx: Context, *, model: str | None, engine: str | None, documents: list[Any] | None, tmp: str):
+def build_answer_pipeline(
+    ctx: Context, *, model: str | None, engine: str | None, documents: list[Any] | None, tmp: str
+):
     """The gateway's pipeline (its verifier, reader and prompt, as the settings say) over the workspace's
     knowledge base, or over a throwaway index of ``documents``; the model answering is ``model``."""
-    from helpline.evaluation.regression.factory import resolve_model
-    from helpline.retrieval.factory import open_knowledge_base
-    from helpline.serving.factory import build_generator, build_pipeline, detector_verifier
     from helpline.serving.kb_owner import OwnedKB
 
-    settings = ctx.settings
     if model:
-        settings = settings.model_copy(update={"chat_model": resolve_model(ctx, model)})
-    generator = build_generator(settings, ctx.registry, engine=engine)  # type: ignore[arg-type]
+        ctx = ctx.with_settings(chat_model=resolve_model(ctx, model))
+    generator = build_generator(ctx, engine=engine)  # type: ignore[arg-type]
     if documents is None:
-        kb = OwnedKB(lambda: open_knowledge_base(settings, ctx.workspace, ctx.registry))
+        kb = OwnedKB(lambda: open_knowledge_base(ctx))
     else:
-        from helpline.evaluation.rag_eval import build_index
-
-        kb = OwnedKB(lambda: build_index(documents, ctx, tmp)[0])
-    verifier = detector_verifier(settings, ctx.registry)
-    return build_pipeline(settings, ctx.workspace, ctx.registry, generator=generator, kb=kb, verifier=verifier)
+        kb = OwnedKB(lambda: build_index(ctx, documents=documents, store_dir=tmp)[0])
+    return build_pipeline(ctx, generator=generator, kb=kb, verifier=build_verifier(ctx))
 
 
 def doc2dial_judge(ctx: Context, name: str) -> Any:
     from helpline.evaluation.answers import Doc2dialJudge
     from helpline.guard.selection import load_detector
-    from helpline.retrieval.factory import open_embedder
     from helpline.training.detector.default import ensure_default_detector
 
     ensure_default_detector(ctx, name, log=lambda m: console.print(f"[dim]{m}[/]"))
-    embedder = open_embedder(ctx.settings, ctx.workspace, ctx.registry)
+    embedder = build_embedder(ctx)
     return Doc2dialJudge(detector=load_detector(ctx, name), embed=embedder.embed_documents)
 
 
@@ -128,7 +126,7 @@ def answers(
     result: dict[str, Any] = {"set": dataset or str(questions or "sample_kb/QUESTIONS.yaml"), "via": {}}
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="helpline-answers-") as tmp:
-        pipeline = open_pipeline(ctx, model=model, engine=engine, documents=documents, tmp=tmp)
+        pipeline = build_answer_pipeline(ctx, model=model, engine=engine, documents=documents, tmp=tmp)
         result["model"] = pipeline.generator.name
         result["verifier"] = type(pipeline.verifier).__name__
         result["fallback"] = pipeline.reader is not None
@@ -174,7 +172,7 @@ def bench_answers(
     prompts = [[{"role": "user", "content": q}] for q in sample_questions()]
     result: dict[str, Any] = {"n": n, "concurrency": levels, "variants": {}}
     with tempfile.TemporaryDirectory(prefix="helpline-bench-answers-") as tmp:
-        pipeline = open_pipeline(ctx, model=model, engine=engine, documents=None, tmp=tmp)
+        pipeline = build_answer_pipeline(ctx, model=model, engine=engine, documents=None, tmp=tmp)
         result["model"] = pipeline.generator.name
         variants = {
             "unchecked": dataclasses.replace(pipeline, verifier=NoVerifier(), reader=None),

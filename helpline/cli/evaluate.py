@@ -1,6 +1,7 @@
 """`helpline eval ...` and `helpline bench hallucination`.
 
-Only typer and helpline.platform are imported here; each command imports what it needs.
+Only typer, helpline.platform and the factories (which import no heavy library until they build) are
+imported here; each command imports the rest of what it needs.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from pathlib import Path
 import typer
 
 from helpline.cli.common import console, print_json
+from helpline.evaluation.regression.factory import build_responder, resolve_model
 from helpline.platform.context import Context
 from helpline.platform.errors import ConfigError
 from helpline.platform.files import write_jsonl
+from helpline.retrieval.factory import build_embedder
 
 eval_app = typer.Typer()
 bench_app = typer.Typer()
@@ -119,16 +122,15 @@ def regression(
 ) -> None:
     """Run a regression suite against one model and report pass rates per category and evaluator."""
     from helpline.evaluation.regression.cases import load_suite
-    from helpline.evaluation.regression.factory import build_embedder, build_responder
     from helpline.evaluation.regression.generators import suite_cases
     from helpline.evaluation.regression.runner import run_suite
 
     ctx = Context.load()
     loaded = load_suite(suite)
     cases = suite_cases(loaded, data_dir=data_dir, limit=limit)
-    responder = build_responder(ctx, model, mode=mode, max_tokens=max_tokens)  # type: ignore[arg-type]
+    responder = build_responder(ctx, model=model, mode=mode, max_tokens=max_tokens)  # type: ignore[arg-type]
     verifier = _detector(ctx, detector)
-    embedder = build_embedder(ctx) if similarity else None
+    embedder = build_embedder(ctx, backend="torch") if similarity else None
     result = run_suite(loaded.name, cases, responder, embedder=embedder, verifier=verifier, progress=True)
     if as_json:
         print_json(result.to_dict())
@@ -153,7 +155,6 @@ def gate(
 ) -> None:
     """Run the suites on candidate and baseline; exit 1 on a regression; write an HTML report."""
     from helpline.evaluation.gate import load_gate_config, record_gate, run_gate
-    from helpline.evaluation.regression.factory import build_embedder, build_responder, resolve_model
 
     ctx = Context.load()
     cfg = load_gate_config(config)
@@ -164,10 +165,10 @@ def gate(
         cand_name,
         base_name,
         cfg,
-        responder_for=lambda m: build_responder(ctx, m, mode=cfg.mode, max_tokens=cfg.max_tokens),  # type: ignore[arg-type]
+        responder_for=lambda m: build_responder(ctx, model=m, mode=cfg.mode, max_tokens=cfg.max_tokens),  # type: ignore[arg-type]
         data_dir=data_dir,
         reports_dir=ctx.workspace.reports,
-        embedder=build_embedder(ctx),
+        embedder=build_embedder(ctx, backend="torch"),
         verifier=_detector(ctx, cfg.detector),
         progress=True,
     )
@@ -254,11 +255,12 @@ def calibrate_detector(
 ) -> None:
     """Fit the feature combiner, scoring mode and thresholds of a saved detector on the validation split."""
     from helpline.guard.selection import detector_path
-    from helpline.training.detector.train import load_config, recalibrate
+    from helpline.training.detector.calibration import fit_detector
+    from helpline.training.detector.train import load_config
 
     ctx = Context.load()
     path = detector_path(ctx, detector)
-    report = recalibrate(path, load_config(config, overrides or []))
+    report = fit_detector(load_config(config, overrides or []), path, log=lambda m: console.print(m, highlight=False))
     record = ctx.registry.get_model(detector) if not Path(detector).is_dir() else None
     if record is not None:
         metadata = {**record.metadata, "validation": report}

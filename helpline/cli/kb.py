@@ -12,14 +12,9 @@ from helpline.cli.common import console, fail, print_json
 from helpline.platform.context import Context
 from helpline.platform.errors import HelplineError
 from helpline.retrieval import SAMPLE_KB, sample_questions
+from helpline.retrieval.factory import BACKENDS, FAST_BACKENDS, build_embedder, open_knowledge_base
 
 kb_app = typer.Typer(no_args_is_help=True, help="Add, sync, remove and search knowledge-base documents.")
-
-
-def _open(ctx: Context):  # type: ignore[no-untyped-def]
-    from helpline.retrieval.factory import open_knowledge_base
-
-    return open_knowledge_base(ctx.settings, ctx.workspace, ctx.registry)
 
 
 def _summary(report, failures) -> dict:  # type: ignore[no-untyped-def]
@@ -42,7 +37,7 @@ def _show(summary: dict, as_json: bool) -> None:
 
 def sync_folder(ctx: Context, folder: Path, *, rebuild: bool = False) -> dict:
     """Sync ``folder`` into the knowledge base; returns a summary (used by `init` too)."""
-    kb = _open(ctx)
+    kb = open_knowledge_base(ctx)
     with console.status(f"indexing {folder}"):
         report, failures = kb.sync_folder(folder, rebuild=rebuild)
     return _summary(report, failures)
@@ -114,7 +109,7 @@ def add(
     from helpline.retrieval.ingest.loaders import load_files
 
     docs, failures = load_files(files)
-    kb = _open(Context.load())
+    kb = open_knowledge_base(Context.load())
     with console.status(f"indexing {len(docs)} documents"):
         report = kb.sync(docs, delete_missing=False)
     _show(_summary(report, failures), as_json)
@@ -126,13 +121,13 @@ def remove(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Remove documents from the knowledge base."""
-    _show(_summary(_open(Context.load()).remove(doc_ids), []), as_json)
+    _show(_summary(open_knowledge_base(Context.load()).remove(doc_ids), []), as_json)
 
 
 @kb_app.command("list")
 def list_documents(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """The documents in the knowledge base."""
-    docs = _open(Context.load()).documents()
+    docs = open_knowledge_base(Context.load()).documents()
     rows = [
         {"doc_id": d.doc_id, "title": d.title, "access": d.access, "chunks": len(d.chunk_ids), "state": d.state}
         for d in docs
@@ -156,7 +151,7 @@ def search(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show which passages a question retrieves."""
-    hits = _open(Context.load()).search(query, k=k, role=role, history=history or None, mode=mode or None)  # type: ignore[arg-type]
+    hits = open_knowledge_base(Context.load()).search(query, k=k, role=role, history=history or None, mode=mode or None)  # type: ignore[arg-type]
     if as_json:
         print_json({"query": query, "results": [h.model_dump() for h in hits]})
         return
@@ -170,7 +165,7 @@ def search(
 def stats(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Documents, chunks and versions in the knowledge base."""
     ctx = Context.load()
-    docs = _open(ctx).documents()
+    docs = open_knowledge_base(ctx).documents()
     versions = ctx.registry.kb_versions()
     data = {
         "documents": len(docs),
@@ -208,13 +203,12 @@ def eval_retrieval(
     from helpline.datasets.collections import load_collection
     from helpline.evaluation.retrieval import run_eval
     from helpline.retrieval.embedders.base import CachedEmbedder
-    from helpline.retrieval.factory import open_embedder
     from helpline.retrieval.knowledge_base import SearchOptions
 
     ctx = Context.load()
     r = ctx.settings.retrieval
     collection = load_collection(dataset, split=split, limit=limit or None)
-    inner = open_embedder(ctx.settings, ctx.workspace, ctx.registry, backend=backend)
+    inner = build_embedder(ctx, backend=backend)
     embedder = CachedEmbedder(inner, ctx.workspace.indexes / "embedding-cache.sqlite")
     options = SearchOptions(fusion=fusion, history_turns=history_turns, question_alone=question_alone)  # type: ignore[arg-type]
     with console.status(f"indexing {len(collection.documents)} documents, then {len(collection.queries)} queries"):
@@ -255,7 +249,6 @@ def bench_retrieval(
     """Ingest chunks/s (fp32 torch vs each int8 backend), query latency p50/p95 at each size, peak memory."""
 
     from helpline.bench.retrieval import dataset_texts, ingest_throughput, peak_rss_mb, sample_texts, scale_report
-    from helpline.retrieval.factory import BACKENDS, FAST_BACKENDS, open_embedder
 
     ctx = Context.load()
     r = ctx.settings.retrieval
@@ -263,7 +256,7 @@ def bench_retrieval(
     if ingest_texts != "sample":
         texts = dataset_texts(ingest_texts, chunk_size=r.chunk_size, chunk_overlap=r.chunk_overlap, limit=ingest_limit)
     questions = sample_questions()
-    embedders = {b: open_embedder(ctx.settings, ctx.workspace, ctx.registry, backend=b) for b in BACKENDS}
+    embedders = {b: build_embedder(ctx, backend=b) for b in BACKENDS}
     with console.status(f"embedding {len(texts)} chunks × {rounds} rounds per backend"):
         ingest = ingest_throughput(embedders, texts, rounds=rounds)
     fp32 = ingest["torch"]["chunks_per_s_median"]

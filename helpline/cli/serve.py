@@ -9,6 +9,8 @@ import typer
 from helpline.cli.common import console, print_json
 from helpline.platform.context import Context
 from helpline.platform.schemas import ChatMessage
+from helpline.retrieval.factory import build_embedder, chroma_server_for
+from helpline.serving.factory import build_gateway, build_generator, build_pipeline, gateway_db
 
 serving_app = typer.Typer()
 keys_app = typer.Typer(no_args_is_help=True, help="API keys for the gateway (stored hashed).")
@@ -18,7 +20,6 @@ bench_app = typer.Typer()
 
 
 def _store(ctx: Context):
-    from helpline.serving.factory import gateway_db
     from helpline.serving.gateway.store import GatewayStore
 
     return GatewayStore(gateway_db(ctx.workspace))
@@ -32,12 +33,10 @@ def ask(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Answer one question with citations. Uses the running engine if `helpline run` is up."""
-    from helpline.serving.factory import build_generator, build_pipeline
-
     ctx = Context.load()
     with console.status("loading the model and the knowledge base"):
-        generator = build_generator(ctx.settings, ctx.registry, engine=engine)  # type: ignore[arg-type]
-        pipeline = build_pipeline(ctx.settings, ctx.workspace, ctx.registry, generator=generator)
+        generator = build_generator(ctx, engine=engine)  # type: ignore[arg-type]
+        pipeline = build_pipeline(ctx, generator=generator)
     answer = pipeline.answer([ChatMessage(role="user", content=question)], role=role)
     if as_json:
         print_json(answer.model_dump(exclude={"citations": {"__all__": {"text"}}}))
@@ -75,9 +74,6 @@ def run(
     """Start the engine (supervised vLLM on loopback), the gateway and the UI; Ctrl-C stops them."""
     import uvicorn
 
-    from helpline.retrieval.factory import chroma_server_for
-    from helpline.serving.factory import build_gateway
-
     ctx = Context.load()
     s = ctx.settings
     engine = engine or _default_engine()
@@ -92,7 +88,7 @@ def run(
             server = _vllm_server(ctx)  # assigned before it starts: a failed start is still stopped below
             _start_vllm(server)
         with console.status("loading the knowledge base and the gateway"):
-            app = build_gateway(s, ctx.workspace, ctx.registry, server=server, engine=engine)  # type: ignore[arg-type]
+            app = build_gateway(ctx, server=server, engine=engine)  # type: ignore[arg-type]
         url = f"http://{host}:{port}"
         _print_endpoints(url, server)
         _bootstrap_keys(ctx)
@@ -264,11 +260,10 @@ def bench_serving(
     if abstention:
         from helpline.answering.abstention import REPORT_NAME, calibrate
         from helpline.platform.errors import ConfigError
-        from helpline.retrieval.factory import open_embedder
 
         if data is None:
             raise ConfigError("--abstention needs --data", hint="e.g. --data ../shared/data/doc2dial")
-        embedder = open_embedder(ctx.settings, ctx.workspace, ctx.registry)
+        embedder = build_embedder(ctx)
         with console.status(f"indexing {data} and asking {questions} questions twice"):
             result = calibrate(data, settings=ctx.settings, embedder=embedder, n=questions)
         result["thresholds"] = {result["mode"]: result["best_balanced"]["threshold"]}

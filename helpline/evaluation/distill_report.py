@@ -30,10 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from helpline.engines.protocol import Generator
+from helpline.evaluation.rag_eval import build_index, load_questions, run_arm
+from helpline.evaluation.regression.factory import resolve_model
 from helpline.platform.context import Context
 from helpline.platform.errors import NotFoundError
 from helpline.platform.registry import ModelRecord
 from helpline.platform.schemas import ChatMessage
+from helpline.retrieval.factory import build_embedder
+from helpline.serving.factory import build_generator, build_pipeline
 
 LABELS = ("teacher", "student_before", "student_after")
 DEFAULT_SUITES = ("support.yaml", "general.yaml", "generated.yaml")
@@ -86,8 +90,6 @@ def contenders(
     """Teacher (the config's endpoint), student before (``cfg.student``) and after (``after``, default the
     adapter the config's SFT section registers)."""
 
-    from helpline.evaluation.regression.factory import resolve_model
-    from helpline.serving.factory import build_generator
     from helpline.training.distill.run import resolve_teacher
     from helpline.training.distill.teacher import open_teacher, teacher_api_key
 
@@ -98,16 +100,14 @@ def contenders(
     after = after or cfg.sft.get("adapter_name") or f"distill-{cfg.name}"
     for label, model in (("student_before", cfg.student), ("student_after", after)):
         name = resolve_model(ctx, model)
-        settings = ctx.settings.model_copy(update={"chat_model": name})
-        out.append(Contender(label, name, build_generator(settings, ctx.registry), ctx.registry.get_model(name)))
+        generator = build_generator(ctx.with_settings(chat_model=name))
+        out.append(Contender(label, name, generator, ctx.registry.get_model(name)))
     return out
 
 
 def rag_prompts(ctx: Context, generator: Generator, questions: list[str]) -> list[list[ChatMessage]]:
     """Serving's grounded prompts for ``questions`` (those the knowledge base abstains on are skipped)."""
-    from helpline.serving.factory import build_pipeline
-
-    pipeline = build_pipeline(ctx.settings, ctx.workspace, ctx.registry, generator=generator)
+    pipeline = build_pipeline(ctx, generator=generator)
     prompts = []
     for q in questions:
         prepared = pipeline.prepare([ChatMessage(role="user", content=q)])
@@ -186,9 +186,8 @@ def regression(ctx: Context, c: Contender, opts: ReportOptions, *, verifier: Any
     from helpline.evaluation.regression.cases import load_suite
     from helpline.evaluation.regression.generators import suite_cases
     from helpline.evaluation.regression.runner import RAGResponder, _case_score, run_suite
-    from helpline.serving.factory import build_pipeline
 
-    pipeline = build_pipeline(ctx.settings, ctx.workspace, ctx.registry, generator=c.generator)
+    pipeline = build_pipeline(ctx, generator=c.generator)
     pipeline.max_tokens = opts.max_tokens
     responder = RAGResponder(pipeline, name=c.label)
     cases, suites = [], {}
@@ -214,15 +213,13 @@ def regression(ctx: Context, c: Contender, opts: ReportOptions, *, verifier: Any
 def run_report(ctx: Context, models: list[Contender], opts: ReportOptions) -> dict[str, Any]:
     """Every figure for every contender, then the distillation targets."""
     from helpline.evaluation.model_probe import run_probe
-    from helpline.evaluation.rag_eval import build_index, load_questions, run_arm
-    from helpline.evaluation.regression.factory import build_embedder
 
     detector = None
     if opts.detector:
         from helpline.guard.selection import load_detector
 
         detector = load_detector(ctx, opts.detector)
-    embedder = build_embedder(ctx)
+    embedder = build_embedder(ctx, backend="torch")
     out: dict[str, Any] = {"models": {c.label: {"name": c.name} for c in models}, "options": _jsonable(opts)}
     prompts = rag_prompts(ctx, models[0].generator, sample_questions(opts.speed_prompts))
     if not prompts:
@@ -235,7 +232,7 @@ def run_report(ctx: Context, models: list[Contender], opts: ReportOptions) -> di
         documents, questions = load_questions(opts.doc2dial, limit=opts.doc2dial_limit, removed=0, seed=0,
                                               max_docs=opts.doc2dial_max_docs)  # fmt: skip
         with tempfile.TemporaryDirectory() as tmp:
-            kb, doc_embedder = build_index(documents, ctx, tmp)
+            kb, doc_embedder = build_index(ctx, documents=documents, store_dir=tmp)
             for c in models:
                 out["models"][c.label]["doc2dial"] = run_arm(
                     ctx,

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from helpline.evaluation.regression.factory import build_responder
 from helpline.platform.context import Context
 
 SUPPORT_SUITE = Path(__file__).parent / "suites" / "support.yaml"
@@ -33,13 +34,12 @@ def regression_after_sync(
     rise of the wrong-served rate also counts as dropped.
     """
     from helpline.evaluation.regression.cases import load_suite
-    from helpline.evaluation.regression.factory import build_responder
     from helpline.evaluation.regression.generators import suite_cases
     from helpline.evaluation.regression.runner import run_suite
 
     loaded = load_suite(suite)
     cases = suite_cases(loaded, data_dir=Path("."), limit=limit)
-    responder = responder or build_responder(ctx, model)
+    responder = responder or build_responder(ctx, model=model)
     result = run_suite(loaded.name, cases, responder)
     summary = result.summary()
     if questions is not None and getattr(responder, "pipeline", None) is not None:

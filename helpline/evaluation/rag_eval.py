@@ -19,10 +19,13 @@ from typing import Any
 
 from helpline.evaluation.rag_questions import Question, load_questions
 from helpline.evaluation.regression.evaluators import Output, cosine, is_abstention, rouge_l
+from helpline.evaluation.regression.factory import resolve_model
+from helpline.platform.context import Context
 from helpline.platform.errors import ConfigError
 from helpline.platform.schemas import Document
-from helpline.retrieval.embedders.base import CachedEmbedder, SentenceTransformerEmbedder
-from helpline.retrieval.factory import scratch_knowledge_base
+from helpline.retrieval.embedders.base import CachedEmbedder
+from helpline.retrieval.factory import build_embedder, scratch_knowledge_base
+from helpline.serving.factory import build_generator, build_pipeline
 
 
 def answer_all(
@@ -210,10 +213,10 @@ def citation_precision(cited: list[str], gold: str) -> float:
     return (gold in docs) / len(docs) if docs else 0.0
 
 
-def build_index(documents: list[Document], ctx: Any, store_dir: str) -> Any:
-    """A throwaway knowledge base over the doc2dial documents (the workspace's embedder, cached)."""
-    record = ctx.registry.get_model(ctx.settings.embedder)
-    inner = SentenceTransformerEmbedder(record.path, name=record.name)
+def build_index(ctx: Context, *, documents: list[Document], store_dir: str) -> Any:
+    """A throwaway knowledge base under ``store_dir`` over the doc2dial ``documents`` (the workspace's
+    embedder in fp32, cached); returns it and the uncached embedder."""
+    inner = build_embedder(ctx, backend="torch")
     embedder = CachedEmbedder(inner, ctx.workspace.indexes / "embedding-cache.sqlite")
     r = ctx.settings.retrieval
     kb = scratch_knowledge_base(
@@ -243,9 +246,6 @@ def run_ab(
     record: list[dict] | None = None,
 ) -> dict[str, Any]:
     """Answer the same questions with each arm and score them; ``record`` collects every answer."""
-    from helpline.evaluation.regression.factory import resolve_model
-    from helpline.serving.factory import build_generator
-
     unknown = [a for a in arms if a not in ARMS]
     if unknown or not arms:
         raise ConfigError(f"unknown arm(s) {', '.join(unknown) or '(none given)'}", hint=f"use {','.join(ARMS)}")
@@ -257,15 +257,14 @@ def run_ab(
     results: dict[str, Any] = {"questions": len(questions), "documents_indexed": len(documents), "arms": {}}
     paired: dict[str, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        kb, embedder = build_index(documents, ctx, tmp)
+        kb, embedder = build_index(ctx, documents=documents, store_dir=tmp)
         for arm in arms:
             model = base if arm in ("base", "retrieval") else finetuned
             name = names["base" if arm in ("base", "retrieval") else "finetuned"]
             if model is None or name is None:
                 results["arms"][arm] = {"skipped": "no fine-tuned model given (--finetuned)"}
                 continue
-            settings = ctx.settings.model_copy(update={"chat_model": name})
-            generator = build_generator(settings, ctx.registry)
+            generator = build_generator(ctx.with_settings(chat_model=name))
             rag = arm in ("retrieval", "hybrid")
             results["arms"][arm] = {
                 "model": model,
@@ -295,8 +294,6 @@ def run_arm(
     """One generator's answers to every question (through the RAG pipeline over ``kb`` when ``rag``),
     scored, with three examples. ``record`` (if given) gets one row per answer, labelled ``arm``;
     ``paired`` its per-question scores (:func:`score_arm`)."""
-    from helpline.serving.factory import build_pipeline
-
     pipeline = None
     if rag:
         verifier = None
@@ -304,9 +301,7 @@ def run_arm(
             from helpline.guard.verifier import DetectorVerifier
 
             verifier = DetectorVerifier(detector)
-        pipeline = build_pipeline(
-            ctx.settings, ctx.workspace, ctx.registry, generator=generator, kb=kb, verifier=verifier
-        )
+        pipeline = build_pipeline(ctx, generator=generator, kb=kb, verifier=verifier)
         pipeline.max_tokens = max_tokens
     answers = answer_all("rag" if rag else "direct", questions, generator=generator, pipeline=pipeline,
                          max_tokens=max_tokens)  # fmt: skip

@@ -1,11 +1,19 @@
-"""Build the knowledge base from settings (the one place that wires store, embedder and indexes)."""
+"""Build the knowledge base from settings (the one place that wires store, embedder and indexes).
+
+The factory rule, the same in every ``factory`` module: a factory takes the :class:`Context` first and
+what it is asked for as keyword arguments; ``open_<thing>`` returns a part over on-disk state that it keeps
+and changes (the knowledge base: its Chroma collection, ledger and BM25 index), ``build_<thing>`` composes
+anything else (an embedder, a generator, a pipeline, the gateway). Helpers that are not factories take
+plain arguments: ``index_paths`` and ``chroma_server_for`` (where things are) and ``scratch_knowledge_base``
+(a throwaway index outside the workspace).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from helpline.platform.context import Context
 from helpline.platform.errors import ConfigError, WorkspaceNotReadyError
-from helpline.platform.registry import Registry
 from helpline.platform.settings import Settings
 from helpline.platform.workspace import Workspace
 from helpline.retrieval import SAMPLE_KB
@@ -20,9 +28,11 @@ BACKENDS = ("torch", "onnx-int8", "openvino-int8")
 FAST_BACKENDS = BACKENDS[1:]
 
 
-def open_embedder(settings: Settings, workspace: Workspace, registry: Registry, *, backend: Backend = "") -> Embedder:
-    """The configured embedder from the registry: torch fp32, or an int8 export (ONNX Runtime, OpenVINO)."""
-    record = registry.get_model(settings.embedder)
+def build_embedder(ctx: Context, *, backend: Backend = "") -> Embedder:
+    """The configured embedder from the registry: torch fp32, or an int8 export (ONNX Runtime, OpenVINO);
+    ``backend`` overrides ``retrieval.embedder_backend``. It loads on first use."""
+    settings, workspace = ctx.settings, ctx.workspace
+    record = ctx.registry.get_model(settings.embedder)
     if record.kind != "embedder":
         raise WorkspaceNotReadyError(f"{settings.embedder!r} is a {record.kind}, not an embedder")
     backend = backend or settings.retrieval.embedder_backend
@@ -88,11 +98,10 @@ def chroma_server_for(settings: Settings, workspace: Workspace):  # -> ChromaSer
     return server
 
 
-def open_knowledge_base(
-    settings: Settings, workspace: Workspace, registry: Registry, *, embedder: Embedder | None = None
-) -> KnowledgeBase:
+def open_knowledge_base(ctx: Context, *, embedder: Embedder | None = None) -> KnowledgeBase:
     """The configured knowledge base: MiniLM (or the configured embedder) over Chroma, plus BM25."""
-    embedder = embedder or open_embedder(settings, workspace, registry)
+    settings, workspace = ctx.settings, ctx.workspace
+    embedder = embedder or build_embedder(ctx)
     r = settings.retrieval
     if r.store == "server":
         store = ChromaStore.server(r.chroma_host, r.chroma_port, r.collection)
@@ -104,7 +113,7 @@ def open_knowledge_base(
         embedder=embedder,
         chunk_size=r.chunk_size,
         chunk_overlap=r.chunk_overlap,
-        registry=registry,
+        registry=ctx.registry,
         records=RecordManager(records_path),
         index_dir=bm25_dir,
         options=SearchOptions(mode=r.mode),

@@ -1,4 +1,10 @@
-"""Build generators, the RAG pipeline and the whole gateway from settings."""
+"""Build generators, the RAG pipeline and the whole gateway from settings.
+
+The factory rule, the same in every ``factory`` module: a factory takes the :class:`Context` first and
+what it is asked for as keyword arguments; ``open_<thing>`` returns a part over on-disk state that it keeps
+and changes (the knowledge base), ``build_<thing>`` composes anything else. Here every factory is a
+``build_``; ``vllm_url`` and ``gateway_db`` (addresses) take plain arguments.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +16,12 @@ from helpline.answering.abstention import min_score_for, scoring_mode
 from helpline.answering.extractive import ExtractiveReader
 from helpline.answering.rag import RAGPipeline, Verifier
 from helpline.engines.protocol import Generator
+from helpline.platform.context import Context
 from helpline.platform.errors import EngineError
 from helpline.platform.registry import Registry
 from helpline.platform.settings import Settings
 from helpline.platform.workspace import Workspace
+from helpline.retrieval.factory import open_knowledge_base
 
 EngineChoice = Literal["auto", "vllm", "transformers"]
 
@@ -27,17 +35,18 @@ def gateway_db(workspace: Workspace) -> Path:
     return workspace.root / "gateway.sqlite"
 
 
-def build_generator(settings: Settings, registry: Registry, *, engine: EngineChoice | None = None) -> Generator:
-    """The configured engine for the configured chat model.
+def build_generator(ctx: Context, *, engine: EngineChoice | None = None) -> Generator:
+    """The configured engine (``engine`` overrides ``settings.engine``) for the configured chat model.
 
     ``vllm`` talks to the server that `helpline run` supervises (an adapter of the base it serves is
     loaded into it on first use); ``transformers`` loads the model in this process; ``auto`` uses the
     vLLM server when one is up and serves the model's base, and transformers otherwise.
     """
 
+    settings = ctx.settings
     engine = engine or settings.engine
-    record = registry.chat_model(settings.chat_model)
-    base = registry.base_of(record)
+    record = ctx.registry.chat_model(settings.chat_model)
+    base = ctx.registry.base_of(record)
     from helpline.serving.routing import VLLMBackend
 
     name = VLLMBackend.served_name(record)
@@ -79,35 +88,28 @@ def _served_models(settings: Settings) -> list[str] | None:
 
 
 def build_pipeline(
-    settings: Settings,
-    workspace: Workspace,
-    registry: Registry,
-    *,
-    generator: Generator,
-    kb: Any = None,
-    verifier: Verifier | None = None,
+    ctx: Context, *, generator: Generator, kb: Any = None, verifier: Verifier | None = None
 ) -> RAGPipeline:
-    """Knowledge base + generator + the support prompt, as the settings say."""
+    """Knowledge base (the workspace's unless ``kb``) + ``generator`` + the support prompt, as the settings say."""
+    settings = ctx.settings
     if kb is None:
-        from helpline.retrieval.factory import open_knowledge_base
-
-        kb = open_knowledge_base(settings, workspace, registry)
+        kb = open_knowledge_base(ctx)
     extra: dict[str, Any] = {"verifier": verifier} if verifier is not None else {}
-    extra["reader"] = answer_reader(settings, kb)
+    extra["reader"] = _answer_reader(settings, kb)
     if scoring_mode(settings.retrieval.mode) == "dense" and settings.retrieval.mode != "dense":
         extra["relevance"] = "dense"
     return RAGPipeline(
         search=kb.search,
         generator=generator,
         top_k=settings.retrieval.top_k,
-        min_score=min_score_for(settings, workspace),
+        min_score=min_score_for(settings, ctx.workspace),
         max_tokens=settings.generation.max_new_tokens,
         temperature=settings.generation.temperature,
         **extra,
     )
 
 
-def answer_reader(settings: Settings, kb: Any) -> ExtractiveReader | None:
+def _answer_reader(settings: Settings, kb: Any) -> ExtractiveReader | None:
     """The extractive reader over the knowledge base's embedder (None when ``answers.fallback`` is off).
     An owned knowledge base embeds on its own thread, as its searches do."""
     a = settings.answers
@@ -123,9 +125,7 @@ def answer_reader(settings: Settings, kb: Any) -> ExtractiveReader | None:
 
 
 def build_gateway(
-    settings: Settings,
-    workspace: Workspace,
-    registry: Registry,
+    ctx: Context,
     *,
     server: Any = None,
     engine: EngineChoice = "vllm",
@@ -133,13 +133,13 @@ def build_gateway(
     store_path: Path | None = None,
 ) -> Any:
     """The gateway app over the real knowledge base and the vLLM server (or in-process transformers)."""
-    from helpline.retrieval.factory import open_knowledge_base
     from helpline.serving.gateway.app import create_app
     from helpline.serving.gateway.store import GatewayStore
     from helpline.serving.kb_owner import OwnedKB
     from helpline.serving.routing import ModelRouter, TransformersBackend, VLLMBackend
 
-    kb = OwnedKB(lambda: open_knowledge_base(settings, workspace, registry))
+    settings, registry = ctx.settings, ctx.registry
+    kb = OwnedKB(lambda: open_knowledge_base(ctx))
     if engine == "vllm":
         base = server.served_name if server is not None else _base_name(settings, registry)
         backend: Any = VLLMBackend(base_url=vllm_url(settings), base_model=base, server=server)
@@ -147,26 +147,25 @@ def build_gateway(
         backend = TransformersBackend(registry)
     router = ModelRouter(registry, backend)
     default = router.resolve("helpline-support", conversation_id="startup").generator
-    verifier = detector_verifier(settings, registry)
-    pipeline = build_pipeline(settings, workspace, registry, generator=default, kb=kb, verifier=verifier)
-    store_ = GatewayStore(store_path or gateway_db(workspace))
+    pipeline = build_pipeline(ctx, generator=default, kb=kb, verifier=build_verifier(ctx))
+    store_ = GatewayStore(store_path or gateway_db(ctx.workspace))
     return create_app(
         pipeline=pipeline,
         router=router,
         store=store_,
         kb=kb,
         limits=limits or settings.gateway.limits,
-        readiness=readiness_checks(settings, kb, engine=engine),
+        readiness=build_readiness_checks(ctx, kb=kb, engine=engine),
     )
 
 
-def detector_verifier(settings: Settings, registry: Registry) -> Verifier | None:
+def build_verifier(ctx: Context) -> Verifier | None:
     """The gateway's answer check from ``gateway.detector`` (auto: helpline-detector when registered)."""
     from helpline.guard.selection import chosen_detector
     from helpline.guard.verifier import DetectorVerifier
 
-    name = chosen_detector(registry, settings.gateway.detector)
-    return None if name is None else DetectorVerifier.from_registry(registry, name)
+    name = chosen_detector(ctx.registry, ctx.settings.gateway.detector)
+    return None if name is None else DetectorVerifier.from_registry(ctx.registry, name)
 
 
 def _base_name(settings: Settings, registry: Registry) -> str:
@@ -175,10 +174,12 @@ def _base_name(settings: Settings, registry: Registry) -> str:
     return record.base_model if record.kind == "adapter" and record.base_model else record.name
 
 
-def readiness_checks(settings: Settings, kb: Any, *, engine: EngineChoice) -> Any:
+def build_readiness_checks(ctx: Context, *, kb: Any, engine: EngineChoice) -> Any:
     """An async callable reporting engine, index and embedder health for `GET /ready`."""
     import anyio.to_thread
     import httpx
+
+    settings = ctx.settings
 
     async def checks() -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}

@@ -7,10 +7,9 @@ from pathlib import Path
 import pytest
 
 from helpline.answering.rag import relevance
-from helpline.platform.registry import Registry
+from helpline.platform.context import Context
 from helpline.platform.schemas import ChatMessage, Chunk, Document, ScoredChunk
 from helpline.platform.settings import Settings
-from helpline.platform.workspace import Workspace
 from helpline.retrieval.knowledge_base import KnowledgeBase
 from helpline.serving.factory import build_pipeline
 from helpline.testing import FakeEmbedder, FakeGenerator, InMemoryStore
@@ -47,10 +46,9 @@ def counted(tmp_path: Path):  # type: ignore[no-untyped-def]
     embedder, store = CountingEmbedder(), CountingStore()
     kb = KnowledgeBase(store=store, embedder=embedder, chunk_size=200, chunk_overlap=20)
     kb.sync(DOCS)
-    ws = Workspace.at(tmp_path).ensure()
-    settings = Settings(workspace=ws.root)
-    assert settings.retrieval.mode == "hybrid"  # the default this is about
-    pipeline = build_pipeline(settings, ws, Registry(ws.registry_db), generator=FakeGenerator(), kb=kb)
+    ctx = Context(Settings(workspace=tmp_path))
+    assert ctx.settings.retrieval.mode == "hybrid"  # the default this is about
+    pipeline = build_pipeline(ctx, generator=FakeGenerator(), kb=kb)
     embedder.queries = store.queries = 0
     return pipeline, embedder, store
 

@@ -129,3 +129,28 @@ def test_eval_hallucination_checks_its_arguments_before_building_a_detector(tmp_
     assert isinstance(missing.exception, NotFoundError) and "does not exist" in str(missing.exception)
     split = runner.invoke(app, ["eval", "hallucination", "--dataset", f"halueval-dialogue:{data}", "--split", "bogus"])
     assert isinstance(split.exception, ConfigError) and "unknown split 'bogus'" in str(split.exception)
+
+
+def test_calibrate_detector_refits_a_saved_detector_in_place(tmp_path: Path, monkeypatch) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from helpline.cli.app import app
+    from helpline.training.detector.train import DetectorTrainConfig, train
+
+    halueval = _halueval(tmp_path / "halueval")
+    cfg = DetectorTrainConfig(halueval_dir=halueval, train_cross_encoder=False, val_items=40)
+    output = tmp_path / "models" / "my-detector"
+    train(cfg, base_path=tmp_path, output=output, log=lambda _: None)
+    (output / "detector.json").write_text(
+        json.dumps({**json.loads((output / "detector.json").read_text()), "heads": {}, "thresholds": {}})
+    )  # a detector whose heads were lost: recalibration fits them again
+    monkeypatch.setenv("HELPLINE_WORKSPACE", str(tmp_path / "ws"))
+    args = ["eval", "calibrate-detector", "--detector", str(output), "--json", f"halueval_dir={halueval}"]
+    args.append("val_items=40")
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    saved = json.loads((output / "detector.json").read_text())
+    assert set(saved["heads"]) >= {"qa"} and saved["thresholds"]["qa"] > 0
+    assert json.loads(result.stdout)["qa"]["features"]["balanced_accuracy"] > 0.9

@@ -96,8 +96,8 @@ def test_promotion_requires_a_passing_gate(tmp_path: Path, suite_file: Path) -> 
 
 
 def _cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, suite_file: Path, candidate: dict[str, str]):
+    from helpline.cli import evaluate as evaluate_cli
     from helpline.cli.app import app
-    from helpline.evaluation.regression import factory
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HELPLINE_WORKSPACE", str(tmp_path / "ws"))
@@ -107,9 +107,11 @@ def _cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, suite_file: Path, cand
     gate_yaml = tmp_path / "gate.yaml"
     gate_yaml.write_text(f"suites: [{suite_file}]\n")
     scripts = {"prod": GOOD, "cand": candidate}
-    monkeypatch.setattr(factory, "resolve_model", lambda ctx, m: m)
-    monkeypatch.setattr(factory, "build_embedder", lambda ctx: None)
-    monkeypatch.setattr(factory, "build_responder", lambda ctx, m, **kw: FakeResponder(scripts[m], name=m))
+    monkeypatch.setattr(evaluate_cli, "resolve_model", lambda ctx, m: m)
+    monkeypatch.setattr(evaluate_cli, "build_embedder", lambda ctx, **kw: None)
+    monkeypatch.setattr(
+        evaluate_cli, "build_responder", lambda ctx, *, model, **kw: FakeResponder(scripts[model], name=model)
+    )
     args = ["eval", "gate", "--candidate", "cand", "--baseline", "prod", "--config", str(gate_yaml), "--json"]
     return CliRunner().invoke(app, args), registry
 
@@ -172,7 +174,6 @@ def test_kb_sync_check_answers_the_suite_and_exits_1_when_it_got_worse(
     from helpline.cli import kb as kb_cli
     from helpline.cli.app import app
     from helpline.evaluation import hooks
-    from helpline.evaluation.regression import factory
 
     monkeypatch.setenv("HELPLINE_WORKSPACE", str(tmp_path / "ws"))
     registry = Registry(tmp_path / "ws" / "registry.sqlite")
@@ -194,11 +195,11 @@ def test_kb_sync_check_answers_the_suite_and_exits_1_when_it_got_worse(
     answers = iter([GOOD, GOOD, WORSE])
     models: list[str] = []
 
-    def responder(ctx, model):  # type: ignore[no-untyped-def]
+    def responder(ctx, *, model):  # type: ignore[no-untyped-def]
         models.append(model)
         return FakeResponder(next(answers), name="smollm2-support")
 
-    monkeypatch.setattr(factory, "build_responder", responder)
+    monkeypatch.setattr(hooks, "build_responder", responder)
     runner = CliRunner()
     first = runner.invoke(app, ["kb", "sync", str(tmp_path), "--check", "--json"])
     assert first.exit_code == 0, first.output
@@ -250,14 +251,14 @@ def test_missing_detector_without_data_is_a_clear_error(monkeypatch: pytest.Monk
 
 
 def test_only_a_chat_model_can_be_a_candidate(tmp_path: Path) -> None:
-    from types import SimpleNamespace
-
     from helpline.evaluation.regression.factory import resolve_model
+    from helpline.platform.context import Context
+    from helpline.platform.settings import Settings
 
     registry = Registry(tmp_path / "registry.sqlite")
     registry.register_model("prod", kind="base", path=tmp_path)
     registry.register_model("det", kind="detector", path=tmp_path / "det")
-    ctx = SimpleNamespace(registry=registry)
+    ctx = Context(Settings(workspace=tmp_path / "ws"), registry=registry)
     with pytest.raises(ConfigError, match="'det' is a hallucination detector, not a chat model"):
         resolve_model(ctx, "det")
     embedder = tmp_path / "minilm"

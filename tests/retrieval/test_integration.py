@@ -14,6 +14,8 @@ import pytest
 import yaml
 
 from helpline.cli.kb import SAMPLE_KB
+from helpline.platform.context import Context
+from helpline.retrieval.factory import open_knowledge_base
 
 pytestmark = pytest.mark.integration
 
@@ -47,11 +49,7 @@ def helpline(workspace: Path, *args: str, env: dict[str, str] | None = None) -> 
 def test_sample_questions_find_their_article_first(in_workspace: Path) -> None:
     """The shipped question set: for the customer questions a public article answers, the first passage
     comes from that article for all but at most 2 of the original 40, and all but at most 4 of the 50."""
-    from helpline.platform.context import Context
-    from helpline.retrieval.factory import open_knowledge_base
-
-    ctx = Context.load()
-    kb = open_knowledge_base(ctx.settings, ctx.workspace, ctx.registry)
+    kb = open_knowledge_base(Context.load())
     rows = yaml.safe_load((SAMPLE_KB / "QUESTIONS.yaml").read_text())
     questions = [q for q in rows if q.get("doc_id") and q.get("role", "customer") == "customer"]
     misses = [q for q in questions if kb.search(q["question"], k=1, role="customer")[0].chunk.doc_id != q["doc_id"]]
@@ -113,7 +111,7 @@ KILLER = textwrap.dedent(
     chroma.ChromaStore.upsert = upsert_then_die
     ctx = Context.load()
     docs, _ = load_directory(Path(sys.argv[1]))
-    open_knowledge_base(ctx.settings, ctx.workspace, ctx.registry).sync(docs)
+    open_knowledge_base(ctx).sync(docs)
     """
 )
 

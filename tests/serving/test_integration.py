@@ -14,7 +14,9 @@ import httpx
 import openai
 import pytest
 
+from helpline.platform.context import Context
 from helpline.platform.registry import Registry
+from helpline.serving.factory import build_gateway
 from helpline.testing.serving import PASSED_GATE
 
 pytestmark = pytest.mark.integration
@@ -46,7 +48,6 @@ def stack(workspace_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     from helpline.evaluation.load import free_port, serve_app
     from helpline.platform.settings import RetrievalSettings, load_settings
     from helpline.platform.workspace import Workspace
-    from helpline.serving.factory import build_gateway
 
     tmp = tmp_path_factory.mktemp("serving")
     ws = Workspace.at(workspace_dir / ".helpline")
@@ -66,7 +67,8 @@ def stack(workspace_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     server.start()
     gateway = None
     try:
-        app = build_gateway(settings, ws, registry, server=server, store_path=tmp / "gateway.sqlite")
+        ctx = Context(settings, workspace=ws, registry=registry)
+        app = build_gateway(ctx, server=server, store_path=tmp / "gateway.sqlite")
         keys = {r: app.state.store.create_key(r)[0] for r in ("customer", "staff", "engineer", "admin")}
         gateway, _, url = serve_app(app)
         yield Stack(url=url, keys=keys, app=app)

@@ -195,23 +195,25 @@ def test_follow_up_is_searched_with_the_users_earlier_turns() -> None:
 def test_gateway_detector_setting_picks_the_registered_detector(tmp_path: Path) -> None:
     from helpline.guard.detector import DetectorConfig
     from helpline.guard.verifier import DetectorVerifier
+    from helpline.platform.context import Context
     from helpline.platform.errors import NotFoundError
     from helpline.platform.settings import GatewaySettings, Settings
-    from helpline.serving.factory import detector_verifier
+    from helpline.serving.factory import build_verifier
 
     registry = Registry(tmp_path / "r.sqlite")
     settings = Settings(workspace=tmp_path)
-    assert detector_verifier(settings, registry) is None  # auto, nothing trained yet: answers go unchecked
+    ctx = Context(settings, registry=registry)
+    assert build_verifier(ctx) is None  # auto, nothing trained yet: answers go unchecked
     folder = tmp_path / "det"
     folder.mkdir()
     DetectorConfig(threshold=0.5, thresholds={"rag": 0.42}).write(folder)  # the head answers are checked with
     registry.register_model("helpline-detector", kind="detector", path=folder)
-    verifier = detector_verifier(settings, registry)
+    verifier = build_verifier(ctx)
     assert isinstance(verifier, DetectorVerifier) and verifier.cutoff() == 0.42
     off = settings.model_copy(update={"gateway": GatewaySettings(detector="none")})
-    assert detector_verifier(off, registry) is None
+    assert build_verifier(Context(off, registry=registry)) is None
     with pytest.raises(NotFoundError):  # a named detector that is not registered is a configuration error
-        detector_verifier(settings.model_copy(update={"gateway": GatewaySettings(detector="nope")}), registry)
+        build_verifier(ctx.with_settings(gateway=GatewaySettings(detector="nope")))
 
 
 @pytest.fixture
@@ -242,6 +244,7 @@ def fake_vllm():
 
 
 def test_generator_for_a_new_adapter_loads_it_into_the_running_vllm(tmp_path: Path, fake_vllm) -> None:
+    from helpline.platform.context import Context
     from helpline.platform.settings import Settings
     from helpline.serving.factory import build_generator
     from helpline.serving.routing import VLLMBackend
@@ -250,17 +253,17 @@ def test_generator_for_a_new_adapter_loads_it_into_the_running_vllm(tmp_path: Pa
     registry = Registry(tmp_path / "r.sqlite")
     registry.register_model("base", kind="base", path=tmp_path)
     registry.register_model("cand", kind="adapter", path=tmp_path / "cand", base_model="base")
-    settings = Settings(chat_model="cand", vllm=VLLMSettings(port=port))
-    gen = build_generator(settings, registry, engine="vllm")
+    ctx = Context(Settings(chat_model="cand", vllm=VLLMSettings(port=port)), registry=registry)
+    gen = build_generator(ctx, engine="vllm")
     served = VLLMBackend.served_name(registry.get_model("cand"))
     assert gen.name == served and gen.base_url == f"http://127.0.0.1:{port}/v1"
     assert app.state.loads == [{"lora_name": served, "lora_path": str(tmp_path / "cand")}]
-    build_generator(settings, registry, engine="vllm")
+    build_generator(ctx, engine="vllm")
     assert len(app.state.loads) == 1  # listed now: not loaded twice
 
     app.state.served = ["other-base"]
     with pytest.raises(EngineError, match=r"serves other-base, not 'cand-"):
-        build_generator(settings, registry, engine="vllm")
+        build_generator(ctx, engine="vllm")
     assert len(app.state.loads) == 1  # an adapter of another base is never pushed into it
 
 

@@ -16,6 +16,10 @@ from typing import Any
 import pytest
 from ui_support import button, mount_console, serve, sign_in, texts
 
+from helpline.platform.context import Context
+from helpline.platform.settings import GenerationSettings, RetrievalSettings, load_settings
+from helpline.serving.factory import build_gateway
+
 pytestmark = pytest.mark.integration
 
 QUESTION = "How do I send something back to you?"
@@ -32,11 +36,6 @@ class RealStack:
 
 @pytest.fixture(scope="module")
 def real(workspace_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealStack]:
-    from helpline.platform.registry import Registry
-    from helpline.platform.settings import GenerationSettings, RetrievalSettings, load_settings
-    from helpline.platform.workspace import Workspace
-    from helpline.serving.factory import build_gateway
-
     src = workspace_dir / ".helpline"
     root = tmp_path_factory.mktemp("ui-stack") / ".helpline"
     # Models stay where they are (the registry points at them); indexes, registry and logs are copied.
@@ -49,8 +48,7 @@ def real(workspace_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
             "retrieval": RetrievalSettings(**{**settings.retrieval.model_dump(), "min_score": 0.3}),
         }
     )
-    ws = Workspace.at(root)
-    app = mount_console(build_gateway(settings, ws, Registry(ws.registry_db), engine="transformers"))
+    app = mount_console(build_gateway(Context(settings), engine="transformers"))
     keys = {r: app.state.store.create_key(r, name=f"ui-{r}")[0] for r in ("customer", "staff", "engineer")}
     served = serve(app)
     yield RealStack(served.url, keys, app, root)

@@ -1,4 +1,11 @@
-"""Build responders for a registered model (or an adapter folder) from settings."""
+"""Build responders for a registered model (or an adapter folder) from settings.
+
+The factory rule, the same in every ``factory`` module: a factory takes the :class:`Context` first and
+what it is asked for as keyword arguments; ``open_<thing>`` returns a part over on-disk state that it keeps
+and changes (the knowledge base), ``build_<thing>`` composes anything else. ``resolve_model`` is no
+factory (it names a model), but takes the context too: a folder is registered in its registry. The
+embedder for reference similarity is retrieval's ``build_embedder(ctx, backend="torch")``.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ from typing import Literal
 from helpline.platform.context import Context
 from helpline.platform.errors import ConfigError, NotFoundError
 from helpline.platform.files import has_chat_template
+from helpline.serving.factory import build_generator, build_pipeline
 
 Mode = Literal["rag", "direct"]
 
@@ -55,26 +63,17 @@ def _base_for(ctx: Context, base_ref: str) -> str:
     )
 
 
-def build_responder(ctx: Context, model: str, *, mode: Mode = "rag", max_tokens: int | None = None):
+def build_responder(ctx: Context, *, model: str, mode: Mode = "rag", max_tokens: int | None = None):
     """A RAG or direct responder answering with ``model`` (name, alias or folder)."""
     from helpline.answering.prompts import load_prompt
     from helpline.evaluation.regression.runner import DirectResponder, RAGResponder
-    from helpline.serving.factory import build_generator, build_pipeline
 
     name = resolve_model(ctx, model)
-    settings = ctx.settings.model_copy(update={"chat_model": name})
-    generator = build_generator(settings, ctx.registry)
-    tokens = max_tokens or settings.generation.max_new_tokens
+    answering = ctx.with_settings(chat_model=name)
+    generator = build_generator(answering)
+    tokens = max_tokens or answering.settings.generation.max_new_tokens
     if mode == "direct":
         return DirectResponder(generator, load_prompt("support"), max_tokens=tokens, name=f"{name} (direct)")
-    pipeline = build_pipeline(settings, ctx.workspace, ctx.registry, generator=generator)
+    pipeline = build_pipeline(answering, generator=generator)
     pipeline.max_tokens = tokens
     return RAGResponder(pipeline, name=name)
-
-
-def build_embedder(ctx: Context):
-    """The workspace's embedder (for reference similarity)."""
-    from helpline.retrieval.embedders.base import SentenceTransformerEmbedder
-
-    record = ctx.registry.get_model(ctx.settings.embedder)
-    return SentenceTransformerEmbedder(record.path, name=record.name)

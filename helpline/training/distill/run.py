@@ -28,6 +28,8 @@ from helpline.engines.protocol import Generator
 from helpline.platform.context import Context
 from helpline.platform.errors import DataError, NotFoundError
 from helpline.platform.schemas import ChatMessage, Chunk, ScoredChunk
+from helpline.retrieval.factory import open_knowledge_base
+from helpline.retrieval.knowledge_base import VISIBLE
 from helpline.training.distill.config import DistillConfig, FilterConfig
 from helpline.training.distill.prompts import (
     DistillPrompt,
@@ -290,9 +292,6 @@ def run_distill(
     on_answer: Callable[[int, int], None] | None = None,
 ) -> dict:
     """The whole command: dataset from the teacher, then (``cfg.train``) the student's SFT and export gate."""
-    from helpline.retrieval.factory import open_knowledge_base
-    from helpline.retrieval.knowledge_base import VISIBLE
-
     if cfg.train:  # before the teacher: an unknown student or an earlier run would stop it after the answers
         from helpline.training.sft.trainer import check_run_dir, output_dir, resolve_base_model
 
@@ -310,7 +309,7 @@ def run_distill(
         cfg = resolve_teacher(cfg, ctx)
         t = cfg.teacher
         teacher = open_teacher(t.base_url, t.model, api_key_env=t.api_key_env, timeout_s=t.timeout_s, stop=t.stop)
-    kb = open_knowledge_base(ctx.settings, ctx.workspace, ctx.registry)
+    kb = open_knowledge_base(ctx)
     visible = list(VISIBLE.get(cfg.role, ("public",)))
     chunks = kb.store.chunks(where={"access": {"$in": visible}})
     verifier, warning = load_verifier(ctx, cfg.filters)
