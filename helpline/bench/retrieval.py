@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 
 from helpline.answering.rag import relevance
+from helpline.datasets.collections import load_collection
 from helpline.platform.lazy_imports import require
 from helpline.platform.schemas import Chunk, Document
 from helpline.retrieval.embedders.base import Embedder
@@ -54,8 +55,6 @@ def ingest_throughput(embedders: dict[str, Embedder], texts: list[str], *, round
 
 def dataset_texts(spec: str, *, chunk_size: int, chunk_overlap: int, limit: int) -> list[str]:
     """The first ``limit`` chunk texts of a ``doc2dial:DIR`` or ``beir:DIR`` corpus, chunked as the KB does."""
-    from helpline.datasets.collections import load_collection
-
     texts: list[str] = []
     for doc in load_collection(spec).documents:
         texts += [embedding_text(c) for c in chunk_document(doc, chunk_size=chunk_size, chunk_overlap=chunk_overlap)]

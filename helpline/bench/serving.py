@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import sqlite3
 import statistics
 import tempfile
 import time
@@ -17,12 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 from rich.console import Console
 
+from helpline.answering.rag import citations
+from helpline.engines.hf import TransformersGenerator
 from helpline.engines.openai_http import OpenAIGenerator
 from helpline.engines.vllm_server import VLLMServer
 from helpline.evaluation.load import free_port, level, run_level, sequential, serve_app
 from helpline.platform.context import Context
+from helpline.platform.lazy_imports import require
 from helpline.platform.registry import ModelRecord, Registry
 from helpline.platform.schemas import ChatMessage
 from helpline.retrieval import sample_questions
@@ -49,8 +54,6 @@ class BenchOptions:
 
 def check_ms(pipeline: Any, answer: str, passages: list[Any]) -> float:
     """Milliseconds the gateway spends on a finished answer: the verifier's check and the citations."""
-    from helpline.answering.rag import citations
-
     start = time.perf_counter()
     pipeline.verify(answer, passages)
     citations(passages, answer=answer)
@@ -59,8 +62,6 @@ def check_ms(pipeline: Any, answer: str, passages: list[Any]) -> float:
 
 def transformers_sequential(model_path: str, prompts: list[list[ChatMessage]], *, n: int, max_tokens: int) -> dict:
     """One request after another in-process (the fallback engine), streamed to get TTFT."""
-    from helpline.engines.hf import TransformersGenerator
-
     return sequential(TransformersGenerator(model_path), prompts, n=n, max_tokens=max_tokens)
 
 
@@ -70,9 +71,10 @@ def transformers_sequential(model_path: str, prompts: list[list[ChatMessage]], *
 def random_adapter(base_path: str, out: Path, *, rank: int = 16) -> Path:
     """A LoRA adapter with random (non-zero) weights on every attention and MLP projection: the same
     compute as a trained one, for measuring speed when no trained adapter is registered."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    torch = require("torch", "train")
+    LoraConfig = require("peft", "train").LoraConfig
+    get_peft_model = require("peft", "train").get_peft_model
+    AutoModelForCausalLM = require("transformers", "train").AutoModelForCausalLM
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
@@ -100,7 +102,6 @@ def bench_adapter(registry: Registry, base: ModelRecord, tmp: Path) -> ModelReco
 
 
 def _copy_registry(src: Path, dst: Path) -> Registry:
-    import sqlite3
 
     with sqlite3.connect(src) as a, sqlite3.connect(dst) as b:
         a.backup(b)  # consistent even while the WAL has uncommitted pages
@@ -264,8 +265,7 @@ def gateway_parts(
 
 async def _swap_through_gateway(url: str, customer: str, engineer: str, raw: list[list[dict]], adapter: str) -> dict:
     """:func:`_swap_under_load` with an admin client (engineer key) and a chat client (customer key)."""
-    import httpx
-    import openai
+    openai = require("openai", "serve")
 
     headers = {"Authorization": f"Bearer {engineer}"}
     async with (

@@ -18,8 +18,13 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+from helpline.platform.lazy_imports import require
+from helpline.training.sft.config import SFTConfig
+from helpline.training.sft.trainer import load_model, load_tokenizer, tokenize_split
 
 METHODS = ("full", "lora", "qlora")
 
@@ -49,10 +54,8 @@ def _peak_since_reset_mb() -> float | None:
 def worker(result_path: str, method: str, base: str, dataset: str, steps: int, batch: int, max_length: int,
            checkpointing: int = 0) -> None:  # fmt: skip
     """Train ``steps`` optimizer steps with ``method``; write timings and peak memory."""
-    import torch
+    torch = require("torch", "train")
 
-    from helpline.training.sft.config import SFTConfig
-    from helpline.training.sft.trainer import load_model, load_tokenizer, tokenize_split
 
     torch.manual_seed(0)
     baseline = _rss_mb()
@@ -104,7 +107,6 @@ def worker(result_path: str, method: str, base: str, dataset: str, steps: int, b
 def run_bench(base: Path, dataset: Path, *, methods=METHODS, steps: int = 6, batch: int = 4, max_length: int = 256,
               checkpointing: bool = False):  # fmt: skip
     """Run each method in a fresh subprocess; returns per-method figures and the QLoRA/full memory ratio."""
-    import tempfile
 
     results = {}
     for method in methods:

@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import typer
 
+from helpline.answering.decision import NoVerifier
 from helpline.cli.common import console, print_json
-from helpline.evaluation.rag_eval import build_index
+from helpline.evaluation.answer_paths import answerer, served_gateway
+from helpline.evaluation.answers import VIAS, AnswerCase, Doc2dialJudge, evaluate, read_cases
+from helpline.evaluation.load import level
+from helpline.evaluation.rag_eval import build_index, load_questions
 from helpline.evaluation.regression.factory import resolve_model
+from helpline.guard.selection import load_detector
 from helpline.platform.context import Context
 from helpline.platform.errors import ConfigError
 from helpline.platform.files import write_jsonl
+from helpline.retrieval import SAMPLE_KB, sample_questions
 from helpline.retrieval.factory import build_embedder, open_knowledge_base
 from helpline.serving.factory import build_generator, build_pipeline, build_verifier
+from helpline.serving.kb_owner import OwnedKB
+from helpline.training.detector.default import ensure_default_detector
 
 eval_app = typer.Typer()
 bench_app = typer.Typer()
@@ -24,8 +33,6 @@ DATASET_HELP = "doc2dial:DIR: held-out doc2dial questions over a throwaway index
 
 
 def parse_vias(text: str) -> list[str]:
-    from helpline.evaluation.answers import VIAS
-
     vias = [v.strip() for v in text.split(",") if v.strip()]
     unknown = [v for v in vias if v not in VIAS]
     if unknown or not vias:
@@ -39,15 +46,12 @@ def answer_set(
     ctx: Context, *, questions: Path | None, dataset: str | None, limit: int, removed: int, max_docs: int, seed: int
 ) -> tuple[list[Any], list[Any] | None]:
     """The cases to ask, and the documents of a throwaway index (None: the workspace's knowledge base)."""
-    from helpline.evaluation.answers import AnswerCase, read_cases
-    from helpline.retrieval import SAMPLE_KB
 
     if dataset is None:
         return read_cases(questions or SAMPLE_KB / "QUESTIONS.yaml"), None
     kind, _, folder = dataset.partition(":")
     if kind != "doc2dial" or not folder:
         raise ConfigError(f"unknown dataset {dataset!r}", hint="use --dataset doc2dial:DIR or --questions FILE")
-    from helpline.evaluation.rag_eval import load_questions
 
     documents, rows = load_questions(Path(folder), limit=limit, removed=removed, seed=seed, max_docs=max_docs)
     cases = [
@@ -69,8 +73,6 @@ def build_answer_pipeline(
 ):
     """The gateway's pipeline (its verifier, reader and prompt, as the settings say) over the workspace's
     knowledge base, or over a throwaway index of ``documents``; the model answering is ``model``."""
-    from helpline.serving.kb_owner import OwnedKB
-
     if model:
         ctx = ctx.with_settings(chat_model=resolve_model(ctx, model))
     generator = build_generator(ctx, engine=engine)  # type: ignore[arg-type]
@@ -82,9 +84,6 @@ def build_answer_pipeline(
 
 
 def doc2dial_judge(ctx: Context, name: str) -> Any:
-    from helpline.evaluation.answers import Doc2dialJudge
-    from helpline.guard.selection import load_detector
-    from helpline.training.detector.default import ensure_default_detector
 
     ensure_default_detector(ctx, name, log=lambda m: console.print(f"[dim]{m}[/]"))
     embedder = build_embedder(ctx)
@@ -114,8 +113,6 @@ def answers(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """What customers are served, as served: correct, wrong-served, handoff and abstention rates."""
-    from helpline.evaluation.answer_paths import answerer
-    from helpline.evaluation.answers import evaluate
 
     ctx = Context.load()
     vias = parse_vias(via)
@@ -160,12 +157,7 @@ def bench_answers(
 ) -> None:
     """Served-answer latency through the gateway (streamed, as the chat page asks): p50/p95 to the first
     token and to the end, with the answer unchecked, verified, and verified with the extractive fallback."""
-    import dataclasses
 
-    from helpline.answering.decision import NoVerifier
-    from helpline.evaluation.answer_paths import served_gateway
-    from helpline.evaluation.load import level
-    from helpline.retrieval import sample_questions
 
     ctx = Context.load()
     levels = [int(c) for c in concurrency.split(",") if c.strip()]

@@ -1,12 +1,13 @@
 """The `helpline` command: composes each area's command groups.
 
-Area modules import only typer and helpline.platform at import time, so `helpline --help` is fast;
-heavy libraries load inside the command that needs them.
+Every module states its helpline dependencies at its top; heavy libraries (torch, vLLM, Chroma,
+transformers) load through ``require`` inside the code that uses them, so `helpline --help` stays fast.
 """
 
 from __future__ import annotations
 
 import typer
+import typer.main
 
 from helpline.cli import answers as answers_cli
 from helpline.cli import distill as distill_cli
@@ -17,6 +18,8 @@ from helpline.cli import train as training_cli
 from helpline.cli.common import console, fail, models_app, print_json
 from helpline.cli.kb import SAMPLE_KB, kb_app, sync_folder
 from helpline.cli.serve import serving_app
+from helpline.guard.selection import register_bundled_detector
+from helpline.platform.bundled import import_bundled
 from helpline.platform.context import Context
 from helpline.platform.errors import HelplineError
 
@@ -56,8 +59,6 @@ def init(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Create the workspace, import the bundled models and index the sample knowledge base."""
-    from helpline.platform.bundled import import_bundled
-
     ctx = Context.load()
     s = ctx.settings
     for name in ("smollm2-135m-instruct", s.embedder):
@@ -65,7 +66,6 @@ def init(
             import_bundled(name, workspace=ctx.workspace, registry=ctx.registry)
     if "production" not in ctx.registry.aliases():
         ctx.registry.set_alias("production", "smollm2-135m-instruct", actor="init")
-    from helpline.guard.selection import register_bundled_detector
 
     register_bundled_detector(ctx)  # every answer is verified from the first run
     summary = {} if skip_kb else sync_folder(ctx, SAMPLE_KB)
@@ -80,7 +80,6 @@ def init(
 @app.command("commands", hidden=True)
 def commands(groups: list[str] = typer.Argument(..., help="Command groups, e.g. train eval.")) -> None:
     """The commands of GROUPS as JSON ("train sft", ...): what the gateway may run as console jobs."""
-    import typer.main
 
     root = typer.main.get_command(app)
     out = []

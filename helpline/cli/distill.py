@@ -1,16 +1,22 @@
-"""`helpline train distill`, on this module's ``train_app`` (helpline/cli/app.py adds it to `train`).
-
-Only typer and helpline.platform are imported at module level.
-"""
+"""`helpline train distill`, on this module's ``train_app`` (helpline/cli/app.py adds it to `train`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
 from helpline.cli.common import console, json_stdout, print_json
 from helpline.platform.context import Context
+from helpline.training.distill.config import (
+    DistillConfig,
+    FilterConfig,
+    SourcesConfig,
+    TeacherConfig,
+    load_distill_config,
+)
+from helpline.training.distill.run import run_distill
 
 train_app = typer.Typer()
 
@@ -26,15 +32,10 @@ def distill(
 ) -> None:
     """Distil a teacher endpoint into a small student. Extra KEY=VALUE arguments (dotted: teacher.model=X,
     sft.max_steps=3) override the preset."""
-    from helpline.training.distill.config import load_distill_config
-
     if help_config:
         _print_fields()
         return
     cfg = load_distill_config(config, ctx_.args)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    from helpline.training.distill.run import run_distill
 
     ctx = Context.load()
     columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -68,8 +69,6 @@ def distill(
 
 
 def _print_fields() -> None:
-    from helpline.training.distill.config import DistillConfig, FilterConfig, SourcesConfig, TeacherConfig
-
     for prefix, model in (("", DistillConfig), ("teacher.", TeacherConfig), ("sources.", SourcesConfig),
                           ("filters.", FilterConfig)):  # fmt: skip
         for name, field in model.model_fields.items():

@@ -1,21 +1,33 @@
 """`helpline eval ...` and `helpline bench hallucination`.
 
-Only typer, helpline.platform and the factories (which import no heavy library until they build) are
-imported here; each command imports the rest of what it needs.
+Heavy libraries load only when a command builds what needs them (see helpline/cli/app.py).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args
 
 import typer
 
 from helpline.cli.common import console, print_json
+from helpline.datasets.halueval import Split, parse_dataset_spec
+from helpline.evaluation.distill_report import ReportOptions, contenders, markdown, run_report, write_report
+from helpline.evaluation.gate import load_gate_config, record_gate, run_gate
+from helpline.evaluation.rag_eval import run_ab
+from helpline.evaluation.regression.cases import load_suite
 from helpline.evaluation.regression.factory import build_responder, resolve_model
+from helpline.evaluation.regression.generators import suite_cases
+from helpline.evaluation.regression.runner import run_suite
+from helpline.guard.selection import bench, chosen_detector, detector_path, evaluate_dataset, load_detector
 from helpline.platform.context import Context
 from helpline.platform.errors import ConfigError
 from helpline.platform.files import write_jsonl
 from helpline.retrieval.factory import build_embedder
+from helpline.training.detector.calibration import fit_detector
+from helpline.training.detector.default import ensure_default_detector
+from helpline.training.detector.train import load_config, train
+from helpline.training.distill.config import load_distill_config
 
 eval_app = typer.Typer()
 bench_app = typer.Typer()
@@ -30,8 +42,6 @@ def train_detector(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Fine-tune the hallucination detector on HaluEval, calibrate it and register it."""
-    from helpline.training.detector.train import load_config, train
-
     ctx = Context.load()
     cfg = load_config(config, overrides or [])
     base = Path(cfg.base_model)
@@ -60,11 +70,7 @@ def hallucination(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Score the detector with HaluEval's protocol: each item shows its right or hallucinated answer (p = 0.5)."""
-    from typing import get_args
 
-    from helpline.datasets.halueval import Split, parse_dataset_spec
-    from helpline.guard.selection import evaluate_dataset, load_detector
-    from helpline.training.detector.default import ensure_default_detector
 
     parse_dataset_spec(dataset)  # a wrong spec or path is refused before any detector is built
     if split not in get_args(Split):
@@ -93,8 +99,6 @@ def bench_hallucination(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Time the detector on single answers (what the gateway pays per reply); reports the median."""
-    from helpline.guard.selection import bench, load_detector
-
     ctx = Context.load()
     result = bench(load_detector(ctx, detector, precision=precision), dataset, n=n)  # type: ignore[arg-type]
     if as_json:
@@ -121,9 +125,6 @@ def regression(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Run a regression suite against one model and report pass rates per category and evaluator."""
-    from helpline.evaluation.regression.cases import load_suite
-    from helpline.evaluation.regression.generators import suite_cases
-    from helpline.evaluation.regression.runner import run_suite
 
     ctx = Context.load()
     loaded = load_suite(suite)
@@ -154,8 +155,6 @@ def gate(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Run the suites on candidate and baseline; exit 1 on a regression; write an HTML report."""
-    from helpline.evaluation.gate import load_gate_config, record_gate, run_gate
-
     ctx = Context.load()
     cfg = load_gate_config(config)
     if limit is not None:
@@ -186,8 +185,6 @@ def gate(
 
 def _detector(ctx: Context, name: str | None):
     """The detector named (``auto``: the registered helpline-detector, if any; ``none``: no detector)."""
-    from helpline.guard.selection import chosen_detector, load_detector
-
     chosen = chosen_detector(ctx.registry, name)
     return None if chosen is None else load_detector(ctx, chosen)
 
@@ -213,8 +210,6 @@ def rag(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """End-to-end doc2dial RAG evaluation and the A/B report (base, fine-tuned, retrieval, hybrid)."""
-    from helpline.evaluation.rag_eval import run_ab
-
     ctx = Context.load()
     det = _detector(ctx, detector)
     record: list[dict] = []
@@ -254,9 +249,6 @@ def calibrate_detector(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Fit the feature combiner, scoring mode and thresholds of a saved detector on the validation split."""
-    from helpline.guard.selection import detector_path
-    from helpline.training.detector.calibration import fit_detector
-    from helpline.training.detector.train import load_config
 
     ctx = Context.load()
     path = detector_path(ctx, detector)
@@ -300,8 +292,6 @@ def distill_report(
 ) -> None:
     """Teacher, student before and student after distillation: regression suites, hallucination score,
     doc2dial faithfulness, single-stream tokens/s, TTFT and memory; writes JSON and Markdown reports."""
-    from helpline.evaluation.distill_report import ReportOptions, contenders, markdown, run_report, write_report
-    from helpline.training.distill.config import load_distill_config
 
     cfg = load_distill_config(config, overrides or [])
     ctx = Context.load()

@@ -8,11 +8,18 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from helpline.bench.retrieval import dataset_texts, ingest_throughput, peak_rss_mb, scale_report
 from helpline.cli.common import console, fail, print_json
+from helpline.datasets.collections import load_collection
+from helpline.evaluation.hooks import regression_after_sync
+from helpline.evaluation.retrieval import run_eval
 from helpline.platform.context import Context
 from helpline.platform.errors import HelplineError
 from helpline.retrieval import SAMPLE_KB, sample_questions
+from helpline.retrieval.embedders.base import CachedEmbedder
 from helpline.retrieval.factory import BACKENDS, FAST_BACKENDS, build_embedder, open_knowledge_base
+from helpline.retrieval.ingest.loaders import load_files, sample_texts
+from helpline.retrieval.knowledge_base import SearchOptions
 
 kb_app = typer.Typer(no_args_is_help=True, help="Add, sync, remove and search knowledge-base documents.")
 
@@ -65,7 +72,6 @@ def sync(
     if not check:
         _show(summary, as_json)
         return
-    from helpline.evaluation.hooks import regression_after_sync
 
     with console.status(f"answering the support suite with {check_model}"):
         questions = folder / "QUESTIONS.yaml"
@@ -106,8 +112,6 @@ def add(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Add or update individual files; other documents are left alone."""
-    from helpline.retrieval.ingest.loaders import load_files
-
     docs, failures = load_files(files)
     kb = open_knowledge_base(Context.load())
     with console.status(f"indexing {len(docs)} documents"):
@@ -200,10 +204,6 @@ def eval_retrieval(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Recall@1/5/10, MRR@10 and nDCG@10 of the knowledge base's search on a test collection."""
-    from helpline.datasets.collections import load_collection
-    from helpline.evaluation.retrieval import run_eval
-    from helpline.retrieval.embedders.base import CachedEmbedder
-    from helpline.retrieval.knowledge_base import SearchOptions
 
     ctx = Context.load()
     r = ctx.settings.retrieval
@@ -247,8 +247,6 @@ def bench_retrieval(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Ingest chunks/s (fp32 torch vs each int8 backend), query latency p50/p95 at each size, peak memory."""
-
-    from helpline.bench.retrieval import dataset_texts, ingest_throughput, peak_rss_mb, sample_texts, scale_report
 
     ctx = Context.load()
     r = ctx.settings.retrieval

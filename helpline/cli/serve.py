@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import typer
 
+from helpline.answering.abstention import REPORT_NAME, calibrate
+from helpline.bench.serving import BenchOptions, run_bench
 from helpline.cli.common import console, print_json
+from helpline.engines.vllm_server import VLLMServer
 from helpline.platform.context import Context
+from helpline.platform.errors import ConfigError
+from helpline.platform.lazy_imports import require
 from helpline.platform.schemas import ChatMessage
 from helpline.retrieval.factory import build_embedder, chroma_server_for
 from helpline.serving.factory import build_gateway, build_generator, build_pipeline, gateway_db
+from helpline.serving.gateway.conversations import export_jsonl
+from helpline.serving.gateway.store import GatewayStore
+from helpline.serving.routing import startup_adapters
+from helpline.ui.launch import start_streamlit
 
 serving_app = typer.Typer()
 keys_app = typer.Typer(no_args_is_help=True, help="API keys for the gateway (stored hashed).")
@@ -20,8 +30,6 @@ bench_app = typer.Typer()
 
 
 def _store(ctx: Context):
-    from helpline.serving.gateway.store import GatewayStore
-
     return GatewayStore(gateway_db(ctx.workspace))
 
 
@@ -47,7 +55,6 @@ def ask(
 
 
 def _default_engine() -> str:
-    import importlib.util
 
     return "vllm" if importlib.util.find_spec("vllm") is not None else "transformers"
 
@@ -72,7 +79,7 @@ def run(
     ui: bool = typer.Option(True, "--ui/--no-ui", help="Also serve the Streamlit app (settings.ui.port)."),
 ) -> None:
     """Start the engine (supervised vLLM on loopback), the gateway and the UI; Ctrl-C stops them."""
-    import uvicorn
+    uvicorn = require("uvicorn", "serve")
 
     ctx = Context.load()
     s = ctx.settings
@@ -109,8 +116,6 @@ def _start_chroma(chroma, ctx: Context) -> None:
 
 def _vllm_server(ctx: Context):
     """The supervised vLLM server (not started) for the chat model's base, with the adapters to load at start."""
-    from helpline.engines.vllm_server import VLLMServer
-    from helpline.serving.routing import startup_adapters
 
     s = ctx.settings
     record = ctx.registry.chat_model(s.chat_model)
@@ -162,8 +167,6 @@ def _stop(ui_process, server, chroma) -> None:
 
 def _start_ui(ctx: Context, *, gateway_url: str):
     """Serve the Streamlit app beside the gateway; it only talks to the gateway over HTTP."""
-    from helpline.ui.launch import start_streamlit
-
     port = ctx.settings.ui.port
     process = start_streamlit(gateway_url, port, log_path=ctx.workspace.logs / "ui.log")
     console.print(f"[green]ui[/]      http://127.0.0.1:{port}  (sign in with a key above)")
@@ -217,8 +220,6 @@ def conversations_export(
     no_scrub: bool = typer.Option(False, "--no-scrub", help="Keep personal data (default: redacted)."),
 ) -> None:
     """Export rated-up and staff-corrected conversations as training data."""
-    from helpline.serving.gateway.conversations import export_jsonl
-
     ctx = Context.load()
     n = export_jsonl(_store(ctx), out, include_unrated=include_unrated, scrub=not no_scrub)
     _store(ctx).audit("cli", "conversations.export", str(out), {"rows": n})
@@ -258,8 +259,6 @@ def bench_serving(
     """Throughput and latency: transformers sequential vs vLLM direct vs the gateway; base vs adapter."""
     ctx = Context.load()
     if abstention:
-        from helpline.answering.abstention import REPORT_NAME, calibrate
-        from helpline.platform.errors import ConfigError
 
         if data is None:
             raise ConfigError("--abstention needs --data", hint="e.g. --data ../shared/data/doc2dial")
@@ -271,8 +270,6 @@ def bench_serving(
         report.write_text(__import__("json").dumps(result, indent=2))
         result["written_to"] = str(report)
     else:
-        from helpline.bench.serving import BenchOptions, run_bench
-
         levels = [int(c) for c in concurrency.split(",") if c.strip()]
         opts = BenchOptions(
             levels=levels, requests=requests, max_tokens=max_tokens, skip=set(filter(None, skip.split(",")))

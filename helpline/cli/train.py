@@ -1,7 +1,6 @@
 """`helpline data ...`, `helpline train ...` and this area's eval/bench commands.
 
-Only typer and helpline.platform are imported here; torch, transformers, TRL and vLLM load inside
-the command that needs them.
+torch, transformers, TRL and vLLM load only when a command runs what needs them.
 """
 
 from __future__ import annotations
@@ -11,8 +10,16 @@ from pathlib import Path
 
 import typer
 
+from helpline.bench.training import run_bench
 from helpline.cli.common import console, json_stdout, print_json
+from helpline.evaluation.sft import generate_batched, load_eval_set, score_answers
 from helpline.platform.context import Context
+from helpline.platform.errors import ConfigError
+from helpline.training.data.prepare import PrepareOptions, prepare_dataset, resolve_dataset
+from helpline.training.export import export_adapter
+from helpline.training.prune import PruneOptions, run_prune
+from helpline.training.sft.config import SFTConfig, load_config
+from helpline.training.sft.trainer import load_tokenizer, publish_run, resolve_base_model, run_sft
 
 data_app = typer.Typer()
 train_app = typer.Typer()
@@ -24,8 +31,6 @@ def _token_counter(ctx: Context, model: str | None, chat_template: str | None):
     """A function counting a conversation's tokens with the model's chat template, and the context size."""
     if model is None:
         return None, None, ""
-    from helpline.training.sft.config import SFTConfig
-    from helpline.training.sft.trainer import load_tokenizer, resolve_base_model
 
     path = resolve_base_model(model, ctx)
     tokenizer = load_tokenizer(path, SFTConfig(dataset="-", chat_template=chat_template))
@@ -59,8 +64,6 @@ def prepare(
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ) -> None:
     """Validate, scrub PII, deduplicate and split conversations into a versioned dataset."""
-    from helpline.training.data.prepare import PrepareOptions, prepare_dataset
-
     ctx = Context.load()
     options = PrepareOptions(
         sources=source,
@@ -102,14 +105,11 @@ def sft(
     as_json: bool = typer.Option(False, "--json", help="Print the training summary as JSON."),
 ) -> None:
     """Fine-tune a chat model (QLoRA by default). Extra KEY=VALUE arguments override the preset."""
-    from helpline.training.sft.config import SFTConfig, load_config
-
     if help_config:
         for name, field in SFTConfig.model_fields.items():
             console.print(f"[bold]{name}[/] = {field.default!r}: {field.description}", highlight=False)
         return
     cfg, preset = load_config(config, ctx_.args)
-    from helpline.training.sft.trainer import publish_run, run_sft
 
     ctx = Context.load()
     with json_stdout(as_json):
@@ -140,8 +140,6 @@ def prune(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Remove the decoder layers a model needs least (a faster student); heal it by training afterwards."""
-    from helpline.platform.errors import ConfigError
-    from helpline.training.prune import PruneOptions, run_prune
 
     if method not in ("block", "layers", "loss"):
         raise ConfigError(f"unknown --method {method!r}", hint="use block, layers or loss")
@@ -169,8 +167,6 @@ def export(
     as_json: bool = typer.Option(False, "--json", help="Print the gate's report as JSON."),
 ) -> None:
     """Run the adapter export gate: rank, modules_to_save, loads in vLLM, agrees with PEFT; then register."""
-    from helpline.training.export import export_adapter
-
     report = export_adapter(run_dir, ctx=Context.load(), name=name, merge=merge, console=console)
     if as_json:
         print_json(report)
@@ -199,8 +195,6 @@ def eval_sft(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """ROUGE-L to the reference answers and the structure check (steps, placeholders, opener)."""
-    from helpline.evaluation.sft import generate_batched, load_eval_set, score_answers
-
     ctx = Context.load()
     prompts, references, questions = load_eval_set(dataset, limit)
     report: dict = {"dataset": dataset, "examples": len(prompts), "max_tokens": max_tokens}
@@ -240,9 +234,6 @@ def bench_training(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Peak memory (RSS) and tokens/s of full fine-tuning, LoRA and QLoRA on the same batches."""
-    from helpline.bench.training import run_bench
-    from helpline.training.data.prepare import resolve_dataset
-    from helpline.training.sft.trainer import resolve_base_model
 
     ctx = Context.load()
     base = resolve_base_model(model, ctx)

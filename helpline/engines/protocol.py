@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from helpline.platform.lazy_imports import require
 from helpline.platform.schemas import ChatMessage
 
 
@@ -59,7 +60,8 @@ async def agenerate(
     native = getattr(generator, "agenerate", None)
     if native is not None:
         return await native(messages, max_tokens=max_tokens, temperature=temperature)
-    import anyio.to_thread
+    require("anyio.to_thread", "serve")
+    anyio = require("anyio", "serve")
 
     return await anyio.to_thread.run_sync(
         lambda: generator.generate(messages, max_tokens=max_tokens, temperature=temperature)
@@ -75,7 +77,7 @@ async def astream(
         async for delta in native(messages, max_tokens=max_tokens, temperature=temperature):
             yield delta
         return
-    from starlette.concurrency import iterate_in_threadpool
+    iterate_in_threadpool = require("starlette.concurrency", "serve").iterate_in_threadpool
 
     async for delta in iterate_in_threadpool(
         generator.stream(messages, max_tokens=max_tokens, temperature=temperature)

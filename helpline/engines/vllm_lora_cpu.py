@@ -17,7 +17,12 @@ process it starts; it patches nothing unless vLLM runs on the CPU platform.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+import torch  # only vLLM's processes load this module (and vLLM brings torch)
+
+from helpline.platform.lazy_imports import optional
 
 _PATCHED_NAMES = ("bgmv_shrink", "bgmv_expand", "bgmv_expand_slice", "sgmv_shrink", "sgmv_expand", "sgmv_expand_slice")
 
@@ -57,8 +62,6 @@ def lora_matrix(weights: Any, index: int) -> Any:
     vLLM keeps the adapter weights in bf16 and converting them on every call cost more than the
     matrix products themselves (61k conversions, 6.9 s, for 768 output tokens in our profile).
     """
-    import torch
-
     try:
         version = weights._version
     except RuntimeError:  # an inference tensor: no version counter, so no caching
@@ -81,8 +84,6 @@ def lora_products(inputs: Any, weights: Any, indices: Any) -> Any | None:
     not the one-index-per-token case (the caller then uses the original op). Products are computed
     in fp32 (the caller casts them into its output tensor).
     """
-    import torch
-
     if weights.dim() == 4:
         weights = weights.squeeze(1)
     if weights.dim() != 3 or indices.dim() != 1 or indices.numel() != inputs.shape[0] or inputs.shape[0] == 0:
@@ -198,8 +199,6 @@ def fused_matrices(a_stacked: tuple, b_stacked: tuple, adapter: int) -> tuple[An
     """One ``[in, n*r]`` shrink matrix and one block-diagonal ``[n*r, sum(out)]`` expand matrix for the n
     slices of a merged layer (q/k/v, gate/up), so a LoRA linear is two matmuls instead of 2n; cached
     until any slice's weights change."""
-    import torch
-
     a, b, weights_key = _slices(a_stacked, b_stacked)
     key = None if weights_key is None else (weights_key, adapter)
     if key is not None and key in _fused:
@@ -221,14 +220,11 @@ def fused_matrices(a_stacked: tuple, b_stacked: tuple, adapter: int) -> tuple[An
 
 def fused_lora_linear(y: Any, x: Any, a_stacked: tuple, b_stacked: tuple, scale: float, adapter: int) -> None:
     """``y[:, slice_i] += (x @ A_i.T * scale) @ B_i.T`` for every slice, with one adapter for all tokens."""
-    import torch
-
     y2 = y.view(-1, y.shape[-1])
     x2 = x.view(-1, x.shape[-1])
     handlers = onednn_handlers(a_stacked, b_stacked, adapter, scale, x2.dtype)
     if handlers is not None:
-        from vllm import _custom_ops as ops
-
+        ops = optional("vllm._custom_ops")  # there: the handlers came from it
         out = ops.onednn_mm(handlers[1], ops.onednn_mm(handlers[0], x2, None), None)
     else:
         shrink, expand = fused_matrices(a_stacked, b_stacked, adapter)
@@ -248,13 +244,8 @@ def onednn_handlers(a_stacked: tuple, b_stacked: tuple, adapter: int, scale: flo
     SmolLM2 q/k/v layer take 39 us for 8 tokens, against 71 us in fp32 through torch.matmul (the base
     q/k/v product itself: 57 us); the result differs from fp32 by 0.3% (relative norm).
     """
-    import torch
-
-    try:
-        from vllm import _custom_ops as ops
-    except ImportError:
-        return None
-    if not getattr(ops, "_supports_onednn", False) or dtype not in (torch.bfloat16, torch.float32):
+    ops = optional("vllm._custom_ops")
+    if ops is None or not getattr(ops, "_supports_onednn", False) or dtype not in (torch.bfloat16, torch.float32):
         return None
     a, b, weights_key = _slices(a_stacked, b_stacked)
     if weights_key is None:  # nothing can be cached safely: the torch path
@@ -296,15 +287,13 @@ def make_add_lora_linear(original: Any) -> Any:
 
 def register() -> None:
     """vLLM entry point: swap in the grouped ops on the CPU platform (idempotent)."""
-    try:
-        from vllm.platforms import current_platform
-
-        if not current_platform.is_cpu():
-            return
-        import vllm.lora.ops.torch_ops as package
-        import vllm.lora.ops.torch_ops.lora_ops as ops
-        import vllm.lora.punica_wrapper.punica_cpu as wrapper
-    except ImportError:  # another vLLM layout: leave it as it is
+    platforms = optional("vllm.platforms")
+    if platforms is None or not platforms.current_platform.is_cpu():
+        return
+    package = optional("vllm.lora.ops.torch_ops")
+    ops = optional("vllm.lora.ops.torch_ops.lora_ops")
+    wrapper = optional("vllm.lora.punica_wrapper.punica_cpu")
+    if package is None or ops is None or wrapper is None:  # another vLLM layout: leave it as it is
         return
     if getattr(ops, "_helpline_grouped", False):
         return
@@ -317,8 +306,6 @@ def register() -> None:
     if not getattr(cls.add_lora_linear, "_helpline_fused", False):
         cls.add_lora_linear = make_add_lora_linear(cls.add_lora_linear)
     ops._helpline_grouped = True
-    import logging
-
     logging.getLogger("vllm.plugins.helpline").info(
         "helpline: LoRA on the CPU backend uses grouped matmuls (vllm_lora_cpu)"
     )

@@ -6,7 +6,9 @@ remembered in ``lora_modules``, so a restarted server comes back with every adap
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -186,8 +188,6 @@ def _die_with_parent() -> None:
     """Linux: the engine gets SIGTERM if `helpline run` dies without cleaning up (no orphan
     holding the port and gigabytes of memory)."""
     if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 

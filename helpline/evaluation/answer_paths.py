@@ -14,7 +14,13 @@ from typing import Any
 
 from helpline.answering.rag import RAGPipeline
 from helpline.evaluation.answers import AnswerCase, ServedAnswer, Via
+from helpline.evaluation.load import serve_app
+from helpline.platform.lazy_imports import require
 from helpline.platform.registry import Registry
+from helpline.serving.gateway.app import create_app
+from helpline.serving.gateway.config import GatewayLimits
+from helpline.serving.gateway.store import GatewayStore
+from helpline.serving.routing import ModelRouter
 
 Answerer = Callable[[AnswerCase], ServedAnswer]
 
@@ -51,10 +57,6 @@ class _OneGenerator:
 def gateway_app(pipeline: RAGPipeline, registry: Registry, folder: Path) -> tuple[Any, dict[str, str]]:
     """The gateway app around ``pipeline`` (its keys and conversation store in ``folder``) and a key per
     role; limits high enough that a measurement is never throttled."""
-    from helpline.serving.gateway.app import create_app
-    from helpline.serving.gateway.config import GatewayLimits
-    from helpline.serving.gateway.store import GatewayStore
-    from helpline.serving.routing import ModelRouter
 
     folder.mkdir(parents=True, exist_ok=True)
     store = GatewayStore(folder / "gateway.sqlite")
@@ -67,8 +69,6 @@ def gateway_app(pipeline: RAGPipeline, registry: Registry, folder: Path) -> tupl
 @contextmanager
 def served_gateway(pipeline: RAGPipeline, registry: Registry, folder: Path) -> Iterator[tuple[str, str]]:
     """The gateway app around ``pipeline`` served by uvicorn on a loopback port: (base URL, customer key)."""
-    from helpline.evaluation.load import serve_app
-
     app, keys = gateway_app(pipeline, registry, folder)
     server, thread, url = serve_app(app)
     try:
@@ -82,7 +82,7 @@ def served_gateway(pipeline: RAGPipeline, registry: Registry, folder: Path) -> I
 def through_gateway(pipeline: RAGPipeline, registry: Registry, *, stream: bool) -> Iterator[Answerer]:
     """`POST /v1/chat/completions` on the gateway app built around ``pipeline`` (in-process, with its
     own keys and conversation store in a temporary folder); ``stream`` joins the SSE events."""
-    from fastapi.testclient import TestClient
+    TestClient = require("fastapi.testclient", "serve").TestClient
 
     with tempfile.TemporaryDirectory(prefix="helpline-answers-") as tmp:
         app, keys = gateway_app(pipeline, registry, Path(tmp))

@@ -25,8 +25,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from helpline.evaluation.regression.evaluators import cosine
 from helpline.platform.errors import ConfigError
 from helpline.platform.files import read_jsonl, read_yaml
+from helpline.platform.lazy_imports import require
 from helpline.platform.schemas import ChatMessage
 
 Via = Literal["pipeline", "gateway", "stream"]
@@ -139,8 +141,6 @@ class Doc2dialJudge:
     min_similarity: float = 0.4
 
     def __call__(self, case: AnswerCase, served: ServedAnswer) -> tuple[bool, dict[str, Any]]:
-        from helpline.evaluation.regression.evaluators import cosine
-
         claim = served.claim or served.text
         verdict = self.detector.verdict(claim, [case.gold_passage or ""])
         best = min([verdict.answer_score, *(s.score for s in verdict.sentences)])
@@ -217,7 +217,7 @@ def evaluate(cases: list[AnswerCase], answer: Any, *, doc2dial: Doc2dialJudge | 
     """Ask every case through ``answer`` (an entry point of :mod:`helpline.evaluation.answer_paths`)."""
     items: Any = cases
     if progress:
-        from tqdm import tqdm
+        tqdm = require("tqdm", "train").tqdm
 
         items = tqdm(cases, desc="answers", unit="question")
     results = []

@@ -23,6 +23,7 @@ same way (its memory is then not measured).
 from __future__ import annotations
 
 import json
+import statistics
 import tempfile
 import time
 from dataclasses import dataclass
@@ -30,14 +31,24 @@ from pathlib import Path
 from typing import Any
 
 from helpline.engines.protocol import Generator
+from helpline.evaluation.load import level, sequential
+from helpline.evaluation.model_probe import run_probe
 from helpline.evaluation.rag_eval import build_index, load_questions, run_arm
+from helpline.evaluation.regression.cases import load_suite
 from helpline.evaluation.regression.factory import resolve_model
+from helpline.evaluation.regression.generators import suite_cases
+from helpline.evaluation.regression.runner import RAGResponder, _case_score, run_suite
+from helpline.guard.selection import load_detector
 from helpline.platform.context import Context
 from helpline.platform.errors import NotFoundError
 from helpline.platform.registry import ModelRecord
 from helpline.platform.schemas import ChatMessage
+from helpline.retrieval import sample_questions as questions
 from helpline.retrieval.factory import build_embedder
 from helpline.serving.factory import build_generator, build_pipeline
+from helpline.serving.routing import VLLMBackend
+from helpline.training.distill.run import resolve_teacher
+from helpline.training.distill.teacher import open_teacher, teacher_api_key
 
 LABELS = ("teacher", "student_before", "student_after")
 DEFAULT_SUITES = ("support.yaml", "general.yaml", "generated.yaml")
@@ -72,8 +83,6 @@ class ReportOptions:
 
 def local_record(ctx: Context, name: str) -> ModelRecord | None:
     """The registry record behind a name, an alias or an adapter's served name (``name-<digest>``)."""
-    from helpline.serving.routing import VLLMBackend
-
     try:
         return ctx.registry.get_model(name)
     except NotFoundError:
@@ -90,8 +99,6 @@ def contenders(
     """Teacher (the config's endpoint), student before (``cfg.student``) and after (``after``, default the
     adapter the config's SFT section registers)."""
 
-    from helpline.training.distill.run import resolve_teacher
-    from helpline.training.distill.teacher import open_teacher, teacher_api_key
 
     t = resolve_teacher(cfg, ctx).teacher
     teacher = open_teacher(t.base_url, t.model, api_key_env=t.api_key_env, timeout_s=t.timeout_s, stop=t.stop)
@@ -117,8 +124,6 @@ def rag_prompts(ctx: Context, generator: Generator, questions: list[str]) -> lis
 
 
 def sample_questions(n: int) -> list[str]:
-    from helpline.retrieval import sample_questions as questions
-
     return questions()[: max(n, 1) * 2]
 
 
@@ -126,8 +131,6 @@ def engine_speed(c: Contender, prompts: list[list[ChatMessage]], *, n: int, max_
                  full_length: bool = False) -> dict[str, Any] | None:  # fmt: skip
     """Single-stream figures through the contender's own engine (HTTP endpoint or in-process). At
     ``full_length`` only an endpoint can be told to ignore end-of-sequence: None in-process."""
-    from helpline.evaluation.load import level, sequential
-
     base_url = getattr(c.generator, "base_url", None)
     if base_url is None:
         if full_length:
@@ -150,7 +153,6 @@ def decode_rate(r: dict[str, Any]) -> float | None:
 def engine_speeds(models: list[Contender], prompts: list[list[ChatMessage]], opts: ReportOptions) -> dict[str, dict]:
     """Every contender's single-stream figures, natural and at equal length, in interleaved rounds; medians
     of the rounds (each round's figures are kept)."""
-    import statistics
 
     for c in models:
         c.generator.generate(prompts[0], max_tokens=4)  # warm-up: the first request pays for caches and graphs
@@ -183,9 +185,6 @@ def engine_speeds(models: list[Contender], prompts: list[list[ChatMessage]], opt
 
 def regression(ctx: Context, c: Contender, opts: ReportOptions, *, verifier: Any, embedder: Any) -> dict[str, Any]:
     """Every suite through the RAG pipeline with ``c``'s generator; pooled score and per-suite summaries."""
-    from helpline.evaluation.regression.cases import load_suite
-    from helpline.evaluation.regression.generators import suite_cases
-    from helpline.evaluation.regression.runner import RAGResponder, _case_score, run_suite
 
     pipeline = build_pipeline(ctx, generator=c.generator)
     pipeline.max_tokens = opts.max_tokens
@@ -212,12 +211,8 @@ def regression(ctx: Context, c: Contender, opts: ReportOptions, *, verifier: Any
 
 def run_report(ctx: Context, models: list[Contender], opts: ReportOptions) -> dict[str, Any]:
     """Every figure for every contender, then the distillation targets."""
-    from helpline.evaluation.model_probe import run_probe
-
     detector = None
     if opts.detector:
-        from helpline.guard.selection import load_detector
-
         detector = load_detector(ctx, opts.detector)
     embedder = build_embedder(ctx, backend="torch")
     out: dict[str, Any] = {"models": {c.label: {"name": c.name} for c in models}, "options": _jsonable(opts)}

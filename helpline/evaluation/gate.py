@@ -14,12 +14,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from helpline.evaluation.answer_paths import through_pipeline
 from helpline.evaluation.answers import evaluate, read_cases
-from helpline.evaluation.regression.runner import SuiteResult
+from helpline.evaluation.regression.cases import load_suite, suite_path
+from helpline.evaluation.regression.generators import suite_cases
+from helpline.evaluation.regression.runner import SuiteResult, run_suite
 from helpline.evaluation.report import Check, GateReport, write_gate_report
 from helpline.platform.errors import ConfigError
 from helpline.platform.files import read_yaml_mapping
 from helpline.platform.promotion import GateError, require_passing_gate
 from helpline.platform.registry import Registry
+from helpline.retrieval import SAMPLE_KB
 
 __all__ = ["Check", "GateError", "GateReport", "require_passing_gate"]  # defined in platform and report
 
@@ -74,15 +77,11 @@ class GateConfig(BaseModel):
     thresholds: Thresholds = Field(default_factory=Thresholds)
 
     def answers_path(self) -> Path | None:
-        from helpline.retrieval import SAMPLE_KB
-
         if not self.answers or self.answers == "none":
             return None
         return SAMPLE_KB / "QUESTIONS.yaml" if self.answers == "sample" else Path(self.answers)
 
     def suite_paths(self) -> list[Path]:
-        from helpline.evaluation.regression.cases import suite_path
-
         return [suite_path(s) for s in self.suites]
 
 
@@ -236,9 +235,6 @@ def run_gate(
     progress: bool = False,
 ) -> tuple[GateReport, list[SuiteResult], list[SuiteResult]]:
     """Run every suite on both models (``responder_for(name)`` builds each), decide, write the HTML."""
-    from helpline.evaluation.regression.cases import load_suite
-    from helpline.evaluation.regression.generators import suite_cases
-    from helpline.evaluation.regression.runner import run_suite
 
     suites = [load_suite(p) for p in cfg.suite_paths()]  # validate every file before answering anything
     cases = {s.name: suite_cases(s, data_dir=data_dir, limit=cfg.limit_per_suite) for s in suites}

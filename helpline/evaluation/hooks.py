@@ -7,7 +7,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from helpline.evaluation.answer_paths import through_pipeline
+from helpline.evaluation.answers import evaluate, read_cases
+from helpline.evaluation.regression.cases import load_suite
 from helpline.evaluation.regression.factory import build_responder
+from helpline.evaluation.regression.generators import suite_cases
+from helpline.evaluation.regression.runner import run_suite
 from helpline.platform.context import Context
 
 SUPPORT_SUITE = Path(__file__).parent / "suites" / "support.yaml"
@@ -33,9 +38,6 @@ def regression_after_sync(
     ``questions`` (a help-centre folder's own QUESTIONS.yaml) those are answered as served too, and a
     rise of the wrong-served rate also counts as dropped.
     """
-    from helpline.evaluation.regression.cases import load_suite
-    from helpline.evaluation.regression.generators import suite_cases
-    from helpline.evaluation.regression.runner import run_suite
 
     loaded = load_suite(suite)
     cases = suite_cases(loaded, data_dir=Path("."), limit=limit)
@@ -43,8 +45,6 @@ def regression_after_sync(
     result = run_suite(loaded.name, cases, responder)
     summary = result.summary()
     if questions is not None and getattr(responder, "pipeline", None) is not None:
-        from helpline.evaluation.answer_paths import through_pipeline
-        from helpline.evaluation.answers import evaluate, read_cases
 
         summary["answers"] = evaluate(read_cases(questions), through_pipeline(responder.pipeline))[0]
     earlier = (

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from helpline.platform.lazy_imports import require
 from helpline.platform.schemas import ChatMessage
 
 
@@ -91,7 +92,7 @@ async def stream_one(
 def level(base_url: str, key: str, model: str, prompts: list[list[dict]], *, concurrency: int, n: int,
           max_tokens: int, full_length: bool = False) -> dict[str, Any]:  # fmt: skip
     """One level in its own event loop, with a client (and connection pool) made for that loop."""
-    import openai
+    openai = require("openai", "serve")
 
     async def go() -> dict[str, Any]:
         async with openai.AsyncOpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=600) as client:
@@ -139,7 +140,7 @@ def sequential(gen: Any, prompts: list[list[ChatMessage]], *, n: int, max_tokens
 
 def serve_app(app: Any) -> tuple[Any, threading.Thread, str]:
     """Run an ASGI app with uvicorn on a free loopback port in a daemon thread: (server, thread, base URL)."""
-    import uvicorn
+    uvicorn = require("uvicorn", "serve")
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))

@@ -12,10 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from helpline.engines.hf import TransformersGenerator
+from helpline.evaluation.load import sequential
+from helpline.platform.schemas import ChatMessage
 
 
 def peak_rss_mb() -> float:
@@ -23,16 +28,12 @@ def peak_rss_mb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return round(int(line.split()[1]) / 1024, 1)
-    import resource
 
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def probe(model: str, adapter: str | None, prompts: list[list[dict]], *, n: int, max_tokens: int) -> dict:
     """Load the model (and adapter) with the transformers engine and answer ``n`` prompts one at a time."""
-    from helpline.engines.hf import TransformersGenerator
-    from helpline.evaluation.load import sequential
-    from helpline.platform.schemas import ChatMessage
 
     start = time.perf_counter()
     gen = TransformersGenerator(model, adapter_path=adapter)

@@ -17,11 +17,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from helpline.answering.prompts import load_prompt
 from helpline.evaluation.rag_questions import Question, load_questions
 from helpline.evaluation.regression.evaluators import Output, cosine, is_abstention, rouge_l
 from helpline.evaluation.regression.factory import resolve_model
+from helpline.guard.verifier import DetectorVerifier
 from helpline.platform.context import Context
 from helpline.platform.errors import ConfigError
+from helpline.platform.lazy_imports import require
 from helpline.platform.schemas import Document
 from helpline.retrieval.embedders.base import CachedEmbedder
 from helpline.retrieval.factory import build_embedder, scratch_knowledge_base
@@ -32,8 +35,6 @@ def answer_all(
     arm: str, questions: list[Question], *, generator: Any, pipeline: Any | None, max_tokens: int
 ) -> list[dict]:
     """Answer every question with one arm; RAG arms go through the pipeline (retrieval, citations)."""
-    from helpline.answering.prompts import load_prompt
-
     prompt = load_prompt("support")
     out = []
     for q in questions:
@@ -165,8 +166,8 @@ def compare_arms(
     score with a 95% paired-bootstrap interval (percentile), and the questions it wins and loses. An
     interval that excludes 0 is evidence of a difference; 40 questions rarely separate arms by less
     than about 0.1."""
-    import numpy as np
-    from scipy.stats import bootstrap
+    np = require("numpy", "retrieval")
+    bootstrap = require("scipy.stats", "eval").bootstrap
 
     if against not in paired:
         return {}
@@ -298,8 +299,6 @@ def run_arm(
     if rag:
         verifier = None
         if verify and detector is not None:
-            from helpline.guard.verifier import DetectorVerifier
-
             verifier = DetectorVerifier(detector)
         pipeline = build_pipeline(ctx, generator=generator, kb=kb, verifier=verifier)
         pipeline.max_tokens = max_tokens

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from helpline.evaluation.regression.runner import CaseResult, SuiteResult
+from helpline.platform.lazy_imports import require
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2rem;max-width:1200px;color:#222}
@@ -49,10 +50,10 @@ class GateReport:
 
 def category_plot(cand: SuiteResult, base: SuiteResult) -> str:
     """Per category: pass rate (solid) and mean case score (hatched), baseline vs candidate, as a base64 PNG."""
-    import matplotlib
+    matplotlib = require("matplotlib", "eval")
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = require("matplotlib.pyplot", "eval")
 
     c, b = cand.summary()["categories"], base.summary()["categories"]
     cats = sorted(set(c) | set(b))

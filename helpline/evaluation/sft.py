@@ -16,6 +16,7 @@ import re
 import statistics
 from dataclasses import dataclass
 
+from helpline.platform.lazy_imports import require
 from helpline.platform.pii import scrub_messages
 from helpline.training.data.sources import load_source
 
@@ -84,7 +85,7 @@ def structure_score(answer: str, reference: str, question: str) -> dict:
 
 def score_answers(answers: list[str], references: list[str], questions: list[str]) -> dict:
     """ROUGE-L F1 and the structure score, averaged; per-check means over applicable examples."""
-    from rouge_score import rouge_scorer
+    rouge_scorer = require("rouge_score.rouge_scorer", "eval")
 
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     rouge = [scorer.score(r, a)["rougeL"].fmeasure for a, r in zip(answers, references, strict=True)]
@@ -122,8 +123,9 @@ def load_eval_set(spec: str, limit: int, seed: int = 0) -> tuple[list[list[dict]
 def generate_batched(model_path: str, adapter: str | None, prompts: list[list[dict]], *, max_tokens: int,
                      batch_size: int = 8) -> list[str]:  # fmt: skip
     """Greedy answers with transformers, left-padded batches (fp32 on CPU)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    torch = require("torch", "train")
+    AutoModelForCausalLM = require("transformers", "train").AutoModelForCausalLM
+    AutoTokenizer = require("transformers", "train").AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(adapter or model_path)
     tokenizer.padding_side = "left"
@@ -131,7 +133,7 @@ def generate_batched(model_path: str, adapter: str | None, prompts: list[list[di
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
     if adapter:
-        from peft import PeftModel
+        PeftModel = require("peft", "train").PeftModel
 
         model = PeftModel.from_pretrained(model, adapter)
     model.eval()

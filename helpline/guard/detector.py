@@ -278,7 +278,7 @@ class Detector:
         out = [0.0] * len(pairs)
         batches: Any = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
         if progress:
-            from tqdm import tqdm
+            tqdm = require("tqdm", "train").tqdm
 
             batches = tqdm(batches, desc="cross-encoder", unit="batch")
         with torch.inference_mode():

@@ -13,6 +13,7 @@ import math
 import re
 from typing import Any
 
+from helpline.platform.lazy_imports import require
 from helpline.platform.text import STOPWORDS
 from helpline.platform.text import WORD as _WORD
 from helpline.platform.text import stems as _stems
@@ -75,9 +76,10 @@ def support_features(passage: str, answer: str, question: str | None) -> list[fl
 
 def fit_style(answers: list[str], labels: list[int]) -> Any:
     """A TF-IDF (characters and words) logistic regression over answers alone."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline, make_union
+    TfidfVectorizer = require("sklearn.feature_extraction.text", "eval").TfidfVectorizer
+    LogisticRegression = require("sklearn.linear_model", "eval").LogisticRegression
+    make_pipeline = require("sklearn.pipeline", "eval").make_pipeline
+    make_union = require("sklearn.pipeline", "eval").make_union
 
     vectors = make_union(
         TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), min_df=3, sublinear_tf=True, max_features=50000),
@@ -88,7 +90,7 @@ def fit_style(answers: list[str], labels: list[int]) -> Any:
 
 def fit_head(rows: list[list[float]], labels: list[int], inputs: list[str]) -> dict[str, Any]:
     """A standardised logistic regression, stored as plain numbers (JSON, no pickle)."""
-    from sklearn.linear_model import LogisticRegression
+    LogisticRegression = require("sklearn.linear_model", "eval").LogisticRegression
 
     cols = list(zip(*rows))
     mean = [sum(c) / len(c) for c in cols]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -52,8 +54,6 @@ def register_bundled_detector(ctx: Context) -> bool:
     """`helpline init`: register the detector shipped in the package as helpline-detector (its support
     features' heads, a 2 KB file), so every answer is verified from the first run. A detector already
     registered under that name (a recipe's, with its cross-encoder) is kept. True when it registered."""
-    import json
-    import shutil
 
     if any(m.name == DEFAULT_DETECTOR for m in ctx.registry.list_models()):
         return False

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from helpline.answering.rag import Verdict
 from helpline.guard.detector import Detector
 from helpline.platform.registry import Registry
 
@@ -34,8 +35,6 @@ class DetectorVerifier:
 
     def verify(self, answer: str, passages: list[Any]) -> Any:
         """serving's Verdict: grounded, score (1 = fully supported), and the least supported sentence."""
-        from helpline.answering.rag import Verdict
-
         texts = [p.chunk.text if hasattr(p, "chunk") else str(p) for p in passages]
         v = self.detector.verdict(answer, texts, self.question, threshold=self.cutoff())
         worst = max(v.sentences, key=lambda s: s.score).sentence if v.sentences else answer

@@ -17,3 +17,11 @@ def require(module: str, extra: str) -> ModuleType:
             f"{module} is not installed ({e})",
             hint=f"pip install 'helpline[{extra}]'  (or run `make run`, which installs everything)",
         ) from e
+
+
+def optional(module: str) -> ModuleType | None:
+    """Import ``module`` if it is there (a library's optional part, another version's layout), else None."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        return None

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import yaml
+
 #: The bundled sample help centre (articles and QUESTIONS.yaml).
 SAMPLE_KB = Path(__file__).parent / "sample_kb"
 
@@ -9,7 +11,6 @@ SAMPLE_KB = Path(__file__).parent / "sample_kb"
 def sample_questions(*, answerable: bool = True) -> list[str]:
     """Questions of the sample help centre (``QUESTIONS.yaml``): by default the customer questions a
     public article answers (the file also holds unanswerable, internal-only and staff questions)."""
-    import yaml
 
     rows = yaml.safe_load((SAMPLE_KB / "QUESTIONS.yaml").read_text("utf-8"))
     return [

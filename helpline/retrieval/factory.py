@@ -17,11 +17,14 @@ from helpline.platform.errors import ConfigError, WorkspaceNotReadyError
 from helpline.platform.settings import Settings
 from helpline.platform.workspace import Workspace
 from helpline.retrieval import SAMPLE_KB
-from helpline.retrieval.embedders.base import Embedder, LazyEmbedder
+from helpline.retrieval.embedders.base import Embedder, LazyEmbedder, SentenceTransformerEmbedder
+from helpline.retrieval.embedders.onnx import OnnxEmbedder, export_int8
+from helpline.retrieval.embedders.openvino import OpenVinoEmbedder, export_openvino_int8
 from helpline.retrieval.ingest.loaders import sample_texts
 from helpline.retrieval.ingest.records import RecordManager
 from helpline.retrieval.knowledge_base import KnowledgeBase, SearchOptions
 from helpline.retrieval.stores.chroma import ChromaStore
+from helpline.retrieval.stores.chroma_server import ChromaServer
 
 Backend = str  # one of BACKENDS
 BACKENDS = ("torch", "onnx-int8", "openvino-int8")
@@ -42,18 +45,13 @@ def build_embedder(ctx: Context, *, backend: Backend = "") -> Embedder:
 
     def load() -> Embedder:
         if backend == "openvino-int8":
-            from helpline.retrieval.embedders.openvino import OpenVinoEmbedder, export_openvino_int8
-
             folder = export_openvino_int8(
                 record.path, workspace.models / f"{record.name}-openvino-int8", texts=calibration_texts()
             )
             return OpenVinoEmbedder(folder, name=name)
         if backend == "onnx-int8":
-            from helpline.retrieval.embedders.onnx import OnnxEmbedder, export_int8
-
             folder = export_int8(record.path, workspace.models / f"{record.name}-onnx-int8")
             return OnnxEmbedder(folder, name=name)
-        from helpline.retrieval.embedders.base import SentenceTransformerEmbedder
 
         return SentenceTransformerEmbedder(record.path, name=record.name)
 
@@ -80,8 +78,6 @@ def chroma_server_for(settings: Settings, workspace: Workspace):  # -> ChromaSer
     started by hand or by another `helpline run`). Otherwise an unstarted server on loopback that keeps
     its data in the workspace (``indexes/chroma-server``); the caller starts and stops it.
     """
-    from helpline.retrieval.stores.chroma_server import ChromaServer
-
     r = settings.retrieval
     if r.store != "server":
         return None

@@ -19,6 +19,7 @@ from helpline.retrieval.bm25 import BM25Index, chunks_fingerprint
 from helpline.retrieval.embedders.base import Embedder
 from helpline.retrieval.fusion import reciprocal_rank_fusion, weighted_fusion
 from helpline.retrieval.ingest.chunking import chunk_document, content_hash
+from helpline.retrieval.ingest.loaders import SUPPORTED, load_directory
 from helpline.retrieval.ingest.records import Record, RecordManager
 from helpline.retrieval.ingest.syncing import SyncReport, apply_sync, document_hash
 from helpline.retrieval.stores.protocol import VectorStore
@@ -109,8 +110,6 @@ class KnowledgeBase:
         vanish from the answers), and a folder with no readable article is refused rather than allowed
         to empty the knowledge base. Returns the report and the files that could not be loaded.
         """
-        from helpline.retrieval.ingest.loaders import SUPPORTED, load_directory
-
         docs, failures = load_directory(folder)
         known = {r.doc_id for r in self.documents()}
         if not docs and known:

@@ -12,16 +12,28 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
+import httpx
+
 from helpline.answering.abstention import min_score_for, scoring_mode
 from helpline.answering.extractive import ExtractiveReader
 from helpline.answering.rag import RAGPipeline, Verifier
+from helpline.engines.hf import TransformersGenerator
+from helpline.engines.openai_http import OpenAIGenerator
 from helpline.engines.protocol import Generator
+from helpline.engines.vllm_server import load_lora_adapter
+from helpline.guard.selection import chosen_detector
+from helpline.guard.verifier import DetectorVerifier
 from helpline.platform.context import Context
 from helpline.platform.errors import EngineError
+from helpline.platform.lazy_imports import require
 from helpline.platform.registry import Registry
 from helpline.platform.settings import Settings
 from helpline.platform.workspace import Workspace
 from helpline.retrieval.factory import open_knowledge_base
+from helpline.serving.gateway.app import create_app
+from helpline.serving.gateway.store import GatewayStore
+from helpline.serving.kb_owner import OwnedKB
+from helpline.serving.routing import ModelRouter, TransformersBackend, VLLMBackend
 
 EngineChoice = Literal["auto", "vllm", "transformers"]
 
@@ -47,19 +59,14 @@ def build_generator(ctx: Context, *, engine: EngineChoice | None = None) -> Gene
     engine = engine or settings.engine
     record = ctx.registry.chat_model(settings.chat_model)
     base = ctx.registry.base_of(record)
-    from helpline.serving.routing import VLLMBackend
 
     name = VLLMBackend.served_name(record)
     served = _served_models(settings) if engine in ("vllm", "auto") else None
     if served is not None and name not in served and record.kind == "adapter" and base.name in served:
-        from helpline.engines.vllm_server import load_lora_adapter
-
         # An adapter of the served base that no alias loaded yet (a new candidate): load it now.
         load_lora_adapter(f"http://{settings.vllm.host}:{settings.vllm.port}", name, record.path)
         served.append(name)
     if served is not None and name in served:
-        from helpline.engines.openai_http import OpenAIGenerator
-
         return OpenAIGenerator(vllm_url(settings), name)
     why = "no vLLM server is answering" if served is None else f"the vLLM server serves {', '.join(served)}, not"
     if engine == "vllm":
@@ -70,7 +77,6 @@ def build_generator(ctx: Context, *, engine: EngineChoice | None = None) -> Gene
     if engine == "auto":
         print(f"note: {why}{'' if served is None else ' ' + repr(name)}; generating in-process with transformers",
               file=sys.stderr)  # fmt: skip
-    from helpline.engines.hf import TransformersGenerator
 
     adapter = record.path if record.kind == "adapter" else None
     return TransformersGenerator(base.path, adapter_path=adapter, name=record.name)
@@ -78,7 +84,6 @@ def build_generator(ctx: Context, *, engine: EngineChoice | None = None) -> Gene
 
 def _served_models(settings: Settings) -> list[str] | None:
     """Model ids the configured vLLM server lists, or None when no server answers."""
-    import httpx
 
     try:
         resp = httpx.get(f"{vllm_url(settings)}/models", timeout=2)
@@ -133,10 +138,6 @@ def build_gateway(
     store_path: Path | None = None,
 ) -> Any:
     """The gateway app over the real knowledge base and the vLLM server (or in-process transformers)."""
-    from helpline.serving.gateway.app import create_app
-    from helpline.serving.gateway.store import GatewayStore
-    from helpline.serving.kb_owner import OwnedKB
-    from helpline.serving.routing import ModelRouter, TransformersBackend, VLLMBackend
 
     settings, registry = ctx.settings, ctx.registry
     kb = OwnedKB(lambda: open_knowledge_base(ctx))
@@ -161,8 +162,6 @@ def build_gateway(
 
 def build_verifier(ctx: Context) -> Verifier | None:
     """The gateway's answer check from ``gateway.detector`` (auto: helpline-detector when registered)."""
-    from helpline.guard.selection import chosen_detector
-    from helpline.guard.verifier import DetectorVerifier
 
     name = chosen_detector(ctx.registry, ctx.settings.gateway.detector)
     return None if name is None else DetectorVerifier.from_registry(ctx.registry, name)
@@ -176,8 +175,8 @@ def _base_name(settings: Settings, registry: Registry) -> str:
 
 def build_readiness_checks(ctx: Context, *, kb: Any, engine: EngineChoice) -> Any:
     """An async callable reporting engine, index and embedder health for `GET /ready`."""
-    import anyio.to_thread
-    import httpx
+    require("anyio.to_thread", "serve")
+    anyio = require("anyio", "serve")
 
     settings = ctx.settings
 

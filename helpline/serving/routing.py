@@ -10,10 +10,14 @@ from __future__ import annotations
 import hashlib
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
+from helpline.engines.hf import TransformersGenerator
+from helpline.engines.openai_http import OpenAIGenerator
 from helpline.engines.protocol import Generator
 from helpline.platform.errors import ConfigError, NotFoundError
+from helpline.platform.lazy_imports import require
 from helpline.platform.promotion import require_passing_gate
 from helpline.platform.registry import CHAT_KINDS, AliasChange, ModelRecord, Registry
 
@@ -109,8 +113,6 @@ class VLLMBackend:
     """Generators that talk to one vLLM server; adapters are loaded into it on first use."""
 
     def __init__(self, *, base_url: str, base_model: str, server=None, timeout_s: float = 120.0) -> None:
-        from helpline.platform.lazy_imports import require
-
         openai = require("openai", "serve")
         self.base_url = base_url
         self.base_model = base_model
@@ -130,8 +132,6 @@ class VLLMBackend:
         return f"{record.name}-{digest}"
 
     def generator_for(self, record: ModelRecord) -> Generator:
-        from helpline.engines.openai_http import OpenAIGenerator
-
         name = self.served_name(record)
         with self._lock:
             if name in self._generators:
@@ -164,8 +164,6 @@ class TransformersBackend:
         self._lock = threading.Lock()
 
     def generator_for(self, record: ModelRecord) -> Generator:
-        from helpline.engines.hf import TransformersGenerator
-
         with self._lock:
             key = f"{record.name}:{record.created_at}"
             if key not in self._generators:
@@ -185,7 +183,6 @@ def startup_adapters(registry: Registry, base_model: str, *, chat_model: str | N
     Only those: any other adapter loads on first use, so one broken adapter in the registry
     cannot keep the engine from starting.
     """
-    from pathlib import Path
 
     out = {}
     for target in {*registry.aliases().values(), *([chat_model] if chat_model else [])}:

@@ -10,6 +10,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from helpline.answering.rag import RAGPipeline
+from helpline.evaluation.load import serve_app
 from helpline.platform.registry import ModelRecord, Registry
 from helpline.platform.schemas import Document
 from helpline.retrieval.knowledge_base import KnowledgeBase
@@ -104,8 +105,6 @@ def make_gateway(tmp_path: Path, limits: GatewayLimits | None = None) -> Gateway
 @contextmanager
 def serve_in_thread(app) -> Iterator[int]:
     """Run an ASGI app with uvicorn on a free loopback port in a daemon thread; yields the port."""
-    from helpline.evaluation.load import serve_app
-
     server, thread, url = serve_app(app)
     try:
         yield int(url.rsplit(":", 1)[1])

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from importlib import resources
 
+from helpline.platform.lazy_imports import require
+
 _CORPUS = [
     "How do I return an item? Open your orders, choose the item and click Return.",
     "I understand that you want to cancel your order. Here is how: 1. Log in. 2. Open My Orders.",
@@ -19,8 +21,8 @@ SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 def tiny_tokenizer():
     """A lossless byte-level BPE tokenizer with ChatML special tokens and SmolLM2's chat template."""
-    from tokenizers import ByteLevelBPETokenizer
-    from transformers import PreTrainedTokenizerFast
+    ByteLevelBPETokenizer = require("tokenizers", "train").ByteLevelBPETokenizer
+    PreTrainedTokenizerFast = require("transformers", "train").PreTrainedTokenizerFast
 
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(_CORPUS * 4, vocab_size=400, min_frequency=1, special_tokens=SPECIAL, show_progress=False)
@@ -37,8 +39,9 @@ def tiny_tokenizer():
 
 def tiny_llama(tokenizer, *, seed: int = 0, layers: int = 2):
     """A Llama (2 layers unless told) with hidden size 32 whose vocabulary matches ``tokenizer``."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    torch = require("torch", "train")
+    LlamaConfig = require("transformers", "train").LlamaConfig
+    LlamaForCausalLM = require("transformers", "train").LlamaForCausalLM
 
     torch.manual_seed(seed)
     config = LlamaConfig(

@@ -11,12 +11,15 @@ import json
 import sys
 import time
 
+from helpline.platform.lazy_imports import require
+
 
 def main(request_path: str, result_path: str) -> None:
     """Read the request, generate, write ``{"outputs": [[token ids], ...], ...}``."""
-    from vllm import LLM, SamplingParams
-    from vllm.inputs import TokensPrompt
-    from vllm.lora.request import LoRARequest
+    LLM = require("vllm", "serve-cpu").LLM
+    SamplingParams = require("vllm", "serve-cpu").SamplingParams
+    TokensPrompt = require("vllm.inputs", "serve-cpu").TokensPrompt
+    LoRARequest = require("vllm.lora.request", "serve-cpu").LoRARequest
 
     with open(request_path) as fh:
         req = json.load(fh)

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import streamlit as st
 
 from helpline.platform.errors import HelplineError
+from helpline.platform.settings import load_settings
 from helpline.ui.client import GatewayClient, GatewayError, GatewayUnavailable, Principal
 
 T = TypeVar("T")
@@ -27,8 +28,6 @@ def gateway_url() -> str:
     if explicit:
         return explicit
     try:
-        from helpline.platform.settings import load_settings
-
         return load_settings().ui.gateway_url
     except HelplineError:
         return DEFAULT_GATEWAY

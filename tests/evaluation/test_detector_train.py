@@ -90,9 +90,10 @@ def _halueval(folder: Path) -> Path:
     return folder
 
 
-def test_a_failed_retrain_leaves_the_detector_already_there_as_it_was(tmp_path: Path, monkeypatch) -> None:
-    from helpline.platform.errors import NotFoundError
-    from helpline.training.detector import calibration
+def test_a_failed_retrain_leaves_the_detector_already_there_as_it_was(tmp_path: Path) -> None:
+    import shutil
+
+    from helpline.platform.errors import DataError, NotFoundError
     from helpline.training.detector.train import DetectorTrainConfig, train
 
     cfg = DetectorTrainConfig(halueval_dir=_halueval(tmp_path / "halueval"), train_cross_encoder=False, val_items=40)
@@ -101,13 +102,12 @@ def test_a_failed_retrain_leaves_the_detector_already_there_as_it_was(tmp_path: 
     assert report["qa"]["features"]["balanced_accuracy"] > 0.9  # the features see the invented names
     before = {p.name: p.read_bytes() for p in output.iterdir()}
 
-    def broken(cfg, folder: Path, **kwargs):
-        (folder / "detector.json").write_text('{"heads": ')  # stopped while writing
-        raise RuntimeError("stopped half-way")
-
-    monkeypatch.setattr(calibration, "fit_detector", broken)
-    with pytest.raises(RuntimeError, match="half-way"):
-        train(cfg, base_path=tmp_path, output=output, log=lambda _: None)
+    broken = tmp_path / "broken-halueval"
+    shutil.copytree(cfg.halueval_dir, broken)
+    with open(broken / "qa_data.jsonl", "a") as fh:
+        fh.write('{"knowledge": "a line cut off while it was written\n')  # the retrain fails half-way
+    with pytest.raises(DataError):
+        train(cfg.model_copy(update={"halueval_dir": broken}), base_path=tmp_path, output=output, log=lambda _: None)
     with pytest.raises(NotFoundError, match="not a saved cross-encoder"):
         train(cfg.model_copy(update={"cross_encoder_from": tmp_path / "nothing"}), base_path=tmp_path, output=output)
     assert {p.name: p.read_bytes() for p in output.iterdir()} == before

@@ -71,7 +71,7 @@ class _Endpoint:
 
 
 def test_engine_speeds_interleave_rounds_and_report_medians(monkeypatch):
-    from helpline.evaluation import load
+    from helpline.evaluation import distill_report
     from helpline.platform.schemas import ChatMessage
 
     calls: list[tuple[str, bool]] = []
@@ -85,7 +85,7 @@ def test_engine_speeds_interleave_rounds_and_report_medians(monkeypatch):
         return {"requests": n, "failed": 0, "output_tokens": tokens, "output_tokens_per_s": rate / (1 if full_length
                 else 2), "ttft_p50_s": 0.1, "e2e_p50_s": 0.1 + 15 / rate, "e2e_p95_s": 1.0, "errors": []}  # fmt: skip
 
-    monkeypatch.setattr(load, "level", fake_level)
+    monkeypatch.setattr(distill_report, "level", fake_level)  # the load generator, where the report calls it
     models = [Contender("teacher", "t", _Endpoint("t")), Contender("student_after", "s", _Endpoint("s"))]
     prompts = [[ChatMessage(role="user", content="Where is my refund?")]]
     out = engine_speeds(models, prompts, ReportOptions(speed_prompts=2, speed_max_tokens=16, speed_rounds=3))

@@ -191,7 +191,7 @@ def test_kb_sync_check_answers_the_suite_and_exits_1_when_it_got_worse(
 
     monkeypatch.setattr(kb_cli, "sync_folder", sync_folder)
     mini = functools.partial(hooks.regression_after_sync, suite=suite_file)
-    monkeypatch.setattr(hooks, "regression_after_sync", mini)
+    monkeypatch.setattr(kb_cli, "regression_after_sync", mini)
     answers = iter([GOOD, GOOD, WORSE])
     models: list[str] = []
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from helpline.platform.errors import DataError, NotFoundError
 from helpline.platform.files import read_jsonl
+from helpline.platform.lazy_imports import require
 
 Phrase = str | list[str]  # a list means "any of these"
 SUITES_DIR = Path(__file__).resolve().parents[1] / "suites"  # the bundled suites
@@ -88,7 +89,7 @@ class Expectations(_Strict):
         if not any(checks):
             raise ValueError("expect has no checks; add at least one (must_contain, reference, ...)")
         if self.json_schema is not None:
-            import jsonschema
+            jsonschema = require("jsonschema", "eval")
 
             try:
                 jsonschema.Draft202012Validator.check_schema(self.json_schema)

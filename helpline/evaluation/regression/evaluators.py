@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from helpline.answering.abstention import ABSTAIN_PATTERNS
 from helpline.evaluation.regression.cases import Expectations, Phrase
+from helpline.platform.lazy_imports import require
 
 RUDE_PHRASES = (
     "stupid", "idiot", "dumb", "shut up", "calm down", "not my problem", "your fault", "obviously you",
@@ -103,7 +104,7 @@ class JsonSchema:
     name: str = "json_schema"
 
     def evaluate(self, out: Output) -> Score:
-        import jsonschema
+        jsonschema = require("jsonschema", "eval")
 
         match = re.search(r"\{.*\}|\[.*\]", out.text, re.DOTALL)
         try:
@@ -203,7 +204,7 @@ class Tone:
 
 def rouge_l(reference: str, candidate: str) -> float:
     """ROUGE-L F1 (longest common subsequence of stemmed tokens)."""
-    from rouge_score import rouge_scorer
+    rouge_scorer = require("rouge_score.rouge_scorer", "eval")
 
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     return scorer.score(reference, candidate)["rougeL"].fmeasure

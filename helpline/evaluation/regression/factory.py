@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 from typing import Literal
 
+from helpline.answering.prompts import load_prompt
+from helpline.evaluation.regression.runner import DirectResponder, RAGResponder
 from helpline.platform.context import Context
 from helpline.platform.errors import ConfigError, NotFoundError
 from helpline.platform.files import has_chat_template
@@ -65,8 +67,6 @@ def _base_for(ctx: Context, base_ref: str) -> str:
 
 def build_responder(ctx: Context, *, model: str, mode: Mode = "rag", max_tokens: int | None = None):
     """A RAG or direct responder answering with ``model`` (name, alias or folder)."""
-    from helpline.answering.prompts import load_prompt
-    from helpline.evaluation.regression.runner import DirectResponder, RAGResponder
 
     name = resolve_model(ctx, model)
     answering = ctx.with_settings(chat_model=name)

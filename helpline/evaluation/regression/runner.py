@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from helpline.answering.rag import Prepared
 from helpline.evaluation.regression.cases import Case
 from helpline.evaluation.regression.evaluators import Embed, Output, Score, evaluators_for, is_abstention
+from helpline.platform.lazy_imports import require
 from helpline.platform.schemas import ChatMessage, Chunk, ScoredChunk
 
 
@@ -182,7 +183,7 @@ def run_suite(
     result = SuiteResult(suite=name, model=responder.name)
     iterator: Any = cases
     if progress:
-        from tqdm import tqdm
+        tqdm = require("tqdm", "train").tqdm
 
         iterator = tqdm(cases, desc=f"{name} · {responder.name}", unit="case")
     for case in iterator:

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
+
 from helpline.platform.errors import ConfigError
 
 
@@ -56,7 +58,6 @@ class ChromaServer:
         raise ConfigError(f"the Chroma server did not answer within {timeout_s:.0f} s", hint=f"see {self.log}")
 
     def ready(self) -> bool:
-        import httpx
 
         try:
             return httpx.get(f"http://{self.host}:{self.port}/api/v2/heartbeat", timeout=1.0).status_code == 200

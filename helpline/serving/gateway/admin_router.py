@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from helpline.platform.errors import EngineError
 from helpline.platform.schemas import Document
 from helpline.serving.gateway.auth import Principal, requires
+from helpline.serving.gateway.conversations import export_lines
 from helpline.serving.gateway.protocol import (
     CanaryRequest,
     DocumentsUpload,
@@ -123,8 +124,6 @@ def conversations(
 @admin.get("/conversations/export")
 def conversations_export(request: Request, who: Principal = Depends(requires("engineer"))) -> Response:
     """Rated-up and corrected answers as training chat JSONL (`{"messages": [...]}` per line)."""
-    from helpline.serving.gateway.conversations import export_lines
-
     lines = export_lines(request.app.state.store)
     request.app.state.store.audit(who.actor, "conversations.export", "", {"rows": len(lines)})
     return Response("".join(lines), media_type="application/jsonl")

@@ -11,6 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from helpline.answering.rag import RAGPipeline
 from helpline.platform.errors import HelplineError
+from helpline.platform.lazy_imports import require
 from helpline.serving.gateway.admin_router import admin
 from helpline.serving.gateway.api_router import router
 from helpline.serving.gateway.config import GatewayLimits
@@ -65,7 +66,7 @@ def create_app(
 
 
 def router_with_admin():
-    from fastapi import APIRouter
+    APIRouter = require("fastapi", "serve").APIRouter
 
     combined = APIRouter()
     combined.include_router(router)

@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 from helpline.platform.errors import DataError, EngineError, HelplineError, NotFoundError
 from helpline.platform.schemas import Access, ChatMessage
 from helpline.platform.workspace import Workspace
+from helpline.retrieval.ingest.loaders import load_file
 from helpline.serving.gateway.auth import Principal, requires
 
 console = APIRouter(prefix="/console", tags=["console"])
@@ -105,8 +106,6 @@ async def kb_upload_file(
 
 
 def _load_upload(filename: str, content: bytes, access: str | None, who: Principal) -> Any:
-    from helpline.retrieval.ingest.loaders import load_file
-
     name = Path(filename).name
     if not name or name.startswith("."):
         raise DataError(f"{filename!r} is not a usable file name", hint="upload a file such as returns.md")
@@ -132,8 +131,6 @@ async def kb_resync(request: Request, who: Principal = Depends(requires("staff")
 
 
 def _resync(kb: Any) -> dict[str, Any]:
-    from helpline.retrieval.ingest.loaders import load_file
-
     docs, missing, failed = [], [], []
     for record in kb.documents():
         if not record.source or record.source.startswith("upload:"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -9,6 +10,7 @@ from dataclasses import dataclass, field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from helpline.platform.errors import HelplineError
+from helpline.serving.gateway.errors import error_body
 
 
 class RateLimited(HelplineError):
@@ -116,9 +118,6 @@ class BodySizeLimit:
         await self.app(scope, limited_receive, send)
 
     async def _refuse(self, send: Send, limit: int) -> None:
-        import json
-
-        from helpline.serving.gateway.errors import error_body
 
         body = json.dumps(error_body(413, f"request body over {limit} bytes", "invalid_request_error")).encode()
         await send(

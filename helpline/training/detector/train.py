@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +29,7 @@ from helpline.guard.detector import CROSS_ENCODER, hypothesis
 from helpline.platform.errors import ConfigError, NotFoundError
 from helpline.platform.files import read_yaml_mapping, yaml_value
 from helpline.platform.lazy_imports import require
+from helpline.training.detector.calibration import fit_detector
 
 
 class DetectorTrainConfig(BaseModel):
@@ -209,9 +211,6 @@ def train(
     It is built in ``<output>.partial`` and moved into place only when complete, so a run that fails
     or is stopped leaves a detector already at ``output`` as it was (and can reuse its cross-encoder).
     """
-    import shutil
-
-    from helpline.training.detector.calibration import fit_detector
 
     if cfg.cross_encoder_from and not (cfg.cross_encoder_from / "config.json").is_file():
         raise NotFoundError(

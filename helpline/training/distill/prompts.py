@@ -12,6 +12,7 @@ import random
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from helpline.platform.schemas import Chunk
 from helpline.training.data.sources import load_source
@@ -119,7 +120,6 @@ def dedupe_prompts(prompts: list[DistillPrompt]) -> tuple[list[DistillPrompt], i
 
 
 def file_sha256(path: str) -> str:
-    from pathlib import Path
 
     return hashlib.sha256(Path(path).expanduser().read_bytes()).hexdigest()
 

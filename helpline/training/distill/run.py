@@ -25,6 +25,7 @@ from typing import Any
 from helpline.answering.prompts import load_prompt
 from helpline.answering.rag import Verifier, split_question
 from helpline.engines.protocol import Generator
+from helpline.guard.verifier import DetectorVerifier
 from helpline.platform.context import Context
 from helpline.platform.errors import DataError, NotFoundError
 from helpline.platform.schemas import ChatMessage, Chunk, ScoredChunk
@@ -49,6 +50,7 @@ from helpline.training.distill.teacher import (
     served_teacher_name,
     teacher_api_key,
 )
+from helpline.training.sft.trainer import check_run_dir, output_dir, publish_run, resolve_base_model, run_sft
 
 Search = Callable[..., list[ScoredChunk]]
 SPLITS = ("train", "validation", "test")
@@ -165,7 +167,6 @@ def load_verifier(ctx: Context, filters: FilterConfig) -> tuple[Verifier | None,
             f"groundedness filter skipped: no detector {filters.detector!r} in the registry "
             "(train one with `helpline eval train-detector`)"
         )
-    from helpline.guard.verifier import DetectorVerifier
 
     return DetectorVerifier.from_registry(ctx.registry, filters.detector, threshold=filters.detector_threshold), None
 
@@ -293,7 +294,6 @@ def run_distill(
 ) -> dict:
     """The whole command: dataset from the teacher, then (``cfg.train``) the student's SFT and export gate."""
     if cfg.train:  # before the teacher: an unknown student or an earlier run would stop it after the answers
-        from helpline.training.sft.trainer import check_run_dir, output_dir, resolve_base_model
 
         sft_cfg = cfg.sft_config("-")
         check_run_dir(sft_cfg, output_dir(sft_cfg, f"distill-{cfg.name}", ctx), prefix="sft.")
@@ -328,7 +328,6 @@ def run_distill(
     result: dict = {"dataset": manifest}
     if not cfg.train:
         return result
-    from helpline.training.sft.trainer import publish_run, run_sft
 
     sft_cfg = cfg.sft_config(manifest["path"])
     preset = f"distill-{cfg.name}"

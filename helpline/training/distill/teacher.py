@@ -18,9 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+
+from helpline.engines.openai_http import OpenAIGenerator
 from helpline.engines.protocol import Generator
-from helpline.platform.errors import ConfigError
+from helpline.platform.errors import ConfigError, EngineError, NotFoundError
 from helpline.platform.schemas import ChatMessage
+from helpline.serving.routing import VLLMBackend
 
 
 @dataclass
@@ -83,8 +87,6 @@ def open_teacher(
     base_url: str, model: str, *, api_key_env: str | None, timeout_s: float, stop: list[str] | None = None
 ) -> Generator:
     """The teacher as serving's OpenAI-compatible generator; the key is read from the environment."""
-    from helpline.engines.openai_http import OpenAIGenerator
-
     key = teacher_api_key(api_key_env)
     return OpenAIGenerator(base_url, model, api_key=key, timeout_s=timeout_s, stop=stop)
 
@@ -98,9 +100,6 @@ def served_teacher_name(
     Raises ConfigError naming the served models when neither is there, and EngineError when the
     endpoint does not answer, so a wrong URL or model fails before any prompt is built.
     """
-    import httpx
-
-    from helpline.platform.errors import EngineError, NotFoundError
 
     headers = {"Authorization": f"Bearer {api_key}"} if api_key and api_key != "unused" else {}
     try:
@@ -115,8 +114,6 @@ def served_teacher_name(
     if model in served:
         return model
     if registry is not None:
-        from helpline.serving.routing import VLLMBackend
-
         try:
             name = VLLMBackend.served_name(registry.get_model(model))
         except NotFoundError:

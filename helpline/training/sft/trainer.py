@@ -18,6 +18,7 @@ from helpline.platform.context import Context
 from helpline.platform.errors import ConfigError, DataError, HelplineError
 from helpline.platform.lazy_imports import require
 from helpline.training.data.prepare import resolve_dataset
+from helpline.training.export import export_adapter
 from helpline.training.sft.callbacks import metrics_file, resume_with_new_callbacks
 from helpline.training.sft.config import SFTConfig
 from helpline.training.sft.masking import load_chat_template, tokenize_example
@@ -307,8 +308,6 @@ def publish_run(summary: dict, cfg: SFTConfig, *, preset: str, ctx: Context, con
     registered as a base model. Returns ``{"export": ...}``, ``{"registered": ...}`` or nothing."""
     out: dict = {}
     if cfg.export:
-        from helpline.training.export import export_adapter
-
         out["export"] = export_adapter(Path(summary["run_dir"]), ctx=ctx, name=cfg.adapter_name, console=console)
     if cfg.method == "full":
         out["registered"] = register_full_model(summary, cfg, preset=preset, ctx=ctx)
