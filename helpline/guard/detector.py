@@ -22,6 +22,7 @@ from typing import Any, Literal, get_args
 from helpline.guard.features import apply_head, support_features
 from helpline.platform.errors import ConfigError, NotFoundError
 from helpline.platform.lazy_imports import require
+from helpline.platform.registry import Registry
 
 ScoringMode = Literal["answer", "sentences", "both"]
 Precision = Literal["auto", "bf16", "int8", "fp32"]
@@ -328,3 +329,14 @@ def resolve_precision(precision: Precision, torch: Any, *, calibrated: str | Non
     if wanted != "bf16":
         return wanted
     return "bf16" if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported() else "int8"
+
+
+def registered_detector_path(registry: Registry, name: str) -> Path:
+    """The folder of the detector registered as ``name``; a chat model or an embedder there is refused."""
+    record = registry.get_model(name)
+    if record.kind != "detector":
+        raise ConfigError(
+            f"{name!r} is a {record.kind} model, not a hallucination detector",
+            hint="name a detector (`helpline models list` shows kind detector), or set gateway.detector: auto",
+        )
+    return Path(record.path)

@@ -17,7 +17,7 @@ from helpline.datasets.halueval import (
     read_halueval,
     split_items,
 )
-from helpline.guard.detector import Detector, Precision
+from helpline.guard.detector import Detector, Precision, registered_detector_path
 from helpline.guard.metrics import binary_metrics
 from helpline.platform.context import Context
 from helpline.platform.errors import NotFoundError
@@ -70,7 +70,7 @@ def detector_path(ctx: Context, name_or_path: str) -> Path:
     path = Path(name_or_path)
     if not path.is_dir():
         try:
-            path = Path(ctx.registry.get_model(name_or_path).path)
+            path = registered_detector_path(ctx.registry, name_or_path)
         except NotFoundError as e:
             raise NotFoundError(
                 f"no detector {name_or_path!r} (neither a folder nor a registered model)",

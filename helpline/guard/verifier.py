@@ -9,11 +9,10 @@ Usage in the gateway or a script::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from helpline.answering.rag import Verdict
-from helpline.guard.detector import Detector
+from helpline.guard.detector import Detector, registered_detector_path
 from helpline.platform.registry import Registry
 
 
@@ -28,7 +27,7 @@ class DetectorVerifier:
     @classmethod
     def from_registry(cls, registry: Registry, name: str = "helpline-detector", **kw: Any) -> DetectorVerifier:
         """Load the registered detector (int8, CPU)."""
-        return cls(Detector.load(Path(registry.get_model(name).path)), **kw)
+        return cls(Detector.load(registered_detector_path(registry, name)), **kw)
 
     def cutoff(self) -> float:
         return self.threshold if self.threshold is not None else self.detector.threshold_for("rag")

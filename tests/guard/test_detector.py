@@ -108,3 +108,17 @@ def test_init_registers_the_bundled_detector_once_and_it_judges_answers(tmp_path
     supported = detector.verdict("You can use up to 2 gift cards on one order.", [passage])
     invented = detector.verdict("You can use 1000 gift cards and pay with bitcoin at our Berlin store.", [passage])
     assert not supported.hallucinated and invented.hallucinated
+
+
+def test_a_chat_model_is_not_loaded_as_the_detector(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from helpline.guard.detector import registered_detector_path
+    from helpline.guard.verifier import DetectorVerifier
+    from helpline.platform.errors import ConfigError
+    from helpline.platform.registry import Registry
+
+    registry = Registry(tmp_path / "registry.sqlite")
+    registry.register_model("smollm2", kind="base", path=tmp_path)
+    registry.register_model("helpline-detector", kind="detector", path=tmp_path / "det")
+    assert registered_detector_path(registry, "helpline-detector") == tmp_path / "det"
+    with pytest.raises(ConfigError, match="not a hallucination detector"):
+        DetectorVerifier.from_registry(registry, "smollm2")  # gateway.detector: smollm2 (a typo'd setting)
