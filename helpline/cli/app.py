@@ -1,4 +1,5 @@
-"""The `helpline` command: composes each area's command groups.
+"""The `helpline` command: `init`, `ask`, `run` and one command group per module (models, kb, data, train,
+eval, bench, keys, conversations).
 
 Every module states its helpline dependencies at its top; heavy libraries (torch, vLLM, Chroma,
 transformers) load through ``require`` inside the code that uses them, so `helpline --help` stays fast.
@@ -9,47 +10,36 @@ from __future__ import annotations
 import typer
 import typer.main
 
-from helpline.cli import answers as answers_cli
-from helpline.cli import distill as distill_cli
-from helpline.cli import evaluate as evaluation_cli
-from helpline.cli import kb as retrieval_cli
-from helpline.cli import serve as serving_cli
-from helpline.cli import train as training_cli
-from helpline.cli.common import console, fail, models_app, print_json
-from helpline.cli.kb import SAMPLE_KB, kb_app, sync_folder
+from helpline.cli.bench import bench_app
+from helpline.cli.conversations import conversations_app
+from helpline.cli.data import data_app
+from helpline.cli.eval import eval_app
+from helpline.cli.kb import kb_app, sync_folder
+from helpline.cli.keys import keys_app
+from helpline.cli.models import models_app
+from helpline.cli.output import console, fail, print_json
 from helpline.cli.serve import serving_app
+from helpline.cli.train import train_app
 from helpline.guard.selection import register_bundled_detector
 from helpline.platform.bundled import import_bundled
 from helpline.platform.context import Context
 from helpline.platform.errors import HelplineError
+from helpline.retrieval import SAMPLE_KB
 
 app = typer.Typer(
     no_args_is_help=True,
     help="helpline: a self-hosted customer-support assistant. Start with `helpline init`.",
     pretty_exceptions_enable=False,
 )
-eval_app = typer.Typer(no_args_is_help=True, help="Evaluate retrieval, models and answers.")
-bench_app = typer.Typer(no_args_is_help=True, help="Measure speed and memory.")
-data_app = typer.Typer(no_args_is_help=True, help="Prepare training data.")
-train_app = typer.Typer(no_args_is_help=True, help="Fine-tune and distil models.")
-
-# Each area contributes commands to the shared groups; it owns them in its own cli.py.
-data_app.add_typer(training_cli.data_app)
-train_app.add_typer(training_cli.train_app)
-train_app.add_typer(distill_cli.train_app)
-for area in (retrieval_cli, training_cli, evaluation_cli, answers_cli):
-    eval_app.add_typer(area.eval_app)
-for area in (retrieval_cli, training_cli, evaluation_cli, serving_cli, answers_cli):
-    bench_app.add_typer(area.bench_app)
-
+# Each group's module owns its typer app; `ask` and `run` (serve.py) join the root's own commands.
 app.add_typer(models_app, name="models")
 app.add_typer(kb_app, name="kb")
 app.add_typer(data_app, name="data")
 app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
 app.add_typer(bench_app, name="bench")
-app.add_typer(serving_cli.keys_app, name="keys")
-app.add_typer(serving_cli.conversations_app, name="conversations")
+app.add_typer(keys_app, name="keys")
+app.add_typer(conversations_app, name="conversations")
 app.add_typer(serving_app)
 
 
@@ -80,7 +70,6 @@ def init(
 @app.command("commands", hidden=True)
 def commands(groups: list[str] = typer.Argument(..., help="Command groups, e.g. train eval.")) -> None:
     """The commands of GROUPS as JSON ("train sft", ...): what the gateway may run as console jobs."""
-
     root = typer.main.get_command(app)
     out = []
     for group in groups:

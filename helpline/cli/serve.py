@@ -1,36 +1,23 @@
-"""`helpline ask`, `helpline run`, `helpline keys ...`, `helpline conversations ...`, `helpline bench serving`."""
+"""`helpline ask` (one answer in the terminal) and `helpline run` (engine, gateway and UI), added to the root."""
 
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import typer
 
-from helpline.answering.abstention import REPORT_NAME, calibrate
-from helpline.bench.serving import BenchOptions, run_bench
-from helpline.cli.common import console, print_json
+from helpline.cli.output import console, print_json
 from helpline.engines.vllm_server import VLLMServer
 from helpline.platform.context import Context
-from helpline.platform.errors import ConfigError
 from helpline.platform.lazy_imports import require
 from helpline.platform.schemas import ChatMessage
-from helpline.retrieval.factory import build_embedder, chroma_server_for
+from helpline.retrieval.factory import chroma_server_for
 from helpline.serving.factory import build_gateway, build_generator, build_pipeline, gateway_db
-from helpline.serving.gateway.conversations import export_jsonl
 from helpline.serving.gateway.store import GatewayStore
 from helpline.serving.routing import startup_adapters
 from helpline.ui.launch import start_streamlit
 
 serving_app = typer.Typer()
-keys_app = typer.Typer(no_args_is_help=True, help="API keys for the gateway (stored hashed).")
-conversations_app = typer.Typer(no_args_is_help=True, help="Logged conversations: review and export.")
-# `helpline bench serving` lives here (mounted by helpline/cli/app.py).
-bench_app = typer.Typer()
-
-
-def _store(ctx: Context):
-    return GatewayStore(gateway_db(ctx.workspace))
 
 
 @serving_app.command("ask")
@@ -61,7 +48,7 @@ def _default_engine() -> str:
 
 def _bootstrap_keys(ctx: Context) -> None:
     """First start: one key per role, printed once (only hashes are stored)."""
-    store = _store(ctx)
+    store = GatewayStore(gateway_db(ctx.workspace))
     if store.list_keys():
         console.print("keys: use yours, or create one with `helpline keys create --role customer`")
         return
@@ -116,7 +103,6 @@ def _start_chroma(chroma, ctx: Context) -> None:
 
 def _vllm_server(ctx: Context):
     """The supervised vLLM server (not started) for the chat model's base, with the adapters to load at start."""
-
     s = ctx.settings
     record = ctx.registry.chat_model(s.chat_model)
     base = ctx.registry.base_of(record)
@@ -137,7 +123,8 @@ def _start_vllm(server) -> None:
 
 def _print_endpoints(url: str, server) -> None:
     """Where the gateway listens and which engine answers."""
-    console.print(f"[green]gateway[/] {url}  (OpenAI-compatible base_url: {url}/v1; docs: {url}/docs)")
+    api = f"OpenAI-compatible base_url: {url}/v1; {url}/openapi.json with an engineer key"
+    console.print(f"[green]gateway[/] {url}  ({api})")
     if server is not None:
         console.print(f"[green]engine[/]  vLLM at {server.base_url} (loopback only; supervised)")
     else:
@@ -171,111 +158,3 @@ def _start_ui(ctx: Context, *, gateway_url: str):
     process = start_streamlit(gateway_url, port, log_path=ctx.workspace.logs / "ui.log")
     console.print(f"[green]ui[/]      http://127.0.0.1:{port}  (sign in with a key above)")
     return process
-
-
-# keys -------------------------------------------------------------------------------------------
-
-
-@keys_app.command("create")
-def keys_create(
-    role: str = typer.Option(..., help="customer | staff | engineer | admin"),
-    name: str = typer.Option("", help="Who or what the key is for."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-) -> None:
-    """Create an API key; it is printed once and only its hash is stored."""
-    key, record = _store(Context.load()).create_key(role, name=name, actor="cli")  # type: ignore[arg-type]
-    if as_json:
-        print_json({"key": key, **record.model_dump()})
-    else:
-        console.print(f"[green]{role} key[/] (id {record.id}; shown only now):")
-        print(key)
-
-
-@keys_app.command("list")
-def keys_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Keys with their role and prefix (never the key)."""
-    keys = [k.model_dump() for k in _store(Context.load()).list_keys()]
-    if as_json:
-        print_json({"keys": keys})
-        return
-    for k in keys:
-        state = "revoked" if k["revoked_at"] else "live"
-        console.print(f"{k['id']:4d} {k['prefix']}… {k['role']:9s} {state:8s} {k['name']}", highlight=False)
-
-
-@keys_app.command("revoke")
-def keys_revoke(key_id: int = typer.Argument(..., help="Key id (see `helpline keys list`).")) -> None:
-    """Revoke a key at once."""
-    _store(Context.load()).revoke_key(key_id, actor="cli")
-    console.print(f"revoked key {key_id}")
-
-
-# conversations ------------------------------------------------------------------------------------
-
-
-@conversations_app.command("export")
-def conversations_export(
-    out: Path = typer.Argument(..., help="Output JSONL ({'messages': [...]} per line), for `helpline data prepare`."),
-    include_unrated: bool = typer.Option(False, help="Also export answers nobody rated (not abstentions)."),
-    no_scrub: bool = typer.Option(False, "--no-scrub", help="Keep personal data (default: redacted)."),
-) -> None:
-    """Export rated-up and staff-corrected conversations as training data."""
-    ctx = Context.load()
-    n = export_jsonl(_store(ctx), out, include_unrated=include_unrated, scrub=not no_scrub)
-    _store(ctx).audit("cli", "conversations.export", str(out), {"rows": n})
-    console.print(f"wrote {n} conversations to {out}")
-
-
-@conversations_app.command("list")
-def conversations_list(
-    limit: int = typer.Option(20, help="How many, newest first."),
-    rating: str = typer.Option(None, help="Only those rated up or down."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-) -> None:
-    """Recent answers with their feedback."""
-    turns = _store(Context.load()).turns(limit=limit, rating=rating)
-    if as_json:
-        print_json({"conversations": turns})
-        return
-    for t in turns:
-        q = t["messages"][-1]["content"][:60] if t["messages"] else ""
-        console.print(f"{t['response_id']} {t['model']} {t.get('rating') or '-':4s} {q!r}", highlight=False)
-
-
-# bench --------------------------------------------------------------------------------------------
-
-
-@bench_app.command("serving")
-def bench_serving(
-    abstention: bool = typer.Option(False, "--abstention", help="Calibrate the abstention threshold instead."),
-    data: Path = typer.Option(None, help="doc2dial folder (docs.jsonl, qa.jsonl) for --abstention."),
-    questions: int = typer.Option(300, help="--abstention: questions asked with and without their document."),
-    concurrency: str = typer.Option("1,8,16,32", help="Comma-separated concurrency levels."),
-    requests: int = typer.Option(0, help="Requests per level (default: 2 x concurrency, at least 8)."),
-    max_tokens: int = typer.Option(64, help="Output tokens per request."),
-    skip: str = typer.Option("", help="Comma-separated parts to skip: transformers,vllm,gateway,adapter,swap."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-) -> None:
-    """Throughput and latency: transformers sequential vs vLLM direct vs the gateway; base vs adapter."""
-    ctx = Context.load()
-    if abstention:
-
-        if data is None:
-            raise ConfigError("--abstention needs --data", hint="e.g. --data ../shared/data/doc2dial")
-        embedder = build_embedder(ctx)
-        with console.status(f"indexing {data} and asking {questions} questions twice"):
-            result = calibrate(data, settings=ctx.settings, embedder=embedder, n=questions)
-        result["thresholds"] = {result["mode"]: result["best_balanced"]["threshold"]}
-        report = ctx.workspace.reports / REPORT_NAME
-        report.write_text(__import__("json").dumps(result, indent=2))
-        result["written_to"] = str(report)
-    else:
-        levels = [int(c) for c in concurrency.split(",") if c.strip()]
-        opts = BenchOptions(
-            levels=levels, requests=requests, max_tokens=max_tokens, skip=set(filter(None, skip.split(",")))
-        )
-        result = run_bench(ctx, opts)
-    if as_json:
-        print_json(result)
-    else:
-        console.print_json(data=result)

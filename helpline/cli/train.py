@@ -1,100 +1,32 @@
-"""`helpline data ...`, `helpline train ...` and this area's eval/bench commands.
+"""`helpline train sft|prune|export|distill`: fine-tune, prune, export and distil models.
 
 torch, transformers, TRL and vLLM load only when a command runs what needs them.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-from helpline.bench.training import run_bench
-from helpline.cli.common import console, json_stdout, print_json
-from helpline.evaluation.sft import generate_batched, load_eval_set, score_answers
+from helpline.cli.output import console, json_stdout, print_json
 from helpline.platform.context import Context
 from helpline.platform.errors import ConfigError
-from helpline.training.data.prepare import PrepareOptions, prepare_dataset, resolve_dataset
+from helpline.training.distill.config import (
+    DistillConfig,
+    FilterConfig,
+    SourcesConfig,
+    TeacherConfig,
+    load_distill_config,
+)
+from helpline.training.distill.run import run_distill
 from helpline.training.export import export_adapter
 from helpline.training.prune import PruneOptions, run_prune
 from helpline.training.sft.config import SFTConfig, load_config
-from helpline.training.sft.trainer import load_tokenizer, publish_run, resolve_base_model, run_sft
+from helpline.training.sft.trainer import publish_run, run_sft
 
-data_app = typer.Typer()
-train_app = typer.Typer()
-eval_app = typer.Typer()
-bench_app = typer.Typer()
-
-
-def _token_counter(ctx: Context, model: str | None, chat_template: str | None):
-    """A function counting a conversation's tokens with the model's chat template, and the context size."""
-    if model is None:
-        return None, None, ""
-
-    path = resolve_base_model(model, ctx)
-    tokenizer = load_tokenizer(path, SFTConfig(dataset="-", chat_template=chat_template))
-    config = json.loads((path / "config.json").read_text())
-    context = config.get("max_position_embeddings") or config.get("text_config", {}).get("max_position_embeddings")
-
-    def count(messages: list[dict]) -> int:
-        # transformers 5 returns a BatchEncoding from tokenize=True: count the ids of the rendered text.
-        text = tokenizer.apply_chat_template(messages, tokenize=False)
-        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    return count, context, model
-
-
-@data_app.command("prepare")
-def prepare(
-    source: list[str] = typer.Option(
-        ..., "--source", help="KIND:PATH, repeatable: bitext:CSV, chat:JSONL, reviewed:JSONL, doc2dial:DIR."
-    ),
-    max_per_source: int | None = typer.Option(None, help="Seeded sample of at most N conversations per source."),
-    out: str = typer.Option(..., "--out", help="Dataset name; written to <workspace>/datasets/NAME/vN."),
-    model: str | None = typer.Option(
-        "smollm2-135m-instruct", help="Model whose tokenizer and context length check lengths ('' to skip)."
-    ),
-    chat_template: str | None = typer.Option(None, help="Template for a model without one (chatml, gemma, file)."),
-    max_tokens: int | None = typer.Option(None, help="Longest conversation kept, in tokens (default: context)."),
-    validation: float = typer.Option(0.05, help="Share held out for validation."),
-    test: float = typer.Option(0.10, help="Share held out for testing."),
-    seed: int = typer.Option(0, help="Seed of the split."),
-    skip_invalid: bool = typer.Option(False, help="Drop malformed rows (counted) instead of refusing the file."),
-    as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
-) -> None:
-    """Validate, scrub PII, deduplicate and split conversations into a versioned dataset."""
-    ctx = Context.load()
-    options = PrepareOptions(
-        sources=source,
-        name=out,
-        validation=validation,
-        test=test,
-        seed=seed,
-        max_tokens=max_tokens,
-        skip_invalid=skip_invalid,
-        max_per_source=max_per_source,
-    )
-    with console.status("loading the tokenizer"):
-        count, context, tokenizer_name = _token_counter(ctx, model or None, chat_template)
-    with console.status("validating, scrubbing, deduplicating, splitting"):
-        manifest = prepare_dataset(
-            options,
-            datasets_dir=ctx.workspace.datasets,
-            count_tokens=count,
-            context_length=context,
-            tokenizer_name=tokenizer_name,
-        )
-    if as_json:
-        print_json(manifest)
-        return
-    splits = ", ".join(f"{k} {v['count']}" for k, v in manifest["splits"].items())
-    console.print(f"[green]prepared[/] {manifest['path']}: {splits}")
-    console.print(f"dropped: {json.dumps({k: v for k, v in manifest['counts'].items() if 'dropped' in k})}")
-    console.print(
-        f"PII replaced: {manifest['scrubber']['replaced']}; "
-        f"scrubber recall on the labelled sample: {manifest['scrubber']['labelled_sample']['recall']}"
-    )
+train_app = typer.Typer(no_args_is_help=True, help="Fine-tune and distil models.")
 
 
 @train_app.command("sft", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -140,7 +72,6 @@ def prune(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Remove the decoder layers a model needs least (a faster student); heal it by training afterwards."""
-
     if method not in ("block", "layers", "loss"):
         raise ConfigError(f"unknown --method {method!r}", hint="use block, layers or loss")
     options = PruneOptions(model=model, layers=layers, dataset=dataset, name=name, method=method,  # type: ignore[arg-type]
@@ -172,79 +103,56 @@ def export(
         print_json(report)
 
 
-def _model_and_adapter(ref: str, ctx: Context) -> tuple[str, str | None]:
-    """Registry name/alias or folder → (base checkpoint path, adapter path or None)."""
-    path = Path(ref).expanduser()
-    if (path / "adapter_config.json").is_file():
-        base = json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
-        return base, str(path)
-    if (path / "config.json").is_file():
-        return str(path), None
-    record = ctx.registry.chat_model(ref)
-    return ctx.registry.base_of(record).path, record.path if record.kind == "adapter" else None
-
-
-@eval_app.command("sft")
-def eval_sft(
-    model: str = typer.Option(..., help="Registry name/alias, adapter folder or checkpoint folder."),
-    dataset: str = typer.Option(..., help="bitext:CSV or chat:JSONL (e.g. a prepared test.jsonl)."),
-    baseline: str | None = typer.Option(None, help="Also score this model (e.g. the base) on the same examples."),
-    limit: int = typer.Option(100, help="Examples scored (a seeded sample)."),
-    max_tokens: int = typer.Option(192, help="Longest answer generated."),
-    batch_size: int = typer.Option(8, help="Generation batch size."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-) -> None:
-    """ROUGE-L to the reference answers and the structure check (steps, placeholders, opener)."""
-    ctx = Context.load()
-    prompts, references, questions = load_eval_set(dataset, limit)
-    report: dict = {"dataset": dataset, "examples": len(prompts), "max_tokens": max_tokens}
-    for label, ref in (("model", model), ("baseline", baseline)):
-        if ref is None:
-            continue
-        base, adapter = _model_and_adapter(ref, ctx)
-        with console.status(f"generating {len(prompts)} answers with {ref}"):
-            answers = generate_batched(base, adapter, prompts, max_tokens=max_tokens, batch_size=batch_size)
-        report[label] = {"name": ref, **score_answers(answers, references, questions), "sample": answers[0][:300]}
-    if as_json:
-        print_json(report)
-    else:
-        for label in ("model", "baseline"):
-            if label in report:
-                r = report[label]
-                console.print(f"{r['name']}: ROUGE-L {r['rougeL_f1']}, structure {r['structure']}")
-
-
-@bench_app.command("training")
-def bench_training(
-    model: str = typer.Option("smollm2-135m-instruct", help="Registry name or folder of the base model."),
-    dataset: str = typer.Option("bitext", help="Prepared dataset (NAME, NAME/vN or folder)."),
-    steps: int = typer.Option(4, help="Optimizer steps per method (the first is not timed)."),
-    batch: int = typer.Option(
-        1,
-        help="Examples per step. 1 with checkpointing measures what the methods store; larger batches add "
-        "activations (on a 135M model the logits over a 49k vocabulary dominate from batch 4).",
+@train_app.command("distill", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def distill(
+    ctx_: typer.Context,
+    config: Path | None = typer.Option(
+        None, "--config", help="Preset YAML (helpline/training/configs/distill-*.yaml)."
     ),
-    max_length: int = typer.Option(256, help="Longest example kept."),
-    methods: str = typer.Option("full,lora,qlora", help="Comma-separated methods."),
-    gradient_checkpointing: bool = typer.Option(
-        True,
-        "--gradient-checkpointing/--no-gradient-checkpointing",
-        help="Recompute activations in backward, for all methods alike (as QLoRA recipes do).",
-    ),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    help_config: bool = typer.Option(False, "--help-config", help="List every config field and exit."),
+    as_json: bool = typer.Option(False, "--json", help="Print the dataset manifest and training summary as JSON."),
 ) -> None:
-    """Peak memory (RSS) and tokens/s of full fine-tuning, LoRA and QLoRA on the same batches."""
-
-    ctx = Context.load()
-    base = resolve_base_model(model, ctx)
-    data = resolve_dataset(dataset, ctx.workspace.datasets)
-    with console.status("training each method in its own process"):
-        report = run_bench(
-            base, data, methods=methods.split(","), steps=steps, batch=batch, max_length=max_length,
-            checkpointing=gradient_checkpointing,
-        )  # fmt: skip
-    if as_json:
-        print_json(report)
+    """Distil a teacher endpoint into a small student. Extra KEY=VALUE arguments (dotted: teacher.model=X,
+    sft.max_steps=3) override the preset."""
+    if help_config:
+        _print_fields()
         return
-    for method, r in report["methods"].items():
-        console.print(f"{method}: peak {r.get('peak_rss_mb')} MB, {r.get('tokens_per_s')} tokens/s")
+    cfg = load_distill_config(config, ctx_.args)
+
+    ctx = Context.load()
+    columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with json_stdout(as_json), Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("teacher answers", total=None)
+        result = run_distill(
+            cfg,
+            ctx=ctx,
+            console=console,
+            on_answer=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    manifest = result["dataset"]
+    if as_json:
+        print_json(result)
+        return
+    counts = manifest["counts"]
+    splits = ", ".join(f"{k} {v['count']}" for k, v in manifest["splits"].items())
+    console.print(f"[green]dataset[/] {manifest['path']}: {splits}")
+    console.print(
+        f"prompts {counts['prompts']} ({counts['per_source']}), teacher asked {counts['teacher']['asked']}, "
+        f"cached {counts['teacher']['cached_before']}, dropped {counts['dropped']}, kept {counts['kept']}",
+        highlight=False,
+    )
+    for warning in manifest["warnings"]:
+        console.print(f"[yellow]warning[/] {warning}")
+    if "training" in result:
+        t = result["training"]
+        console.print(f"[green]student trained[/] {t['artifact']}; best eval loss {t['best_eval_loss']}")
+    if "export" in result:
+        console.print(f"[green]registered[/] {result['export'].get('registered')}")
+
+
+def _print_fields() -> None:
+    for prefix, model in (("", DistillConfig), ("teacher.", TeacherConfig), ("sources.", SourcesConfig),
+                          ("filters.", FilterConfig)):  # fmt: skip
+        for name, field in model.model_fields.items():
+            default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))
+            console.print(f"[bold]{prefix}{name}[/] = {default}: {field.description}", highlight=False)

@@ -353,7 +353,7 @@ def test_teacher_behind_an_openai_compatible_endpoint(fake_endpoint, tmp_path, m
 def test_distill_command_is_registered_and_lists_its_fields() -> None:
     from typer.testing import CliRunner
 
-    from helpline.cli.distill import train_app
+    from helpline.cli.train import train_app
 
     result = CliRunner().invoke(train_app, ["distill", "--help-config"])
     assert result.exit_code == 0, result.output

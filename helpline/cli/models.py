@@ -1,49 +1,20 @@
-"""`helpline models ...` and the helpers every area's CLI shares (JSON output, errors)."""
+"""`helpline models ...`: base models, adapters and the aliases that choose what is served."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import json
-import sys
-from collections.abc import Iterator
-from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from helpline.cli.output import console, print_json
 from helpline.platform.bundled import BUNDLED, import_bundled
 from helpline.platform.context import Context
-from helpline.platform.errors import HelplineError
 from helpline.platform.promotion import require_passing_gate
+from helpline.platform.promotion import rollback as rollback_alias
 
-console = Console(stderr=True)
 models_app = typer.Typer(no_args_is_help=True, help="Base models, adapters and aliases.")
-
-
-def print_json(data: Any) -> None:
-    """Print one JSON object on stdout (the contract for every `--json`)."""
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-
-
-@contextlib.contextmanager
-def json_stdout(active: bool) -> Iterator[None]:
-    """While ``active`` (a `--json` command at work), what libraries print on stdout goes to stderr: the
-    trainer's progress bar writes each logged step there, and stdout must hold only the one JSON object."""
-    if not active:
-        yield
-        return
-    with contextlib.redirect_stdout(sys.stderr):
-        yield
-
-
-def fail(error: HelplineError) -> None:
-    """Print an error with its hint and exit with the error's code."""
-    console.print(f"[bold red]error:[/] {error.message}", highlight=False)
-    if error.hint:
-        console.print(f"[yellow]hint:[/] {error.hint}", highlight=False)
-    sys.exit(error.exit_code)
 
 
 @models_app.command("list")
@@ -94,6 +65,6 @@ def promote(
 
 @models_app.command("rollback")
 def rollback(alias: str = typer.Argument("production", help="Alias to roll back.")) -> None:
-    """Point an alias back at its previous model."""
-    change = Context.load().registry.rollback(alias, actor="cli")
+    """Point an alias one step back in its history (further back than the latest promotion needs a passing gate)."""
+    change = rollback_alias(Context.load().registry, alias, actor="cli")
     console.print(f"[green]{alias}[/] → {change.model_name} (was {change.previous})")

@@ -1,33 +1,28 @@
-"""`helpline eval answers` (what customers are served, scored) and `helpline bench answers` (its latency)."""
+"""`helpline eval answers`: what customers are served, scored (`helpline bench answers` times it)."""
 
 from __future__ import annotations
 
-import dataclasses
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from helpline.answering.decision import NoVerifier
-from helpline.cli.common import console, print_json
-from helpline.evaluation.answer_paths import answerer, served_gateway
+from helpline.cli.eval import eval_app
+from helpline.cli.output import console, print_json
+from helpline.evaluation.answer_paths import answerer
 from helpline.evaluation.answers import VIAS, AnswerCase, Doc2dialJudge, evaluate, read_cases
-from helpline.evaluation.load import level
 from helpline.evaluation.rag_eval import build_index, load_questions
 from helpline.evaluation.regression.factory import resolve_model
 from helpline.guard.selection import load_detector
 from helpline.platform.context import Context
 from helpline.platform.errors import ConfigError
 from helpline.platform.files import write_jsonl
-from helpline.retrieval import SAMPLE_KB, sample_questions
+from helpline.retrieval import SAMPLE_KB
 from helpline.retrieval.factory import build_embedder, open_knowledge_base
 from helpline.serving.factory import build_generator, build_pipeline, build_verifier
 from helpline.serving.kb_owner import OwnedKB
 from helpline.training.detector.default import ensure_default_detector
-
-eval_app = typer.Typer()
-bench_app = typer.Typer()
 
 DATASET_HELP = "doc2dial:DIR: held-out doc2dial questions over a throwaway index of its documents."
 
@@ -46,7 +41,6 @@ def answer_set(
     ctx: Context, *, questions: Path | None, dataset: str | None, limit: int, removed: int, max_docs: int, seed: int
 ) -> tuple[list[Any], list[Any] | None]:
     """The cases to ask, and the documents of a throwaway index (None: the workspace's knowledge base)."""
-
     if dataset is None:
         return read_cases(questions or SAMPLE_KB / "QUESTIONS.yaml"), None
     kind, _, folder = dataset.partition(":")
@@ -113,7 +107,6 @@ def answers(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """What customers are served, as served: correct, wrong-served, handoff and abstention rates."""
-
     ctx = Context.load()
     vias = parse_vias(via)
     cases, documents = answer_set(
@@ -145,44 +138,3 @@ def answers(
             f"{s['abstention_rate_unanswerable']} ({s['unanswerable']}); internal leaks {s['internal_leaks']}; "
             f"p50/p95 {s['latency_ms_p50']}/{s['latency_ms_p95']} ms"
         )
-
-
-@bench_app.command("answers")
-def bench_answers(
-    model: str = typer.Option(None, "--model", help="Chat model (name, alias or folder; default: chat_model)."),
-    engine: str = typer.Option(None, help="auto | vllm | transformers (default: settings.engine)."),
-    n: int = typer.Option(24, help="Streamed requests per level."),
-    concurrency: str = typer.Option("1,8", help="Concurrency levels, comma-separated."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-) -> None:
-    """Served-answer latency through the gateway (streamed, as the chat page asks): p50/p95 to the first
-    token and to the end, with the answer unchecked, verified, and verified with the extractive fallback."""
-
-
-    ctx = Context.load()
-    levels = [int(c) for c in concurrency.split(",") if c.strip()]
-    prompts = [[{"role": "user", "content": q}] for q in sample_questions()]
-    result: dict[str, Any] = {"n": n, "concurrency": levels, "variants": {}}
-    with tempfile.TemporaryDirectory(prefix="helpline-bench-answers-") as tmp:
-        pipeline = build_answer_pipeline(ctx, model=model, engine=engine, documents=None, tmp=tmp)
-        result["model"] = pipeline.generator.name
-        variants = {
-            "unchecked": dataclasses.replace(pipeline, verifier=NoVerifier(), reader=None),
-            "verified": dataclasses.replace(pipeline, reader=None),
-            "verified+fallback": pipeline,
-        }
-        for name, variant in variants.items():
-            with served_gateway(variant, ctx.registry, Path(tmp) / name) as (url, key):
-                result["variants"][name] = {
-                    f"c{c}": level(
-                        url, key, "helpline-support", prompts, concurrency=c, n=n, max_tokens=variant.max_tokens
-                    )
-                    for c in levels
-                }
-    if as_json:
-        print_json(result)
-        return
-    for name, rows in result["variants"].items():
-        for c, r in rows.items():
-            console.print(f"{name} {c}: e2e p50/p95 {r['e2e_p50_s']}/{r['e2e_p95_s']} s, first token p50/p95 "
-                          f"{r['ttft_p50_s']}/{r['ttft_p95_s']} s, failed {r['failed']}")  # fmt: skip

@@ -1,17 +1,18 @@
-"""`helpline eval ...` and `helpline bench hallucination`.
+"""`helpline eval sft|regression|gate|rag|distill-report`: judge a model, fine-tuned or distilled, against
+references, regression suites and its baseline.
 
 Heavy libraries load only when a command builds what needs them (see helpline/cli/app.py).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import get_args
 
 import typer
 
-from helpline.cli.common import console, print_json
-from helpline.datasets.halueval import Split, parse_dataset_spec
+from helpline.cli.eval import DATA_DIR_HELP, DETECTOR_HELP, eval_app
+from helpline.cli.output import console, print_json
 from helpline.evaluation.distill_report import ReportOptions, contenders, markdown, run_report, write_report
 from helpline.evaluation.gate import load_gate_config, record_gate, run_gate
 from helpline.evaluation.rag_eval import run_ab
@@ -19,95 +20,54 @@ from helpline.evaluation.regression.cases import load_suite
 from helpline.evaluation.regression.factory import build_responder, resolve_model
 from helpline.evaluation.regression.generators import suite_cases
 from helpline.evaluation.regression.runner import run_suite
-from helpline.guard.selection import bench, chosen_detector, detector_path, evaluate_dataset, load_detector
+from helpline.evaluation.sft import generate_batched, load_eval_set, score_answers
+from helpline.guard.selection import chosen_detector, load_detector
 from helpline.platform.context import Context
-from helpline.platform.errors import ConfigError
 from helpline.platform.files import write_jsonl
 from helpline.retrieval.factory import build_embedder
-from helpline.training.detector.calibration import fit_detector
-from helpline.training.detector.default import ensure_default_detector
-from helpline.training.detector.train import load_config, train
 from helpline.training.distill.config import load_distill_config
 
-eval_app = typer.Typer()
-bench_app = typer.Typer()
 
-DETECTOR_HELP = "Registry name or folder of the hallucination detector."
+def _model_and_adapter(ref: str, ctx: Context) -> tuple[str, str | None]:
+    """Registry name/alias or folder → (base checkpoint path, adapter path or None)."""
+    path = Path(ref).expanduser()
+    if (path / "adapter_config.json").is_file():
+        base = json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
+        return base, str(path)
+    if (path / "config.json").is_file():
+        return str(path), None
+    record = ctx.registry.chat_model(ref)
+    return ctx.registry.base_of(record).path, record.path if record.kind == "adapter" else None
 
 
-@eval_app.command("train-detector")
-def train_detector(
-    config: Path = typer.Option(None, "--config", help="YAML preset (helpline/evaluation/recipes/detector.yaml)."),
-    overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. qa_items=500 max_minutes=5."),
+@eval_app.command("sft")
+def eval_sft(
+    model: str = typer.Option(..., help="Registry name/alias, adapter folder or checkpoint folder."),
+    dataset: str = typer.Option(..., help="bitext:CSV or chat:JSONL (e.g. a prepared test.jsonl)."),
+    baseline: str | None = typer.Option(None, help="Also score this model (e.g. the base) on the same examples."),
+    limit: int = typer.Option(100, help="Examples scored (a seeded sample)."),
+    max_tokens: int = typer.Option(192, help="Longest answer generated."),
+    batch_size: int = typer.Option(8, help="Generation batch size."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Fine-tune the hallucination detector on HaluEval, calibrate it and register it."""
+    """ROUGE-L to the reference answers and the structure check (steps, placeholders, opener)."""
     ctx = Context.load()
-    cfg = load_config(config, overrides or [])
-    base = Path(cfg.base_model)
-    if not base.exists():
-        base = Path(ctx.registry.get_model(cfg.base_model).path)
-    output = ctx.workspace.models / cfg.output_name
-    metadata = train(cfg, base_path=base, output=output, log=lambda m: console.print(m, highlight=False))
-    ctx.registry.register_model(cfg.output_name, kind="detector", path=output, metadata=metadata)
-    result = {"name": cfg.output_name, "path": str(output), **metadata}
+    prompts, references, questions = load_eval_set(dataset, limit)
+    report: dict = {"dataset": dataset, "examples": len(prompts), "max_tokens": max_tokens}
+    for label, ref in (("model", model), ("baseline", baseline)):
+        if ref is None:
+            continue
+        base, adapter = _model_and_adapter(ref, ctx)
+        with console.status(f"generating {len(prompts)} answers with {ref}"):
+            answers = generate_batched(base, adapter, prompts, max_tokens=max_tokens, batch_size=batch_size)
+        report[label] = {"name": ref, **score_answers(answers, references, questions), "sample": answers[0][:300]}
     if as_json:
-        print_json(result)
+        print_json(report)
     else:
-        console.print(f"[green]registered[/] {cfg.output_name} → {output}")
-
-
-@eval_app.command("hallucination")
-def hallucination(
-    dataset: str = typer.Option(
-        ..., "--dataset", help="halueval-qa:FILE, halueval-dialogue:FILE or doc2dial:FOLDER (any file in that format)."
-    ),
-    detector: str = typer.Option("helpline-detector", "--detector", help=DETECTOR_HELP),
-    split: str = typer.Option("all", help="all, or the held-out 'test' (or 'val') split the detector never saw."),
-    limit: int = typer.Option(0, min=0, help="Evaluate at most this many items (0 = all)."),
-    threshold: float = typer.Option(None, help="Decision threshold (default: calibrated for the dataset kind)."),
-    seed: int = typer.Option(0, help="Seed of the protocol's right/hallucinated draw."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-) -> None:
-    """Score the detector with HaluEval's protocol: each item shows its right or hallucinated answer (p = 0.5)."""
-
-
-    parse_dataset_spec(dataset)  # a wrong spec or path is refused before any detector is built
-    if split not in get_args(Split):
-        raise ConfigError(f"unknown split {split!r}", hint=f"use one of {', '.join(get_args(Split))}")
-    ctx = Context.load()
-    ensure_default_detector(ctx, detector, log=lambda m: console.print(m, highlight=False))
-    det = load_detector(ctx, detector)
-    result = evaluate_dataset(det, dataset, split=split, limit=limit, threshold=threshold, seed=seed)  # type: ignore[arg-type]
-    if as_json:
-        print_json(result)
-        return
-    for key in ("n", "accuracy", "balanced_accuracy", "precision", "recall", "f1", "auroc", "threshold"):
-        console.print(f"{key:>18}: {result[key]}")
-
-
-@bench_app.command("hallucination")
-def bench_hallucination(
-    dataset: str = typer.Option(..., "--dataset", help="halueval-qa:FILE or halueval-dialogue:FILE."),
-    detector: str = typer.Option("helpline-detector", "--detector", help=DETECTOR_HELP),
-    n: int = typer.Option(100, help="Answers to time, one at a time."),
-    precision: str = typer.Option(
-        "auto",
-        help="Cross-encoder precision: auto (the one the detector was calibrated in, where the CPU runs it; "
-        "what the gateway runs), bf16, int8 or fp32.",
-    ),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-) -> None:
-    """Time the detector on single answers (what the gateway pays per reply); reports the median."""
-    ctx = Context.load()
-    result = bench(load_detector(ctx, detector, precision=precision), dataset, n=n)  # type: ignore[arg-type]
-    if as_json:
-        print_json(result)
-    else:
-        console.print(result)
-
-
-DATA_DIR_HELP = "Folder that generated suites read datasets from (e.g. ../shared/data)."
+        for label in ("model", "baseline"):
+            if label in report:
+                r = report[label]
+                console.print(f"{r['name']}: ROUGE-L {r['rougeL_f1']}, structure {r['structure']}")
 
 
 @eval_app.command("regression")
@@ -125,7 +85,6 @@ def regression(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Run a regression suite against one model and report pass rates per category and evaluator."""
-
     ctx = Context.load()
     loaded = load_suite(suite)
     cases = suite_cases(loaded, data_dir=data_dir, limit=limit)
@@ -241,28 +200,6 @@ def rag(
         console.print(f"[bold]{pair}[/]: " + ", ".join(diffs))
 
 
-@eval_app.command("calibrate-detector")
-def calibrate_detector(
-    detector: str = typer.Option("helpline-detector", "--detector", help=DETECTOR_HELP),
-    config: Path = typer.Option(None, "--config", help="The training preset (for data paths and val_items)."),
-    overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. halueval_dir=../shared/data/halueval."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-) -> None:
-    """Fit the feature combiner, scoring mode and thresholds of a saved detector on the validation split."""
-
-    ctx = Context.load()
-    path = detector_path(ctx, detector)
-    report = fit_detector(load_config(config, overrides or []), path, log=lambda m: console.print(m, highlight=False))
-    record = ctx.registry.get_model(detector) if not Path(detector).is_dir() else None
-    if record is not None:
-        metadata = {**record.metadata, "validation": report}
-        ctx.registry.register_model(record.name, kind=record.kind, path=record.path, metadata=metadata)
-    if as_json:
-        print_json(report)
-    else:
-        console.print(report)
-
-
 @eval_app.command("distill-report")
 def distill_report(
     config: Path = typer.Option(
@@ -292,7 +229,6 @@ def distill_report(
 ) -> None:
     """Teacher, student before and student after distillation: regression suites, hallucination score,
     doc2dial faithfulness, single-stream tokens/s, TTFT and memory; writes JSON and Markdown reports."""
-
     cfg = load_distill_config(config, overrides or [])
     ctx = Context.load()
     opts = ReportOptions(

@@ -1,0 +1,207 @@
+"""`helpline bench ...`: speed and memory of answers, the detector, retrieval, serving and training.
+
+Each benchmark builds what it measures only when it runs (heavy libraries load through ``require``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from helpline.answering.abstention import REPORT_NAME, calibrate
+from helpline.answering.decision import NoVerifier
+from helpline.bench.retrieval import dataset_texts, ingest_throughput, peak_rss_mb, scale_report
+from helpline.bench.serving import BenchOptions
+from helpline.bench.serving import run_bench as run_serving_bench
+from helpline.bench.training import run_bench as run_training_bench
+from helpline.cli.eval import DETECTOR_HELP
+from helpline.cli.eval.answers import build_answer_pipeline
+from helpline.cli.output import console, print_json
+from helpline.evaluation.answer_paths import served_gateway
+from helpline.evaluation.load import level
+from helpline.guard.selection import bench, load_detector
+from helpline.platform.context import Context
+from helpline.platform.errors import ConfigError
+from helpline.retrieval import SAMPLE_KB, sample_questions
+from helpline.retrieval.factory import BACKENDS, FAST_BACKENDS, build_embedder
+from helpline.retrieval.ingest.loaders import sample_texts
+from helpline.training.data.prepare import resolve_dataset
+from helpline.training.sft.trainer import resolve_base_model
+
+bench_app = typer.Typer(no_args_is_help=True, help="Measure speed and memory.")
+
+
+@bench_app.command("answers")
+def bench_answers(
+    model: str = typer.Option(None, "--model", help="Chat model (name, alias or folder; default: chat_model)."),
+    engine: str = typer.Option(None, help="auto | vllm | transformers (default: settings.engine)."),
+    n: int = typer.Option(24, help="Streamed requests per level."),
+    concurrency: str = typer.Option("1,8", help="Concurrency levels, comma-separated."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Served-answer latency through the gateway (streamed, as the chat page asks): p50/p95 to the first
+    token and to the end, with the answer unchecked, verified, and verified with the extractive fallback."""
+    ctx = Context.load()
+    levels = [int(c) for c in concurrency.split(",") if c.strip()]
+    prompts = [[{"role": "user", "content": q}] for q in sample_questions()]
+    result: dict[str, Any] = {"n": n, "concurrency": levels, "variants": {}}
+    with tempfile.TemporaryDirectory(prefix="helpline-bench-answers-") as tmp:
+        pipeline = build_answer_pipeline(ctx, model=model, engine=engine, documents=None, tmp=tmp)
+        result["model"] = pipeline.generator.name
+        variants = {
+            "unchecked": dataclasses.replace(pipeline, verifier=NoVerifier(), reader=None),
+            "verified": dataclasses.replace(pipeline, reader=None),
+            "verified+fallback": pipeline,
+        }
+        for name, variant in variants.items():
+            with served_gateway(variant, ctx.registry, Path(tmp) / name) as (url, key):
+                result["variants"][name] = {
+                    f"c{c}": level(
+                        url, key, "helpline-support", prompts, concurrency=c, n=n, max_tokens=variant.max_tokens
+                    )
+                    for c in levels
+                }
+    if as_json:
+        print_json(result)
+        return
+    for name, rows in result["variants"].items():
+        for c, r in rows.items():
+            console.print(f"{name} {c}: e2e p50/p95 {r['e2e_p50_s']}/{r['e2e_p95_s']} s, first token p50/p95 "
+                          f"{r['ttft_p50_s']}/{r['ttft_p95_s']} s, failed {r['failed']}")  # fmt: skip
+
+
+@bench_app.command("hallucination")
+def bench_hallucination(
+    dataset: str = typer.Option(..., "--dataset", help="halueval-qa:FILE or halueval-dialogue:FILE."),
+    detector: str = typer.Option("helpline-detector", "--detector", help=DETECTOR_HELP),
+    n: int = typer.Option(100, help="Answers to time, one at a time."),
+    precision: str = typer.Option(
+        "auto",
+        help="Cross-encoder precision: auto (the one the detector was calibrated in, where the CPU runs it; "
+        "what the gateway runs), bf16, int8 or fp32.",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Time the detector on single answers (what the gateway pays per reply); reports the median."""
+    ctx = Context.load()
+    result = bench(load_detector(ctx, detector, precision=precision), dataset, n=n)  # type: ignore[arg-type]
+    if as_json:
+        print_json(result)
+    else:
+        console.print(result)
+
+
+@bench_app.command("retrieval")
+def bench_retrieval(
+    sizes: str = typer.Option("10000,100000", help="Knowledge-base sizes (chunks) to measure query latency at."),
+    rounds: int = typer.Option(3, help="Rounds of the ingest measurement (the median is reported)."),
+    repeats: int = typer.Option(3, help="Passes over the question set per latency measurement."),
+    backend: str = typer.Option("openvino-int8", help="Embedder backend on the query path (see --help of kb)."),
+    ingest_texts: str = typer.Option(
+        "sample", help="Ingest texts: sample (the sample KB's chunks) or doc2dial:DIR / beir:DIR (its first chunks)."
+    ),
+    ingest_limit: int = typer.Option(300, help="At most this many chunks from a dataset given to --ingest-texts."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Ingest chunks/s (fp32 torch vs each int8 backend), query latency p50/p95 at each size, peak memory."""
+    ctx = Context.load()
+    r = ctx.settings.retrieval
+    docs, texts = sample_texts(SAMPLE_KB, chunk_size=r.chunk_size, chunk_overlap=r.chunk_overlap)
+    if ingest_texts != "sample":
+        texts = dataset_texts(ingest_texts, chunk_size=r.chunk_size, chunk_overlap=r.chunk_overlap, limit=ingest_limit)
+    questions = sample_questions()
+    embedders = {b: build_embedder(ctx, backend=b) for b in BACKENDS}
+    with console.status(f"embedding {len(texts)} chunks × {rounds} rounds per backend"):
+        ingest = ingest_throughput(embedders, texts, rounds=rounds)
+    fp32 = ingest["torch"]["chunks_per_s_median"]
+    speedup = {b: round(ingest[b]["chunks_per_s_median"] / fp32, 2) for b in FAST_BACKENDS}
+    with console.status(f"building {sizes} chunk indexes and timing {len(questions)} questions"):
+        scale = scale_report(
+            docs, embedders[backend], questions, sizes=[int(s) for s in sizes.split(",")], repeats=repeats
+        )
+    data = {
+        "ingest": {"texts": ingest_texts, "chunks": len(texts), **ingest, "speedup_vs_fp32": speedup},
+        "query_backend": backend,
+        "scale": scale,
+        "synthetic_vectors": "chunks beyond the sample KB's use random unit vectors and generated text",
+        "peak_rss_mb": peak_rss_mb(),
+    }
+    if as_json:
+        print_json(data)
+    else:
+        console.print(data)
+
+
+@bench_app.command("serving")
+def bench_serving(
+    abstention: bool = typer.Option(False, "--abstention", help="Calibrate the abstention threshold instead."),
+    data: Path = typer.Option(None, help="doc2dial folder (docs.jsonl, qa.jsonl) for --abstention."),
+    questions: int = typer.Option(300, help="--abstention: questions asked with and without their document."),
+    concurrency: str = typer.Option("1,8,16,32", help="Comma-separated concurrency levels."),
+    requests: int = typer.Option(0, help="Requests per level (default: 2 x concurrency, at least 8)."),
+    max_tokens: int = typer.Option(64, help="Output tokens per request."),
+    skip: str = typer.Option("", help="Comma-separated parts to skip: transformers,vllm,gateway,adapter,swap."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Throughput and latency: transformers sequential vs vLLM direct vs the gateway; base vs adapter."""
+    ctx = Context.load()
+    if abstention:
+        if data is None:
+            raise ConfigError("--abstention needs --data", hint="e.g. --data ../shared/data/doc2dial")
+        embedder = build_embedder(ctx)
+        with console.status(f"indexing {data} and asking {questions} questions twice"):
+            result = calibrate(data, settings=ctx.settings, embedder=embedder, n=questions)
+        result["thresholds"] = {result["mode"]: result["best_balanced"]["threshold"]}
+        report = ctx.workspace.reports / REPORT_NAME
+        report.write_text(json.dumps(result, indent=2))
+        result["written_to"] = str(report)
+    else:
+        levels = [int(c) for c in concurrency.split(",") if c.strip()]
+        opts = BenchOptions(
+            levels=levels, requests=requests, max_tokens=max_tokens, skip=set(filter(None, skip.split(",")))
+        )
+        result = run_serving_bench(ctx, opts)
+    if as_json:
+        print_json(result)
+    else:
+        console.print_json(data=result)
+
+
+@bench_app.command("training")
+def bench_training(
+    model: str = typer.Option("smollm2-135m-instruct", help="Registry name or folder of the base model."),
+    dataset: str = typer.Option("bitext", help="Prepared dataset (NAME, NAME/vN or folder)."),
+    steps: int = typer.Option(4, help="Optimizer steps per method (the first is not timed)."),
+    batch: int = typer.Option(
+        1,
+        help="Examples per step. 1 with checkpointing measures what the methods store; larger batches add "
+        "activations (on a 135M model the logits over a 49k vocabulary dominate from batch 4).",
+    ),
+    max_length: int = typer.Option(256, help="Longest example kept."),
+    methods: str = typer.Option("full,lora,qlora", help="Comma-separated methods."),
+    gradient_checkpointing: bool = typer.Option(
+        True,
+        "--gradient-checkpointing/--no-gradient-checkpointing",
+        help="Recompute activations in backward, for all methods alike (as QLoRA recipes do).",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Peak memory (RSS) and tokens/s of full fine-tuning, LoRA and QLoRA on the same batches."""
+    ctx = Context.load()
+    base = resolve_base_model(model, ctx)
+    data = resolve_dataset(dataset, ctx.workspace.datasets)
+    with console.status("training each method in its own process"):
+        report = run_training_bench(
+            base, data, methods=methods.split(","), steps=steps, batch=batch, max_length=max_length,
+            checkpointing=gradient_checkpointing,
+        )  # fmt: skip
+    if as_json:
+        print_json(report)
+        return
+    for method, r in report["methods"].items():
+        console.print(f"{method}: peak {r.get('peak_rss_mb')} MB, {r.get('tokens_per_s')} tokens/s")
