@@ -28,6 +28,8 @@ class TransformersGenerator:
             peft = require("peft", "train")
             model = peft.PeftModel.from_pretrained(model, str(adapter_path))
         self.model = model.eval()
+        #: The context the model was trained for; the gateway measures prompts against it.
+        self.max_model_len = getattr(model.config, "max_position_embeddings", None)
         self._lock = threading.Lock()  # one generate at a time: the model is not re-entrant
 
     def _inputs(self, messages: list[ChatMessage]) -> dict:
@@ -37,6 +39,10 @@ class TransformersGenerator:
             return_tensors="pt",
             return_dict=True,
         )
+
+    def count_tokens(self, messages: list[ChatMessage]) -> int:
+        """Prompt tokens of ``messages`` with the chat template, as :meth:`generate` would send them."""
+        return int(self._inputs(messages)["input_ids"].shape[1])
 
     def _kwargs(self, max_tokens: int, temperature: float) -> dict:
         sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from helpline.engines.protocol import Generation, StreamEnd
+from helpline.engines.protocol import ContextTooLong, Generation, StreamEnd, estimate_tokens
 from helpline.platform.errors import EngineError
 from helpline.platform.lazy_imports import require
 from helpline.platform.schemas import ChatMessage
@@ -16,7 +16,9 @@ from helpline.platform.schemas import ChatMessage
 class OpenAIGenerator:
     """Chat completions against ``base_url`` (e.g. ``http://127.0.0.1:8001/v1``) for ``model``.
 
-    ``async_client`` lets many generators (one per served model name) share one connection pool.
+    ``async_client`` lets many generators (one per served model name) share one connection pool;
+    ``max_model_len`` is the served context (vLLM's ``--max-model-len``), which the gateway measures
+    prompts against before it sends them (:meth:`count_tokens`; ``http_client`` carries that call).
     """
 
     def __init__(
@@ -28,9 +30,12 @@ class OpenAIGenerator:
         timeout_s: float = 120.0,
         async_client: Any = None,
         stop: list[str] | None = None,
+        max_model_len: int | None = None,
+        http_client: httpx.Client | None = None,
     ) -> None:
         openai = require("openai", "serve")
         self.name = model
+        self.max_model_len = max_model_len
         self.stop = list(stop or [])  # stop sequences sent with every request (none by default)
         self.base_url = base_url
         self._openai = openai
@@ -38,6 +43,20 @@ class OpenAIGenerator:
         self._async = async_client or openai.AsyncOpenAI(
             base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=0
         )
+        self._http = http_client or httpx.Client(timeout=5.0)
+
+    def count_tokens(self, messages: list[ChatMessage]) -> int:
+        """Prompt tokens of ``messages`` as the engine counts them (vLLM's ``POST /tokenize``, with the
+        model's chat template); the conservative estimate where the endpoint has no such route."""
+        root = self.base_url.rstrip("/").removesuffix("/v1")
+        body = {"model": self.name, "messages": [m.model_dump() for m in messages], "add_generation_prompt": True}
+        try:
+            resp = self._http.post(f"{root}/tokenize", json=body)
+            if resp.status_code == 200:
+                return int(resp.json()["count"])
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            pass
+        return estimate_tokens(messages)
 
     def _request(self, messages: list[ChatMessage], max_tokens: int, temperature: float) -> dict:
         body = {
@@ -51,6 +70,14 @@ class OpenAIGenerator:
         return body
 
     def _error(self, e: Exception, when: str) -> EngineError:
+        if isinstance(e, self._openai.BadRequestError) and "context length" in str(e).lower():
+            # vLLM refuses a prompt that, with max_tokens, is over --max-model-len: the client's request is too
+            # long, not the engine down. The message is the client's to read, so it names no address.
+            limit = f" of {self.max_model_len} tokens" if self.max_model_len else ""
+            return ContextTooLong(
+                f"the conversation and the answer it asks for do not fit the model's context{limit}",
+                hint="send fewer or shorter messages, or a smaller max_tokens",
+            )
         return EngineError(
             f"the engine at {self.base_url} failed {when} for model {self.name!r}: {e}",
             hint="check that the engine is running (`helpline run`) and the model name is served",

@@ -6,8 +6,18 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from helpline.platform.errors import EngineError
 from helpline.platform.lazy_imports import require
 from helpline.platform.schemas import ChatMessage
+
+#: Tokens a chat template adds around each message (role markers, separators), counted generously.
+MESSAGE_OVERHEAD_TOKENS = 8
+
+
+class ContextTooLong(EngineError):
+    """The prompt and the answer it asks room for do not fit the model's context."""
+
+    http_status = 413
 
 
 @dataclass
@@ -51,6 +61,30 @@ class Generator(Protocol):
     def generate(self, messages: list[ChatMessage], *, max_tokens: int, temperature: float = 0.0) -> Generation: ...
 
     def stream(self, messages: list[ChatMessage], *, max_tokens: int, temperature: float = 0.0) -> Iterator[str]: ...
+
+
+def context_length(generator: Generator) -> int | None:
+    """The model's context in tokens (prompt and answer), when the engine reports it (``max_model_len``)."""
+    length = getattr(generator, "max_model_len", None)
+    return int(length) if length else None
+
+
+def count_prompt_tokens(generator: Generator, messages: list[ChatMessage]) -> int:
+    """Tokens ``messages`` take as a prompt: the engine's own count (``count_tokens``, from its tokenizer)
+    when it has one, else :func:`estimate_tokens`."""
+    count = getattr(generator, "count_tokens", None)
+    return int(count(messages)) if count is not None else estimate_tokens(messages)
+
+
+def estimate_tokens(messages: list[ChatMessage]) -> int:
+    """A conservative token count without a tokenizer: three ASCII characters a token (English runs at
+    about four) and a token for every other character (CJK, emoji, accented letters), plus the template's
+    overhead per message. It errs high, so a prompt it passes fits."""
+    total = MESSAGE_OVERHEAD_TOKENS
+    for m in messages:
+        ascii_chars = len(m.content.encode("ascii", "ignore"))
+        total += -(-ascii_chars // 3) + (len(m.content) - ascii_chars) + MESSAGE_OVERHEAD_TOKENS
+    return total
 
 
 async def agenerate(

@@ -94,11 +94,15 @@ def import_bundled(name: str, *, workspace: Workspace, registry: Registry, force
             shutil.copytree(source, target)
     elif force or not (target / "config.json").exists():
         _gguf_to_checkpoint(source, target)
+    registered = next((m for m in registry.list_models() if m.name == name), None)
+    if registered is not None and (registered.kind, registered.path) == (spec.kind, str(target)):
+        return registered  # imported before (`helpline init` again): production may point at it, so it stays
     return registry.register_model(
         name,
         kind=spec.kind,  # type: ignore[arg-type]
         path=target,
         metadata={"source": f"pypi:{spec.package}", "description": spec.description, "chat": spec.chat},
+        replace=True,  # a stale entry elsewhere; refused while an alias or a gate verdict refers to it
     )
 
 

@@ -2,7 +2,12 @@
 and aliases, in SQLite.
 
 Aliases (``production``, ``canary``, ...) point at a registered chat model; every change is kept in
-``alias_history`` so that a rollback is one call.
+``alias_history`` so that a rollback is one call. A rollback is marked as one there, so the next rollback
+walks further back instead of undoing it.
+
+A model's name is its identity: aliases, their history (where a rollback returns) and the gate's verdict
+all refer to it by name. A registered name is therefore never silently given other weights: see
+:meth:`Registry.register_model`.
 
 A registry file carries its schema version in ``PRAGMA user_version``; opening an older file applies
 the missing steps of ``_MIGRATIONS`` in place, in one transaction, so a second open changes nothing.
@@ -53,7 +58,8 @@ CREATE TABLE IF NOT EXISTS alias_history (
     model_name TEXT,
     previous TEXT,
     at REAL NOT NULL,
-    actor TEXT NOT NULL DEFAULT ''
+    actor TEXT NOT NULL DEFAULT '',
+    action TEXT NOT NULL DEFAULT 'set'
 );
 CREATE TABLE IF NOT EXISTS kb_versions (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -91,13 +97,31 @@ class KBVersion(BaseModel):
 
 
 class AliasChange(BaseModel):
-    """One entry of an alias's history."""
+    """One entry of an alias's history: a promotion (``set``) or a ``rollback``."""
 
     alias: str
     model_name: str | None
     previous: str | None
     at: float
     actor: str = ""
+    action: Literal["set", "rollback"] = "set"
+
+
+class RollbackStep(BaseModel):
+    """Where rolling ``alias`` back would take it: ``model_name``, the model before ``current`` in the alias's
+    history once earlier rollbacks are taken out. ``undoes_promotion``: ``current`` came by a promotion, so
+    the step restores exactly what the alias served just before it."""
+
+    alias: str
+    current: str
+    model_name: str
+    undoes_promotion: bool
+
+
+class ModelNameTakenError(ConfigError):
+    """A model is registered under that name already."""
+
+    http_status = 409
 
 
 class Registry:
@@ -132,8 +156,12 @@ class Registry:
         path: str | Path,
         base_model: str | None = None,
         metadata: dict[str, Any] | None = None,
+        replace: bool = False,
     ) -> ModelRecord:
-        """Add or replace a model entry."""
+        """Add a model entry. A name already registered is refused (:class:`ModelNameTakenError`, naming a
+        free one) unless ``replace``, and even then while anything refers to the model: an alias, an
+        alias's history (a rollback may return to it) or a gate verdict. New weights under such a name
+        would go live, or be promoted, without passing the gate."""
         record = ModelRecord(
             name=name,
             kind=kind,
@@ -143,11 +171,19 @@ class Registry:
             metadata=metadata or {},
         )
         with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")  # the check and the write in one transaction
+            _refuse_taken(db, name, replace=replace)
             db.execute(
                 "INSERT OR REPLACE INTO models VALUES (?, ?, ?, ?, ?, ?)",
                 (name, kind, record.path, base_model, record.created_at, json.dumps(record.metadata)),
             )
         return record
+
+    def check_name_free(self, name: str, *, replace: bool = False) -> None:
+        """Raise :class:`ModelNameTakenError` where ``register_model(name, replace=replace)`` would, so that
+        a job which ends by registering refuses before it spends its time or writes anything."""
+        with self._connect() as db:
+            _refuse_taken(db, name, replace=replace)
 
     def get_model(self, name: str) -> ModelRecord:
         """Look a model up by name or alias."""
@@ -224,16 +260,8 @@ class Registry:
     def set_alias(self, alias: str, model_name: str, *, actor: str = "") -> AliasChange:
         """Point ``alias`` at ``model_name`` (a registered chat model), keeping history."""
         target = self.chat_model(model_name).name
-        now = time.time()
         with self._connect() as db:
-            prev = db.execute("SELECT model_name FROM aliases WHERE alias = ?", (alias,)).fetchone()
-            previous = prev["model_name"] if prev else None
-            db.execute("INSERT OR REPLACE INTO aliases VALUES (?, ?, ?)", (alias, target, now))
-            db.execute(
-                "INSERT INTO alias_history (alias, model_name, previous, at, actor) VALUES (?, ?, ?, ?, ?)",
-                (alias, target, previous, now, actor),
-            )
-        return AliasChange(alias=alias, model_name=target, previous=previous, at=now, actor=actor)
+            return _point(db, alias, target, actor=actor, action="set")
 
     def aliases(self) -> dict[str, str]:
         with self._connect() as db:
@@ -243,24 +271,32 @@ class Registry:
     def alias_history(self, alias: str) -> list[AliasChange]:
         with self._connect() as db:
             rows = db.execute(
-                "SELECT alias, model_name, previous, at, actor FROM alias_history WHERE alias = ? ORDER BY id",
+                "SELECT alias, model_name, previous, at, actor, action FROM alias_history WHERE alias = ? ORDER BY id",
                 (alias,),
             ).fetchall()
         return [AliasChange(**dict(r)) for r in rows]
 
-    def rollback(self, alias: str, *, actor: str = "") -> AliasChange:
-        """Point ``alias`` back at what it pointed to before its latest change."""
-        current = self.aliases().get(alias)
-        if current is None:
-            raise NotFoundError(f"alias {alias!r} is not set", hint="promote a model first: `helpline models promote`")
-        history = self.alias_history(alias)
-        previous = history[-1].previous if history else None
-        if previous is None:
-            raise NotFoundError(
-                f"alias {alias!r} has no earlier model to roll back to",
-                hint="promote another model instead",
-            )
-        return self.set_alias(alias, previous, actor=actor)
+    def rollback_step(self, alias: str) -> RollbackStep:
+        """Where rolling ``alias`` back would take it; :class:`NotFoundError` when nowhere."""
+        with self._connect() as db:
+            return _rollback_step(db, alias)
+
+    def rollback(self, alias: str, *, actor: str = "", expect: str | None = None) -> AliasChange:
+        """Point ``alias`` one step back in its history. Each rollback undoes one promotion, so a second
+        one goes to the model before that, never back to the model just rolled back.
+
+        The mechanism only, as :meth:`set_alias` is: edges roll back through
+        :func:`helpline.platform.promotion.rollback`, which holds the step to the promotion rule. ``expect``
+        is the target that rule approved; the rollback is refused if the alias moved meanwhile."""
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            step = _rollback_step(db, alias)
+            if expect is not None and step.model_name != expect:
+                raise ConfigError(
+                    f"alias {alias!r} changed while it was being rolled back (it would now go to {step.model_name})",
+                    hint="check `helpline models list` and roll back again",
+                )
+            return _point(db, alias, step.model_name, actor=actor, action="rollback")
 
     # knowledge-base versions --------------------------------------------------------------
 
@@ -291,6 +327,89 @@ class Registry:
         return [KBVersion(**dict(r)) for r in rows]
 
 
+def _refuse_taken(db: sqlite3.Connection, name: str, *, replace: bool) -> None:
+    row = db.execute("SELECT * FROM models WHERE name = ?", (name,)).fetchone()
+    if row is None:
+        return
+    uses = _uses(db, _model(row))
+    if replace and not uses:
+        return
+    free = next(f"{name}-{i}" for i in range(2, 10_000) if not _exists(db, f"{name}-{i}"))
+    if uses:
+        raise ModelNameTakenError(
+            f"{name!r} already exists in the registry and is in use ({'; '.join(uses)}), so its weights stay",
+            hint=f"register the new model under a new name (e.g. {free}) and promote that one through the gate",
+        )
+    raise ModelNameTakenError(
+        f"{name!r} already exists in the registry ({row['kind']} at {row['path']})",
+        hint=f"choose a new name (e.g. {free})",
+    )
+
+
+def _uses(db: sqlite3.Connection, record: ModelRecord) -> list[str]:
+    """What refers to a model by its name: aliases, alias histories and a gate verdict."""
+    aliases = [r["alias"] for r in db.execute("SELECT alias FROM aliases WHERE model_name = ?", (record.name,))]
+    uses = [f"alias {a!r} points at it" for a in sorted(aliases)]
+    history = db.execute(
+        "SELECT DISTINCT alias FROM alias_history WHERE model_name = ? OR previous = ? ORDER BY alias",
+        (record.name, record.name),
+    ).fetchall()
+    uses += [f"it is in the history of {r['alias']!r} (a rollback may return to it)" for r in history
+             if r["alias"] not in aliases]  # fmt: skip
+    gate = record.metadata.get("gate")
+    if gate:
+        uses.append(f"it has a {'passed' if gate.get('passed') else 'failed'} gate record")
+    return uses
+
+
+def _exists(db: sqlite3.Connection, name: str) -> bool:
+    return db.execute("SELECT 1 FROM models WHERE name = ?", (name,)).fetchone() is not None
+
+
+def _point(
+    db: sqlite3.Connection, alias: str, target: str, *, actor: str, action: Literal["set", "rollback"]
+) -> AliasChange:
+    """Point ``alias`` at ``target`` and write the change to its history."""
+    now = time.time()
+    prev = db.execute("SELECT model_name FROM aliases WHERE alias = ?", (alias,)).fetchone()
+    previous = prev["model_name"] if prev else None
+    db.execute("INSERT OR REPLACE INTO aliases VALUES (?, ?, ?)", (alias, target, now))
+    db.execute(
+        "INSERT INTO alias_history (alias, model_name, previous, at, actor, action) VALUES (?, ?, ?, ?, ?, ?)",
+        (alias, target, previous, now, actor, action),
+    )
+    return AliasChange(alias=alias, model_name=target, previous=previous, at=now, actor=actor, action=action)
+
+
+def _rollback_step(db: sqlite3.Connection, alias: str) -> RollbackStep:
+    current = db.execute("SELECT model_name FROM aliases WHERE alias = ?", (alias,)).fetchone()
+    if current is None:
+        raise NotFoundError(f"alias {alias!r} is not set", hint="promote a model first: `helpline models promote`")
+    rows = db.execute("SELECT model_name, action FROM alias_history WHERE alias = ? ORDER BY id", (alias,)).fetchall()
+    served = _served(rows)
+    if len(served) < 2:
+        raise NotFoundError(
+            f"alias {alias!r} has no earlier model to roll back to (it serves the first model its history holds, "
+            "every later promotion having been rolled back)",
+            hint="promote the model you want instead: `helpline models promote NAME` (it needs a passing gate)",
+        )
+    return RollbackStep(
+        alias=alias, current=current["model_name"], model_name=served[-2], undoes_promotion=rows[-1]["action"] == "set"
+    )
+
+
+def _served(history: list[sqlite3.Row]) -> list[str]:
+    """What an alias has served, oldest first, with every rolled-back promotion taken out: the last is what
+    it serves now, the one before it is where the next rollback goes."""
+    served: list[str] = []
+    for row in history:
+        if row["action"] == "rollback" and served:
+            served.pop()
+        if row["model_name"] and (not served or served[-1] != row["model_name"]):
+            served.append(row["model_name"])
+    return served
+
+
 def _detectors_get_their_kind(db: sqlite3.Connection) -> None:
     """Schema 1: a hallucination detector was a ``base`` whose metadata said ``role: detector``; it becomes
     kind ``detector`` (its metadata is kept as it was)."""
@@ -299,9 +418,24 @@ def _detectors_get_their_kind(db: sqlite3.Connection) -> None:
             db.execute("UPDATE models SET kind = 'detector' WHERE name = ?", (row["name"],))
 
 
+def _alias_history_marks_rollbacks(db: sqlite3.Connection) -> None:
+    """Schema 2: ``alias_history.action`` tells a rollback from a promotion (``set``). An older file wrote its
+    rollbacks as plain changes: an entry that points the alias straight back where the entry before it came
+    from is taken for one. A re-promotion of the model just replaced reads the same; taken for a rollback,
+    the next rollback finds nothing to return to, which is the safe side."""
+    if "action" not in {row["name"] for row in db.execute("PRAGMA table_info(alias_history)")}:
+        db.execute("ALTER TABLE alias_history ADD COLUMN action TEXT NOT NULL DEFAULT 'set'")
+    last: dict[str, sqlite3.Row] = {}
+    for row in db.execute("SELECT id, alias, model_name, previous FROM alias_history ORDER BY id").fetchall():
+        before = last.get(row["alias"])
+        if before is not None and (row["model_name"], row["previous"]) == (before["previous"], before["model_name"]):
+            db.execute("UPDATE alias_history SET action = 'rollback' WHERE id = ?", (row["id"],))
+        last[row["alias"]] = row
+
+
 #: Step ``i`` upgrades a registry file from schema version ``i`` to ``i + 1`` (``PRAGMA user_version``).
 #: Append only: a step, once released, runs on files already out there.
-_MIGRATIONS = (_detectors_get_their_kind,)
+_MIGRATIONS = (_detectors_get_their_kind, _alias_history_marks_rollbacks)
 
 
 def _migrate(db: sqlite3.Connection, path: Path) -> None:

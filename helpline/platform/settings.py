@@ -120,6 +120,13 @@ class GatewayLimits(BaseModel):
     max_messages: int = Field(64, ge=1, description="Most messages in one chat request.")
     max_message_chars: int = Field(8000, ge=1, description="Longest single message, in characters.")
     max_tokens: int = Field(1024, ge=1, description="Largest `max_tokens` a client may ask for.")
+    context_tokens: int = Field(
+        2048,
+        ge=256,
+        description="The model's context in tokens (prompt and answer) when the engine does not report its own "
+        "(the vLLM engine reports vllm.max_model_len). Oldest history turns are dropped to fit; a question whose "
+        "passages alone do not fit is refused with 413.",
+    )
     requests_per_minute: int = Field(120, ge=1, description="Per-key rate limit (token bucket; 429 above).")
     burst: int = Field(30, ge=1, description="Requests a key may make at once before the rate applies.")
     max_concurrency: int = Field(64, ge=1, description="Chat requests generating at once (503 above).")

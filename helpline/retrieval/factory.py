@@ -4,12 +4,16 @@ The factory rule, the same in every ``factory`` module: a factory takes the :cla
 what it is asked for as keyword arguments; ``open_<thing>`` returns a part over on-disk state that it keeps
 and changes (the knowledge base: its Chroma collection, ledger and BM25 index), ``build_<thing>`` composes
 anything else (an embedder, a generator, a pipeline, the gateway). Helpers that are not factories take
-plain arguments: ``index_paths`` and ``chroma_server_for`` (where things are) and ``scratch_knowledge_base``
-(a throwaway index outside the workspace).
+plain arguments: ``index_paths``, ``index_lock_path`` and ``chroma_server_for`` (where things are) and
+``scratch_knowledge_base`` (a throwaway index outside the workspace).
+
+The workspace's knowledge base is opened with its writer lock (``index_lock``): the gateway holds it while
+it serves (``serving=True``), and another process may then read the index but not write it.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from helpline.platform.context import Context
@@ -20,11 +24,14 @@ from helpline.retrieval import SAMPLE_KB
 from helpline.retrieval.embedders.base import Embedder, LazyEmbedder, SentenceTransformerEmbedder
 from helpline.retrieval.embedders.onnx import OnnxEmbedder, export_int8
 from helpline.retrieval.embedders.openvino import OpenVinoEmbedder, export_openvino_int8
+from helpline.retrieval.index_lock import IndexLock
 from helpline.retrieval.ingest.loaders import sample_texts
 from helpline.retrieval.ingest.records import RecordManager
 from helpline.retrieval.knowledge_base import KnowledgeBase, SearchOptions
 from helpline.retrieval.stores.chroma import ChromaStore
 from helpline.retrieval.stores.chroma_server import ChromaServer
+
+log = logging.getLogger("helpline.retrieval")
 
 Backend = str  # one of BACKENDS
 BACKENDS = ("torch", "onnx-int8", "openvino-int8")
@@ -71,6 +78,15 @@ def index_paths(settings: Settings, workspace: Workspace) -> tuple[Path, Path]:
     return base / "records.sqlite", base / "bm25"
 
 
+def index_lock_path(settings: Settings, workspace: Workspace) -> Path:
+    """The writer lock of the configured index. Embedded, one lock covers the workspace's Chroma folder (every
+    collection shares its files) and the ledgers beside it. With a Chroma server, the server serializes
+    its own writes, but the ledger and BM25 files are still this machine's: the lock is the collection's."""
+    if settings.retrieval.store == "server":
+        return index_paths(settings, workspace)[0].parent / "writer.lock"
+    return workspace.indexes / "embedded-writer.lock"
+
+
 def chroma_server_for(settings: Settings, workspace: Workspace):  # -> ChromaServer | None
     """The `chroma run` process that `retrieval.store: server` needs, or None.
 
@@ -94,8 +110,13 @@ def chroma_server_for(settings: Settings, workspace: Workspace):  # -> ChromaSer
     return server
 
 
-def open_knowledge_base(ctx: Context, *, embedder: Embedder | None = None) -> KnowledgeBase:
-    """The configured knowledge base: MiniLM (or the configured embedder) over Chroma, plus BM25."""
+def open_knowledge_base(ctx: Context, *, embedder: Embedder | None = None, serving: bool = False) -> KnowledgeBase:
+    """The configured knowledge base: MiniLM (or the configured embedder) over Chroma, plus BM25.
+
+    ``serving``: this process serves it (the gateway) and holds its writer lock until ``close`` or exit,
+    after waiting for a `kb sync` that writes it (read-only when another gateway already serves it).
+    Otherwise each write takes the lock for its duration, and is refused while a gateway serves the index.
+    """
     settings, workspace = ctx.settings, ctx.workspace
     embedder = embedder or build_embedder(ctx)
     r = settings.retrieval
@@ -104,6 +125,9 @@ def open_knowledge_base(ctx: Context, *, embedder: Embedder | None = None) -> Kn
     else:
         store = ChromaStore.embedded(workspace.indexes / "chroma", r.collection)
     records_path, bm25_dir = index_paths(settings, workspace)
+    lock = IndexLock(index_lock_path(settings, workspace))
+    if serving and not lock.serve():
+        log.warning("another gateway serves this knowledge base: this one serves it read-only (no admin KB changes)")
     return KnowledgeBase(
         store=store,
         embedder=embedder,
@@ -113,6 +137,7 @@ def open_knowledge_base(ctx: Context, *, embedder: Embedder | None = None) -> Kn
         records=RecordManager(records_path),
         index_dir=bm25_dir,
         options=SearchOptions(mode=r.mode),
+        lock=lock,
     )
 
 

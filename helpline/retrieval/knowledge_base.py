@@ -8,6 +8,7 @@ earlier turns (``history``), because "and if I moved?" alone names nothing to lo
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -18,10 +19,11 @@ from helpline.platform.schemas import Access, Chunk, Document, ScoredChunk
 from helpline.retrieval.bm25 import BM25Index, chunks_fingerprint
 from helpline.retrieval.embedders.base import Embedder
 from helpline.retrieval.fusion import reciprocal_rank_fusion, weighted_fusion
+from helpline.retrieval.index_lock import IndexLock
 from helpline.retrieval.ingest.chunking import chunk_document, content_hash
 from helpline.retrieval.ingest.loaders import SUPPORTED, load_directory
 from helpline.retrieval.ingest.records import Record, RecordManager
-from helpline.retrieval.ingest.syncing import SyncReport, apply_sync, document_hash
+from helpline.retrieval.ingest.syncing import SyncReport, apply_sync, document_hash, folder_origin, from_folder
 from helpline.retrieval.stores.protocol import VectorStore
 
 Mode = Literal["dense", "bm25", "hybrid"]
@@ -74,6 +76,7 @@ class KnowledgeBase:
         index_dir: str | Path | None = None,
         options: SearchOptions | None = None,
         reranker: Reranker | None = None,
+        lock: IndexLock | None = None,
     ) -> None:
         self.store = store
         self.embedder = embedder
@@ -84,6 +87,8 @@ class KnowledgeBase:
         self.index_dir = Path(index_dir) if index_dir else None
         self.options = options or SearchOptions()
         self.reranker = reranker
+        #: The index's writer lock (None: an index no other process opens, in memory or a scratch folder).
+        self.lock = lock
         #: How many fused candidates the reranker sees.
         self.rerank_depth = 20
         self._bm25: BM25Index | None = None
@@ -92,74 +97,103 @@ class KnowledgeBase:
 
     # writing ------------------------------------------------------------------------------
 
-    def sync(self, docs: Iterable[Document], *, delete_missing: bool = True, keep: Iterable[str] = ()) -> SyncReport:
+    def sync(
+        self,
+        docs: Iterable[Document],
+        *,
+        delete_missing: bool = True,
+        keep: Iterable[str] = (),
+        origin: str | None = None,
+    ) -> SyncReport:
         """Make the store hold ``docs``: embed new and changed ones, delete removed ones (if ``delete_missing``)
-        except those in ``keep``, which stay as they are.
+        except those in ``keep``, which stay as they are. ``docs`` are recorded as coming from ``origin``
+        (``upload``, ``folder:PATH``; None keeps a document's recorded origin, and a new one is ``added``).
 
         Safe to kill at any point: the next sync finishes what the killed one started.
         """
         wanted = {d.doc_id: d for d in docs}
         report = SyncReport()
-        apply_sync(self, wanted, report, delete_missing=delete_missing, keep=set(keep))
-        return self._finish(report)
+        with self._writing():
+            apply_sync(self, wanted, report, delete_missing=delete_missing, keep=set(keep), origin=origin)
+            return self._finish(report)
 
     def sync_folder(self, folder: Path, *, rebuild: bool = False) -> tuple[SyncReport, list]:
-        """Mirror ``folder`` (``helpline kb sync`` and the admin API): its articles in, removed ones out.
+        """Mirror ``folder`` (``helpline kb sync`` and the admin API): its articles in, its removed ones out.
 
+        Only documents that came from this folder are deleted (uploads and other folders' documents stay).
         What a file that cannot be loaded held stays as it was (an article broken by an edit does not
-        vanish from the answers), and a folder with no readable article is refused rather than allowed
-        to empty the knowledge base. Returns the report and the files that could not be loaded.
+        vanish from the answers), and a folder with no readable article is refused rather than allowed to
+        delete what it brought. ``rebuild`` embeds the folder's documents again. Returns the report and
+        the files that could not be loaded.
         """
-        docs, failures = load_directory(folder)
-        known = {r.doc_id for r in self.documents()}
-        if not docs and known:
-            broken = f" ({len(failures)} could not be loaded: {failures[0].reason})" if failures else ""
-            raise DataError(
-                f"{folder} has no readable article{broken}; syncing it would delete all {len(known)} documents",
-                hint=f"check the folder (articles are {', '.join(sorted(SUPPORTED))}); "
-                "to delete documents, use `helpline kb remove ID ...`",
-            )
-        keep = {f.doc_id for f in failures} & known
-        if rebuild and keep:
-            raise DataError(
-                f"{len(keep)} document(s) have a file that cannot be loaded ({', '.join(sorted(keep)[:5])}); "
-                "a rebuild would drop them",
-                hint="fix or remove those files (`helpline kb sync` without --rebuild lists why), then rebuild",
-            )
-        if rebuild:
-            self.clear()
-        report = self.sync(docs, keep=keep)
-        report.kept = sorted(keep)
-        return report, failures
+        with self._writing():
+            docs, failures = load_directory(folder)
+            origin = folder_origin(folder)
+            records = self.records.all()
+            own = {doc_id for doc_id, r in records.items() if from_folder(r, folder)}
+            if not docs and own:
+                broken = f" ({len(failures)} could not be loaded: {failures[0].reason})" if failures else ""
+                raise DataError(
+                    f"{folder} has no readable article{broken}; syncing it would delete all {len(own)} "
+                    "documents synced from it",
+                    hint=f"check the folder (articles are {', '.join(sorted(SUPPORTED))}); "
+                    "to delete documents, use `helpline kb remove ID ...`",
+                )
+            kept = {f.doc_id for f in failures} & own
+            if rebuild and kept:
+                raise DataError(
+                    f"{len(kept)} document(s) have a file that cannot be loaded ({', '.join(sorted(kept)[:5])}); "
+                    "a rebuild would drop them",
+                    hint="fix or remove those files (`helpline kb sync` without --rebuild lists why), then rebuild",
+                )
+            if rebuild:
+                self._delete(sorted(own), records)
+            report = self.sync(docs, keep=(set(records) - own) | kept, origin=origin)
+            report.kept = sorted(kept)
+            return report, failures
 
     def remove(self, doc_ids: list[str]) -> SyncReport:
         """Delete documents by id; unknown ids are an error (nothing is deleted then)."""
-        known = self.records.all()
-        missing = [d for d in doc_ids if d not in known]
-        if missing:
-            raise NotFoundError(
-                f"no document with id {', '.join(map(repr, missing))} in the knowledge base",
-                hint="`helpline kb list` shows the ids",
-            )
-        report = SyncReport()
+        with self._writing():
+            known = self.records.all()
+            missing = [d for d in doc_ids if d not in known]
+            if missing:
+                raise NotFoundError(
+                    f"no document with id {', '.join(map(repr, missing))} in the knowledge base",
+                    hint="`helpline kb list` shows the ids",
+                )
+            report = SyncReport(deleted=self._delete(doc_ids, known))
+            return self._finish(report)
+
+    def _delete(self, doc_ids: list[str], known: dict[str, Record]) -> list[str]:
         for doc_id in doc_ids:
             self.records.begin_delete(doc_id)
             self.store.delete(known[doc_id].chunk_ids)
             self.records.forget(doc_id)
-            report.deleted.append(doc_id)
-        return self._finish(report)
+        return list(doc_ids)
 
     def clear(self) -> None:
-        """Drop every chunk and record (a full rebuild starts from here)."""
-        ids = [c.chunk_id for c in self.store.chunks()]
-        for start in range(0, len(ids), 5000):
-            self.store.delete(ids[start : start + 5000])
-        self.records.clear()
-        self._refresh_bm25(force=True)
+        """Drop every chunk and record."""
+        with self._writing():
+            ids = [c.chunk_id for c in self.store.chunks()]
+            for start in range(0, len(ids), 5000):
+                self.store.delete(ids[start : start + 5000])
+            self.records.clear()
+            self._refresh_bm25(force=True)
+
+    def close(self) -> None:
+        """Let other processes write the index again (a serving process holds it until then)."""
+        if self.lock is not None:
+            self.lock.release()
+
+    def _writing(self) -> AbstractContextManager:
+        """The index's writer lock for one write (IndexBusyError while another process holds it)."""
+        return self.lock.writing() if self.lock is not None else nullcontext()
 
     def reindex(self) -> None:
         """Rebuild the BM25 index from the store (after chunks were written to the store directly)."""
-        self._refresh_bm25(force=True)
+        with self._writing():
+            self._refresh_bm25(force=True)
 
     def documents(self) -> list[Record]:
         """The documents the knowledge base holds (including ones a killed sync left unfinished)."""
@@ -273,8 +307,10 @@ class KnowledgeBase:
         index = None if force or self.index_dir is None else BM25Index.load(self.index_dir)
         if index is None or index.fingerprint != self._ledger_fingerprint():
             index = BM25Index.build(self.store.chunks())
-            if self.index_dir is not None:
-                index.save(self.index_dir)
+            # A reader saves it only when no other process writes the index; otherwise it keeps it in memory.
+            with self.lock.attempt() if self.lock is not None else nullcontext(True) as may_write:
+                if self.index_dir is not None and may_write:
+                    index.save(self.index_dir)
         self._bm25, self._bm25_stamp = index, self._pointer_stamp()
         self._chunks = dict(index.chunks)
 

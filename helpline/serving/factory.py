@@ -67,7 +67,7 @@ def build_generator(ctx: Context, *, engine: EngineChoice | None = None) -> Gene
         load_lora_adapter(f"http://{settings.vllm.host}:{settings.vllm.port}", name, record.path)
         served.append(name)
     if served is not None and name in served:
-        return OpenAIGenerator(vllm_url(settings), name)
+        return OpenAIGenerator(vllm_url(settings), name, max_model_len=settings.vllm.max_model_len)
     why = "no vLLM server is answering" if served is None else f"the vLLM server serves {', '.join(served)}, not"
     if engine == "vllm":
         raise EngineError(
@@ -140,10 +140,12 @@ def build_gateway(
     """The gateway app over the real knowledge base and the vLLM server (or in-process transformers)."""
 
     settings, registry = ctx.settings, ctx.registry
-    kb = OwnedKB(lambda: open_knowledge_base(ctx))
+    kb = OwnedKB(lambda: open_knowledge_base(ctx, serving=True))  # holds the index while it serves
     if engine == "vllm":
         base = server.served_name if server is not None else _base_name(settings, registry)
-        backend: Any = VLLMBackend(base_url=vllm_url(settings), base_model=base, server=server)
+        backend: Any = VLLMBackend(
+            base_url=vllm_url(settings), base_model=base, server=server, max_model_len=settings.vllm.max_model_len
+        )
     else:
         backend = TransformersBackend(registry)
     router = ModelRouter(registry, backend)

@@ -1,4 +1,9 @@
-"""Knowledge-base changes the gateway's admin routes make, through helpline.retrieval's APIs."""
+"""Knowledge-base changes the gateway's admin routes make, through helpline.retrieval's APIs.
+
+The gateway hands this an ``OwnedKB`` (see ``kb_owner``), so every knowledge-base method used here must
+exist there too (a test checks). Uploads are recorded with origin ``upload``: a folder sync never
+deletes them.
+"""
 
 from __future__ import annotations
 
@@ -7,29 +12,32 @@ from typing import Any
 
 from helpline.platform.errors import NotFoundError
 from helpline.platform.schemas import Document
+from helpline.retrieval.ingest.syncing import UPLOAD
 
 
 class KBAdmin:
-    """List, upsert, delete and folder-sync on a ``KnowledgeBase``."""
+    """List, upsert, delete and folder-sync on a knowledge base (an ``OwnedKB`` in the gateway)."""
 
     def __init__(self, kb: Any) -> None:
         self.kb = kb
 
     def list_documents(self) -> list[dict[str, Any]]:
+        fields = ("doc_id", "title", "access", "state", "origin")
         return [
-            {"doc_id": r.doc_id, "title": r.title, "access": r.access, "chunks": len(r.chunk_ids), "state": r.state}
+            {**{f: getattr(r, f) for f in fields}, "chunks": len(r.chunk_ids)}
             for r in sorted(self.kb.documents(), key=lambda r: r.doc_id)
         ]
 
     def upsert(self, docs: list[Document]) -> dict[str, Any]:
-        """Add new and changed documents; leave every other document alone."""
-        return self.kb.sync(docs, delete_missing=False).summary()
+        """Add new and changed documents as uploads; leave every other document alone."""
+        return self.kb.sync(docs, delete_missing=False, origin=UPLOAD).summary()
 
     def delete(self, doc_id: str) -> dict[str, Any]:
         return self.kb.remove([doc_id]).summary()
 
     def sync_folder(self, folder: str) -> dict[str, Any]:
-        """Make the knowledge base mirror ``folder`` (as `helpline kb sync` does)."""
+        """Make the knowledge base mirror ``folder`` (as `helpline kb sync` does): documents that came
+        from it follow it; uploads and other folders' documents stay."""
         path = Path(folder)
         if not path.is_dir():
             raise NotFoundError(f"{folder} is not a folder on the gateway's machine")
@@ -37,4 +45,3 @@ class KBAdmin:
         summary = report.summary()
         summary["failed"] = [{"path": str(f.path), "reason": f.reason} for f in failures]
         return summary
-

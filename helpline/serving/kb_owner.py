@@ -32,6 +32,9 @@ class OwnedKB:
         docs = list(docs)
         return self.call(self.kb.sync, docs, **kwargs)
 
+    def sync_folder(self, folder: Any, **kwargs: Any) -> Any:
+        return self.call(self.kb.sync_folder, folder, **kwargs)
+
     def remove(self, doc_ids: list[str]) -> Any:
         return self.call(self.kb.remove, doc_ids)
 
@@ -43,4 +46,8 @@ class OwnedKB:
         return self.kb.registry
 
     def close(self) -> None:
+        """Close the knowledge base (a serving one lets other processes write its index again)."""
+        close = getattr(self.kb, "close", None)
+        if close is not None:
+            self.call(close)
         self._pool.shutdown(wait=False)

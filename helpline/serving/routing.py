@@ -18,7 +18,7 @@ from helpline.engines.openai_http import OpenAIGenerator
 from helpline.engines.protocol import Generator
 from helpline.platform.errors import ConfigError, NotFoundError
 from helpline.platform.lazy_imports import require
-from helpline.platform.promotion import require_passing_gate
+from helpline.platform.promotion import require_passing_gate, rollback_target
 from helpline.platform.registry import CHAT_KINDS, AliasChange, ModelRecord, Registry
 
 #: Public model ids (what clients put in `model`) → registry aliases.
@@ -59,10 +59,13 @@ class ModelRouter:
         self.canary_share = canary_share
         self._lock = threading.Lock()
 
-    def public_models(self) -> list[str]:
-        """Ids a client may put in `model`."""
+    def public_models(self, *, aliases_only: bool = False) -> list[str]:
+        """Ids a client may put in `model`: the public aliases that point somewhere and, unless
+        ``aliases_only`` (what a customer may address), every registered chat model."""
         aliases = self.registry.aliases()
         ids = [pub for pub, alias in PUBLIC_ALIASES.items() if alias in aliases]
+        if aliases_only:
+            return ids
         chat = [m.name for m in self.registry.list_models() if m.kind in CHAT_KINDS]
         return ids + chat
 
@@ -80,9 +83,10 @@ class ModelRouter:
         try:
             record = self._record(alias or model)
         except NotFoundError as e:
+            # The hint names only the public ids: whoever asked may be a customer, who is not shown adapters.
             raise NotFoundError(
                 f"model {model!r} does not exist",
-                hint=f"use one of: {', '.join(self.public_models())} (GET /v1/models)",
+                hint=f"use {' or '.join(PUBLIC_ALIASES)}; GET /v1/models lists the models your key may use",
             ) from e
         return Route(requested=model, alias=alias, record=record, generator=self.backend.generator_for(record))
 
@@ -96,12 +100,12 @@ class ModelRouter:
             return self.registry.set_alias(alias, record.name, actor=actor)
 
     def rollback(self, alias: str = "production", *, actor: str) -> AliasChange:
-        """Point ``alias`` back at its previous model, loading it first if needed."""
-        history = self.registry.alias_history(alias)
-        if history and history[-1].previous:
-            self.backend.generator_for(self._record(history[-1].previous))
+        """Point ``alias`` one step back in its history under the promotion rule (a target further back
+        than the latest promotion needs its gate), loading the target first."""
+        target = rollback_target(self.registry, alias)
+        self.backend.generator_for(self._record(target))
         with self._lock:
-            return self.registry.rollback(alias, actor=actor)
+            return self.registry.rollback(alias, actor=actor, expect=target)
 
     def set_canary_share(self, percent: float) -> None:
         if not 0 <= percent <= 100:
@@ -112,9 +116,12 @@ class ModelRouter:
 class VLLMBackend:
     """Generators that talk to one vLLM server; adapters are loaded into it on first use."""
 
-    def __init__(self, *, base_url: str, base_model: str, server=None, timeout_s: float = 120.0) -> None:
+    def __init__(
+        self, *, base_url: str, base_model: str, server=None, timeout_s: float = 120.0, max_model_len: int | None = None
+    ) -> None:
         openai = require("openai", "serve")
         self.base_url = base_url
+        self.max_model_len = max_model_len  # the server's --max-model-len, which every served name shares
         self.base_model = base_model
         self.server = server  # a VLLMServer when we supervise it; None for an external server
         self.timeout_s = timeout_s
@@ -146,7 +153,13 @@ class VLLMBackend:
                     raise ConfigError("cannot load adapters into an external vLLM server", hint="use `helpline run`")
                 if name not in self.server.lora_modules:
                     self.server.load_lora(name, record.path)
-            gen = OpenAIGenerator(self.base_url, name, timeout_s=self.timeout_s, async_client=self._client)
+            gen = OpenAIGenerator(
+                self.base_url,
+                name,
+                timeout_s=self.timeout_s,
+                async_client=self._client,
+                max_model_len=self.max_model_len,
+            )
             self._generators[name] = gen
             return gen
 

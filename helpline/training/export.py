@@ -7,11 +7,16 @@ serves in bf16 while transformers runs fp32 here, so answers can drift after a n
 agreement is measured and reported, and ``min_agreement`` decides. Below it, vLLM is asked again in
 float32: if it then agrees, the drift was bf16 rounding (the adapter is registered, both figures kept);
 if not, the adapter is served wrongly and refused.
+
+A passed adapter is copied to ``<workspace>/models/NAME`` (its merged model to ``NAME-merged``) and
+registered from there, so a later run in the same training folder never changes what is served. NAME
+must be new to the registry and to that folder; both are checked before anything runs or is written.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -22,8 +27,9 @@ from pathlib import Path
 import yaml
 
 from helpline.platform.context import Context
-from helpline.platform.errors import HelplineError, NotFoundError
+from helpline.platform.errors import ConfigError, HelplineError, NotFoundError
 from helpline.platform.lazy_imports import require
+from helpline.platform.registry import ModelNameTakenError
 
 
 class ExportRefusedError(HelplineError):
@@ -153,6 +159,7 @@ def export_adapter(
     adapter_dir = run_dir / "adapter"
     base_path = Path(summary["base_model_path"])
     name = name or summary["config"].get("adapter_name") or run_dir.name
+    check_export_names(name, merge=merge, ctx=ctx)
     settings = ctx.settings.vllm
     report: dict = {"adapter": str(adapter_dir), "name": name, "checked_at": time.time()}
 
@@ -175,6 +182,24 @@ def export_adapter(
     if console:
         console.print(f"[green]registered[/] adapter {name}; vLLM/PEFT token agreement {agreed}")
     return report
+
+
+def check_export_names(name: str, *, merge: bool, ctx: Context) -> None:
+    """Refuse a name the registry holds, or whose folder under ``<workspace>/models`` exists (and the same
+    for ``NAME-merged`` with ``merge``): an export never replaces a registered model nor writes into its
+    folder."""
+    for each in (name, f"{name}-merged") if merge else (name,):
+        try:
+            ctx.registry.check_name_free(each)
+        except ModelNameTakenError as e:
+            raise ModelNameTakenError(
+                e.message, hint=f"{e.hint}: --name NEW for `helpline train export`, adapter_name=NEW for `train sft`"
+            ) from e
+        if (ctx.workspace.models / each).exists():
+            raise ConfigError(
+                f"{ctx.workspace.models / each} already exists, though no model named {each!r} is registered",
+                hint="export under another --name, or remove that folder (a leftover of an interrupted export)",
+            )
 
 
 def read_training_summary(run_dir: Path) -> dict:
@@ -233,9 +258,9 @@ def float32_agreement(
 
 
 def register_adapter(report: dict, summary: dict, *, ctx: Context, run_dir: Path, merge: bool) -> None:
-    """Register a passed adapter with its lineage and model card (and the merged model if ``merge``), and
-    record that in ``report`` and ``export_report.json``."""
-    adapter_dir, name = run_dir / "adapter", report["name"]
+    """Copy a passed adapter to its own folder and register it from there with its lineage and model card
+    (and the merged model if ``merge``), and record that in ``report`` and ``export_report.json``."""
+    name = report["name"]
     kb = ctx.registry.kb_versions()
     lineage = {
         "base_model": summary["base_model"],
@@ -245,18 +270,38 @@ def register_adapter(report: dict, summary: dict, *, ctx: Context, run_dir: Path
         "metrics": {k: summary[k] for k in ("best_eval_loss", "final_eval_loss", "train_loss", "global_step")},
         "export_gate": {"agreement": report["agreement"], "vllm": report["vllm"]},
     }
+    trained = run_dir / "adapter"
+    adapter_dir = _new_folder(ctx.workspace.models / name, lambda partial: shutil.copytree(trained, partial))
     write_model_card(adapter_dir, name, lineage)
-    record = ctx.registry.register_model(
-        name, kind="adapter", path=adapter_dir, base_model=summary["base_model"], metadata=lineage
-    )
-    report["registered"] = record.name
+    try:
+        record = ctx.registry.register_model(
+            name, kind="adapter", path=adapter_dir, base_model=summary["base_model"], metadata=lineage
+        )
+    except HelplineError:
+        shutil.rmtree(adapter_dir)  # ours: nothing registered points at it
+        raise
+    report["registered"], report["path"] = record.name, str(adapter_dir)
     if merge:
-        merged = merge_adapter(Path(summary["base_model_path"]), adapter_dir, run_dir / "merged")
+        base_path = Path(summary["base_model_path"])
+        merged = _new_folder(ctx.workspace.models / f"{name}-merged",
+                             lambda partial: merge_adapter(base_path, adapter_dir, partial))  # fmt: skip
         ctx.registry.register_model(
             f"{name}-merged", kind="base", path=merged, metadata={**lineage, "merged_from": name}
         )
         report["merged"] = str(merged)
     (run_dir / "export_report.json").write_text(json.dumps(report, indent=2))
+
+
+def _new_folder(target: Path, write) -> Path:
+    """``target``, written by ``write(partial)`` and renamed into place last (an interrupted export leaves
+    no half-written model); refused if it exists, so a registered model's folder is never written again."""
+    if target.exists():
+        raise ConfigError(f"{target} already exists", hint="export under another --name")
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    write(partial)
+    partial.rename(target)
+    return target
 
 
 def write_model_card(adapter_dir: Path, name: str, lineage: dict) -> None:

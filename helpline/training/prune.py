@@ -264,6 +264,7 @@ def set_up_pruning(opts: PruneOptions, ctx: Context) -> PruneSetup:
     target = ctx.workspace.models / opts.name
     if target.exists() and not opts.force:
         raise ConfigError(f"{target} already exists", hint="choose another --name, or --force to replace it")
+    ctx.registry.check_name_free(opts.name)  # --force replaces a leftover folder, never a registered model
     dataset_dir = resolve_dataset(opts.dataset, ctx.workspace.datasets)
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(source))
     if not tokenizer.chat_template:

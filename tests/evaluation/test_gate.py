@@ -96,21 +96,21 @@ def test_promotion_requires_a_passing_gate(tmp_path: Path, suite_file: Path) -> 
 
 
 def _cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, suite_file: Path, candidate: dict[str, str]):
-    from helpline.cli import evaluate as evaluate_cli
     from helpline.cli.app import app
+    from helpline.cli.eval import models as eval_models_cli
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HELPLINE_WORKSPACE", str(tmp_path / "ws"))
     registry = Registry(tmp_path / "ws" / "registry.sqlite")
-    for name in ("prod", "cand"):
+    for name in {"prod", "cand"} - {m.name for m in registry.list_models()}:  # a second call keeps the first's
         registry.register_model(name, kind="base", path=tmp_path)
     gate_yaml = tmp_path / "gate.yaml"
     gate_yaml.write_text(f"suites: [{suite_file}]\n")
     scripts = {"prod": GOOD, "cand": candidate}
-    monkeypatch.setattr(evaluate_cli, "resolve_model", lambda ctx, m: m)
-    monkeypatch.setattr(evaluate_cli, "build_embedder", lambda ctx, **kw: None)
+    monkeypatch.setattr(eval_models_cli, "resolve_model", lambda ctx, m: m)
+    monkeypatch.setattr(eval_models_cli, "build_embedder", lambda ctx, **kw: None)
     monkeypatch.setattr(
-        evaluate_cli, "build_responder", lambda ctx, *, model, **kw: FakeResponder(scripts[model], name=model)
+        eval_models_cli, "build_responder", lambda ctx, *, model, **kw: FakeResponder(scripts[model], name=model)
     )
     args = ["eval", "gate", "--candidate", "cand", "--baseline", "prod", "--config", str(gate_yaml), "--json"]
     return CliRunner().invoke(app, args), registry

@@ -5,6 +5,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from helpline.platform import promotion
+from helpline.platform.errors import NotFoundError
+from helpline.platform.promotion import GateError
 from helpline.platform.registry import Registry
 
 
@@ -42,3 +47,30 @@ def test_update_metadata_keeps_creation_time(tmp_path: Path) -> None:
     again = registry.get_model("m")
     assert again.metadata == {"a": 1, "b": 2} == updated.metadata
     assert again.created_at == first.created_at
+
+
+def test_a_rollback_past_the_last_promotion_needs_a_passing_gate(tmp_path: Path) -> None:
+    """The review's case: promote, roll back, roll back again. The second rollback used to put the model just
+    rolled back live again, without its gate; it now walks further back, under the promotion rule."""
+    registry = Registry(tmp_path / "r.sqlite")
+    registry.register_model("base", kind="base", path=tmp_path / "b")
+    registry.register_model("good", kind="adapter", path=tmp_path / "g", base_model="base")
+    registry.register_model("bad", kind="adapter", path=tmp_path / "x", base_model="base")
+    registry.update_metadata("good", {"gate": {"passed": True, "report": "r.html"}})
+    registry.set_alias("production", "base", actor="init")
+    registry.set_alias("production", "good")
+    registry.set_alias("production", "bad", actor="cli:forced")
+
+    assert promotion.rollback(registry, "production", actor="test").model_name == "good"  # undoes bad's promotion
+    with pytest.raises(GateError, match="no gate report") as err:
+        promotion.rollback(registry, "production", actor="test")  # base was never gated
+    assert "helpline models promote base --force" in err.value.hint
+    assert registry.aliases()["production"] == "good"
+
+    registry.set_alias("production", "bad", actor="cli:forced")
+    assert promotion.rollback(registry, "production", actor="test").model_name == "good"
+    registry.update_metadata("base", {"gate": {"passed": True}})
+    assert promotion.rollback(registry, "production", actor="test").model_name == "base"
+    with pytest.raises(NotFoundError, match="no earlier model"):
+        promotion.rollback(registry, "production", actor="test")
+    assert registry.aliases()["production"] == "base"

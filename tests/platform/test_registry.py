@@ -109,3 +109,43 @@ def test_base_of_an_adapter_whose_base_is_gone_says_what_to_do(registry: Registr
     registry.register_model("odd", kind="adapter", path=tmp_path / "x", base_model="minilm")
     with pytest.raises(ConfigError, match="names 'minilm' as its base model, but that is an embedder"):
         registry.base_of("odd")
+
+
+def test_a_name_in_use_is_never_replaced_and_what_the_alias_serves_stays(registry: Registry, tmp_path: Path) -> None:
+    registry.register_model("gated", kind="adapter", path=tmp_path / "g", base_model="base-a")
+    registry.update_metadata("gated", {"gate": {"passed": True}})
+    registry.set_alias("production", "adapter-1")
+    registry.set_alias("production", "adapter-2")  # adapter-1 stays in the history: a rollback returns to it
+    for name, why in (("adapter-2", "'production' points at it"), ("adapter-1", "history of 'production'"),
+                      ("gated", "gate record")):  # fmt: skip
+        for replace in (False, True):
+            with pytest.raises(ConfigError, match=f"'{name}' already exists in the registry") as err:
+                registry.register_model(name, kind="adapter", path=tmp_path / "evil", base_model="base-a",
+                                        replace=replace)  # fmt: skip
+            assert why in str(err.value) and "new name" in err.value.hint
+        assert registry.get_model(name).path != str(tmp_path / "evil")
+    assert registry.get_model("production").path == str(tmp_path / "ad2")
+
+
+def test_only_a_model_nothing_refers_to_is_replaced_and_only_when_asked(registry: Registry, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="'adapter-1' already exists in the registry") as err:
+        registry.register_model("adapter-1", kind="adapter", path=tmp_path / "new", base_model="base-a")
+    assert "adapter-1-2" in err.value.hint  # a free name to use instead
+    assert registry.get_model("adapter-1").metadata == {"rank": 8}
+    registry.register_model("adapter-1", kind="adapter", path=tmp_path / "new", base_model="base-a", replace=True)
+    assert registry.get_model("adapter-1").path == str(tmp_path / "new")
+
+
+def test_a_second_rollback_walks_further_back_instead_of_returning_to_the_rolled_back_model(
+    registry: Registry,
+) -> None:
+    for name in ("base-a", "adapter-1", "adapter-2"):
+        registry.set_alias("production", name)
+    assert registry.rollback("production").model_name == "adapter-1"
+    assert registry.rollback("production").model_name == "base-a"  # not adapter-2, just rolled back
+    with pytest.raises(NotFoundError, match="no earlier model") as err:
+        registry.rollback("production")
+    assert "helpline models promote" in err.value.hint
+    registry.set_alias("production", "adapter-2")
+    assert registry.rollback("production").model_name == "base-a"  # undoes the promotion after the rollbacks
+    assert [h.model_name for h in registry.alias_history("production")][-3:] == ["base-a", "adapter-2", "base-a"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from helpline.platform.errors import ConfigError
+from helpline.platform.errors import ConfigError, NotFoundError
 from helpline.platform.registry import Registry
 
 # The schema as helpline wrote it before schema versions (PRAGMA user_version 0): no kind constraint.
@@ -102,10 +102,13 @@ def test_opening_an_old_registry_turns_its_detector_into_a_detector(old_registry
     after = _tables(old_registry)
     changed = [row for row in before["models"] if row not in after["models"]]
     assert [row[0] for row in changed] == ["helpline-detector"]  # every other row is as it was
-    assert {t: rows for t, rows in after.items() if t != "models"} == {t: r for t, r in before.items() if t != "models"}
+    unchanged = ("aliases", "kb_versions")
+    assert {t: after[t] for t in unchanged} == {t: before[t] for t in unchanged}
+    assert [row[:-1] for row in after["alias_history"]] == before["alias_history"]  # schema 2 adds `action`
+    assert [row[-1] for row in after["alias_history"]] == ["set"]
     assert [m.kind for m in registry.list_models()] == ["base", "adapter", "embedder", "detector", "base"]
     assert registry.chat_model("production").name == "support-v1" and registry.base_of("production").name == "smollm2"
-    assert _user_version(old_registry) == 1
+    assert _user_version(old_registry) == 2
 
 
 def test_a_second_open_changes_nothing(old_registry: Path) -> None:
@@ -120,13 +123,13 @@ def test_a_second_open_changes_nothing(old_registry: Path) -> None:
     again = _tables(old_registry)
     assert {row[0]: row[1] for row in again["models"]}["late"] == "base"  # the migration did not run again
     assert [row for row in again["models"] if row[0] != "late"] == migrated["models"]
-    assert _user_version(old_registry) == 1
+    assert _user_version(old_registry) == 2
 
 
 def test_a_new_registry_starts_at_the_current_schema_version(tmp_path: Path) -> None:
     registry = Registry(tmp_path / "fresh.sqlite")
     registry.register_model("helpline-detector", kind="detector", path=tmp_path / "d")
-    assert _user_version(registry.db_path) == 1
+    assert _user_version(registry.db_path) == 2
     assert Registry(registry.db_path).get_model("helpline-detector").kind == "detector"
 
 
@@ -135,6 +138,20 @@ def test_a_registry_from_a_newer_helpline_is_refused(tmp_path: Path) -> None:
     Registry(path)
     with closing(sqlite3.connect(path)) as db, db:
         db.execute("PRAGMA user_version = 99")
-    with pytest.raises(ConfigError, match="schema version 99; this helpline reads up to 1") as err:
+    with pytest.raises(ConfigError, match="schema version 99; this helpline reads up to 2") as err:
         Registry(path)
     assert "upgrade helpline" in err.value.hint
+
+
+def test_a_rollback_written_before_rollbacks_were_marked_is_not_undone_by_the_next_one(old_registry: Path) -> None:
+    """An old file's history holds its rollbacks as plain changes; the next rollback must not read the last
+    one as a promotion to undo (that put the model just rolled back live again)."""
+    with closing(sqlite3.connect(old_registry)) as db, db:
+        db.executemany(
+            "INSERT INTO alias_history (alias, model_name, previous, at, actor) VALUES ('production', ?, ?, ?, 'cli')",
+            [("smollm2", "support-v1", 7.0), ("support-v1", "smollm2", 8.0)],
+        )  # smollm2 promoted over support-v1, then `helpline models rollback`
+    registry = Registry(old_registry)
+    with pytest.raises(NotFoundError, match="no earlier model"):
+        registry.rollback("production")
+    assert registry.aliases()["production"] == "support-v1"

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpline.cli.kb import SAMPLE_KB
 from helpline.platform.context import Context
+from helpline.retrieval import SAMPLE_KB
 from helpline.retrieval.factory import open_knowledge_base
 
 pytestmark = pytest.mark.integration

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -11,32 +12,8 @@ import pytest
 from helpline.platform.errors import DataError
 from helpline.retrieval.ingest import loaders
 from helpline.retrieval.ingest.chunking import chunk_document
-from helpline.retrieval.ingest.loaders import load_directory, load_file, load_files
-
-
-def text_pdf(text: str) -> bytes:
-    """A minimal one-page PDF whose page shows ``text`` (built by hand: no PDF writer needed)."""
-    stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R"
-        b" /Resources << /Font << /F1 5 0 R >> >> >>",
-        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-    ]
-    out = io.BytesIO()
-    out.write(b"%PDF-1.4\n")
-    offsets = []
-    for i, body in enumerate(objects, 1):
-        offsets.append(out.tell())
-        out.write(b"%d 0 obj\n" % i + body + b"\nendobj\n")
-    xref = out.tell()
-    out.write(b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1))
-    for off in offsets:
-        out.write(b"%010d 00000 n \n" % off)
-    out.write(b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref))
-    return out.getvalue()
+from helpline.retrieval.ingest.loaders import IngestLimits, load_directory, load_file, load_files
+from helpline.testing.documents import slow_pdf, text_pdf, with_zip_member
 
 
 def encrypted_pdf() -> bytes:
@@ -192,3 +169,78 @@ def test_load_files_reports_unsupported_types_and_duplicate_ids(tmp_path: Path) 
     assert [d.doc_id for d in docs] == ["faq"]
     reasons = {f.path.name: f.reason for f in failures}
     assert "same id 'faq'" in reasons["faq.txt"] and "unsupported file type .xlsx" in reasons["sheet.xlsx"]
+
+
+# access levels: every file can carry one; an upload must state one ------------------------------
+
+
+def test_a_sidecar_gives_a_pdf_or_docx_its_access_title_and_metadata(tmp_path: Path) -> None:
+    write(tmp_path, "fraud-checklist.pdf", text_pdf("Check the billing address"))
+    write(tmp_path, "fraud-checklist.pdf.yaml", "access: internal\ntitle: Fraud checklist\nowner: risk\n")
+    write(tmp_path, "gift.docx", docx_bytes())
+    write(tmp_path, "gift.docx.yaml", "access: internal\n")
+    docs, failures = load_directory(tmp_path)
+    assert failures == []
+    by_id = {d.doc_id: d for d in docs}
+    assert sorted(by_id) == ["fraud-checklist", "gift"]  # a sidecar is no document of its own
+    fraud = by_id["fraud-checklist"]
+    assert (fraud.access, fraud.title, fraud.metadata) == ("internal", "Fraud checklist", {"owner": "risk"})
+    assert by_id["gift"].access == "internal"
+
+
+def test_a_sidecar_that_contradicts_its_file_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "fees.md", "---\naccess: public\n---\n# Fees\nNo fee.\n")
+    write(tmp_path, "fees.md.yaml", "access: internal\n")
+    with pytest.raises(DataError, match=r"fees\.md\.yaml says access: internal, the file says public"):
+        load_file(path)
+
+
+def test_without_a_default_a_file_must_state_who_may_see_it(tmp_path: Path) -> None:
+    pdf = write(tmp_path, "policy.pdf", text_pdf("Refunds take five days"))
+    with pytest.raises(DataError, match="does not say who may see it"):
+        load_file(pdf, default_access=None)
+    assert load_file(pdf, default_access="internal").access == "internal"
+    stated = write(tmp_path, "fees.md", "---\naccess: public\n---\n# Fees\nNo fee.\n")
+    assert load_file(stated, default_access=None).access == "public"
+
+
+# hostile files: refused with the reason, and the rest of the folder still loads --------------------
+
+
+def test_a_docx_that_unpacks_past_the_limit_is_refused_before_it_is_parsed(tmp_path: Path) -> None:
+    path = write(tmp_path, "bomb.docx", with_zip_member(docx_bytes(), "word/media/zeros.bin", 60 * 2**20))
+    assert path.stat().st_size < 2**20
+    with pytest.raises(DataError, match=r"unpacks to 60\.\d MB, over the 50 MB limit"):
+        load_file(path)
+
+
+def test_a_pdf_over_the_page_limit_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "long.pdf", text_pdf("one", "two", "three"))
+    with pytest.raises(DataError, match="has 3 pages, over the 2-page limit"):
+        load_file(path, limits=IngestLimits(max_pdf_pages=2))
+    assert "three" in load_file(path, limits=IngestLimits(max_pdf_pages=3)).text
+
+
+def test_a_pdf_that_parses_too_slowly_is_stopped_at_the_deadline(tmp_path: Path) -> None:
+    path = write(tmp_path, "slow.pdf", slow_pdf(100_000))  # seconds of text extraction
+    started = time.monotonic()
+    with pytest.raises(DataError, match=r"took longer than 0\.5 s"):
+        load_file(path, limits=IngestLimits(pdf_timeout_s=0.5))
+    assert time.monotonic() - started < 3
+
+
+def test_a_csv_field_over_the_csv_limit_fails_only_its_file(tmp_path: Path) -> None:
+    write(tmp_path, "good.md", "# Good\nReturns take 30 days.")
+    write(tmp_path, "faq.csv", 'question,answer\n"Long?","' + "x" * (200 * 1024) + '"\n')
+    docs, failures = load_directory(tmp_path)
+    assert [d.doc_id for d in docs] == ["good"]
+    assert [f.doc_id for f in failures] == ["faq"] and "longer than 128 KiB" in failures[0].reason
+
+
+def test_front_matter_keys_that_are_not_names_are_coerced_or_fail_only_their_file(tmp_path: Path) -> None:
+    dated = write(tmp_path, "dated.md", "---\n2024: reviewed\ntrue: yes\n---\n# Dated\nBody.")
+    assert load_file(dated).metadata == {"2024": "reviewed", "True": "True"}
+    write(tmp_path, "nameless.md", "---\n~: nothing\n---\n# Nameless\nBody.")
+    docs, failures = load_directory(tmp_path)
+    assert [d.doc_id for d in docs] == ["dated"]
+    assert [f.doc_id for f in failures] == ["nameless"] and "front matter key None" in failures[0].reason

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from helpline.platform.errors import DataError
 from helpline.platform.registry import Registry
 from helpline.platform.schemas import Document
+from helpline.retrieval.ingest.loaders import load_directory
 from helpline.retrieval.ingest.records import RecordManager
 from helpline.retrieval.knowledge_base import KnowledgeBase
 from helpline.testing import FakeEmbedder, InMemoryStore
@@ -241,8 +243,84 @@ def test_folder_sync_keeps_what_a_broken_file_held_and_refuses_to_empty_the_base
     (folder / "returns.md").unlink()
     with pytest.raises(DataError, match=r"no readable article .*would delete all 2 documents"):
         kb.sync_folder(folder)
+    assert sorted(r.doc_id for r in kb.documents()) == ["fees", "returns"]
+
+
+# a folder sync changes only what came from that folder --------------------------------------------
+
+
+def articles(tmp_path: Path, name: str, **texts: str) -> Path:
+    folder = tmp_path / name
+    folder.mkdir(exist_ok=True)
+    for doc_id, text in texts.items():
+        (folder / f"{doc_id}.md").write_text(f"# {doc_id.title()}\n\n{text}\n")
+    return folder
+
+
+def test_folder_sync_deletes_only_documents_that_came_from_that_folder(tmp_path: Path) -> None:
+    kb = open_kb(tmp_path, InMemoryStore())
+    kb.sync([doc("gift", "Gift cards never expire.", access="internal")], delete_missing=False, origin="upload")
+    help_centre = articles(tmp_path, "help", fees="No fee for standard delivery.", vouchers="Vouchers last a year.")
+    staff_wiki = articles(tmp_path, "wiki", escalation="Escalate fraud to the risk team.")
+    kb.sync_folder(help_centre)
+    kb.sync_folder(staff_wiki)
+    (help_centre / "vouchers.md").unlink()
+    report, _ = kb.sync_folder(help_centre)
+    assert report.deleted == ["vouchers"]
+    origins = {r.doc_id: r.origin for r in kb.documents()}
+    assert origins == {
+        "gift": "upload",
+        "fees": f"folder:{help_centre.resolve()}",
+        "escalation": f"folder:{staff_wiki.resolve()}",
+    }
+    report, _ = kb.sync_folder(help_centre, rebuild=True)  # a rebuild re-embeds the folder's own documents only
+    assert report.added == ["fees"] and report.deleted == [] and {r.doc_id for r in kb.documents()} == set(origins)
+
+
+def test_an_empty_folder_deletes_nothing_it_did_not_bring(tmp_path: Path) -> None:
+    kb = open_kb(tmp_path, InMemoryStore())
+    kb.sync([doc("gift", "Gift cards never expire.")], delete_missing=False, origin="upload")
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(DataError, match="would delete all 2 documents"):
-        kb.sync_folder(empty)
-    assert sorted(r.doc_id for r in kb.documents()) == ["fees", "returns"]
+    report, failures = kb.sync_folder(empty)
+    assert (report.deleted, failures, [r.doc_id for r in kb.documents()]) == ([], [], ["gift"])
+
+
+def test_a_ledger_from_before_origins_keeps_uploads_and_lets_the_folder_claim_its_files(tmp_path: Path) -> None:
+    folder = articles(tmp_path, "help", fees="No fee for standard delivery.", old="An old policy.")
+    store = InMemoryStore()
+    before = open_kb(tmp_path, store)
+    before.sync(load_directory(folder)[0])
+    upload = Document(doc_id="gift", title="Gift", text="Gift cards.", source="upload:staff:1")
+    before.sync([upload], delete_missing=False)
+    before.records.close()
+    _drop_origin_column(tmp_path / "records.sqlite")
+
+    (folder / "old.md").unlink()
+    kb = open_kb(tmp_path, store)
+    report, _ = kb.sync_folder(folder)
+    assert report.deleted == ["old"]
+    assert {r.doc_id: r.origin for r in kb.documents()} == {"fees": f"folder:{folder.resolve()}", "gift": ""}
+
+
+def _drop_origin_column(path: Path) -> None:
+    """Make ``path`` a ledger as written before documents recorded their origin."""
+    db = sqlite3.connect(path)
+    columns = [row[1] for row in db.execute("PRAGMA table_info(documents)")]
+    if "origin" in columns:
+        db.execute("ALTER TABLE documents DROP COLUMN origin")
+    db.commit()
+    db.close()
+
+
+def test_an_embedder_change_reembeds_documents_the_folder_does_not_hold(tmp_path: Path) -> None:
+    store = InMemoryStore()
+    kb = open_kb(tmp_path, store)
+    kb.sync([doc("gift", "Gift cards never expire.")], delete_missing=False, origin="upload")
+    folder = articles(tmp_path, "help", fees="No fee for standard delivery.")
+    kb.sync_folder(folder)
+    other = FakeEmbedder()
+    other.name = "another-embedder"
+    open_kb(tmp_path, store, other).sync_folder(folder)
+    embedded = [text for call in other.calls for text in call]
+    assert any("Gift cards never expire" in t for t in embedded) and any("standard delivery" in t for t in embedded)

@@ -19,6 +19,7 @@ def _answer(gw: Gateway, conversation_id: str | None = None) -> str:
 
 def test_uploaded_document_is_answerable_and_deleted_one_is_gone(gateway: Gateway) -> None:
     doc = {"doc_id": "gift-cards", "title": "Gift cards", "text": "Gift cards never expire and work online."}
+    doc["access"] = "public"  # an upload states who may see it
     staff = gateway.headers("staff")
     resp = gateway.client.post("/admin/kb/documents", json={"documents": [doc]}, headers=staff)
     assert resp.status_code == 200 and resp.json()["added"] == ["gift-cards"]
@@ -98,3 +99,28 @@ def test_promotion_without_a_passing_gate_is_refused_unless_an_admin_forces_it(g
     assert gateway.client.post("/admin/models/promote", json=forced, headers=admin).status_code == 200
     assert _answer(gateway) == "answer from ungated-adapter"
     assert "model.promote.forced" in [a["action"] for a in gateway.store.audit_log()]
+
+
+def test_a_second_rollback_does_not_bring_back_the_model_just_rolled_back(gateway: Gateway) -> None:
+    engineer = gateway.headers("engineer")
+    gateway.client.post("/admin/models/promote", json={"name": "fake-adapter"}, headers=engineer)
+    assert gateway.client.post("/admin/models/rollback", json={}, headers=engineer).status_code == 200
+    again = gateway.client.post("/admin/models/rollback", json={}, headers=engineer)
+    assert again.status_code == 404
+    assert "no earlier model" in again.json()["error"]["message"]
+    assert _answer(gateway) == "answer from fake-base"
+
+
+def test_rolling_back_past_the_last_promotion_needs_a_passing_gate(gateway: Gateway) -> None:
+    engineer, admin = gateway.headers("engineer"), gateway.headers("admin")
+    gateway.client.post("/admin/models/promote", json={"name": "fake-adapter"}, headers=engineer)
+    forced = {"name": "ungated-adapter", "force": True}
+    assert gateway.client.post("/admin/models/promote", json=forced, headers=admin).status_code == 200
+    # Undoing the latest promotion restores what served just before it.
+    assert gateway.client.post("/admin/models/rollback", json={}, headers=engineer).status_code == 200
+    assert _answer(gateway) == "answer from fake-adapter"
+    # One step further goes back to fake-base, which never passed a gate: the promotion rule applies.
+    refused = gateway.client.post("/admin/models/rollback", json={}, headers=engineer)
+    assert refused.status_code == 409
+    assert "no gate report" in refused.json()["error"]["message"]
+    assert _answer(gateway) == "answer from fake-adapter"

@@ -108,14 +108,14 @@ def test_unknown_model_is_a_404_with_the_known_ones(gateway: Gateway) -> None:
 
 
 def test_models_lists_the_public_alias(gateway: Gateway) -> None:
-    ids = [m.id for m in _client(gateway, "customer").models.list()]
+    ids = [m.id for m in _client(gateway, "staff").models.list()]
     assert ids[0] == "helpline-support" and "fake-base" in ids
 
 
 def test_a_detector_or_an_embedder_is_not_a_chat_model(gateway: Gateway, tmp_path: Path) -> None:
     gateway.registry.register_model("det", kind="detector", path=tmp_path / "d")
     gateway.registry.register_model("minilm", kind="embedder", path=tmp_path / "e")
-    ids = [m.id for m in _client(gateway, "customer").models.list()]
+    ids = [m.id for m in _client(gateway, "staff").models.list()]
     assert "det" not in ids and "minilm" not in ids and "fake-base" in ids
     for name in ("det", "minilm"):
         body = {"model": name, "messages": [{"role": "user", "content": RETURN_Q}]}

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from helpline.platform.context import Context
+from helpline.platform.errors import ConfigError
 from helpline.training import export
 from helpline.training.export import ExportRefusedError, export_adapter
 
@@ -91,3 +92,36 @@ def test_a_folder_that_is_not_a_finished_run_is_refused_with_what_to_pass(tmp_pa
     with pytest.raises(NotFoundError, match="not a finished training run") as err:
         export_adapter(tmp_path / "half-run", ctx=Context.load())
     assert "helpline train sft" in (err.value.hint or "")
+
+
+def test_exporting_under_the_name_production_serves_is_refused_before_anything_is_written(
+    run_dir, tmp_path, monkeypatch
+):
+    asked = _engines(monkeypatch, {"bfloat16": REFERENCE})
+    ctx = Context.load(workspace=tmp_path / "ws")
+    ctx.registry.register_model("base", kind="base", path=tmp_path / "base")
+    ctx.registry.register_model("support", kind="adapter", path=tmp_path / "live", base_model="base")
+    ctx.registry.set_alias("production", "support")
+    with pytest.raises(ConfigError, match="'support' already exists in the registry") as err:
+        export_adapter(run_dir, ctx=ctx, name="support")
+    assert "'production' points at it" in str(err.value) and "--name" in err.value.hint
+    assert asked == []  # refused before the (minutes-long) engine checks
+    assert not (run_dir / "export_report.json").exists() and not (run_dir / "adapter" / "README.md").exists()
+    assert not (ctx.workspace.models / "support").exists()
+    assert ctx.registry.get_model("production").path == str(tmp_path / "live")
+
+
+def test_an_exported_adapter_is_served_from_its_own_folder_which_a_new_run_cannot_overwrite(
+    run_dir, tmp_path, monkeypatch
+):
+    _engines(monkeypatch, {"bfloat16": REFERENCE})
+    ctx = Context.load(workspace=tmp_path / "ws")
+    export_adapter(run_dir, ctx=ctx, name="ad")
+    served = Path(ctx.registry.get_model("ad").path)
+    assert served == ctx.workspace.models / "ad"
+    assert json.loads((served / "adapter_config.json").read_text())["r"] == 8 and (served / "README.md").is_file()
+    (run_dir / "adapter" / "adapter_config.json").write_text(json.dumps({"r": 4, "peft_type": "LORA"}))  # retrained
+    assert json.loads((served / "adapter_config.json").read_text())["r"] == 8
+    export_adapter(run_dir, ctx=ctx, name="ad-2")
+    assert Path(ctx.registry.get_model("ad-2").path) == ctx.workspace.models / "ad-2"
+    assert json.loads((served / "adapter_config.json").read_text())["r"] == 8

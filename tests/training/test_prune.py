@@ -150,6 +150,14 @@ def test_run_prune_saves_and_registers_the_model_with_its_lineage(workspace_with
         run_prune(PruneOptions(model="tiny-6", layers=4, dataset="calib", name="tiny-4"), ctx=ctx)
 
 
+def test_pruning_onto_a_registered_name_is_refused_before_anything_is_written(workspace_with_model) -> None:
+    ctx, model_dir = workspace_with_model
+    with pytest.raises(ConfigError, match="'tiny-6' already exists in the registry"):
+        run_prune(PruneOptions(model="tiny-6", layers=4, dataset="calib", name="tiny-6", force=True), ctx=ctx)
+    assert not (ctx.workspace.models / "tiny-6").exists()
+    assert ctx.registry.get_model("tiny-6").path == str(model_dir)
+
+
 @pytest.mark.parametrize("layers", [6, 2, 0])
 def test_a_depth_that_cannot_be_kept_is_refused_with_the_range(workspace_with_model, layers: int) -> None:
     ctx, _ = workspace_with_model

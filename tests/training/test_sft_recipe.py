@@ -149,6 +149,39 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(tiny_base: Path, tiny_
     assert summary["global_step"] == 4
 
 
+def test_a_run_whose_registry_name_is_taken_is_refused_before_it_trains(
+    tiny_base: Path, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    from helpline.training.sft.trainer import run_sft
+
+    ctx = Context.load(workspace=tmp_path / "ws")
+    ctx.registry.register_model("live", kind="base", path=tiny_base)
+    ctx.registry.set_alias("production", "live")
+    for cfg in (_config(tiny_base, tiny_dataset, tmp_path / "lora", export=True, adapter_name="live"),
+                _config(tiny_base, tiny_dataset, tmp_path / "full", method="full", model_name="live")):  # fmt: skip
+        with pytest.raises(ConfigError, match="'live' already exists in the registry"):
+            run_sft(cfg, preset="test", ctx=ctx)
+        assert not Path(cfg.output_dir).exists()  # nothing trained, nothing written
+    assert ctx.registry.get_model("production").path == str(tiny_base)
+
+
+def test_a_new_run_never_overwrites_the_weights_of_a_registered_model(
+    tiny_base: Path, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    from helpline.training.sft.trainer import register_full_model
+
+    ctx = Context.load(workspace=tmp_path / "ws")
+    cfg = _config(tiny_base, tiny_dataset, tmp_path / "full", method="full", max_steps=2, model_name="tiny-v1")
+    summary = _run(cfg, tmp_path)
+    register_full_model(summary, cfg, preset="test", ctx=ctx)
+    weights = _weights(Path(summary["artifact"]))
+    again = cfg.model_copy(update={"model_name": "tiny-v2", "overwrite": True})
+    with pytest.raises(ConfigError, match="holds the weights of registered model tiny-v1") as err:
+        _run(again, tmp_path)
+    assert "run_name" in err.value.hint
+    assert all(torch.equal(weights[k], v) for k, v in _weights(Path(summary["artifact"])).items())
+
+
 def test_same_seed_same_adapter(tiny_base: Path, tiny_dataset: Path, tmp_path: Path) -> None:
     a = _weights(Path(_run(_config(tiny_base, tiny_dataset, tmp_path / "a", max_steps=2), tmp_path)["artifact"]))
     b = _weights(Path(_run(_config(tiny_base, tiny_dataset, tmp_path / "b", max_steps=2), tmp_path)["artifact"]))

@@ -93,7 +93,7 @@ def test_document_list_shows_chunks_update_time_and_version(gw: Gateway) -> None
 
 def test_uploaded_file_is_listed_searchable_and_versioned(gw: Gateway) -> None:
     before = _call(gw, "staff", "GET", "/console/kb/versions").json()["versions"]
-    text = b"---\ntitle: Gift cards\n---\nGift cards never expire and can be used on any order.\n"
+    text = b"---\ntitle: Gift cards\naccess: public\n---\nGift cards never expire and can be used on any order.\n"
     r = _call(gw, "staff", "POST", "/console/kb/files?filename=gift-cards.md", content=text)
     assert r.status_code == 200, r.text
     assert r.json()["doc_id"] == "gift-cards" and r.json()["added"] == ["gift-cards"]
@@ -268,7 +268,7 @@ def test_a_large_article_uploads_although_chat_bodies_are_capped(gw: Gateway) ->
     section = "## Section {i}\n\nPallets ship by freight within ten business days of the order.\n\n"
     text = ("---\ntitle: Freight\n---\n# Freight\n\n" + "".join(section.format(i=i) for i in range(6000))).encode()
     assert len(text) > 300 * 1024
-    r = _call(gw, "staff", "POST", "/console/kb/files?filename=freight.md", content=text)
+    r = _call(gw, "staff", "POST", "/console/kb/files?filename=freight.md&access=public", content=text)
     assert r.status_code == 200, r.text
     huge = b"x" * (21 * 1024 * 1024)
     assert _call(gw, "staff", "POST", "/console/kb/files?filename=huge.md", content=huge).status_code == 413

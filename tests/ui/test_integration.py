@@ -90,6 +90,7 @@ def test_kb_page_upload_search_preview_and_delete(ui: RealStack) -> None:
     article = b"# Repair cafe\nEvery first Saturday our Berlin store hosts a free repair cafe for lamps.\n"
     at.file_uploader(key="kb_files").set_value(("repair-cafe.md", article, "text/markdown"))
     at.run()
+    at.radio(key="kb_access").set_value("public: customers may see it").run()
     at.button(key="kb_upload").click().run()
     assert "1 indexed, 0 failed." in texts(at)
     at.text_input(key="kb_query").input("When is the free lamp repair cafe?")

@@ -160,6 +160,8 @@ def test_kb_upload_with_progress_then_search_preview_finds_it(live: LiveGateway)
         ]
     )
     at.run()
+    assert at.button(key="kb_upload").disabled  # until who may see them is chosen
+    at.radio(key="kb_access").set_value("public: customers may see it").run()
     at.button(key="kb_upload").click().run()
     _no_traceback(at)
     assert [p.value for p in at.get("progress")] == [100]

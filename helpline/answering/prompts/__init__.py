@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from importlib import resources
 
@@ -33,7 +34,9 @@ class PromptTemplate(BaseModel):
     ) -> list[ChatMessage]:
         """System policy and passages (fenced as data) followed by the conversation."""
         fenced = "\n".join(
-            self.passage.format(index=i + 1, title=p.chunk.title, text=p.chunk.text).strip()
+            self.passage.format(
+                index=i + 1, title=fence_safe(p.chunk.title, attribute=True), text=fence_safe(p.chunk.text)
+            ).strip()
             for i, p in enumerate(passages)
         )
         system = self.system.format(company=company).strip()
@@ -44,6 +47,20 @@ class PromptTemplate(BaseModel):
 
     def abstention(self, handoff: str) -> str:
         return " ".join(self.abstain.format(handoff=handoff).split())
+
+
+#: The passage fence's tag, opening or closing, in any case and spacing a model would still read as one.
+_FENCE_TAG = re.compile(r"<(\s*/?\s*passage\b)", re.IGNORECASE)
+
+
+def fence_safe(text: str, *, attribute: bool = False) -> str:
+    """``text`` as it may stand inside the passage fence: a passage (anyone who can upload a document
+    writes one) must not close its fence and go on as instructions, so a fence tag in it loses its ``<``
+    (``&lt;passage``); the rest of the text is kept as written. In an ``attribute`` (the title) quotes
+    and angle brackets are escaped, so it cannot end the attribute or the tag."""
+    if attribute:
+        return text.replace('"', "&quot;").replace("<", "&lt;").replace(">", "&gt;")
+    return _FENCE_TAG.sub(r"&lt;\1", text)
 
 
 @lru_cache(maxsize=8)

@@ -27,12 +27,18 @@ Mode = Literal["rag", "direct"]
 def resolve_model(ctx: Context, alias_or_path: str) -> str:
     """A registry name for ``alias_or_path``, a chat model; a folder is registered (as adapter or base)
     first. An embedder, a detector or a model folder without a chat template is refused before
-    anything is registered or answered."""
+    anything is registered or answered.
+
+    A folder's name follows its files (names, sizes, modification times): asked again unchanged, it is
+    the record registered before, gate verdict included; changed, it is a new name, so no verdict carries
+    over to other weights (the registry never gives a registered name new weights)."""
     path = Path(alias_or_path)
     if not path.is_dir():
         return ctx.registry.chat_model(alias_or_path).name
     adapter_cfg = path / "adapter_config.json"
-    name = f"candidate-{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]}"
+    name = f"candidate-{_fingerprint(path)}"
+    if any(m.name == name and m.path == str(path.resolve()) for m in ctx.registry.list_models()):
+        return name
     if adapter_cfg.exists():
         base_ref = json.loads(adapter_cfg.read_text()).get("base_model_name_or_path", "")
         base = _base_for(ctx, base_ref)
@@ -53,6 +59,14 @@ def resolve_model(ctx: Context, alias_or_path: str) -> str:
             hint="pass a registry name/alias, or a folder with config.json or adapter_config.json",
         )
     return name
+
+
+def _fingerprint(folder: Path) -> str:
+    digest = hashlib.sha1(str(folder.resolve()).encode())
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        stat = file.stat()
+        digest.update(f"\0{file.relative_to(folder)}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:8]
 
 
 def _base_for(ctx: Context, base_ref: str) -> str:

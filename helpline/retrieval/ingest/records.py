@@ -5,6 +5,10 @@ from) the vector store, its row is marked ``pending`` together with every chunk 
 behind (old and new); only after the store has been changed is the row marked ``ok`` with the new
 ids. A sync killed at any point therefore leaves rows that say exactly what to redo, and chunk ids
 are deterministic (``doc_id#n``), so redoing an upsert never duplicates a chunk.
+
+Each row also records the document's ``origin``: ``folder:<absolute path>`` (a folder sync brought it, and
+only a sync of that folder deletes it), ``upload`` (the gateway's admin API) or ``added`` (added by
+hand, e.g. `helpline kb add`). Ledgers written before origins existed read as ``""``.
 """
 
 from __future__ import annotations
@@ -28,10 +32,12 @@ CREATE TABLE IF NOT EXISTS documents (
     source TEXT NOT NULL DEFAULT '',
     access TEXT NOT NULL DEFAULT 'public',
     state TEXT NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    origin TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+_COLUMNS = "doc_id, doc_hash, previous_hash, chunk_ids, title, source, access, state, updated_at, origin"
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,7 @@ class Record:
     access: str
     state: State
     updated_at: float
+    origin: str = ""
 
 
 class RecordManager:
@@ -59,17 +66,20 @@ class RecordManager:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # a committed row survives a crash or power loss
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(documents)")}
+        if "origin" not in columns:  # a ledger from before origins: its documents' origin is unknown ("")
+            self._db.execute("ALTER TABLE documents ADD COLUMN origin TEXT NOT NULL DEFAULT ''")
 
     def all(self) -> dict[str, Record]:
-        rows = self._db.execute("SELECT * FROM documents ORDER BY doc_id").fetchall()
-        return {r[0]: Record(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6], r[7], r[8]) for r in rows}
+        rows = self._db.execute(f"SELECT {_COLUMNS} FROM documents ORDER BY doc_id").fetchall()
+        return {r[0]: Record(r[0], r[1], r[2], json.loads(r[3]), *r[4:]) for r in rows}
 
     def begin(
         self, doc_id: str, *, doc_hash: str, previous_hash: str | None, chunk_ids: list[str], meta: dict[str, str]
     ) -> None:
         """Mark ``doc_id`` as being written; ``chunk_ids`` must cover old and new chunks."""
         self._db.execute(
-            "INSERT OR REPLACE INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
+            f"INSERT OR REPLACE INTO documents ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
             (
                 doc_id,
                 doc_hash,
@@ -79,8 +89,13 @@ class RecordManager:
                 meta.get("source", ""),
                 meta.get("access", "public"),
                 time.time(),
+                meta.get("origin", ""),
             ),
         )
+
+    def set_origin(self, doc_id: str, origin: str) -> None:
+        """Record that ``origin`` now brings ``doc_id`` (its content is unchanged)."""
+        self._db.execute("UPDATE documents SET origin = ? WHERE doc_id = ?", (origin, doc_id))
 
     def commit(self, doc_id: str, chunk_ids: list[str], *, change: str) -> None:
         """The store now holds exactly ``chunk_ids`` for ``doc_id``; count the change for the next version."""
@@ -108,8 +123,8 @@ class RecordManager:
         with _transaction(self._db):
             for r in records:
                 self._db.execute(
-                    "INSERT OR IGNORE INTO documents VALUES (?, ?, NULL, ?, ?, ?, ?, 'ok', ?)",
-                    (r.doc_id, r.doc_hash, json.dumps(r.chunk_ids), r.title, r.source, r.access, time.time()),
+                    f"INSERT OR IGNORE INTO documents ({_COLUMNS}) VALUES (?, ?, NULL, ?, ?, ?, ?, 'ok', ?, ?)",
+                    (r.doc_id, r.doc_hash, json.dumps(r.chunk_ids), r.title, r.source, r.access, time.time(), r.origin),
                 )
 
     def clear(self) -> None:

@@ -3,12 +3,14 @@
 For each changed document: ledger row ``pending`` (old and new chunk ids) → embed → upsert new chunks →
 delete chunks no longer produced → ledger row ``ok``. For each removed document: ledger row ``deleting`` →
 delete its chunks → drop the row. A later sync redoes every row not ``ok``; chunk ids are deterministic,
-so nothing is duplicated and nothing already indexed is lost.
+so nothing is duplicated and nothing already indexed is lost. After an embedder change every document is
+re-embedded (those not being synced from their stored chunks), and only then is the new embedder recorded.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from helpline.platform.registry import KBVersion
@@ -58,7 +60,26 @@ def document_hash(doc: Document) -> str:
     """What decides whether a document changed: its title, access level and text."""
     return content_hash(f"{doc.title}\n{doc.access}\n{doc.text}")
 
+
+#: Origins of a document (see ``records``): uploaded through the gateway, or added by hand.
+UPLOAD = "upload"
+ADDED = "added"
 _EMBEDDER_KEY = "embedder"
+
+
+def folder_origin(folder: Path) -> str:
+    """The origin of documents a sync of ``folder`` brings."""
+    return f"folder:{folder.resolve()}"
+
+
+def from_folder(record: Record, folder: Path) -> bool:
+    """Whether a sync of ``folder`` brought ``record`` (and so may delete it). A ledger from before
+    origins says nothing: then a document whose source file lies in the folder is the folder's."""
+    if record.origin:
+        return record.origin == folder_origin(folder)
+    if not record.source or record.source.startswith("upload:"):
+        return False
+    return Path(record.source).resolve().is_relative_to(folder.resolve())
 
 
 def apply_sync(
@@ -68,24 +89,28 @@ def apply_sync(
     *,
     delete_missing: bool,
     keep: set[str] | None = None,
+    origin: str | None = None,
 ) -> None:
     """Bring the store and the ledger to ``wanted`` (plus untouched documents unless ``delete_missing``,
-    and the ``keep`` ones whatever it says)."""
+    and the ``keep`` ones whatever it says). ``wanted`` documents are recorded as coming from ``origin``
+    (None: a document keeps its recorded origin; a new one is ``added``)."""
     records = _reconcile(kb)
     # Vectors from another embedder cannot be searched with this one's queries: re-embed everything.
-    reembed_all = records and kb.records.get_meta(_EMBEDDER_KEY) not in (None, kb.embedder.name)
-    kb.records.set_meta(_EMBEDDER_KEY, kb.embedder.name)
+    reembed_all = bool(records) and kb.records.get_meta(_EMBEDDER_KEY) not in (None, kb.embedder.name)
     for doc_id, doc in wanted.items():
         record = records.get(doc_id)
         doc_hash = document_hash(doc)
         if record is not None and record.state == "ok" and record.doc_hash == doc_hash and not reembed_all:
+            if origin is not None and record.origin != origin:
+                kb.records.set_origin(doc_id, origin)
             report.unchanged += 1
             continue
         previous = _previous_hash(record)
         chunks = kb.chunk_documents(doc)
         new_ids = [c.chunk_id for c in chunks]
         old_ids = record.chunk_ids if record else []
-        meta = {"title": doc.title, "source": doc.source, "access": doc.access}
+        recorded = origin if origin is not None else (record.origin if record else ADDED)
+        meta = {"title": doc.title, "source": doc.source, "access": doc.access, "origin": recorded}
         kb.records.begin(doc_id, doc_hash=doc_hash, previous_hash=previous, chunk_ids=old_ids + new_ids, meta=meta)
         _write_chunks(kb, chunks)
         kb.store.delete([cid for cid in old_ids if cid not in set(new_ids)])
@@ -102,6 +127,12 @@ def apply_sync(
         kb.store.delete(record.chunk_ids)
         kb.records.forget(doc_id)
         report.deleted.append(doc_id)
+    if reembed_all:
+        others = {d for d, r in records.items() if d not in wanted and d not in report.deleted and r.state == "ok"}
+        stored = [c for c in kb.store.chunks() if c.doc_id in others]
+        _write_chunks(kb, stored)
+        report.chunks_embedded += len(stored)
+    kb.records.set_meta(_EMBEDDER_KEY, kb.embedder.name)  # last: a killed re-embedding is redone
 
 
 def _previous_hash(record: Record | None) -> str | None:

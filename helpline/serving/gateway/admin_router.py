@@ -6,7 +6,7 @@ Every change goes to the audit log with the caller's key id and role.
 from __future__ import annotations
 
 import anyio.to_thread
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
 from helpline.platform.errors import EngineError
 from helpline.platform.schemas import Document
@@ -31,6 +31,12 @@ def _kb(request: Request) -> KBAdmin:
     return request.app.state.kb_admin
 
 
+async def _audit(request: Request, who: Principal, action: str, target: str, detail: dict) -> None:
+    """Audit from an async route: the SQLite write runs in a worker thread, off the event loop."""
+    store = request.app.state.store
+    await anyio.to_thread.run_sync(lambda: store.audit(who.actor, action, target, detail))
+
+
 # knowledge base -----------------------------------------------------------------------------
 
 
@@ -44,14 +50,14 @@ async def kb_upload(body: DocumentsUpload, request: Request, who: Principal = De
     """Add or update documents (sent as JSON); unchanged ones are skipped."""
     docs = [Document(**d.model_dump(), source=f"upload:{who.actor}") for d in body.documents]
     report = await anyio.to_thread.run_sync(lambda: _kb(request).upsert(docs))
-    request.app.state.store.audit(who.actor, "kb.upload", ",".join(d.doc_id for d in docs), report)
+    await _audit(request, who, "kb.upload", ",".join(d.doc_id for d in docs), report)
     return report
 
 
 @admin.delete("/kb/documents/{doc_id:path}")
 async def kb_delete(doc_id: str, request: Request, who: Principal = Depends(requires("staff"))) -> dict:
     report = await anyio.to_thread.run_sync(lambda: _kb(request).delete(doc_id))
-    request.app.state.store.audit(who.actor, "kb.delete", doc_id, report)
+    await _audit(request, who, "kb.delete", doc_id, report)
     return report
 
 
@@ -59,7 +65,7 @@ async def kb_delete(doc_id: str, request: Request, who: Principal = Depends(requ
 async def kb_sync(body: SyncRequest, request: Request, who: Principal = Depends(requires("admin"))) -> dict:
     """Mirror a folder on the gateway's machine (admin only: it reads the server's disk)."""
     report = await anyio.to_thread.run_sync(lambda: _kb(request).sync_folder(body.folder))
-    request.app.state.store.audit(who.actor, "kb.sync", body.folder, report)
+    await _audit(request, who, "kb.sync", body.folder, report)
     return report
 
 
@@ -116,16 +122,25 @@ def models_canary(body: CanaryRequest, request: Request, who: Principal = Depend
 
 @admin.get("/conversations")
 def conversations(
-    request: Request, limit: int = 100, rating: str | None = None, _: Principal = Depends(requires("staff"))
+    request: Request,
+    limit: int = Query(100, ge=1, le=1000),
+    rating: str | None = None,
+    _: Principal = Depends(requires("staff")),
 ) -> dict:
-    return {"conversations": request.app.state.store.turns(limit=min(limit, 1000), rating=rating)}
+    return {"conversations": request.app.state.store.turns(limit=limit, rating=rating)}
 
 
 @admin.get("/conversations/export")
-def conversations_export(request: Request, who: Principal = Depends(requires("engineer"))) -> Response:
-    """Rated-up and corrected answers as training chat JSONL (`{"messages": [...]}` per line)."""
-    lines = export_lines(request.app.state.store)
-    request.app.state.store.audit(who.actor, "conversations.export", "", {"rows": len(lines)})
+def conversations_export(
+    request: Request,
+    staff_facing: bool = Query(False, description="Also staff answers drawn from internal passages."),
+    who: Principal = Depends(requires("engineer")),
+) -> Response:
+    """Rated-up and corrected answers as training chat JSONL (`{"messages": [...]}` per line): customer-facing
+    by default; ``staff_facing=true`` adds the staff answers generated from internal passages."""
+    lines = export_lines(request.app.state.store, staff_facing=staff_facing)
+    detail = {"rows": len(lines), "staff_facing": staff_facing}
+    request.app.state.store.audit(who.actor, "conversations.export", "", detail)
     return Response("".join(lines), media_type="application/jsonl")
 
 
@@ -150,5 +165,5 @@ def keys_revoke(key_id: int, request: Request, who: Principal = Depends(requires
 
 
 @admin.get("/audit")
-def audit(request: Request, limit: int = 200, _: Principal = Depends(requires("admin"))) -> dict:
-    return {"audit": request.app.state.store.audit_log(limit=min(limit, 5000))}
+def audit(request: Request, limit: int = Query(200, ge=1, le=5000), _: Principal = Depends(requires("admin"))) -> dict:
+    return {"audit": request.app.state.store.audit_log(limit=limit)}

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+import anyio.to_thread
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from helpline.answering.rag import RAGPipeline
@@ -14,10 +19,11 @@ from helpline.platform.errors import HelplineError
 from helpline.platform.lazy_imports import require
 from helpline.serving.gateway.admin_router import admin
 from helpline.serving.gateway.api_router import router
+from helpline.serving.gateway.auth import Principal, presented_key, requires
 from helpline.serving.gateway.config import GatewayLimits
 from helpline.serving.gateway.console_jobs import console_jobs
 from helpline.serving.gateway.console_router import console
-from helpline.serving.gateway.errors import to_error_response
+from helpline.serving.gateway.errors import new_request_id, to_error_response
 from helpline.serving.gateway.limits import BodySizeLimit
 from helpline.serving.gateway.metrics import Metrics
 from helpline.serving.gateway.service import ChatService
@@ -26,6 +32,10 @@ from helpline.serving.kb_admin import KBAdmin
 from helpline.serving.routing import ModelRouter
 
 Readiness = Callable[[], Awaitable[dict[str, dict[str, Any]]]]
+log = logging.getLogger("helpline.gateway")
+#: Requests that change something: a failed one is audited (a failed chat is in the conversation log).
+_ACTIONS = {"POST", "PUT", "PATCH", "DELETE"}
+_NOT_AUDITED = {"/v1/chat/completions"}
 
 
 def create_app(
@@ -37,9 +47,13 @@ def create_app(
     limits: GatewayLimits | None = None,
     readiness: Readiness | None = None,
 ) -> FastAPI:
-    """The gateway, wired from its parts (all passed in; no globals)."""
+    """The gateway, wired from its parts (all passed in; no globals).
+
+    The API description is served at ``/openapi.json`` to engineer keys only; the interactive pages
+    (``/docs``, ``/redoc``) are off, since a browser cannot send a key for the description they load.
+    """
     limits = limits or GatewayLimits()
-    app = FastAPI(title="helpline gateway", version="0.2.0")
+    app = FastAPI(title="helpline gateway", version="0.2.0", openapi_url=None, docs_url=None, redoc_url=None)
     metrics = Metrics()
     saved_share = store.get_setting("canary_share")
     if saved_share is not None:
@@ -54,11 +68,19 @@ def create_app(
     app.include_router(console)  # what the UI needs beyond the OpenAI and admin routes
     app.include_router(console_jobs)
 
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi(_: Principal = Depends(requires("engineer"))) -> JSONResponse:
+        return JSONResponse(app.openapi())
+
     for exc_type in (HelplineError, RequestValidationError, HTTPException, Exception):
 
         @app.exception_handler(exc_type)
-        async def _to_error(_: Request, exc: Exception) -> Any:
-            return to_error_response(exc)
+        async def _to_error(request: Request, exc: Exception) -> Any:
+            principal: Principal | None = getattr(request.state, "principal", None)
+            staff = principal is not None and principal.role != "customer"
+            response = to_error_response(exc, request_id=new_request_id(), staff=staff)
+            await _audit_failure(request, response.status_code, principal, exc)
+            return response
 
     app.add_middleware(CountRequests, metrics=metrics)
     app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes, max_upload_bytes=limits.max_upload_bytes)
@@ -72,6 +94,25 @@ def router_with_admin():
     combined.include_router(router)
     combined.include_router(admin)
     return combined
+
+
+async def _audit_failure(request: Request, status: int, principal: Principal | None, exc: Exception) -> None:
+    """Audit a refused key (401/403) and a failed change. Never the presented key, nor any part of it:
+    only whether one was sent. The write runs in a worker thread; an audit that cannot be written is
+    logged and does not change the response."""
+    target = f"{request.method} {request.url.path}"
+    actor = principal.actor if principal is not None else "anonymous"
+    if status in (401, 403):
+        action, detail = "auth.denied", {"status": status, "key_presented": presented_key(request) is not None}
+    elif principal is not None and request.method in _ACTIONS and request.url.path not in _NOT_AUDITED:
+        action, detail = "request.failed", {"status": status, "error": str(exc)[:500]}
+    else:
+        return
+    store = request.app.state.store
+    try:
+        await anyio.to_thread.run_sync(lambda: store.audit(actor, action, target, detail))
+    except sqlite3.Error as e:
+        log.error("audit of %s (%s) not written: %s", target, action, e)
 
 
 async def _always_ready() -> dict[str, dict[str, Any]]:

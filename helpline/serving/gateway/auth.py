@@ -53,10 +53,10 @@ def requires(minimum: str) -> Callable[[Request], Principal]:
                 "(create one with `helpline keys create --role customer`)",
                 headers={"WWW-Authenticate": "Bearer"},
             )
+        principal = Principal(record)
+        request.state.principal = principal  # also for the audit of a refusal: who was refused
         if ROLE_RANK[record.role] < ROLE_RANK[minimum]:
             raise HTTPException(403, f"this route needs the {minimum} role; your key has {record.role}")
-        principal = Principal(record)
-        request.state.principal = principal
         return principal
 
     return dependency

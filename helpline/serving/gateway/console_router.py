@@ -26,6 +26,7 @@ from helpline.platform.schemas import Access, ChatMessage
 from helpline.platform.workspace import Workspace
 from helpline.retrieval.ingest.loaders import load_file
 from helpline.serving.gateway.auth import Principal, requires
+from helpline.serving.gateway.conversations import audience, trusted_history
 
 console = APIRouter(prefix="/console", tags=["console"])
 
@@ -94,14 +95,17 @@ async def kb_documents(request: Request, _: Principal = Depends(requires("staff"
 async def kb_upload_file(
     request: Request,
     filename: str = Query(min_length=1, max_length=200),
-    access: Access | None = Query(None, description="Override the file's own access (front matter)."),
+    access: Access | None = Query(
+        None, description="Who may see it (overrides the file's own); required unless the file says (front matter)."
+    ),
     who: Principal = Depends(requires("staff")),
 ) -> dict:
     """Add or update one document from an uploaded file (the raw bytes are the request body)."""
     content = await request.body()
     doc = await anyio.to_thread.run_sync(lambda: _load_upload(filename, content, access, who))
     report = await anyio.to_thread.run_sync(lambda: request.app.state.kb_admin.upsert([doc]))
-    request.app.state.store.audit(who.actor, "kb.upload", doc.doc_id, report)
+    store = request.app.state.store
+    await anyio.to_thread.run_sync(lambda: store.audit(who.actor, "kb.upload", doc.doc_id, report))
     return {"doc_id": doc.doc_id, "title": doc.title, "access": doc.access, **report}
 
 
@@ -112,7 +116,7 @@ def _load_upload(filename: str, content: bytes, access: str | None, who: Princip
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / name
         path.write_bytes(content)
-        doc = load_file(path)
+        doc = load_file(path, default_access=access)  # None: the file must say who may see it
     update: dict[str, Any] = {"source": f"upload:{who.actor}:{name}"}
     if access is not None:
         update["access"] = access
@@ -126,7 +130,8 @@ async def kb_resync(request: Request, who: Principal = Depends(requires("staff")
     documents whose source file is gone are listed, not deleted."""
     kb = _kb(request)
     report = await anyio.to_thread.run_sync(lambda: _resync(kb))
-    request.app.state.store.audit(who.actor, "kb.resync", "", report)
+    store = request.app.state.store
+    await anyio.to_thread.run_sync(lambda: store.audit(who.actor, "kb.resync", "", report))
     return report
 
 
@@ -195,13 +200,9 @@ def review_queue(
     _: Principal = Depends(requires("staff")),
 ) -> dict:
     """Answers rated down or abstained, newest first, with the passages the assistant saw."""
-    items = []
-    for t in request.app.state.store.turns(limit=5000):
-        flagged = t.get("rating") == "down" or t["abstained"]
-        reviewed = t.get("correction") is not None
-        if (flagged or reviewed) and (status == "all" or (status == "reviewed") == reviewed):
-            items.append({**t, "reviewed": reviewed, "question": _last_user(t["messages"])})
-    return {"items": items[:limit]}
+    turns = request.app.state.store.review_items(status, limit=limit)
+    items = [{**t, "reviewed": t.get("correction") is not None, "question": _last_user(t["messages"])} for t in turns]
+    return {"items": items}
 
 
 @console.post("/review/{response_id}")
@@ -209,15 +210,18 @@ def save_review(
     response_id: str, body: ReviewRequest, request: Request, who: Principal = Depends(requires("staff"))
 ) -> dict:
     """Store the staff's correct answer on the turn and as a reviewed training example
-    (``<workspace>/datasets/reviewed/reviewed.jsonl``, the ``reviewed:`` source of `helpline data prepare`)."""
+    (``<workspace>/datasets/reviewed/reviewed.jsonl``, the ``reviewed:`` source of `helpline data prepare`).
+
+    As in the export (``conversations.py``): the example keeps no assistant turn the client wrote, and a
+    staff answer generated from internal passages goes to ``reviewed-staff.jsonl`` instead, so the
+    customer-facing file never holds it."""
     store = request.app.state.store
-    store.turn(response_id)  # 404 for an unknown id
+    turn = store.turn(response_id)  # 404 for an unknown id
     # The latest feedback (the customer's rating and comment) is kept with the correction.
-    turn = next(t for t in store.turns(limit=1_000_000) if t["response_id"] == response_id)
     store.add_feedback(response_id, rating=turn.get("rating") or "down", comment=turn.get("comment") or "",
                        correction=body.answer, key_id=who.key.id)  # fmt: skip
     example = {
-        "messages": [*(m for m in turn["messages"] if m["role"] != "system"),
+        "messages": [*trusted_history(turn),
                      # what the assistant said, or the draft the hallucination check withdrew
                      {"role": "assistant", "content": turn.get("withdrawn") or turn["answer"] or "(no answer)"}],
         "corrected_answer": body.answer.strip(),
@@ -225,7 +229,8 @@ def save_review(
         "reviewed_by": who.actor,
         "reviewed_at": time.time(),
     }  # fmt: skip
-    path = _workspace(request).datasets / "reviewed" / "reviewed.jsonl"
+    name = "reviewed-staff.jsonl" if audience(turn) == "staff" else "reviewed.jsonl"
+    path = _workspace(request).datasets / "reviewed" / name
     count = _upsert_example(path, example)
     store.audit(who.actor, "review.save", response_id, {"examples": count})
     return {"response_id": response_id, "path": str(path), "examples": count}

@@ -1,33 +1,78 @@
-"""Turn logged conversations into training data for fine-tuning (`{"messages": [...]}` JSONL)."""
+"""Turn logged conversations into training data for fine-tuning (`{"messages": [...]}` JSONL).
+
+What a logged turn may teach a model:
+
+- Assistant turns are only what this gateway answered, or what staff wrote as the right answer. A client
+  sends its own history, assistant turns included, so an assistant turn the gateway did not give that key
+  in that conversation (``origins``) is the client's writing: it is never a training target, and the
+  history before it is dropped with it (the exported chat starts at the next user turn).
+- A staff member's answer generated from internal passages may repeat them; it is staff-facing data,
+  exported only when asked for (``staff_facing``), never in the default customer-facing export.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, Literal
 
 from helpline.platform.pii import scrub_messages
 from helpline.serving.gateway.store import GatewayStore
 
+Audience = Literal["customer", "staff"]
 
-def training_rows(store: GatewayStore, *, include_unrated: bool = False, scrub: bool = True) -> list[dict]:
+
+def audience(turn: dict[str, Any]) -> Audience:
+    """``staff`` for a turn served to staff from internal passages (a row from before this was recorded
+    counts as staff-facing when staff asked), else ``customer``."""
+    internal = turn.get("internal")
+    if internal is None:
+        return "customer" if turn["role"] == "customer" else "staff"
+    return "staff" if internal else "customer"
+
+
+def trusted_history(turn: dict[str, Any]) -> list[dict[str, str]]:
+    """The turn's conversation without system messages, from just after the last assistant turn the
+    gateway did not write (none of the client's assistant turns survive)."""
+    origins = turn.get("origins") or ["client"] * len(turn["messages"])
+    start = 0
+    for i, (m, origin) in enumerate(zip(turn["messages"], origins, strict=False)):
+        if m["role"] == "assistant" and origin != "gateway":
+            start = i + 1
+    return [{"role": m["role"], "content": m["content"]} for m in turn["messages"][start:] if m["role"] != "system"]
+
+
+def training_rows(
+    store: GatewayStore,
+    *,
+    include_unrated: bool = False,
+    scrub: bool = True,
+    staff_facing: bool = False,
+    page: int = 500,
+) -> list[dict]:
     """One chat per good turn: rated up, or corrected by staff (the correction replaces the answer).
 
     Abstentions, failed and rated-down-without-correction turns are left out; system prompts are
     not exported (training adds its own). ``scrub`` replaces personal data by the placeholders of
-    :mod:`helpline.platform.pii`, the ones `helpline data prepare` writes.
+    :mod:`helpline.platform.pii`, the ones `helpline data prepare` writes. ``staff_facing`` adds the
+    staff answers drawn from internal passages (for a model that answers staff). The log is read
+    ``page`` turns at a time.
     """
     rows = []
-    for turn in reversed(store.turns(limit=1_000_000)):
+    for turn in store.training_turns(include_unrated=include_unrated, page=page):
+        who = audience(turn)
+        if who == "staff" and not staff_facing:
+            continue
         answer = turn.get("correction") or (turn["answer"] if turn.get("rating") == "up" else None)
         if answer is None and include_unrated and turn.get("rating") is None and not turn["abstained"]:
             answer = turn["answer"]
-        if not answer or turn["status"] != "ok":
+        if not answer:
             continue
-        messages = [m for m in turn["messages"] if m["role"] != "system"]
-        messages.append({"role": "assistant", "content": answer})
+        messages = [*trusted_history(turn), {"role": "assistant", "content": answer}]
         if scrub:
             messages, _ = scrub_messages(messages)
-        rows.append({"messages": messages, "metadata": {"response_id": turn["response_id"], "model": turn["model"]}})
+        metadata = {"response_id": turn["response_id"], "model": turn["model"], "audience": who}
+        rows.append({"messages": messages, "metadata": metadata})
     return rows
 
 

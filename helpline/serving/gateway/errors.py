@@ -1,12 +1,19 @@
-"""The one function that turns any exception into an OpenAI-shaped error response."""
+"""The one function that turns any exception into an OpenAI-shaped error response.
+
+What a client reads is written for it: a request error (4xx) says what to fix; a server fault's own
+text (an engine's error names its address and the adapter; an exception names the code) goes to the
+log under a request id, and the client gets a generic line with that id to quote. Staff and engineers
+are shown a HelplineError's message in full, since they run the engine.
+"""
 
 from __future__ import annotations
 
 import logging
+import uuid
 
-from fastapi import HTTPException
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from helpline.platform.errors import HelplineError
 
@@ -23,16 +30,39 @@ _TYPES = {
     503: "service_unavailable_error",
     504: "timeout_error",
 }
+_GENERIC = {
+    503: "the assistant is unavailable right now; please try again shortly",
+    504: "the assistant did not answer in time; please try again",
+}
 
 
-def error_body(status: int, message: str, kind: str | None = None) -> dict:
-    """``{"error": {"message", "type", "code"}}``, the shape OpenAI clients parse."""
-    return {"error": {"message": message, "type": kind or _TYPES.get(status, "server_error"), "code": status}}
+def new_request_id() -> str:
+    return f"req-{uuid.uuid4().hex[:16]}"
 
 
-def to_error_response(exc: Exception) -> JSONResponse:
+def error_body(status: int, message: str, kind: str | None = None, *, request_id: str | None = None) -> dict:
+    """``{"error": {"message", "type", "code"}}``, the shape OpenAI clients parse (and ``request_id``)."""
+    error = {"message": message, "type": kind or _TYPES.get(status, "server_error"), "code": status}
+    if request_id is not None:
+        error["request_id"] = request_id
+    return {"error": error}
+
+
+def client_message(exc: HelplineError, request_id: str, *, staff: bool = False) -> str:
+    """What the caller is told of ``exc``: its message when it is about the request (below 500), marked
+    ``public`` (capacity, timeouts) or the caller is staff; otherwise a generic line with the request
+    id, and the message goes to the log under that id."""
+    status = exc.http_status
+    if status < 500 or getattr(exc, "public", False) or staff:
+        return str(exc)
+    log.warning("request %s failed: %s: %s", request_id, type(exc).__name__, exc)
+    return f"{_GENERIC.get(status, 'the assistant hit an internal error')} (request id {request_id})"
+
+
+def to_error_response(exc: Exception, *, request_id: str | None = None, staff: bool = False) -> JSONResponse:
     """Every failure, expected or not, leaves the gateway through here."""
-    headers: dict[str, str] = {}
+    request_id = request_id or new_request_id()
+    headers: dict[str, str] = {"X-Request-ID": request_id}
     if isinstance(exc, RequestValidationError):
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         status, message = 400, f"invalid request: {problems}"
@@ -40,15 +70,15 @@ def to_error_response(exc: Exception) -> JSONResponse:
         status, message = exc.status_code, str(exc.detail)
         headers.update(exc.headers or {})
     elif isinstance(exc, HelplineError):
-        status, message = exc.http_status, str(exc)
+        status, message = exc.http_status, client_message(exc, request_id, staff=staff)
         retry_after = getattr(exc, "retry_after", None)
         if retry_after is None and status == 503:
             retry_after = 5
         if retry_after is not None:
             headers["Retry-After"] = str(retry_after)
     elif isinstance(exc, TimeoutError):
-        status, message = 504, "the engine did not answer in time"
+        status, message = 504, f"{_GENERIC[504]} (request id {request_id})"
     else:
-        log.exception("unhandled error", exc_info=exc)
-        status, message = 500, f"internal error: {type(exc).__name__}"
-    return JSONResponse(status_code=status, content=error_body(status, message), headers=headers)
+        log.exception("request %s: unhandled error", request_id, exc_info=exc)
+        status, message = 500, f"internal error (request id {request_id})"
+    return JSONResponse(status_code=status, content=error_body(status, message, request_id=request_id), headers=headers)

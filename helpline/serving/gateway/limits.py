@@ -7,6 +7,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from helpline.platform.errors import HelplineError
@@ -29,14 +30,19 @@ class Overloaded(HelplineError):
     """Too many requests are generating at once."""
 
     http_status = 503
+    public = True  # says nothing about the engine: the client may read it
 
     def __init__(self, retry_after: int) -> None:
         super().__init__("the assistant is at capacity", hint=f"retry after {retry_after} s")
         self.retry_after = retry_after
 
 
-class PayloadTooLarge(HelplineError):
-    http_status = 413
+class PayloadTooLarge(HTTPException):
+    """A chunked body grew over the limit while it was read. An HTTPException, because FastAPI turns any
+    other error raised while it reads a body into 400 "error parsing the body"."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body over {limit} bytes")
 
 
 @dataclass
@@ -112,7 +118,7 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise PayloadTooLarge(f"request body over {limit} bytes")
+                    raise PayloadTooLarge(limit)
             return message
 
         await self.app(scope, limited_receive, send)

@@ -119,7 +119,7 @@ class DocumentIn(BaseModel):
     doc_id: str = Field(min_length=1, max_length=200, pattern=r"^[\w./-]+$")
     title: str = Field(min_length=1, max_length=300)
     text: str = Field(min_length=1)
-    access: Access = "public"
+    access: Access = Field(description="Who may see it: public (customers too) or internal (staff). Required.")
     metadata: dict[str, str] = Field(default_factory=dict)
 
 

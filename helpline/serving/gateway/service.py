@@ -1,7 +1,8 @@
-"""The chat service: limits, routing, retrieval, generation, verification, logging.
+"""The chat service: limits, routing, retrieval, fitting the context, generation, verification, logging.
 
-The router stays thin; everything a chat request goes through is here, in the order of the
-request path in DESIGN.md.
+The router stays thin; everything a chat request goes through is here (the pieces of a streamed answer in
+``streaming.py``), in the order of the request path in DESIGN.md. Nothing here blocks the event loop that
+serves every open stream: routing, retrieval, counting tokens and writing the log run in worker threads.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
+import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -17,15 +18,22 @@ from dataclasses import asdict, dataclass
 
 import anyio.to_thread
 
+from helpline.answering.context import fit_to_context
 from helpline.answering.decision import Served, repeats
 from helpline.answering.rag import Prepared, RAGPipeline, citations
-from helpline.engines.protocol import StreamEnd, agenerate, astream
-from helpline.platform.errors import ConfigError, EngineError, HelplineError
+from helpline.engines.protocol import (
+    StreamEnd,
+    agenerate,
+    context_length,
+    count_prompt_tokens,
+    estimate_tokens,
+)
+from helpline.platform.errors import ConfigError, HelplineError
 from helpline.platform.pii import scrub
 from helpline.platform.schemas import ChatMessage
 from helpline.serving.gateway.auth import Principal
 from helpline.serving.gateway.config import GatewayLimits
-from helpline.serving.gateway.errors import error_body
+from helpline.serving.gateway.errors import client_message, error_body
 from helpline.serving.gateway.limits import ConcurrencyGate, RateLimiter
 from helpline.serving.gateway.metrics import Metrics
 from helpline.serving.gateway.protocol import (
@@ -37,6 +45,7 @@ from helpline.serving.gateway.protocol import (
     completion_id,
 )
 from helpline.serving.gateway.store import GatewayStore
+from helpline.serving.gateway.streaming import EventStream, engine_deltas, pieces
 from helpline.serving.routing import PUBLIC_ALIASES, ModelRouter, Route
 
 log = logging.getLogger("helpline.gateway")
@@ -44,6 +53,7 @@ log = logging.getLogger("helpline.gateway")
 
 class GatewayTimeout(HelplineError):
     http_status = 504
+    public = True  # names no address: the client may read it
 
 
 @dataclass
@@ -59,6 +69,7 @@ class Turn:
     max_tokens: int
     temperature: float
     started: float
+    finished: bool = False
 
 
 class ChatService:
@@ -100,7 +111,8 @@ class ChatService:
             )
 
     async def _admit(self, body: ChatCompletionRequest, principal: Principal) -> Turn:
-        """Validate, rate-limit, take a concurrency slot, route and retrieve. Releases the slot on failure."""
+        """Validate, rate-limit, take a concurrency slot, then route, retrieve and fit the prompt to the
+        model's context in a worker thread. Releases the slot on failure."""
         self._check(body, principal)
         try:
             self.rate.check(str(principal.key.id))
@@ -112,19 +124,18 @@ class ChatService:
         except HelplineError:
             self.metrics.rejected.labels("overload").inc()
             raise
+        conversation_id = body.conversation_id or uuid.uuid4().hex
+        messages = body.chat_messages()
+        max_tokens = body.token_budget() or self.pipeline.max_tokens
         try:
-            conversation_id = body.conversation_id or uuid.uuid4().hex
-            route = self.router.resolve(body.model, conversation_id=conversation_id)
-            messages = body.chat_messages()
-            prepared = await anyio.to_thread.run_sync(
-                lambda: self.pipeline.prepare(messages, role=principal.retrieval_role)
+            route, prepared = await anyio.to_thread.run_sync(
+                lambda: self._prepare(body.model, conversation_id, messages, principal, max_tokens)
             )
         except BaseException:
             self.gate.release()
             raise
         self.metrics.retrieval.observe(prepared.retrieval_ms / 1000)
         self.metrics.in_flight.inc()
-        p = self.pipeline
         return Turn(
             id=completion_id(),
             conversation_id=conversation_id,
@@ -132,49 +143,94 @@ class ChatService:
             route=route,
             messages=messages,
             prepared=prepared,
-            max_tokens=body.token_budget() or p.max_tokens,
-            temperature=body.temperature if body.temperature is not None else p.temperature,
+            max_tokens=max_tokens,
+            temperature=body.temperature if body.temperature is not None else self.pipeline.temperature,
             started=time.perf_counter(),
         )
 
-    def _finish(self, turn: Turn, served: Served, *, status: str, tokens: int = 0) -> None:
-        """Release the slot, record the turn and its metrics, log it without personal data. A draft that
-        was not served (``served.draft``: unsupported, off the point, or declined) is kept beside what was,
-        so a reviewer sees what the assistant tried to say and why it was stopped (``served.verdict``)."""
-        answer, abstained, verdict = served.text, served.abstained, served.verdict
+    def _prepare(
+        self, model: str, conversation_id: str, messages: list[ChatMessage], principal: Principal, max_tokens: int
+    ) -> tuple[Route, Prepared]:
+        """Route and retrieve, then measure the whole prompt against the model's context (its engine's
+        ``max_model_len``, else ``limits.context_tokens``): the oldest history turns are dropped to fit,
+        and a question whose passages alone do not fit is a 413 (ContextTooLong)."""
+        route = self.router.resolve(model, conversation_id=conversation_id)
+        prepared = self.pipeline.prepare(messages, role=principal.retrieval_role)
+        generator = route.generator
+        context = context_length(generator) or self.limits.context_tokens
+        # The estimate errs high, so a prompt it passes fits; only one it does not is counted by the engine.
+        if not prepared.abstained and estimate_tokens(prepared.messages) + max_tokens > context:
+            prepared.messages = fit_to_context(
+                prepared.messages,
+                context_tokens=context,
+                answer_tokens=max_tokens,
+                count=lambda prompt: count_prompt_tokens(generator, prompt),
+            )
+        return route, prepared
+
+    async def _finish(self, turn: Turn, served: Served, *, status: str, tokens: int = 0) -> None:
+        """Release the slot, count the turn's metrics and log it without personal data; once per turn,
+        whichever of a stream's own end and its closing comes first. The log row is written in a worker
+        thread, shielded from cancellation (a client that went away is logged too); a write that fails
+        (the database busy past its timeout) is reported and does not fail the answer."""
+        if turn.finished:
+            return
+        turn.finished = True
         self.gate.release()
         self.metrics.in_flight.dec()
         seconds = time.perf_counter() - turn.started + turn.prepared.retrieval_ms / 1000
         name = turn.route.record.name
         self.metrics.latency.labels(name).observe(seconds)
         self.metrics.tokens.labels(name).inc(tokens)
-        if abstained:
+        if served.abstained:
             self.metrics.abstentions.inc()
         if status == "error":
             self.metrics.engine_errors.inc()
-        self.store.record_turn(
-            response_id=turn.id,
-            conversation_id=turn.conversation_id,
-            at=time.time(),
-            key_id=turn.principal.key.id,
-            role=turn.principal.role,
-            model=turn.route.requested,
-            served_model=getattr(turn.route.generator, "name", name),
-            adapter=turn.route.adapter,
-            messages=[m.model_dump() for m in turn.messages],
-            passages=[c.model_dump() for c in citations(turn.prepared.passages, with_text=True)],
-            answer=answer,
-            abstained=int(abstained),
-            latency_ms=seconds * 1000,
-            status=status,
-            withdrawn=served.draft,
-            verification=None if verdict is None else {**asdict(verdict), "outcome": served.outcome},
-        )
+        with anyio.CancelScope(shield=True):
+            try:
+                await anyio.to_thread.run_sync(lambda: self._record(turn, served, status=status, seconds=seconds))
+            except sqlite3.Error as e:
+                log.error("chat %s was served but not logged: %s", turn.id, e)
         question = turn.messages[-1].content[:200]
         log.info(
             "chat %s conv=%s model=%s status=%s outcome=%s %.0f ms q=%r",
             turn.id, turn.conversation_id, name, status, served.outcome, seconds * 1000, scrub(question)[0],
         )  # fmt: skip
+
+    def _record(self, turn: Turn, served: Served, *, status: str, seconds: float) -> None:
+        """The turn's log row. A draft that was not served (``served.draft``: unsupported, off the point, or
+        declined) is kept beside what was, so a reviewer sees what the assistant tried to say and why it was
+        stopped (``served.verdict``). ``origins`` tells the gateway's own earlier answers from assistant
+        turns the client wrote; ``internal`` marks a staff answer generated from internal passages (both
+        decide what the turn may teach a model, see ``conversations.py``)."""
+        key_id, verdict = turn.principal.key.id, served.verdict
+        ours = self.store.answers_in(turn.conversation_id, key_id=key_id)
+        origins = [
+            "gateway" if m.role == "assistant" and m.content.strip() in ours else "client" for m in turn.messages
+        ]
+        internal = turn.principal.role != "customer" and any(
+            p.chunk.access == "internal" for p in turn.prepared.passages
+        )
+        self.store.record_turn(
+            response_id=turn.id,
+            conversation_id=turn.conversation_id,
+            at=time.time(),
+            key_id=key_id,
+            role=turn.principal.role,
+            model=turn.route.requested,
+            served_model=getattr(turn.route.generator, "name", turn.route.record.name),
+            adapter=turn.route.adapter,
+            messages=[m.model_dump() for m in turn.messages],
+            passages=[c.model_dump() for c in citations(turn.prepared.passages, with_text=True)],
+            answer=served.text,
+            abstained=int(served.abstained),
+            latency_ms=seconds * 1000,
+            status=status,
+            withdrawn=served.draft,
+            verification=None if verdict is None else {**asdict(verdict), "outcome": served.outcome},
+            origins=origins,
+            internal=int(internal),
+        )
 
     # non-streaming ------------------------------------------------------------------------
 
@@ -205,7 +261,7 @@ class ChatService:
                 f"the engine did not answer within {self.limits.upstream_timeout_s:.0f} s", hint="retry later"
             ) from e
         finally:
-            self._finish(turn, served, status=status, tokens=usage.completion_tokens)
+            await self._finish(turn, served, status=status, tokens=usage.completion_tokens)
         return ChatCompletionResponse(
             id=turn.id,
             model=body.model,
@@ -224,17 +280,21 @@ class ChatService:
 
     # streaming ----------------------------------------------------------------------------
 
-    async def stream(self, body: ChatCompletionRequest, principal: Principal) -> AsyncIterator[str]:
-        """Admit first (so limits answer with a status code), then return the SSE event stream."""
+    async def stream(self, body: ChatCompletionRequest, principal: Principal) -> EventStream:
+        """Admit first (so limits answer with a status code), then return the SSE event stream; closing
+        it, however the response ends, gives the turn's slot back."""
         turn = await self._admit(body, principal)
-        return self._events(turn, body.model)
+        cancelled = Served("handoff", turn.prepared.abstention)
+        return EventStream(
+            self._events(turn, body.model), on_close=lambda: self._finish(turn, cancelled, status="cancelled")
+        )
 
     async def _events(self, turn: Turn, model: str) -> AsyncIterator[str]:
         """Content deltas of what is served, then a final event with the outcome and citations, then
         ``data: [DONE]``. Nothing reaches the customer before the answer is decided: the engine's draft
         is read to its end (or until it starts repeating itself, which ends generation early), decided
-        as a whole answer is, and only then streamed. An engine failure becomes an ``error`` event; a
-        client that goes away cancels the generation."""
+        as a whole answer is, and only then streamed. An engine failure becomes an ``error`` event (its
+        details logged under the turn's id); a client that goes away cancels the generation."""
         created = int(time.time())
 
         def event(delta: dict, finish: str | None = None, **extra: object) -> str:
@@ -264,7 +324,7 @@ class ChatService:
                         break  # the rest would be cut from what is served anyway
                 draft = "".join(parts)
             served = await self._decide(turn, draft, cut=finish == "length")
-            for piece in _pieces(served.text):
+            for piece in pieces(served.text):
                 yield event({"content": piece})
             yield event(
                 {}, finish if served.outcome == "answered" else "stop",
@@ -275,10 +335,11 @@ class ChatService:
             status = "ok"
         except (HelplineError, TimeoutError) as e:
             status = "error"
-            code = e.http_status if isinstance(e, HelplineError) else 504
-            yield f"data: {json.dumps(error_body(code, str(e) or 'the engine did not answer in time'))}\n\n"
+            failure = e if isinstance(e, HelplineError) else GatewayTimeout("the engine did not answer in time")
+            message = client_message(failure, turn.id, staff=turn.principal.role != "customer")
+            yield f"data: {json.dumps(error_body(failure.http_status, message, request_id=turn.id))}\n\n"
         finally:
-            self._finish(turn, served, status=status, tokens=tokens)
+            await self._finish(turn, served, status=status, tokens=tokens)
         yield "data: [DONE]\n\n"
 
     async def _decide(self, turn: Turn, draft: str, *, cut: bool) -> Served:
@@ -286,39 +347,10 @@ class ChatService:
         the event loop."""
         return await anyio.to_thread.run_sync(lambda: self.pipeline.decide(turn.prepared, draft, cut=cut))
 
-    async def _deltas(self, turn: Turn) -> AsyncIterator[str]:
-        """The engine's deltas, each awaited with the upstream timeout; TTFT is observed here."""
-        stream = astream(
-            turn.route.generator, turn.prepared.messages, max_tokens=turn.max_tokens, temperature=turn.temperature
-        )
-        first = True
-        try:
-            while True:
-                try:
-                    delta = await asyncio.wait_for(anext(stream), timeout=self.limits.upstream_timeout_s)
-                except StopAsyncIteration:
-                    return
-                if first:
-                    self.metrics.ttft.labels(turn.route.record.name).observe(time.perf_counter() - turn.started)
-                    first = False
-                yield delta
-        except EngineError:
-            raise
-        except Exception as e:
-            if isinstance(e, (HelplineError, TimeoutError)):
-                raise
-            raise EngineError(f"the engine failed mid-answer: {type(e).__name__}: {e}") from e
-        finally:
-            await stream.aclose()
-
-
-def _pieces(text: str, size: int = 24) -> list[str]:
-    """The served text as stream deltas of about ``size`` characters, cut after whitespace; joined,
-    they are the text exactly."""
-    out: list[str] = []
-    for word in re.findall(r"\s*\S+\s*", text) or [text]:
-        if out and len(out[-1]) < size:
-            out[-1] += word
-        else:
-            out.append(word)
-    return [p for p in out if p]
+    def _deltas(self, turn: Turn) -> AsyncIterator[str]:
+        """The engine's deltas for ``turn``, each awaited with the upstream timeout; TTFT is observed at the first."""
+        ttft = self.metrics.ttft.labels(turn.route.record.name)
+        return engine_deltas(
+            turn.route.generator, turn.prepared.messages, max_tokens=turn.max_tokens, temperature=turn.temperature,
+            timeout_s=self.limits.upstream_timeout_s, on_first=lambda: ttft.observe(time.perf_counter() - turn.started),
+        )  # fmt: skip

@@ -57,7 +57,9 @@ CREATE TABLE IF NOT EXISTS conversations (
     latency_ms REAL NOT NULL,
     status TEXT NOT NULL DEFAULT 'ok',
     withdrawn TEXT,
-    verification TEXT
+    verification TEXT,
+    origins TEXT,
+    internal INTEGER
 );
 CREATE TABLE IF NOT EXISTS feedback (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -71,8 +73,30 @@ CREATE TABLE IF NOT EXISTS feedback (
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 # Columns added after the first release, with their types: an older database gains them when it is
-# opened, and its rows read them as NULL.
-_ADDED_COLUMNS = {"conversations": {"withdrawn": "TEXT", "verification": "TEXT"}}
+# opened, and its rows read them as NULL. ``origins``: per message of the request, "gateway" when it is an
+# answer this gateway gave the same key in the same conversation, else "client" (NULL: not known, so
+# every assistant turn counts as the client's). ``internal``: the answer was generated from internal passages.
+_ADDED_COLUMNS = {
+    "conversations": {"withdrawn": "TEXT", "verification": "TEXT", "origins": "TEXT", "internal": "INTEGER"}
+}
+# For the queries the routes run: newest turns, a conversation's earlier answers, a turn's latest feedback.
+# Created when a database is opened, so one from before them gains them.
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS conversations_at ON conversations (at);
+CREATE INDEX IF NOT EXISTS conversations_conversation ON conversations (conversation_id, key_id);
+CREATE INDEX IF NOT EXISTS feedback_response ON feedback (response_id, id);
+"""
+# Each turn with its latest feedback (rating, comment, staff correction).
+_WITH_FEEDBACK = (
+    "SELECT c.*, f.rating, f.comment, f.correction FROM conversations c LEFT JOIN feedback f"
+    " ON f.id = (SELECT MAX(id) FROM feedback WHERE response_id = c.response_id)"
+)
+# The review queue's states: open (rated down or handed over, not corrected yet), reviewed (corrected), all.
+_REVIEW = {
+    "open": "(f.rating = 'down' OR c.abstained = 1) AND f.correction IS NULL",
+    "reviewed": "f.correction IS NOT NULL",
+    "all": "(f.rating = 'down' OR c.abstained = 1 OR f.correction IS NOT NULL)",
+}
 
 
 class ApiKey(BaseModel):
@@ -91,10 +115,15 @@ def hash_key(key: str) -> str:
 
 
 class GatewayStore:
-    """SQLite at ``path``; each call opens its own connection, so threads may share the object."""
+    """SQLite at ``path``; each call opens its own connection, so threads may share the object.
 
-    def __init__(self, path: str | Path) -> None:
+    Every method blocks (up to ``busy_timeout_s`` while another writer holds the database), so the
+    gateway calls them from worker threads, never on the event loop that serves every open stream.
+    """
+
+    def __init__(self, path: str | Path, *, busy_timeout_s: float = 5.0) -> None:
         self.path = Path(path)
+        self.busy_timeout_s = busy_timeout_s
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.executescript(_SCHEMA)
@@ -103,10 +132,11 @@ class GatewayStore:
                 for name, kind in added.items():
                     if name not in have:
                         db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+            db.executescript(_INDEXES)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30)
+        db = sqlite3.connect(self.path, timeout=self.busy_timeout_s)
         db.row_factory = sqlite3.Row
         db.execute("PRAGMA journal_mode=WAL")
         try:
@@ -183,35 +213,66 @@ class GatewayStore:
     # conversations ------------------------------------------------------------------------
 
     def record_turn(self, **row: Any) -> None:
-        """Store one answered request (messages, passages, answer, model, latency; the draft the
-        hallucination check withdrew and its verdict, when it ran)."""
+        """Store one answered request (messages and where each came from, passages, answer, model, latency;
+        the draft the hallucination check withdrew and its verdict, when it ran)."""
         row = {**row, "messages": json.dumps(row["messages"]), "passages": json.dumps(row["passages"])}
-        if row.get("verification") is not None:
-            row["verification"] = json.dumps(row["verification"])
+        for name in ("verification", "origins"):
+            if row.get(name) is not None:
+                row[name] = json.dumps(row[name])
         cols = ", ".join(row)
         with self._connect() as db:
             db.execute(f"INSERT INTO conversations ({cols}) VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
 
-    def turn(self, response_id: str) -> dict[str, Any]:
+    def answers_in(self, conversation_id: str, *, key_id: int | None) -> set[str]:
+        """What this gateway answered ``key_id`` in ``conversation_id`` (stripped), to tell its own answers
+        from assistant turns a client wrote into the history it sends."""
         with self._connect() as db:
-            row = db.execute("SELECT * FROM conversations WHERE response_id = ?", (response_id,)).fetchone()
+            rows = db.execute(
+                "SELECT answer FROM conversations WHERE conversation_id = ? AND key_id IS ?", (conversation_id, key_id)
+            ).fetchall()
+        return {r["answer"].strip() for r in rows}
+
+    def turn(self, response_id: str) -> dict[str, Any]:
+        """One turn with its latest feedback; NotFoundError (404) for an unknown id."""
+        with self._connect() as db:
+            row = db.execute(_WITH_FEEDBACK + " WHERE c.response_id = ?", (response_id,)).fetchone()
         if row is None:
             raise NotFoundError(f"no response with id {response_id!r}", hint="use the `id` of a chat completion")
         return _turn(row)
 
     def turns(self, *, limit: int = 1000, rating: str | None = None) -> list[dict[str, Any]]:
         """Recent turns with their latest feedback (optionally only those rated ``rating``)."""
-        query = (
-            "SELECT c.*, f.rating, f.comment, f.correction FROM conversations c LEFT JOIN feedback f"
-            " ON f.id = (SELECT MAX(id) FROM feedback WHERE response_id = c.response_id)"
-        )
-        args: tuple = ()
+        query, args = _WITH_FEEDBACK, ()
         if rating is not None:
-            query += " WHERE f.rating = ?"
-            args = (rating,)
+            query, args = query + " WHERE f.rating = ?", (rating,)
         with self._connect() as db:
             rows = db.execute(query + " ORDER BY c.at DESC LIMIT ?", (*args, limit)).fetchall()
         return [_turn(r) for r in rows]
+
+    def review_items(self, status: str, *, limit: int) -> list[dict[str, Any]]:
+        """The review queue, newest first: ``open``, ``reviewed`` or ``all`` (see ``_REVIEW``)."""
+        with self._connect() as db:
+            rows = db.execute(
+                f"{_WITH_FEEDBACK} WHERE {_REVIEW[status]} ORDER BY c.at DESC LIMIT ?", (limit,)
+            ).fetchall()
+        return [_turn(r) for r in rows]
+
+    def training_turns(self, *, include_unrated: bool = False, page: int = 500) -> Iterator[dict[str, Any]]:
+        """Answered turns that may teach a model, oldest first, read ``page`` rows at a time: rated up,
+        corrected by staff, or (``include_unrated``) answered and not rated."""
+        query = (
+            f"{_WITH_FEEDBACK} WHERE c.status = 'ok' AND (c.at > ? OR (c.at = ? AND c.response_id > ?))"
+            " AND (f.rating = 'up' OR f.correction IS NOT NULL OR (? AND f.rating IS NULL AND c.abstained = 0))"
+            " ORDER BY c.at, c.response_id LIMIT ?"
+        )
+        at, last = float("-inf"), ""
+        while True:
+            with self._connect() as db:
+                rows = db.execute(query, (at, at, last, int(include_unrated), page)).fetchall()
+            yield from (_turn(r) for r in rows)
+            if len(rows) < page:
+                return
+            at, last = rows[-1]["at"], rows[-1]["response_id"]
 
     def add_feedback(
         self, response_id: str, *, rating: str, comment: str = "", correction: str | None = None, key_id: int | None
@@ -230,4 +291,5 @@ def _turn(row: sqlite3.Row) -> dict[str, Any]:
     data["passages"] = json.loads(data["passages"])
     data["abstained"] = bool(data["abstained"])
     data["verification"] = json.loads(data["verification"]) if data.get("verification") else None
+    data["origins"] = json.loads(data["origins"]) if data.get("origins") else None
     return data

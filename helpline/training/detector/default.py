@@ -41,4 +41,5 @@ def ensure_default_detector(ctx: Context, name: str, *, log=print) -> None:
     )
     output = ctx.workspace.models / name
     metadata = train(cfg, base_path=Path("."), output=output, log=log)
-    ctx.registry.register_model(name, kind="detector", path=output, metadata=metadata)
+    # replace: the bundled detector, which nothing refers to (a detector is never aliased nor gated)
+    ctx.registry.register_model(name, kind="detector", path=output, metadata=metadata, replace=True)

@@ -18,7 +18,7 @@ from helpline.platform.context import Context
 from helpline.platform.errors import ConfigError, DataError, HelplineError
 from helpline.platform.lazy_imports import require
 from helpline.training.data.prepare import resolve_dataset
-from helpline.training.export import export_adapter
+from helpline.training.export import check_export_names, export_adapter
 from helpline.training.sft.callbacks import metrics_file, resume_with_new_callbacks
 from helpline.training.sft.config import SFTConfig
 from helpline.training.sft.masking import load_chat_template, tokenize_example
@@ -188,6 +188,7 @@ def run_sft(cfg: SFTConfig, *, preset: str, ctx: Context, console=None) -> dict:
 
     # setup ------------------------------------------------------------------------------------
     run_dir = output_dir(cfg, preset, ctx)
+    check_publishable(cfg, preset=preset, run_dir=run_dir, ctx=ctx)
     resume_from = start_run_dir(cfg, run_dir)
     transformers.set_seed(cfg.seed)
     base_path = resolve_base_model(cfg.base_model, ctx)
@@ -234,6 +235,27 @@ def run_sft(cfg: SFTConfig, *, preset: str, ctx: Context, console=None) -> dict:
     # cleanup ----------------------------------------------------------------------------------
     del trainer, model
     return summary
+
+
+def check_publishable(cfg: SFTConfig, *, preset: str, run_dir: Path, ctx: Context) -> None:
+    """Refuse before training what would be refused after it: a run folder that holds a registered model's
+    weights (training there would change them in place, under a name that aliases and gate verdicts refer
+    to), and a registry name the finished run cannot take (its exported adapter's, or its full fine-tune's)."""
+    held = [m.name for m in ctx.registry.list_models() if Path(m.path).resolve().is_relative_to(run_dir.resolve())]
+    if held:
+        raise ConfigError(
+            f"{run_dir} holds the weights of registered model {', '.join(held)}; a run there would overwrite them",
+            hint="train into a new folder: run_name=NEW (or output_dir=NEW)",
+        )
+    if cfg.export:
+        check_export_names(cfg.adapter_name or run_dir.name, merge=False, ctx=ctx)
+    if cfg.method == "full":
+        ctx.registry.check_name_free(full_model_name(cfg, preset))
+
+
+def full_model_name(cfg: SFTConfig, preset: str) -> str:
+    """The registry name of a full fine-tune."""
+    return cfg.model_name or cfg.run_name or preset
 
 
 def start_run_dir(cfg: SFTConfig, run_dir: Path) -> Path | None:
@@ -290,7 +312,7 @@ def dataset_lineage(dataset_dir: Path, manifest: dict) -> dict:
 def register_full_model(summary: dict, cfg: SFTConfig, *, preset: str, ctx: Context) -> dict:
     """Register a full fine-tune's saved model as a base model, with its lineage; adapters go through the
     export gate instead."""
-    name = cfg.model_name or cfg.run_name or preset
+    name = full_model_name(cfg, preset)
     chat = is_chat_model(cfg.base_model, ctx)
     lineage = {k: summary[k] for k in ("base_model", "dataset", "global_step", "best_eval_loss", "run_dir")}
     record = ctx.registry.register_model(

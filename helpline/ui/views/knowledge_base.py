@@ -10,10 +10,11 @@ from helpline.ui import session
 from helpline.ui.client import GatewayClient, GatewayError
 
 UPLOAD_TYPES = ["md", "markdown", "txt", "html", "htm", "pdf", "docx"]
+#: Nothing is preselected: an upload states who may see it (the gateway refuses a file that does not say).
 ACCESS_CHOICES = {
-    "as the file says (public unless its front matter says internal)": None,
     "public: customers may see it": "public",
     "internal: staff only": "internal",
+    "as each file says (its front matter; a file that does not say is refused)": None,
 }
 
 
@@ -79,15 +80,15 @@ def _upload(client: GatewayClient) -> None:
         key="kb_files",
         help="A document's id is its file name without the suffix.",
     )
-    access = st.radio("Who may see them", list(ACCESS_CHOICES), key="kb_access")
-    if not st.button("Upload and index", type="primary", disabled=not files, key="kb_upload"):
+    access = st.radio("Who may see them", list(ACCESS_CHOICES), index=None, key="kb_access")
+    if not st.button("Upload and index", type="primary", disabled=not files or access is None, key="kb_upload"):
         return
     bar = st.progress(0.0, text="Starting…")
     results: list[dict[str, Any]] = []
     for i, f in enumerate(files or []):
         bar.progress(i / len(files), text=f"Indexing {f.name} ({i + 1} of {len(files)})")
         try:
-            r = client.upload_file(f.name, f.getvalue(), access=ACCESS_CHOICES[access])
+            r = client.upload_file(f.name, f.getvalue(), access=ACCESS_CHOICES[access or ""])
             outcome = "added" if r["added"] else "updated" if r["updated"] else "unchanged"
             results.append(
                 {
