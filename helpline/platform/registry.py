@@ -10,7 +10,7 @@ all refer to it by name. A registered name is therefore never silently given oth
 :meth:`Registry.register_model`.
 
 A registry file carries its schema version in ``PRAGMA user_version``; opening an older file applies
-the missing steps of ``_MIGRATIONS`` in place, in one transaction, so a second open changes nothing.
+the missing steps of ``MIGRATIONS`` in place, in one transaction, so a second open changes nothing.
 """
 
 from __future__ import annotations
@@ -23,14 +23,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
-
 from helpline.platform.errors import ConfigError, NotFoundError
+from helpline.platform.registry_migrations import migrate
+from helpline.platform.registry_records import (
+    CHAT_KINDS,
+    AliasChange,
+    KBVersion,
+    ModelKind,
+    ModelRecord,
+    RollbackStep,
+)
 
-ModelKind = Literal["base", "adapter", "embedder", "detector"]
-
-#: The kinds that can answer customers (an alias may point only at one of them).
-CHAT_KINDS: tuple[ModelKind, ...] = ("base", "adapter")
 _A_KIND: dict[str, str] = {
     "base": "a base model",
     "adapter": "an adapter",
@@ -73,51 +76,6 @@ CREATE TABLE IF NOT EXISTS kb_versions (
 """
 
 
-class ModelRecord(BaseModel):
-    """A registered base model, adapter, embedder or hallucination detector with its lineage metadata."""
-
-    name: str
-    kind: ModelKind
-    path: str
-    base_model: str | None = None
-    created_at: float
-    metadata: dict[str, Any] = Field(default_factory=dict)
-
-
-class KBVersion(BaseModel):
-    """One knowledge-base sync."""
-
-    id: int
-    created_at: float
-    added: int
-    updated: int
-    deleted: int
-    content_hash: str
-    note: str = ""
-
-
-class AliasChange(BaseModel):
-    """One entry of an alias's history: a promotion (``set``) or a ``rollback``."""
-
-    alias: str
-    model_name: str | None
-    previous: str | None
-    at: float
-    actor: str = ""
-    action: Literal["set", "rollback"] = "set"
-
-
-class RollbackStep(BaseModel):
-    """Where rolling ``alias`` back would take it: ``model_name``, the model before ``current`` in the alias's
-    history once earlier rollbacks are taken out. ``undoes_promotion``: ``current`` came by a promotion, so
-    the step restores exactly what the alias served just before it."""
-
-    alias: str
-    current: str
-    model_name: str
-    undoes_promotion: bool
-
-
 class ModelNameTakenError(ConfigError):
     """A model is registered under that name already."""
 
@@ -132,7 +90,7 @@ class Registry:
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.executescript(_SCHEMA)
-            _migrate(db, self.db_path)
+            migrate(db, self.db_path)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -408,50 +366,6 @@ def _served(history: list[sqlite3.Row]) -> list[str]:
         if row["model_name"] and (not served or served[-1] != row["model_name"]):
             served.append(row["model_name"])
     return served
-
-
-def _detectors_get_their_kind(db: sqlite3.Connection) -> None:
-    """Schema 1: a hallucination detector was a ``base`` whose metadata said ``role: detector``; it becomes
-    kind ``detector`` (its metadata is kept as it was)."""
-    for row in db.execute("SELECT name, metadata FROM models WHERE kind = 'base'").fetchall():
-        if json.loads(row["metadata"] or "{}").get("role") == "detector":
-            db.execute("UPDATE models SET kind = 'detector' WHERE name = ?", (row["name"],))
-
-
-def _alias_history_marks_rollbacks(db: sqlite3.Connection) -> None:
-    """Schema 2: ``alias_history.action`` tells a rollback from a promotion (``set``). An older file wrote its
-    rollbacks as plain changes: an entry that points the alias straight back where the entry before it came
-    from is taken for one. A re-promotion of the model just replaced reads the same; taken for a rollback,
-    the next rollback finds nothing to return to, which is the safe side."""
-    if "action" not in {row["name"] for row in db.execute("PRAGMA table_info(alias_history)")}:
-        db.execute("ALTER TABLE alias_history ADD COLUMN action TEXT NOT NULL DEFAULT 'set'")
-    last: dict[str, sqlite3.Row] = {}
-    for row in db.execute("SELECT id, alias, model_name, previous FROM alias_history ORDER BY id").fetchall():
-        before = last.get(row["alias"])
-        if before is not None and (row["model_name"], row["previous"]) == (before["previous"], before["model_name"]):
-            db.execute("UPDATE alias_history SET action = 'rollback' WHERE id = ?", (row["id"],))
-        last[row["alias"]] = row
-
-
-#: Step ``i`` upgrades a registry file from schema version ``i`` to ``i + 1`` (``PRAGMA user_version``).
-#: Append only: a step, once released, runs on files already out there.
-_MIGRATIONS = (_detectors_get_their_kind, _alias_history_marks_rollbacks)
-
-
-def _migrate(db: sqlite3.Connection, path: Path) -> None:
-    """Bring the file up to ``len(_MIGRATIONS)``; a file written by a newer helpline is refused."""
-    if db.execute("PRAGMA user_version").fetchone()[0] == len(_MIGRATIONS):
-        return  # the usual open: no write lock taken
-    db.execute("BEGIN IMMEDIATE")  # two processes opening an old file at once migrate it once
-    version = db.execute("PRAGMA user_version").fetchone()[0]
-    if version > len(_MIGRATIONS):
-        raise ConfigError(
-            f"registry {path} has schema version {version}; this helpline reads up to {len(_MIGRATIONS)}",
-            hint="upgrade helpline to the version that wrote it, or use another workspace (the `workspace` setting)",
-        )
-    for step in _MIGRATIONS[version:]:
-        step(db)
-    db.execute(f"PRAGMA user_version = {len(_MIGRATIONS)}")
 
 
 def _model(row: sqlite3.Row) -> ModelRecord:
