@@ -8,15 +8,10 @@ import typer
 
 from helpline.cli.output import console, print_json
 from helpline.platform.context import Context
-from helpline.serving.factory import gateway_db
+from helpline.serving.factory import open_gateway_store
 from helpline.serving.gateway.conversations import export_jsonl
-from helpline.serving.gateway.store import GatewayStore
 
 conversations_app = typer.Typer(no_args_is_help=True, help="Logged conversations: review and export.")
-
-
-def _store(ctx: Context) -> GatewayStore:
-    return GatewayStore(gateway_db(ctx.workspace))
 
 
 @conversations_app.command("export")
@@ -27,8 +22,8 @@ def conversations_export(
 ) -> None:
     """Export rated-up and staff-corrected conversations as training data."""
     ctx = Context.load()
-    n = export_jsonl(_store(ctx), out, include_unrated=include_unrated, scrub=not no_scrub)
-    _store(ctx).audit("cli", "conversations.export", str(out), {"rows": n})
+    n = export_jsonl(open_gateway_store(ctx), out, include_unrated=include_unrated, scrub=not no_scrub)
+    open_gateway_store(ctx).audit("cli", "conversations.export", str(out), {"rows": n})
     console.print(f"wrote {n} conversations to {out}")
 
 
@@ -39,7 +34,7 @@ def conversations_list(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Recent answers with their feedback."""
-    turns = _store(Context.load()).turns(limit=limit, rating=rating)
+    turns = open_gateway_store(Context.load()).turns(limit=limit, rating=rating)
     if as_json:
         print_json({"conversations": turns})
         return

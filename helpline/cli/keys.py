@@ -6,14 +6,9 @@ import typer
 
 from helpline.cli.output import console, print_json
 from helpline.platform.context import Context
-from helpline.serving.factory import gateway_db
-from helpline.serving.gateway.store import GatewayStore
+from helpline.serving.factory import open_gateway_store
 
 keys_app = typer.Typer(no_args_is_help=True, help="API keys for the gateway (stored hashed).")
-
-
-def _store(ctx: Context) -> GatewayStore:
-    return GatewayStore(gateway_db(ctx.workspace))
 
 
 @keys_app.command("create")
@@ -23,7 +18,7 @@ def keys_create(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Create an API key; it is printed once and only its hash is stored."""
-    key, record = _store(Context.load()).create_key(role, name=name, actor="cli")  # type: ignore[arg-type]
+    key, record = open_gateway_store(Context.load()).create_key(role, name=name, actor="cli")  # type: ignore[arg-type]
     if as_json:
         print_json({"key": key, **record.model_dump()})
     else:
@@ -34,7 +29,7 @@ def keys_create(
 @keys_app.command("list")
 def keys_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Keys with their role and prefix (never the key)."""
-    keys = [k.model_dump() for k in _store(Context.load()).list_keys()]
+    keys = [k.model_dump() for k in open_gateway_store(Context.load()).list_keys()]
     if as_json:
         print_json({"keys": keys})
         return
@@ -46,5 +41,5 @@ def keys_list(as_json: bool = typer.Option(False, "--json", help="Print JSON."))
 @keys_app.command("revoke")
 def keys_revoke(key_id: int = typer.Argument(..., help="Key id (see `helpline keys list`).")) -> None:
     """Revoke a key at once."""
-    _store(Context.load()).revoke_key(key_id, actor="cli")
+    open_gateway_store(Context.load()).revoke_key(key_id, actor="cli")
     console.print(f"revoked key {key_id}")

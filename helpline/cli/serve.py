@@ -12,8 +12,7 @@ from helpline.platform.context import Context
 from helpline.platform.lazy_imports import require
 from helpline.platform.schemas import ChatMessage
 from helpline.retrieval.factory import chroma_server_for
-from helpline.serving.factory import build_gateway, build_generator, build_pipeline, gateway_db
-from helpline.serving.gateway.store import GatewayStore
+from helpline.serving.factory import build_gateway, build_generator, build_pipeline, open_gateway_store
 from helpline.serving.routing import startup_adapters
 from helpline.ui.launch import start_streamlit
 
@@ -48,7 +47,7 @@ def _default_engine() -> str:
 
 def _bootstrap_keys(ctx: Context) -> None:
     """First start: one key per role, printed once (only hashes are stored)."""
-    store = GatewayStore(gateway_db(ctx.workspace))
+    store = open_gateway_store(ctx)
     if store.list_keys():
         console.print("keys: use yours, or create one with `helpline keys create --role customer`")
         return

@@ -47,6 +47,11 @@ def gateway_db(workspace: Workspace) -> Path:
     return workspace.root / "gateway.sqlite"
 
 
+def open_gateway_store(ctx: Context) -> GatewayStore:
+    """The gateway's database (keys, audit log, conversations) of this workspace."""
+    return GatewayStore(gateway_db(ctx.workspace))
+
+
 def build_generator(ctx: Context, *, engine: EngineChoice | None = None) -> Generator:
     """The configured engine (``engine`` overrides ``settings.engine``) for the configured chat model.
 
