@@ -21,7 +21,7 @@ from helpline.bench.serving import run_bench as run_serving_bench
 from helpline.bench.training import run_bench as run_training_bench
 from helpline.cli.eval import DETECTOR_HELP
 from helpline.cli.eval.answers import build_answer_pipeline
-from helpline.cli.output import console, print_json
+from helpline.cli.output import console, print_json, show
 from helpline.evaluation.answer_paths import served_gateway
 from helpline.evaluation.load import level
 from helpline.guard.selection import bench, load_detector
@@ -90,10 +90,7 @@ def bench_hallucination(
     """Time the detector on single answers (what the gateway pays per reply); reports the median."""
     ctx = Context.load()
     result = bench(load_detector(ctx, detector, precision=precision), dataset, n=n)  # type: ignore[arg-type]
-    if as_json:
-        print_json(result)
-    else:
-        console.print(result)
+    show(result, as_json)
 
 
 @bench_app.command("retrieval")
@@ -131,10 +128,7 @@ def bench_retrieval(
         "synthetic_vectors": "chunks beyond the sample KB's use random unit vectors and generated text",
         "peak_rss_mb": peak_rss_mb(),
     }
-    if as_json:
-        print_json(data)
-    else:
-        console.print(data)
+    show(data, as_json)
 
 
 @bench_app.command("serving")

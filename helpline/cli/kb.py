@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from helpline.cli.output import console, fail, print_json
+from helpline.cli.output import console, fail, print_json, show
 from helpline.evaluation.hooks import regression_after_sync
 from helpline.platform.context import Context
 from helpline.platform.errors import HelplineError
@@ -177,7 +177,4 @@ def stats(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> 
         "versions": len(versions),
         "latest_version": versions[-1].model_dump() if versions else None,
     }
-    if as_json:
-        print_json(data)
-    else:
-        console.print(data)
+    show(data, as_json)

@@ -37,3 +37,11 @@ def fail(error: HelplineError) -> None:
     if error.hint:
         console.print(f"[yellow]hint:[/] {error.hint}", highlight=False)
     sys.exit(error.exit_code)
+
+
+def show(data: Any, as_json: bool) -> None:
+    """A command's result: JSON on stdout with ``--json``, else rich's rendering on the terminal."""
+    if as_json:
+        print_json(data)
+    else:
+        console.print(data)

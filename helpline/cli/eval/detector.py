@@ -9,7 +9,7 @@ from typing import get_args
 import typer
 
 from helpline.cli.eval import DETECTOR_HELP, eval_app
-from helpline.cli.output import console, print_json
+from helpline.cli.output import console, print_json, show
 from helpline.datasets.halueval import Split, parse_dataset_spec
 from helpline.guard.selection import detector_path, evaluate_dataset, load_detector
 from helpline.platform.context import Context
@@ -82,7 +82,4 @@ def calibrate_detector(
     record = ctx.registry.get_model(detector) if not Path(detector).is_dir() else None
     if record is not None:
         ctx.registry.update_metadata(record.name, {"validation": report})
-    if as_json:
-        print_json(report)
-    else:
-        console.print(report)
+    show(report, as_json)
