@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import signal
+import subprocess
+from dataclasses import dataclass
+from typing import Any
 
 import typer
 
@@ -10,6 +14,7 @@ from helpline.cli.output import console, print_json
 from helpline.engines.vllm_server import VLLMServer
 from helpline.platform.context import Context
 from helpline.platform.lazy_imports import require
+from helpline.platform.processes import die_with_parent, run_until_stopped, stop_group
 from helpline.platform.schemas import ChatMessage
 from helpline.retrieval.factory import chroma_server_for
 from helpline.serving.factory import build_gateway, build_generator, build_pipeline, open_gateway_store
@@ -64,32 +69,34 @@ def run(
     port: int = typer.Option(None, help="Gateway port (default: settings.gateway.port)."),
     ui: bool = typer.Option(True, "--ui/--no-ui", help="Also serve the Streamlit app (settings.ui.port)."),
 ) -> None:
-    """Start the engine (supervised vLLM on loopback), the gateway and the UI; Ctrl-C stops them."""
+    """Start the engine (supervised vLLM on loopback), the gateway and the UI; Ctrl-C, SIGTERM or SIGHUP
+    stops them (SIGTERM and SIGHUP exit 0: a stop asked for, as systemd and `docker stop` ask)."""
     uvicorn = require("uvicorn", "serve")
 
     ctx = Context.load()
     s = ctx.settings
     engine = engine or _default_engine()
     host, port = host or s.gateway.host, port or s.gateway.port
-    server = None
-    ui_process = None
-    chroma = chroma_server_for(s, ctx.workspace)
-    try:
-        if chroma is not None:
-            _start_chroma(chroma, ctx)
+    children = _Children(chroma=chroma_server_for(s, ctx.workspace))
+
+    def serve() -> None:
+        if children.chroma is not None:
+            _start_chroma(children.chroma, ctx)
         if engine == "vllm":
-            server = _vllm_server(ctx)  # assigned before it starts: a failed start is still stopped below
-            _start_vllm(server)
+            children.server = _vllm_server(ctx)  # kept before it starts: a failed start is still stopped
+            _start_vllm(children.server)
         with console.status("loading the knowledge base and the gateway"):
-            app = build_gateway(ctx, server=server, engine=engine)  # type: ignore[arg-type]
+            app = build_gateway(ctx, server=children.server, engine=engine)  # type: ignore[arg-type]
         url = f"http://{host}:{port}"
-        _print_endpoints(url, server)
+        _print_endpoints(url, children.server)
         _bootstrap_keys(ctx)
-        ui_process = _start_ui(ctx, gateway_url=f"http://127.0.0.1:{port}") if ui else None
+        children.ui = _start_ui(ctx, gateway_url=f"http://127.0.0.1:{port}") if ui else None
         _print_example_request(url)
         uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=10)
-    finally:
-        _stop(ui_process, server, chroma)
+
+    signum = run_until_stopped(serve, children.stop)
+    if signum is not None:
+        console.print(f"stopped on {signal.Signals(signum).name}")
 
 
 def _start_chroma(chroma, ctx: Context) -> None:
@@ -139,21 +146,28 @@ def _print_example_request(url: str) -> None:
     )
 
 
-def _stop(ui_process, server, chroma) -> None:
-    """Stop what `helpline run` started, the UI first and the Chroma server last."""
-    if ui_process is not None:
-        ui_process.terminate()
-        ui_process.wait(timeout=30)
-    if server is not None:
-        server.stop()
-    if chroma is not None:
-        chroma.stop()
-    console.print("stopped")
+@dataclass
+class _Children:
+    """What `helpline run` started, each kept as soon as it exists so that however `run` ends, it is stopped."""
+
+    chroma: Any = None
+    server: VLLMServer | None = None
+    ui: subprocess.Popen | None = None
+
+    def stop(self) -> None:
+        """Stop them, the UI first and the Chroma server last."""
+        if self.ui is not None:
+            stop_group(self.ui, timeout_s=30)
+        if self.server is not None:
+            self.server.stop()
+        if self.chroma is not None:
+            self.chroma.stop()
+        console.print("stopped")
 
 
 def _start_ui(ctx: Context, *, gateway_url: str):
     """Serve the Streamlit app beside the gateway; it only talks to the gateway over HTTP."""
     port = ctx.settings.ui.port
-    process = start_streamlit(gateway_url, port, log_path=ctx.workspace.logs / "ui.log")
+    process = start_streamlit(gateway_url, port, log_path=ctx.workspace.logs / "ui.log", preexec_fn=die_with_parent)
     console.print(f"[green]ui[/]      http://127.0.0.1:{port}  (sign in with a key above)")
     return process

@@ -1,24 +1,27 @@
 """Launch and supervise `vllm serve` as a subprocess bound to loopback.
 
-The supervisor restarts a crashed server with backoff. Adapters loaded at run time are
-remembered in ``lora_modules``, so a restarted server comes back with every adapter it served.
+The supervisor restarts, with backoff, a server that exited and one that is alive but stopped
+answering (SIGSTOP, a deadlock: its pid stays, so waiting for it to exit never ends); see ``HangWatch``.
+Adapters loaded at run time are remembered in ``lora_modules``, so a restarted server comes back with
+every adapter it served. The server runs in its own process group, so stopping it also stops the
+processes it forked (the engine core).
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
-import signal
 import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
 from helpline.platform.errors import EngineError
 from helpline.platform.files import has_chat_template
+from helpline.platform.processes import die_with_parent, kill_group, stop_group
 from helpline.platform.settings import VLLMSettings
 
 
@@ -40,7 +43,12 @@ class VLLMServer:
         self.log_path = log_path
         self.lora_modules = dict(lora_modules or {})
         self.restarts = 0
+        #: Times the supervisor found the server alive but not answering, and why it last restarted it.
+        self.hangs = 0
+        self.last_restart_reason: str | None = None
         self._proc: subprocess.Popen | None = None
+        self._watch = HangWatch(probes=settings.hang_probes, timeout_s=settings.hang_timeout_s)
+        self._next_probe = 0.0
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
 
@@ -70,6 +78,8 @@ class VLLMServer:
             "--enable-lora",
             "--max-lora-rank", str(s.max_lora_rank),
             "--max-loras", str(s.max_loras),
+            # the supervisor asks /health every few seconds; that is not worth a log line each time
+            "--disable-access-log-for-endpoints", "/health",
         ]  # fmt: skip
         for name, path in self.lora_modules.items():
             cmd += ["--lora-modules", f"{name}={path}"]
@@ -88,9 +98,9 @@ class VLLMServer:
                 return Path(path) / "chat_template.jinja"
         return None
 
-    def is_ready(self) -> bool:
+    def is_ready(self, *, timeout_s: float = 2.0) -> bool:
         try:
-            return httpx.get(f"{self.root_url}/health", timeout=2).status_code == 200
+            return httpx.get(f"{self.root_url}/health", timeout=timeout_s).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -105,8 +115,15 @@ class VLLMServer:
             env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
         with log_path.open("ab") as log:
             self._proc = subprocess.Popen(
-                self.command(), stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,  # its own process group: stopping it reaches the engine core too
+                preexec_fn=die_with_parent,
             )
+        self._watch = HangWatch(probes=self.settings.hang_probes, timeout_s=self.settings.hang_timeout_s)
+        self._next_probe = 0.0
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.settings.startup_timeout_s
@@ -119,7 +136,8 @@ class VLLMServer:
                 )
             if self.is_ready():
                 return
-            time.sleep(1.0)
+            if self._stopping.wait(1.0):
+                raise EngineError("vLLM start cancelled: the server is being stopped")
         self._terminate()
         raise EngineError(
             f"vLLM did not become ready within {self.settings.startup_timeout_s:.0f} s",
@@ -142,12 +160,14 @@ class VLLMServer:
         return self
 
     def _supervise(self) -> None:
+        """Restart the server when it exits or stops answering, backing off while restarts fail."""
         backoff = 2.0
         while not self._stopping.wait(1.0):
-            if self._proc is None or self._proc.poll() is None:
+            reason = self._failure()
+            if reason is None:
                 continue
-            code = self._proc.returncode
-            print(f"vLLM exited with code {code}; restarting (log: {self.log_path})", file=sys.stderr)
+            self.last_restart_reason = reason
+            print(f"{reason}; restarting (log: {self.log_path})", file=sys.stderr)
             self._stopping.wait(backoff)
             if self._stopping.is_set():
                 return
@@ -158,8 +178,36 @@ class VLLMServer:
                 backoff = 2.0
                 print(f"vLLM is back (restart {self.restarts})", file=sys.stderr)
             except EngineError as e:
+                if self._stopping.is_set():
+                    return
                 backoff = min(backoff * 2, 60.0)
                 print(f"vLLM restart failed: {e}; next try in {backoff:.0f} s", file=sys.stderr)
+
+    def _failure(self) -> str | None:
+        """Why the server needs a restart now: it exited, or it is alive and hung (then it is killed here)."""
+        proc = self._proc
+        if proc is None:
+            return None
+        if proc.poll() is not None:
+            stop_group(proc)  # what it forked (the engine core) must not hold the memory the next one needs
+            return f"vLLM exited with code {proc.returncode}"
+        hung_s = self._probe()
+        if hung_s is None or self._stopping.is_set():
+            return None
+        self.hangs += 1
+        kill_group(proc)  # SIGTERM would wait in vain on a stopped process; SIGKILL needs no SIGCONT
+        return f"vLLM stopped answering for {hung_s:.0f} s"
+
+    def _probe(self) -> float | None:
+        """Ask /health when a probe is due; the seconds the server has been hung once that is a hang."""
+        s = self.settings
+        started = time.monotonic()
+        if s.hang_timeout_s <= 0 or started < self._next_probe:
+            return None
+        ok = self.is_ready(timeout_s=s.health_timeout_s)
+        now = time.monotonic()
+        self._next_probe = now + s.health_interval_s
+        return self._watch.record(ok, started=started, now=now)
 
     def load_lora(self, name: str, path: str | Path, *, timeout_s: float = 120.0) -> None:
         """Load a PEFT adapter into the running server under ``name`` (idempotent)."""
@@ -167,29 +215,42 @@ class VLLMServer:
         self.lora_modules[name] = str(path)
 
     def _terminate(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(timeout=10)
+        if self._proc is not None:
+            stop_group(self._proc, timeout_s=30)
 
     def stop(self) -> None:
         """Stop supervising and terminate the server."""
         self._stopping.set()
         if self._supervisor is not None:
-            self._supervisor.join(timeout=5)
+            self._supervisor.join(timeout=self.settings.health_timeout_s + 5)  # it may be in a probe
         self._terminate()
         self._proc = None
 
 
-def _die_with_parent() -> None:
-    """Linux: the engine gets SIGTERM if `helpline run` dies without cleaning up (no orphan
-    holding the port and gigabytes of memory)."""
-    if sys.platform.startswith("linux"):
+@dataclass
+class HangWatch:
+    """Counts consecutive failed /health probes of a server whose process is alive.
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    A hang is at least ``probes`` failures in a row spanning at least ``timeout_s`` seconds (from the start
+    of the first to the end of the last). Both must hold: a server answering slowly while it generates on
+    a few cores fails a probe now and then, and a burst of quick refusals is over in a second; neither is
+    a hang. One answered probe starts the count again.
+    """
+
+    probes: int
+    timeout_s: float
+    failures: int = 0
+    since: float | None = None
+
+    def record(self, ok: bool, *, started: float, now: float) -> float | None:
+        """Record one probe that began at ``started`` and ended at ``now``; the hang's length once it is one."""
+        if ok:
+            self.failures, self.since = 0, None
+            return None
+        self.failures += 1
+        self.since = started if self.since is None else self.since
+        hung_s = now - self.since
+        return hung_s if self.failures >= self.probes and hung_s >= self.timeout_s else None
 
 
 def load_lora_adapter(root_url: str, name: str, path: str | Path, *, timeout_s: float = 120.0) -> None:

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -32,12 +33,19 @@ def streamlit_command(port: int, *, host: str = "127.0.0.1") -> list[str]:
 
 
 def start_streamlit(
-    gateway_url: str, port: int, *, host: str = "127.0.0.1", log_path: Path | None = None
+    gateway_url: str,
+    port: int,
+    *,
+    host: str = "127.0.0.1",
+    log_path: Path | None = None,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> subprocess.Popen:
     """Serve the UI on ``host:port``, talking to the gateway at ``gateway_url``.
 
-    The caller owns the process: stop it with ``terminate()`` (and ``wait()``). Output goes to
-    ``log_path`` when given, else it is discarded.
+    The caller owns the process, which leads its own process group: stop it with ``terminate()`` (and
+    ``wait()``), or signal the group. ``preexec_fn`` runs in the child before Streamlit starts (`helpline
+    run` passes one that ties the child's life to its own). Output goes to ``log_path`` when given, else
+    it is discarded.
     """
     if importlib.util.find_spec("streamlit") is None:
         raise MissingDependencyError("streamlit is not installed", hint="pip install 'helpline[ui]'")
@@ -49,7 +57,13 @@ def start_streamlit(
         out = subprocess.DEVNULL
     try:
         return subprocess.Popen(
-            streamlit_command(port, host=host), env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            streamlit_command(port, host=host),
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C reaches the parent, which stops the UI in its order
+            preexec_fn=preexec_fn,
         )
     finally:
         if log_path is not None:
