@@ -7,6 +7,7 @@ fields use ``__`` in env vars, e.g. ``HELPLINE_VLLM__PORT=8101``.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -19,6 +20,8 @@ from pydantic_settings import (
 )
 
 from helpline.platform.errors import ConfigError, validation_problems
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class RetrievalSettings(BaseModel):
@@ -108,6 +111,25 @@ class VLLMSettings(BaseModel):
         "one reserved core halves the compute (on 2 cores: 120.7 against 71.2 output tokens/s at concurrency "
         "16), and vLLM's default on larger machines.",
     )
+    health_interval_s: float = Field(
+        5.0, gt=0, description="How often the supervisor asks the running server's /health whether it still answers."
+    )
+    health_timeout_s: float = Field(
+        10.0, gt=0, description="How long one /health probe may wait for its answer before it counts as failed."
+    )
+    hang_probes: int = Field(
+        3, ge=1, description="Failed /health probes in a row that, spanning hang_timeout_s, make a hang."
+    )
+    hang_timeout_s: float = Field(
+        30.0,
+        ge=0,
+        description="A server whose process is alive but has failed hang_probes /health probes in a row over at "
+        "least this many seconds is hung (stopped, deadlocked): the supervisor kills its process group and "
+        "restarts it. vLLM answers /health from its API process without waiting for the engine, so a busy server "
+        "answers fast (SmolLM2 generating for 16 requests on 2 shared cores, load 9: median 0.08 s, slowest 0.66 s "
+        "of 53 probes); a hang needs every probe, each allowed health_timeout_s, to fail for this long, which a "
+        "busy server does not do. 0 turns hang detection off.",
+    )
 
 
 class GatewayLimits(BaseModel):
@@ -132,6 +154,14 @@ class GatewayLimits(BaseModel):
     max_concurrency: int = Field(64, ge=1, description="Chat requests generating at once (503 above).")
     upstream_timeout_s: float = Field(120.0, gt=0, description="Longest wait for the engine before 504.")
     retry_after_s: int = Field(2, ge=1, description="Retry-After sent with 503 under overload.")
+    retrieval_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Longest a chat request waits for retrieval (the knowledge-base search and fitting the prompt "
+        "to the model's context) before 503 with Retry-After. A search takes milliseconds and never waits for a "
+        "sync; this bounds a stuck or overloaded store, whose waiting requests never hold the threads that key "
+        "checks run on.",
+    )
 
     @model_validator(mode="after")
     def _burst_within_rate(self) -> GatewayLimits:
@@ -152,6 +182,15 @@ class GatewaySettings(BaseModel):
         "helpline-detector, none when there is none), none, or a registry name. A non-streamed answer it rejects "
         "is not served (the passage is quoted, or the handoff given); a streamed one is decided before it is sent.",
     )
+    retention_days: int | None = Field(
+        None,
+        ge=1,
+        description="Days a logged conversation turn is kept; None keeps them forever. Older turns go with their "
+        "passages, withdrawn drafts, feedback, comments and staff corrections, at gateway startup, then daily, and "
+        "with `helpline conversations purge`. Corrected turns go too: no dataset manifest refers to a turn (they "
+        "name their source files by path and hash); the reviewed examples saved from corrections "
+        "(datasets/reviewed/) are training sources and stay until `helpline conversations erase` removes them.",
+    )
 
 
 class UISettings(BaseModel):
@@ -159,6 +198,78 @@ class UISettings(BaseModel):
 
     port: int = Field(8501, description="Streamlit port.")
     gateway_url: str = Field("http://127.0.0.1:8000", description="Gateway the UI calls.")
+
+
+class TeacherSettings(BaseModel):
+    """The distillation teacher endpoint this workspace trusts with an API key (`train distill`, `eval distill-report`).
+
+    A key goes only where it is configured to go: a distill config may name ``teacher.api_key_env`` only when it is
+    this variable and its ``teacher.base_url`` is this URL. A config's other fields come from presets and
+    arguments (a console job's, say), so they can point at no other secret and send this one nowhere else.
+    """
+
+    base_url: str | None = Field(
+        None,
+        description="The endpoint that may receive the key named by api_key_env, e.g. https://api.example.com/v1. "
+        "A distill config whose teacher.base_url is another address may name no key (teacher.api_key_env=null).",
+    )
+    api_key_env: str | None = Field(
+        None,
+        description="Environment variable holding the teacher's API key; None: no teacher gets a key. The only "
+        "variable a distill config may name as teacher.api_key_env, and the only secret a console job's "
+        "environment carries.",
+    )
+
+    @model_validator(mode="after")
+    def _key_has_its_endpoint(self) -> TeacherSettings:
+        if self.api_key_env is None:
+            return self
+        if not _ENV_NAME.fullmatch(self.api_key_env):
+            raise ValueError(f"api_key_env {self.api_key_env!r} is not an environment variable name")
+        if not self.base_url:
+            raise ValueError("api_key_env needs base_url: the one endpoint that may receive the key")
+        return self
+
+
+class CanarySettings(BaseModel):
+    """When a canary is promoted or rolled back (``serving/canary.py``). Margins say how much worse than production
+    the canary may be and still count as not worse; a metric whose margin is null is not tested."""
+
+    alpha: float = Field(
+        0.05,
+        gt=0.0,
+        lt=0.5,
+        description="Chance, over the whole canary however often it is looked at, that any decision rests on a "
+        "wrong bound (a false rollback or a false promotion).",
+    )
+    thumbs_down_margin: float | None = Field(0.02, ge=0.0, le=1.0, description="Thumbs-down rate: +2 points.")
+    handoff_margin: float | None = Field(0.05, ge=0.0, le=1.0, description="Handoff rate: +5 points.")
+    withdrawal_margin: float | None = Field(
+        0.03, ge=0.0, le=1.0, description="Rate of answers withdrawn by verification: +3 points."
+    )
+    wrong_served_margin: float | None = Field(
+        0.05, ge=0.0, le=1.0, description="Wrong-served rate among sampled answers judged by the detector: +5 points."
+    )
+    latency_margin: float | None = Field(
+        0.2, ge=0.0, description="Median latency: the canary's may be at most (1 + this) times production's."
+    )
+    min_answers: int = Field(200, ge=1, description="Canary answers before it may be promoted.")
+    max_answers: int = Field(
+        20000, ge=1, description="Canary answers after which a canary still undecided is rolled back."
+    )
+    max_hours: float = Field(72.0, gt=0.0, description="Hours after which a canary still undecided is rolled back.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CanarySettings:
+        margins = (self.thumbs_down_margin, self.handoff_margin, self.withdrawal_margin, self.wrong_served_margin)
+        problems = []
+        if all(m is None for m in margins) and self.latency_margin is None:
+            problems.append("every margin is null: at least one metric must be tested")
+        if self.max_answers < self.min_answers:
+            problems.append(f"max_answers ({self.max_answers}) must not be below min_answers ({self.min_answers})")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class Settings(BaseSettings):
@@ -180,6 +291,12 @@ class Settings(BaseSettings):
     vllm: VLLMSettings = Field(default_factory=VLLMSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     ui: UISettings = Field(default_factory=UISettings)
+    teacher: TeacherSettings = Field(
+        default_factory=TeacherSettings, description="The distillation teacher trusted with an API key."
+    )
+    canary: CanarySettings = Field(
+        default_factory=CanarySettings, description="When a canary is promoted or rolled back."
+    )
 
     @classmethod
     def settings_customise_sources(
