@@ -10,6 +10,7 @@ from __future__ import annotations
 import typer
 import typer.main
 
+from helpline.cli.backup import backup_app
 from helpline.cli.bench import bench_app
 from helpline.cli.conversations import conversations_app
 from helpline.cli.data import data_app
@@ -41,6 +42,7 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(keys_app, name="keys")
 app.add_typer(conversations_app, name="conversations")
 app.add_typer(serving_app)
+app.add_typer(backup_app)  # `backup` and `restore` join the root's commands too
 
 
 @app.command()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import anyio.to_thread
@@ -36,6 +37,8 @@ log = logging.getLogger("helpline.gateway")
 #: Requests that change something: a failed one is audited (a failed chat is in the conversation log).
 _ACTIONS = {"POST", "PUT", "PATCH", "DELETE"}
 _NOT_AUDITED = {"/v1/chat/completions"}
+#: How often a serving gateway purges turns past ``gateway.retention_days`` (it purges at startup too).
+PURGE_EVERY_S = 24 * 3600.0
 
 
 def create_app(
@@ -46,14 +49,19 @@ def create_app(
     kb: Any = None,
     limits: GatewayLimits | None = None,
     readiness: Readiness | None = None,
+    retention_days: int | None = None,
 ) -> FastAPI:
     """The gateway, wired from its parts (all passed in; no globals).
 
     The API description is served at ``/openapi.json`` to engineer keys only; the interactive pages
     (``/docs``, ``/redoc``) are off, since a browser cannot send a key for the description they load.
+    ``retention_days``: logged turns older than that are purged at startup and then daily.
     """
     limits = limits or GatewayLimits()
-    app = FastAPI(title="helpline gateway", version="0.2.0", openapi_url=None, docs_url=None, redoc_url=None)
+    lifespan = _retention(store, retention_days)
+    app = FastAPI(
+        title="helpline gateway", version="0.2.0", openapi_url=None, docs_url=None, redoc_url=None, lifespan=lifespan
+    )
     metrics = Metrics()
     saved_share = store.get_setting("canary_share")
     if saved_share is not None:
@@ -113,6 +121,40 @@ async def _audit_failure(request: Request, status: int, principal: Principal | N
         await anyio.to_thread.run_sync(lambda: store.audit(actor, action, target, detail))
     except sqlite3.Error as e:
         log.error("audit of %s (%s) not written: %s", target, action, e)
+
+
+def _retention(store: GatewayStore, days: int | None) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """The app's lifespan: with ``days``, purge expired turns before the first request, then daily while serving."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if days is None:
+            yield
+            return
+        await _purge(store, days)
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(_purge_daily, store, days)
+            yield
+            tasks.cancel_scope.cancel()
+
+    return lifespan
+
+
+async def _purge_daily(store: GatewayStore, days: int) -> None:
+    while True:
+        await anyio.sleep(PURGE_EVERY_S)
+        await _purge(store, days)
+
+
+async def _purge(store: GatewayStore, days: int) -> None:
+    """One purge in a worker thread; a failure is logged and retried at the next one, never stops serving."""
+    try:
+        counts = await anyio.to_thread.run_sync(lambda: store.purge_expired(days, actor="gateway"))
+    except sqlite3.Error as e:
+        log.error("purging turns older than %d days failed: %s", days, e)
+        return
+    if counts["turns"]:
+        log.info("purged %d turns older than %d days", counts["turns"], days)
 
 
 async def _always_ready() -> dict[str, dict[str, Any]]:

@@ -284,6 +284,105 @@ class GatewayStore:
                 (response_id, time.time(), key_id, rating, comment, correction),
             )
 
+    # erasure and retention -----------------------------------------------------------------
+
+    def find_key(self, ref: str) -> ApiKey:
+        """The key (live or revoked) that ``ref`` names: its id, the key itself, or its prefix."""
+        queries = [("id = ?", int(ref))] if ref.isdigit() else [("key_hash = ?", hash_key(ref)), ("prefix = ?", ref)]
+        with self._connect() as db:
+            for where, arg in queries:
+                rows = db.execute(f"SELECT * FROM api_keys WHERE {where}", (arg,)).fetchall()
+                if rows:
+                    break
+        if len(rows) != 1:
+            found = "no key matches" if not rows else f"keys {', '.join(str(r['id']) for r in rows)} match"
+            raise NotFoundError(f"{found} {ref!r}", hint="pass the key's id from `helpline keys list`")
+        return ApiKey(**{k: rows[0][k] for k in ApiKey.model_fields})
+
+    def erase(
+        self, who: ApiKey | str, *, actor: str, dry_run: bool = False, erased_elsewhere: dict[str, int] | None = None
+    ) -> dict[str, Any]:
+        """Delete every turn of a key (or of one conversation, by its id) with its passages, drafts, feedback,
+        comments and staff corrections, and the feedback the key gave; a failed request the key made keeps its
+        audit entry without the error text (it can quote what was sent). The erasure is audited with counts only.
+
+        Deleted rows are overwritten (``secure_delete``) and the write-ahead log is truncated afterwards,
+        as far as open readers let it, so the content does not linger in the database files. Returns the
+        counts and the erased ``response_ids``. Copies outside the database (reviewed examples) are the caller's
+        to remove; ``erased_elsewhere`` counts them in the same audit entry."""
+        key = who if isinstance(who, ApiKey) else None
+        where, args = ("key_id = ?", (key.id,)) if key else ("conversation_id = ?", (who,))
+        target = f"key:{key.id}" if key else f"conversation:{who}"
+        with self._connect() as db:
+            db.execute("PRAGMA secure_delete = ON")
+            ids = [r[0] for r in db.execute(f"SELECT response_id FROM conversations WHERE {where}", args)]
+            counts = _delete_turns(db, ids, dry_run=dry_run)
+            if key is not None:
+                counts.update(_erase_key_extras(db, key, dry_run=dry_run))
+        if not dry_run:
+            self._truncate_log()
+            self.audit(actor, "conversations.erase", target, {**counts, **(erased_elsewhere or {})})
+        return {**counts, "response_ids": ids}
+
+    def purge_expired(
+        self, retention_days: float, *, actor: str, now: float | None = None, dry_run: bool = False
+    ) -> dict[str, Any]:
+        """Delete turns older than ``retention_days`` with their feedback, comments and corrections (overwritten,
+        as in :meth:`erase`); audited with the cut-off and counts when anything went. Returns the counts."""
+        before = (time.time() if now is None else now) - retention_days * 86400
+        with self._connect() as db:
+            db.execute("PRAGMA secure_delete = ON")
+            ids = [r[0] for r in db.execute("SELECT response_id FROM conversations WHERE at < ?", (before,))]
+            counts = _delete_turns(db, ids, dry_run=dry_run)
+        if ids and not dry_run:
+            self._truncate_log()
+            self.audit(actor, "conversations.purge", f"before:{before:.0f}", {**counts, "days": retention_days})
+        return {**counts, "before": before}
+
+    def _truncate_log(self) -> None:
+        """Move the write-ahead log into the database and empty it, so deleted rows' old pages go with it."""
+        with self._connect() as db:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def _erase_key_extras(db: sqlite3.Connection, key: ApiKey, *, dry_run: bool) -> dict[str, int]:
+    """Beyond the key's turns: the feedback it gave on other turns (``feedback_given``), and the error text of its
+    failed requests in the audit log (``audit_details``: a refused body's error quotes what was sent)."""
+    others = "key_id = ? AND response_id NOT IN (SELECT response_id FROM conversations WHERE key_id = ?)"
+    actor = f"{key.role}:{key.id}:"  # how Principal.actor begins
+    failed = "action = 'request.failed' AND substr(actor, 1, ?) = ?"
+    counts = {
+        "feedback_given": db.execute(f"SELECT COUNT(*) FROM feedback WHERE {others}", (key.id, key.id)).fetchone()[0],
+        "audit_details": db.execute(f"SELECT COUNT(*) FROM audit WHERE {failed}", (len(actor), actor)).fetchone()[0],
+    }
+    if not dry_run:
+        db.execute(f"DELETE FROM feedback WHERE {others}", (key.id, key.id))
+        erased = "json_set(detail, '$.error', '(erased)')"
+        db.execute(f"UPDATE audit SET detail = {erased} WHERE {failed}", (len(actor), actor))
+    return counts
+
+
+def _delete_turns(db: sqlite3.Connection, ids: list[str], *, dry_run: bool) -> dict[str, int]:
+    """Count (and unless ``dry_run`` delete) the turns ``ids`` and every feedback row on them."""
+    counts = {"turns": 0, "passages": 0, "drafts": 0, "feedback": 0, "comments": 0, "corrections": 0}
+    for start in range(0, len(ids), 500):  # SQLite caps the parameters of one statement
+        part = ids[start : start + 500]
+        marks = ", ".join("?" * len(part))
+        turns = db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(json_array_length(passages)), 0), COUNT(withdrawn)"
+            f" FROM conversations WHERE response_id IN ({marks})", part,
+        ).fetchone()  # fmt: skip
+        feedback = db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(comment != ''), 0), COUNT(correction)"
+            f" FROM feedback WHERE response_id IN ({marks})", part,
+        ).fetchone()  # fmt: skip
+        for name, value in zip(counts, (*turns, *feedback), strict=True):
+            counts[name] += int(value)
+        if not dry_run:
+            db.execute(f"DELETE FROM feedback WHERE response_id IN ({marks})", part)
+            db.execute(f"DELETE FROM conversations WHERE response_id IN ({marks})", part)
+    return counts
+
 
 def _turn(row: sqlite3.Row) -> dict[str, Any]:
     data = dict(row)
