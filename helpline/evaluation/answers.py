@@ -16,7 +16,6 @@ reach the caller.
 
 from __future__ import annotations
 
-import re
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -30,10 +29,10 @@ from helpline.platform.errors import ConfigError
 from helpline.platform.files import read_jsonl, read_yaml
 from helpline.platform.lazy_imports import require
 from helpline.platform.schemas import ChatMessage
+from helpline.platform.text import contains
 
 Via = Literal["pipeline", "gateway", "stream"]
 VIAS: tuple[str, ...] = ("pipeline", "gateway", "stream")
-_NOT_WORD = re.compile(r"[^0-9a-z€$%]+")
 
 
 class AnswerCase(BaseModel):
@@ -84,16 +83,6 @@ def read_cases(path: Path) -> list[AnswerCase]:
                               hint="list the phrases a correct answer contains, or set doc_id: null")  # fmt: skip
         cases.append(case.model_copy(update={"id": case.id or f"q{i}"}))
     return cases
-
-
-def normalise(text: str) -> str:
-    """Lower case, every character but letters, digits, €, $ and % a space, spaces collapsed."""
-    return " ".join(_NOT_WORD.sub(" ", text.lower()).split())
-
-
-def contains(text: str, phrase: str) -> bool:
-    """Does ``text`` contain ``phrase`` as whole words (after :func:`normalise`)?"""
-    return f" {normalise(phrase)} " in f" {normalise(text)} "
 
 
 @dataclass

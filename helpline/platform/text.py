@@ -120,3 +120,17 @@ def stems(text: str) -> list[str]:
 def content_stems(text: str) -> list[str]:
     """The stems of the text's words that are not stopwords, in order."""
     return [w.lower()[:5] for w in WORD.findall(text) if w.lower() not in STOPWORDS]
+
+
+_NOT_FACT_CHAR = re.compile(r"[^0-9a-z€$%]+")
+
+
+def normalise(text: str) -> str:
+    """Lower case, every character but letters, digits, €, $ and % a space, spaces collapsed: how an
+    expected phrase is compared with an answer (the answers evaluator and the loop's held-out cases)."""
+    return " ".join(_NOT_FACT_CHAR.sub(" ", text.lower()).split())
+
+
+def contains(text: str, phrase: str) -> bool:
+    """Does ``text`` contain ``phrase`` as whole words (after :func:`normalise`)?"""
+    return f" {normalise(phrase)} " in f" {normalise(text)} "

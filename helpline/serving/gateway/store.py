@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from helpline.platform.errors import NotFoundError
+from helpline.serving.gateway.store_retention import delete_turns, erase_key_extras
 
 KeyRole = Literal["customer", "staff", "engineer", "admin"]
 ROLE_RANK: dict[str, int] = {"customer": 0, "staff": 1, "engineer": 2, "admin": 3}
@@ -274,6 +275,25 @@ class GatewayStore:
                 return
             at, last = rows[-1]["at"], rows[-1]["response_id"]
 
+    def feedback_turns(self, *, since: float | None = None, page: int = 500) -> Iterator[dict[str, Any]]:
+        """Turns whose latest feedback was given after ``since`` (every rated turn when None), in the order it
+        was given, each with its time and id (``feedback_at``, ``feedback_id``), read ``page`` rows at a time:
+        what the improvement loop has not collected yet (its cursor is the last ``feedback_at`` it read)."""
+        query = (
+            "SELECT c.*, f.rating, f.comment, f.correction, f.at AS feedback_at, f.id AS feedback_id"
+            " FROM feedback f JOIN conversations c ON c.response_id = f.response_id"
+            " WHERE f.id = (SELECT MAX(id) FROM feedback WHERE response_id = f.response_id)"
+            " AND f.at > ? AND f.id > ? ORDER BY f.id LIMIT ?"
+        )
+        after = 0
+        while True:
+            with self._connect() as db:
+                rows = db.execute(query, (float("-inf") if since is None else since, after, page)).fetchall()
+            yield from (_turn(r) for r in rows)
+            if len(rows) < page:
+                return
+            after = rows[-1]["feedback_id"]
+
     def add_feedback(
         self, response_id: str, *, rating: str, comment: str = "", correction: str | None = None, key_id: int | None
     ) -> None:
@@ -316,9 +336,9 @@ class GatewayStore:
         with self._connect() as db:
             db.execute("PRAGMA secure_delete = ON")
             ids = [r[0] for r in db.execute(f"SELECT response_id FROM conversations WHERE {where}", args)]
-            counts = _delete_turns(db, ids, dry_run=dry_run)
-            if key is not None:
-                counts.update(_erase_key_extras(db, key, dry_run=dry_run))
+            counts = delete_turns(db, ids, dry_run=dry_run)
+            if key is not None:  # how Principal.actor begins
+                counts.update(erase_key_extras(db, key_id=key.id, actor=f"{key.role}:{key.id}:", dry_run=dry_run))
         if not dry_run:
             self._truncate_log()
             self.audit(actor, "conversations.erase", target, {**counts, **(erased_elsewhere or {})})
@@ -333,7 +353,7 @@ class GatewayStore:
         with self._connect() as db:
             db.execute("PRAGMA secure_delete = ON")
             ids = [r[0] for r in db.execute("SELECT response_id FROM conversations WHERE at < ?", (before,))]
-            counts = _delete_turns(db, ids, dry_run=dry_run)
+            counts = delete_turns(db, ids, dry_run=dry_run)
         if ids and not dry_run:
             self._truncate_log()
             self.audit(actor, "conversations.purge", f"before:{before:.0f}", {**counts, "days": retention_days})
@@ -343,45 +363,6 @@ class GatewayStore:
         """Move the write-ahead log into the database and empty it, so deleted rows' old pages go with it."""
         with self._connect() as db:
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-
-
-def _erase_key_extras(db: sqlite3.Connection, key: ApiKey, *, dry_run: bool) -> dict[str, int]:
-    """Beyond the key's turns: the feedback it gave on other turns (``feedback_given``), and the error text of its
-    failed requests in the audit log (``audit_details``: a refused body's error quotes what was sent)."""
-    others = "key_id = ? AND response_id NOT IN (SELECT response_id FROM conversations WHERE key_id = ?)"
-    actor = f"{key.role}:{key.id}:"  # how Principal.actor begins
-    failed = "action = 'request.failed' AND substr(actor, 1, ?) = ?"
-    counts = {
-        "feedback_given": db.execute(f"SELECT COUNT(*) FROM feedback WHERE {others}", (key.id, key.id)).fetchone()[0],
-        "audit_details": db.execute(f"SELECT COUNT(*) FROM audit WHERE {failed}", (len(actor), actor)).fetchone()[0],
-    }
-    if not dry_run:
-        db.execute(f"DELETE FROM feedback WHERE {others}", (key.id, key.id))
-        erased = "json_set(detail, '$.error', '(erased)')"
-        db.execute(f"UPDATE audit SET detail = {erased} WHERE {failed}", (len(actor), actor))
-    return counts
-
-
-def _delete_turns(db: sqlite3.Connection, ids: list[str], *, dry_run: bool) -> dict[str, int]:
-    """Count (and unless ``dry_run`` delete) the turns ``ids`` and every feedback row on them."""
-    counts = {"turns": 0, "passages": 0, "drafts": 0, "feedback": 0, "comments": 0, "corrections": 0}
-    for start in range(0, len(ids), 500):  # SQLite caps the parameters of one statement
-        part = ids[start : start + 500]
-        marks = ", ".join("?" * len(part))
-        turns = db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(json_array_length(passages)), 0), COUNT(withdrawn)"
-            f" FROM conversations WHERE response_id IN ({marks})", part,
-        ).fetchone()  # fmt: skip
-        feedback = db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(comment != ''), 0), COUNT(correction)"
-            f" FROM feedback WHERE response_id IN ({marks})", part,
-        ).fetchone()  # fmt: skip
-        for name, value in zip(counts, (*turns, *feedback), strict=True):
-            counts[name] += int(value)
-        if not dry_run:
-            db.execute(f"DELETE FROM feedback WHERE response_id IN ({marks})", part)
-            db.execute(f"DELETE FROM conversations WHERE response_id IN ({marks})", part)
-    return counts
 
 
 def _turn(row: sqlite3.Row) -> dict[str, Any]:
