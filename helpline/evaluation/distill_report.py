@@ -101,8 +101,11 @@ def contenders(
 
 
     t = resolve_teacher(cfg, ctx).teacher
-    teacher = open_teacher(t.base_url, t.model, api_key_env=t.api_key_env, timeout_s=t.timeout_s, stop=t.stop)
-    key = teacher_api_key(t.api_key_env)
+    allowed = ctx.settings.teacher  # the workspace's teacher key, for its endpoint only
+    teacher = open_teacher(
+        t.base_url, t.model, api_key_env=t.api_key_env, timeout_s=t.timeout_s, stop=t.stop, allowed=allowed
+    )
+    key = teacher_api_key(t.api_key_env, base_url=t.base_url, allowed=allowed)
     out = [Contender("teacher", t.model, teacher, local_record(ctx, teacher_model or t.model), key)]
     after = after or cfg.sft.get("adapter_name") or f"distill-{cfg.name}"
     for label, model in (("student_before", cfg.student), ("student_after", after)):

@@ -61,6 +61,16 @@ class SearchOptions:
     question_alone: bool = False
 
 
+@dataclass(frozen=True)
+class _Lexical:
+    """The BM25 index searches read and the stamp of the saved index it came from. A refresh replaces it whole
+    (one assignment), so a search running on another thread while a sync finishes reads the old index or the
+    new one, never half of each."""
+
+    index: BM25Index
+    stamp: float | None
+
+
 class KnowledgeBase:
     """Documents chunked, embedded and stored; searched with access filters."""
 
@@ -91,9 +101,11 @@ class KnowledgeBase:
         self.lock = lock
         #: How many fused candidates the reranker sees.
         self.rerank_depth = 20
-        self._bm25: BM25Index | None = None
-        self._bm25_stamp: float | None = None
-        self._chunks: dict[str, Chunk] = {}
+        self._lexical: _Lexical | None = None
+        #: Whether a search reloads the BM25 index another process saved. A knowledge base searched on other
+        #: threads than the one that writes it (``serving.kb_owner``) turns this off: the reload reads the
+        #: thread-bound ledger, so its owner calls ``refresh`` instead.
+        self.searches_refresh = True
 
     # writing ------------------------------------------------------------------------------
 
@@ -233,12 +245,14 @@ class KnowledgeBase:
         n = max(k, opts.candidates)
         rankings: list[list[tuple[str, float]]] = []
         signals: dict[str, dict[str, float]] = {"lexical": {}, "dense": {}}
+        snapshot = self._lexical_index() if mode != "dense" else (self._lexical or _NO_INDEX)
+        found: dict[str, Chunk] = {}  # chunks the dense search returned (the BM25 index may not hold them yet)
         for text in texts:
             if mode in ("bm25", "hybrid"):
-                rankings.append(self._bm25_search(text, n, access))
+                rankings.append(snapshot.index.search(text, k=n, access=access))
                 _keep_best(signals["lexical"], rankings[-1])
             if mode in ("dense", "hybrid"):
-                rankings.append(self._dense_search(text, n, access))
+                rankings.append(self._dense_search(text, n, access, found))
                 _keep_best(signals["dense"], rankings[-1])
         if len(rankings) == 1:
             fused = rankings[0]
@@ -250,7 +264,7 @@ class KnowledgeBase:
         depth = max(k, self.rerank_depth) if self.reranker is not None else k
         out = []
         for chunk_id, score in fused:
-            chunk = self._chunks.get(chunk_id)
+            chunk = snapshot.index.chunks.get(chunk_id) or found.get(chunk_id)
             if chunk is not None and chunk.access in access:  # the filter holds whatever the index says
                 dense, lexical = signals["dense"].get(chunk_id), signals["lexical"].get(chunk_id)
                 out.append(ScoredChunk(chunk=chunk, score=score, dense=dense, lexical=lexical))
@@ -269,7 +283,9 @@ class KnowledgeBase:
             texts.append(query)
         return texts
 
-    def _dense_search(self, text: str, n: int, access: tuple[str, ...]) -> list[tuple[str, float]]:
+    def _dense_search(
+        self, text: str, n: int, access: tuple[str, ...], found: dict[str, Chunk]
+    ) -> list[tuple[str, float]]:
         """Nearest chunks that ``access`` allows.
 
         A metadata filter makes Chroma pre-filter every id before the graph search (390 ms at 100k chunks
@@ -284,13 +300,18 @@ class KnowledgeBase:
             hits = self.store.query(vector, k=n, where=where)
         hits = hits[:n]
         for h in hits:
-            self._chunks.setdefault(h.chunk.chunk_id, h.chunk)
+            found.setdefault(h.chunk.chunk_id, h.chunk)
         return [(h.chunk.chunk_id, h.score) for h in hits]
 
-    def _bm25_search(self, text: str, n: int, access: tuple[str, ...]) -> list[tuple[str, float]]:
-        self._refresh_bm25(verify=self._bm25 is None)
-        assert self._bm25 is not None
-        return self._bm25.search(text, k=n, access=access)
+    def _lexical_index(self) -> _Lexical:
+        if self.searches_refresh:
+            self._refresh_bm25(verify=self._lexical is None)
+        return self._lexical or _NO_INDEX
+
+    def refresh(self) -> None:
+        """Load the BM25 index another process saved, as a search does when ``searches_refresh`` is on (one
+        ``stat`` when nothing changed). Call it on the thread that owns the ledger."""
+        self._refresh_bm25(verify=self._lexical is None)
 
     # the BM25 index follows the store --------------------------------------------------------
 
@@ -300,9 +321,9 @@ class KnowledgeBase:
         Searches pass ``verify=False``: they only reload when the saved index changed on disk, so a
         query costs one ``stat``. Syncs verify the index against the ledger every time.
         """
-        stamp = self._pointer_stamp()
-        fresh = not force and self._bm25 is not None and stamp == self._bm25_stamp
-        if fresh and (not verify or self._bm25.fingerprint == self._ledger_fingerprint()):  # type: ignore[union-attr]
+        stamp, current = self._pointer_stamp(), self._lexical
+        fresh = not force and current is not None and stamp == current.stamp
+        if fresh and (not verify or current.index.fingerprint == self._ledger_fingerprint()):  # type: ignore[union-attr]
             return
         index = None if force or self.index_dir is None else BM25Index.load(self.index_dir)
         if index is None or index.fingerprint != self._ledger_fingerprint():
@@ -311,8 +332,7 @@ class KnowledgeBase:
             with self.lock.attempt() if self.lock is not None else nullcontext(True) as may_write:
                 if self.index_dir is not None and may_write:
                     index.save(self.index_dir)
-        self._bm25, self._bm25_stamp = index, self._pointer_stamp()
-        self._chunks = dict(index.chunks)
+        self._lexical = _Lexical(index, self._pointer_stamp())
 
     def _pointer_stamp(self) -> float | None:
         if self.index_dir is None:
@@ -346,6 +366,9 @@ class KnowledgeBase:
         for c in chunks:  # the document hash on every chunk tells the next sync what changed
             c.content_hash = doc_hash
         return chunks
+
+
+_NO_INDEX = _Lexical(BM25Index(), None)  # what a search reads before any index was loaded
 
 
 def _keep_best(best: dict[str, float], ranking: list[tuple[str, float]]) -> None:

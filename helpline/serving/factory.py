@@ -121,11 +121,11 @@ def build_pipeline(
 
 def _answer_reader(settings: Settings, kb: Any) -> ExtractiveReader | None:
     """The extractive reader over the knowledge base's embedder (None when ``answers.fallback`` is off).
-    An owned knowledge base embeds on its own thread, as its searches do."""
+    An owned knowledge base embeds on its reader threads, as its searches do."""
     a = settings.answers
     if not a.fallback:
         return None
-    owner = getattr(kb, "call", None)
+    owner = getattr(kb, "read", None)
     inner = getattr(kb, "kb", kb)
     embedder = getattr(inner, "embedder", None)
     if embedder is None:
@@ -164,6 +164,7 @@ def build_gateway(
         kb=kb,
         limits=limits or settings.gateway.limits,
         readiness=build_readiness_checks(ctx, kb=kb, engine=engine),
+        retention_days=settings.gateway.retention_days,
     )
 
 
@@ -201,14 +202,14 @@ def build_readiness_checks(ctx: Context, *, kb: Any, engine: EngineChoice) -> An
         try:
             store = kb.kb.store
             count = await anyio.to_thread.run_sync(
-                lambda: kb.call(lambda: store.count() if hasattr(store, "count") else len(store.chunks()))
+                lambda: kb.read(lambda: store.count() if hasattr(store, "count") else len(store.chunks()))
             )
             out["index"] = {"ok": count > 0, "chunks": count}
         except Exception as e:  # a broken index must show up as not ready, whatever broke
             out["index"] = {"ok": False, "error": f"{type(e).__name__}: {e}"}
         try:
             embedder = kb.kb.embedder
-            vector = await anyio.to_thread.run_sync(lambda: kb.call(embedder.embed_query, "ready?"))
+            vector = await anyio.to_thread.run_sync(lambda: kb.read(embedder.embed_query, "ready?"))
             out["embedder"] = {"ok": len(vector) > 0, "name": embedder.name}
         except Exception as e:
             out["embedder"] = {"ok": False, "error": f"{type(e).__name__}: {e}"}

@@ -88,7 +88,7 @@ class InMemoryStore:
     def query(self, vector: list[float], *, k: int, where: dict | None = None) -> list[ScoredChunk]:
         scored = [
             ScoredChunk(chunk=c, score=sum(a * b for a, b in zip(vector, v, strict=True)))
-            for c, v in self._rows.values()
+            for c, v in list(self._rows.values())  # a copy: a sync may write on another thread meanwhile
             if _matches(c, where)
         ]
         return sorted(scored, key=lambda s: -s.score)[:k]
@@ -98,7 +98,7 @@ class InMemoryStore:
             self._rows.pop(cid, None)
 
     def chunks(self, where: dict | None = None) -> list[Chunk]:
-        return [c for c, _ in self._rows.values() if _matches(c, where)]
+        return [c for c, _ in list(self._rows.values()) if _matches(c, where)]
 
     def count(self) -> int:
         return len(self._rows)

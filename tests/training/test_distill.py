@@ -14,6 +14,7 @@ from helpline.answering.rag import Verdict
 from helpline.platform.context import Context
 from helpline.platform.errors import ConfigError, DataError, EngineError, NotFoundError
 from helpline.platform.schemas import Chunk, ScoredChunk
+from helpline.platform.settings import TeacherSettings
 from helpline.testing import FakeGenerator
 from helpline.training.distill.config import DistillConfig, FilterConfig, load_distill_config
 from helpline.training.distill.prompts import kb_questions, question_from_heading
@@ -299,8 +300,9 @@ def test_api_key_env_must_be_set(monkeypatch: pytest.MonkeyPatch) -> None:
     from helpline.training.distill.teacher import open_teacher
 
     monkeypatch.delenv("DISTILL_TEST_KEY", raising=False)
-    with pytest.raises(ConfigError, match="DISTILL_TEST_KEY"):
-        open_teacher("http://127.0.0.1:1/v1", "m", api_key_env="DISTILL_TEST_KEY", timeout_s=1)
+    allowed = TeacherSettings(base_url="http://127.0.0.1:1/v1", api_key_env="DISTILL_TEST_KEY")
+    with pytest.raises(ConfigError, match="DISTILL_TEST_KEY, which is not set"):
+        open_teacher("http://127.0.0.1:1/v1", "m", api_key_env="DISTILL_TEST_KEY", timeout_s=1, allowed=allowed)
 
 
 @pytest.fixture
@@ -341,7 +343,8 @@ def test_teacher_behind_an_openai_compatible_endpoint(fake_endpoint, tmp_path, m
     monkeypatch.setenv("DISTILL_TEST_KEY", "sk-test")
     cfg = make_config(teacher={"base_url": url, "model": "remote-teacher", "api_key_env": "DISTILL_TEST_KEY",
                                "concurrency": 3, "max_tokens": 64})  # fmt: skip
-    teacher = open_teacher(url, "remote-teacher", api_key_env="DISTILL_TEST_KEY", timeout_s=10)
+    allowed = TeacherSettings(base_url=url, api_key_env="DISTILL_TEST_KEY")
+    teacher = open_teacher(url, "remote-teacher", api_key_env="DISTILL_TEST_KEY", timeout_s=10, allowed=allowed)
     manifest = run(cfg, tmp_path, teacher)
     assert len(seen) == 5 and manifest["counts"]["kept"] == 5
     assert {r["body"]["model"] for r in seen} == {"remote-teacher"}

@@ -68,6 +68,7 @@ class ChromaStore:
             for cid, doc, meta, dist in zip(
                 result["ids"][0], result["documents"][0], result["metadatas"][0], result["distances"][0]
             )
+            if meta is not None  # deleted while the query ran (a sync on another thread): gone, not an error
         ]
 
     def delete(self, chunk_ids: list[str]) -> None:

@@ -13,8 +13,10 @@ import logging
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from typing import TypeVar
 
 import anyio.to_thread
 
@@ -49,11 +51,25 @@ from helpline.serving.gateway.streaming import EventStream, engine_deltas, piece
 from helpline.serving.routing import PUBLIC_ALIASES, ModelRouter, Route
 
 log = logging.getLogger("helpline.gateway")
+T = TypeVar("T")
+#: Threads that wait for retrieval, apart from the worker threads that key checks and other routes run on.
+RETRIEVAL_THREADS = 8
 
 
 class GatewayTimeout(HelplineError):
     http_status = 504
     public = True  # names no address: the client may read it
+
+
+class RetrievalTimeout(HelplineError):
+    """Retrieval did not finish within ``limits.retrieval_timeout_s``: the knowledge base is stuck or overloaded."""
+
+    http_status = 503
+    public = True  # names nothing internal: the client may read it
+
+    def __init__(self, seconds: float, retry_after: int) -> None:
+        super().__init__(f"retrieval did not finish within {seconds:g} s", hint=f"retry after {retry_after} s")
+        self.retry_after = retry_after
 
 
 @dataclass
@@ -91,6 +107,9 @@ class ChatService:
         self.metrics = metrics
         self.rate = RateLimiter(limits.requests_per_minute, limits.burst)
         self.gate = ConcurrencyGate(limits.max_concurrency, limits.retry_after_s)
+        # Retrieval waits on its own threads: requests stuck behind a slow knowledge base wait there (and past the
+        # timeout in its queue, without a thread), never on the worker threads that key checks need.
+        self.retrieval = ThreadPoolExecutor(max_workers=RETRIEVAL_THREADS, thread_name_prefix="retrieval")
 
     # admission ----------------------------------------------------------------------------
 
@@ -111,8 +130,9 @@ class ChatService:
             )
 
     async def _admit(self, body: ChatCompletionRequest, principal: Principal) -> Turn:
-        """Validate, rate-limit, take a concurrency slot, then route, retrieve and fit the prompt to the
-        model's context in a worker thread. Releases the slot on failure."""
+        """Validate, rate-limit, take a concurrency slot, then route (in a worker thread), retrieve and fit the
+        prompt to the model's context (on a retrieval thread, within ``limits.retrieval_timeout_s``). Releases
+        the slot on failure."""
         self._check(body, principal)
         try:
             self.rate.check(str(principal.key.id))
@@ -128,9 +148,11 @@ class ChatService:
         messages = body.chat_messages()
         max_tokens = body.token_budget() or self.pipeline.max_tokens
         try:
-            route, prepared = await anyio.to_thread.run_sync(
-                lambda: self._prepare(body.model, conversation_id, messages, principal, max_tokens)
+            # Routing may load a model (not bounded by the retrieval timeout); then retrieval on its own threads.
+            route = await anyio.to_thread.run_sync(
+                lambda: self.router.resolve(body.model, conversation_id=conversation_id)
             )
+            prepared = await self._retrieve(lambda: self._prepare(route, messages, principal, max_tokens))
         except BaseException:
             self.gate.release()
             raise
@@ -148,13 +170,20 @@ class ChatService:
             started=time.perf_counter(),
         )
 
-    def _prepare(
-        self, model: str, conversation_id: str, messages: list[ChatMessage], principal: Principal, max_tokens: int
-    ) -> tuple[Route, Prepared]:
-        """Route and retrieve, then measure the whole prompt against the model's context (its engine's
+    async def _retrieve(self, prepare: Callable[[], T]) -> T:
+        """``prepare`` on a retrieval thread, for at most ``limits.retrieval_timeout_s``: then the client gets 503
+        with Retry-After, a request still queued is dropped, and one running finishes unheard."""
+        future = self.retrieval.submit(prepare)
+        with anyio.move_on_after(self.limits.retrieval_timeout_s):
+            return await asyncio.wrap_future(future)
+        future.cancel()
+        self.metrics.rejected.labels("retrieval_timeout").inc()
+        raise RetrievalTimeout(self.limits.retrieval_timeout_s, self.limits.retry_after_s)
+
+    def _prepare(self, route: Route, messages: list[ChatMessage], principal: Principal, max_tokens: int) -> Prepared:
+        """Retrieve, then measure the whole prompt against the model's context (its engine's
         ``max_model_len``, else ``limits.context_tokens``): the oldest history turns are dropped to fit,
         and a question whose passages alone do not fit is a 413 (ContextTooLong)."""
-        route = self.router.resolve(model, conversation_id=conversation_id)
         prepared = self.pipeline.prepare(messages, role=principal.retrieval_role)
         generator = route.generator
         context = context_length(generator) or self.limits.context_tokens
@@ -166,7 +195,7 @@ class ChatService:
                 answer_tokens=max_tokens,
                 count=lambda prompt: count_prompt_tokens(generator, prompt),
             )
-        return route, prepared
+        return prepared
 
     async def _finish(self, turn: Turn, served: Served, *, status: str, tokens: int = 0) -> None:
         """Release the slot, count the turn's metrics and log it without personal data; once per turn,

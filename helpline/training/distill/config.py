@@ -33,7 +33,12 @@ class TeacherConfig(BaseModel):
 
     base_url: str = Field(..., description="Endpoint root, e.g. http://127.0.0.1:8001/v1.")
     model: str = Field(..., description="Model name the endpoint serves (vLLM: the served name or LoRA name).")
-    api_key_env: str | None = Field(None, description="Environment variable holding the API key (None: no key).")
+    api_key_env: str | None = Field(
+        None,
+        description="Environment variable holding the API key (None: no key). Only the workspace's own teacher key "
+        "(settings teacher.api_key_env), and then base_url must be the workspace's teacher.base_url: a key goes only "
+        "to the endpoint configured for it, whatever a preset or the arguments of a console job say.",
+    )
     max_tokens: int = Field(256, ge=8, description="Longest teacher answer.")
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 = greedy: reproducible answers.")
     timeout_s: float = Field(120.0, gt=0, description="Per-request timeout.")

@@ -307,8 +307,10 @@ def run_distill(
             ) from e
     if teacher is None:
         cfg = resolve_teacher(cfg, ctx)
-        t = cfg.teacher
-        teacher = open_teacher(t.base_url, t.model, api_key_env=t.api_key_env, timeout_s=t.timeout_s, stop=t.stop)
+        t, allowed = cfg.teacher, ctx.settings.teacher
+        teacher = open_teacher(
+            t.base_url, t.model, api_key_env=t.api_key_env, timeout_s=t.timeout_s, stop=t.stop, allowed=allowed
+        )
     kb = open_knowledge_base(ctx)
     visible = list(VISIBLE.get(cfg.role, ("public",)))
     chunks = kb.store.chunks(where={"access": {"$in": visible}})
@@ -341,7 +343,8 @@ def resolve_teacher(cfg: DistillConfig, ctx: Context) -> DistillConfig:
     name); fails early with the served names when the endpoint does not serve it."""
 
     t = cfg.teacher
-    served = served_teacher_name(t.base_url, t.model, api_key=teacher_api_key(t.api_key_env), registry=ctx.registry)
+    key = teacher_api_key(t.api_key_env, base_url=t.base_url, allowed=ctx.settings.teacher)
+    served = served_teacher_name(t.base_url, t.model, api_key=key, registry=ctx.registry)
     return cfg.model_copy(update={"teacher": t.model_copy(update={"model": served})})
 
 

@@ -24,6 +24,7 @@ from helpline.engines.openai_http import OpenAIGenerator
 from helpline.engines.protocol import Generator
 from helpline.platform.errors import ConfigError, EngineError, NotFoundError
 from helpline.platform.schemas import ChatMessage
+from helpline.platform.settings import TeacherSettings
 from helpline.serving.routing import VLLMBackend
 
 
@@ -70,10 +71,35 @@ class TeacherCache:
         self.records[record["key"]] = record
 
 
-def teacher_api_key(api_key_env: str | None) -> str:
-    """The teacher's API key from the environment ("unused" for a local server without one)."""
+#: What a refused teacher key is told to do.
+KEY_HINT = (
+    "a key is sent only to the endpoint the workspace configures for it: set teacher.base_url and "
+    "teacher.api_key_env in helpline.yaml (or HELPLINE_TEACHER__BASE_URL and HELPLINE_TEACHER__API_KEY_ENV) and use "
+    "that URL as the config's teacher.base_url; an endpoint that needs no key takes teacher.api_key_env=null"
+)
+
+
+def teacher_api_key(api_key_env: str | None, *, base_url: str = "", allowed: TeacherSettings | None = None) -> str:
+    """The teacher's API key from the environment ("unused" for a local server without one).
+
+    Only the key the workspace configures (``allowed``: settings ``teacher``), and only for its endpoint: a distill
+    config is built from presets and arguments that a console job passes on, so a config naming another variable
+    or pointing the key at another URL is refused (ConfigError) before any request. Without ``allowed`` no key
+    is read at all.
+    """
     if not api_key_env:
         return "unused"
+    own = allowed.api_key_env if allowed is not None else None
+    if allowed is None or api_key_env != own:
+        configured = f"its teacher key is {own}" if own else "it configures no teacher key"
+        raise ConfigError(
+            f"teacher.api_key_env names {api_key_env}: not this workspace's ({configured})", hint=KEY_HINT
+        )
+    if base_url.rstrip("/") != (allowed.base_url or "").rstrip("/"):
+        raise ConfigError(
+            f"teacher.base_url {base_url} is not the endpoint this workspace's teacher key is for ({allowed.base_url})",
+            hint=KEY_HINT,
+        )
     key = os.environ.get(api_key_env, "")
     if not key:
         raise ConfigError(
@@ -84,10 +110,17 @@ def teacher_api_key(api_key_env: str | None) -> str:
 
 
 def open_teacher(
-    base_url: str, model: str, *, api_key_env: str | None, timeout_s: float, stop: list[str] | None = None
+    base_url: str,
+    model: str,
+    *,
+    api_key_env: str | None,
+    timeout_s: float,
+    stop: list[str] | None = None,
+    allowed: TeacherSettings | None = None,
 ) -> Generator:
-    """The teacher as serving's OpenAI-compatible generator; the key is read from the environment."""
-    key = teacher_api_key(api_key_env)
+    """The teacher as serving's OpenAI-compatible generator; the key (the workspace's own, for its endpoint only:
+    see ``teacher_api_key``) is read from the environment."""
+    key = teacher_api_key(api_key_env, base_url=base_url, allowed=allowed)
     return OpenAIGenerator(base_url, model, api_key=key, timeout_s=timeout_s, stop=stop)
 
 
