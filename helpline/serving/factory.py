@@ -8,6 +8,9 @@ and changes (the knowledge base), ``build_<thing>`` composes anything else. Here
 
 from __future__ import annotations
 
+import logging
+import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -182,7 +185,7 @@ def _base_name(settings: Settings, registry: Registry) -> str:
 
 
 def build_readiness_checks(ctx: Context, *, kb: Any, engine: EngineChoice) -> Any:
-    """An async callable reporting engine, index and embedder health for `GET /ready`."""
+    """An async callable reporting engine, index, embedder and storage health for `GET /ready`."""
     require("anyio.to_thread", "serve")
     anyio = require("anyio", "serve")
 
@@ -206,13 +209,38 @@ def build_readiness_checks(ctx: Context, *, kb: Any, engine: EngineChoice) -> An
             )
             out["index"] = {"ok": count > 0, "chunks": count}
         except Exception as e:  # a broken index must show up as not ready, whatever broke
-            out["index"] = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+            out["index"] = {"ok": False, "error": _not_ready(e)}
         try:
             embedder = kb.kb.embedder
             vector = await anyio.to_thread.run_sync(lambda: kb.read(embedder.embed_query, "ready?"))
             out["embedder"] = {"ok": len(vector) > 0, "name": embedder.name}
         except Exception as e:
-            out["embedder"] = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+            out["embedder"] = {"ok": False, "error": _not_ready(e)}
+        out["storage"] = await anyio.to_thread.run_sync(storage_check, ctx.workspace.root)
         return out
 
     return checks
+
+
+def _not_ready(exc: Exception) -> str:
+    """What /ready (which answers without a key) shows of a failed check: the kind of error; its text, which
+    can name paths and addresses, goes to the log."""
+    logging.getLogger("helpline.gateway").warning("readiness check failed: %s: %s", type(exc).__name__, exc)
+    return type(exc).__name__
+
+
+def storage_check(root: Path) -> dict[str, Any]:
+    """Can the workspace still be written? A small file is written, synced and removed: a full disk (every
+    write, even a key check's, fails then) makes the gateway not ready rather than failing each request."""
+    probe = root / ".ready-probe"
+    free_mb = round(shutil.disk_usage(root).free / 2**20, 1)
+    try:
+        with open(probe, "wb") as f:
+            f.write(b"\0" * 4096)
+            f.flush()
+            os.fsync(f.fileno())
+        return {"ok": True, "free_mb": free_mb}
+    except OSError as e:
+        return {"ok": False, "free_mb": free_mb, "error": e.strerror or type(e).__name__}
+    finally:
+        probe.unlink(missing_ok=True)

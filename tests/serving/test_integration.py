@@ -122,7 +122,7 @@ def test_roles_and_missing_key(stack: Stack) -> None:
     assert httpx.get(f"{stack.url}/admin/kb/documents", headers=staff).status_code == 200
     assert httpx.post(f"{stack.url}/admin/models/promote", json={"name": "x"}, headers=staff).status_code == 403
     ready = httpx.get(f"{stack.url}/ready").json()
-    assert ready["ready"] is True and set(ready["checks"]) == {"engine", "index", "embedder"}
+    assert ready["ready"] is True and set(ready["checks"]) == {"engine", "index", "embedder", "storage"}
 
 
 def test_hot_swap_while_requests_run_loses_nothing(stack: Stack) -> None:

@@ -80,7 +80,9 @@ def create_app(
     def openapi(_: Principal = Depends(requires("engineer"))) -> JSONResponse:
         return JSONResponse(app.openapi())
 
-    for exc_type in (HelplineError, RequestValidationError, HTTPException, Exception):
+    # Storage errors get handlers of their own, so a full disk is answered (507) like any expected failure
+    # rather than as a server error that Starlette re-raises after answering.
+    for exc_type in (HelplineError, RequestValidationError, HTTPException, sqlite3.Error, OSError, Exception):
 
         @app.exception_handler(exc_type)
         async def _to_error(request: Request, exc: Exception) -> Any:

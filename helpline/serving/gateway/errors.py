@@ -8,7 +8,9 @@ are shown a HelplineError's message in full, since they run the engine.
 
 from __future__ import annotations
 
+import errno
 import logging
+import sqlite3
 import uuid
 
 from fastapi.exceptions import RequestValidationError
@@ -29,11 +31,34 @@ _TYPES = {
     429: "rate_limit_error",
     503: "service_unavailable_error",
     504: "timeout_error",
+    507: "insufficient_storage_error",
 }
 _GENERIC = {
     503: "the assistant is unavailable right now; please try again shortly",
     504: "the assistant did not answer in time; please try again",
 }
+
+
+#: What SQLite and the OS say when the workspace's disk is full. A full disk also shows as "disk I/O
+#: error": with WAL, a new connection cannot set up its shared-memory file, so even a key check fails.
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+_FULL_SQLITE = ("database or disk is full", "disk i/o error")
+STORAGE_FULL = (
+    "the service cannot save anything right now: its storage is full, and nothing was saved; please try again later"
+)
+STORAGE_RETRY_AFTER_S = 30
+
+
+def storage_full(exc: BaseException) -> bool:
+    """Is ``exc`` (or what caused it) the workspace's disk being full?"""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in _FULL_ERRNOS:
+            return True
+        if isinstance(seen, sqlite3.OperationalError) and any(m in str(seen).lower() for m in _FULL_SQLITE):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def new_request_id() -> str:
@@ -76,6 +101,11 @@ def to_error_response(exc: Exception, *, request_id: str | None = None, staff: b
             retry_after = 5
         if retry_after is not None:
             headers["Retry-After"] = str(retry_after)
+    elif storage_full(exc):
+        # Every caller reads that storage is full (it is no secret, and says why to retry later); the cause is logged.
+        log.error("request %s: storage full: %s: %s", request_id, type(exc).__name__, exc)
+        status, message = 507, f"{STORAGE_FULL} (request id {request_id})"
+        headers["Retry-After"] = str(STORAGE_RETRY_AFTER_S)
     elif isinstance(exc, TimeoutError):
         status, message = 504, f"{_GENERIC[504]} (request id {request_id})"
     else:
