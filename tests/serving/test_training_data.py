@@ -121,3 +121,12 @@ def test_a_reviewed_staff_answer_from_internal_passages_goes_to_the_staff_facing
     ).json()
     assert Path(saved["path"]).name == "reviewed-staff.jsonl"
     assert not (Path(saved["path"]).parent / "reviewed.jsonl").exists()
+
+
+def test_a_handoff_rated_up_is_not_exported(gateway: Gateway) -> None:
+    handoff = _post(gateway, "customer", [{"role": "user", "content": "Can you recommend a good pizza place in Rome?"}])
+    assert gateway.store.turn(handoff["id"])["abstained"]
+    _rate_up(gateway, "customer", handoff["id"])
+    answered = _post(gateway, "customer", [{"role": "user", "content": RETURN_Q}])
+    _rate_up(gateway, "customer", answered["id"])
+    assert [r["metadata"]["response_id"] for r in _export(gateway)] == [answered["id"]]

@@ -42,7 +42,7 @@ class PromptTemplate(BaseModel):
         system = self.system.format(company=company).strip()
         if passages:
             system += "\n\n" + self.context.format(passages=fenced).strip()
-        turns = [m for m in conversation if m.role != "system"]
+        turns = [m.model_copy(update={"content": inert(m.content)}) for m in conversation if m.role != "system"]
         return [ChatMessage(role="system", content=system), *turns]
 
     def abstention(self, handoff: str) -> str:
@@ -53,6 +53,17 @@ class PromptTemplate(BaseModel):
 _FENCE_TAG = re.compile(r"<(\s*/?\s*passage\b)", re.IGNORECASE)
 
 
+#: Chat-template control tokens written as text (ChatML, Llama 3, Gemma, Mistral, sentencepiece). The engine
+#: tokenizes the templated prompt with special tokens parsed, so such text in a message or a passage would
+#: become a real turn boundary: a customer could open a fake system turn.
+_CONTROL_TOKEN = re.compile(r"<(\|[A-Za-z0-9_]{1,40}\|>|(?:start|end)_of_turn>|/?s>)|\[(/?INST)\]")
+
+
+def inert(text: str) -> str:
+    """``text`` with every chat-template control token written so that it stays text (``&lt;|im_start|>``)."""
+    return _CONTROL_TOKEN.sub(lambda m: f"&lt;{m.group(1)}" if m.group(1) else f"[ {m.group(2)} ]", text)
+
+
 def fence_safe(text: str, *, attribute: bool = False) -> str:
     """``text`` as it may stand inside the passage fence: a passage (anyone who can upload a document
     writes one) must not close its fence and go on as instructions, so a fence tag in it loses its ``<``
@@ -60,7 +71,7 @@ def fence_safe(text: str, *, attribute: bool = False) -> str:
     and angle brackets are escaped, so it cannot end the attribute or the tag."""
     if attribute:
         return text.replace('"', "&quot;").replace("<", "&lt;").replace(">", "&gt;")
-    return _FENCE_TAG.sub(r"&lt;\1", text)
+    return _FENCE_TAG.sub(r"&lt;\1", inert(text))
 
 
 @lru_cache(maxsize=8)

@@ -63,7 +63,8 @@ def training_rows(
         who = audience(turn)
         if who == "staff" and not staff_facing:
             continue
-        answer = turn.get("correction") or (turn["answer"] if turn.get("rating") == "up" else None)
+        rated_up = turn.get("rating") == "up" and not turn["abstained"]  # a liked handoff teaches nothing
+        answer = turn.get("correction") or (turn["answer"] if rated_up else None)
         if answer is None and include_unrated and turn.get("rating") is None and not turn["abstained"]:
             answer = turn["answer"]
         if not answer:
