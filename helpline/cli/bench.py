@@ -15,6 +15,9 @@ import typer
 
 from helpline.answering.abstention import REPORT_NAME, calibrate
 from helpline.answering.decision import NoVerifier
+from helpline.bench.reliability import SECTIONS, ReliabilityOptions, run_reliability
+from helpline.bench.reliability.faults import SCENARIOS
+from helpline.bench.reliability.harness import LiveOptions
 from helpline.bench.retrieval import dataset_texts, ingest_throughput, peak_rss_mb, scale_report
 from helpline.bench.serving import BenchOptions
 from helpline.bench.serving import run_bench as run_serving_bench
@@ -199,3 +202,46 @@ def bench_training(
         return
     for method, r in report["methods"].items():
         console.print(f"{method}: peak {r.get('peak_rss_mb')} MB, {r.get('tokens_per_s')} tokens/s")
+
+
+@bench_app.command("reliability")
+def bench_reliability(
+    section: list[str] = typer.Option(
+        None, "--section", help=f"A section to run (repeat; default all, in this order): {', '.join(SECTIONS)}."
+    ),
+    fault: list[str] = typer.Option(
+        None, "--fault", help=f"faults: a scenario (repeat; default all): {', '.join(SCENARIOS)}."
+    ),
+    seconds: float = typer.Option(45.0, help="load: how long the streamed chats run."),
+    cap: int = typer.Option(
+        4, help="The gateway's concurrency cap (gateway.limits.max_concurrency); load runs twice it."
+    ),
+    max_tokens: int = typer.Option(48, help="Answer length asked for (generation.max_new_tokens)."),
+    hang_timeout: float = typer.Option(
+        12.0, help="faults: vllm.hang_timeout_s, when the SIGSTOPped engine counts as hung."
+    ),
+    seed: Path = typer.Option(
+        None, help="An initialised workspace folder to copy (models stay there) instead of `helpline init`."
+    ),
+    out: Path = typer.Option(None, "--out", help="Also write the JSON object to this file."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Load, faults, fuzzing and attacks against a real `helpline run` on loopback, in a fresh workspace."""
+    live = LiveOptions(concurrency_cap=cap, max_tokens=max_tokens, hang_timeout_s=hang_timeout)
+    options = ReliabilityOptions(
+        sections=tuple(section or SECTIONS), seconds=seconds, faults=tuple(fault or SCENARIOS), live=live, seed=seed
+    )
+    with console.status(f"running {', '.join(options.sections)} against a live `helpline run` (minutes)"):
+        result = run_reliability(options)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    if as_json:
+        print_json(result)
+        return
+    for name in result["sections"]:
+        verdict = result[name].get("passed")
+        mark = "" if verdict is None else ("[green]passed[/]" if verdict else "[red]failed[/]")
+        console.print(f"{name}: {mark} ({result[name]['section_s']} s)")
+    if out is not None:
+        console.print(f"figures: {out}")
