@@ -82,3 +82,13 @@ def test_refusals_and_failed_actions_are_audited_without_the_presented_key(gatew
     assert len(failed) == 1 and failed[0]["target"] == "DELETE /admin/keys/999"
     assert failed[0]["detail"]["status"] == 404 and failed[0]["actor"].startswith("admin:")
     assert bogus not in json.dumps(log) and bogus[:10] not in json.dumps(log)
+
+
+def test_a_nul_byte_in_a_file_name_or_report_path_is_a_clear_4xx(gateway: Gateway) -> None:
+    """Found by fuzzing: both names reach the file system, which refuses a NUL byte with a ValueError (500)."""
+    upload = gateway.client.post(
+        "/console/kb/files?filename=%00&access=public", content=b"# Title\n\ntext", headers=gateway.headers("staff")
+    )
+    assert upload.status_code == 422, upload.text
+    report = gateway.client.get("/console/reports/file?path=%00", headers=gateway.headers("engineer"))
+    assert report.status_code == 404, report.text

@@ -220,9 +220,14 @@ class _Runner:
         rid, forged = result.get("response_id"), result["forged"]
         if not rid:
             return
-        if case.feedback == "up":
+        feedback = case.feedback
+        if feedback == "up" and result.get("outcome") == "handoff":
+            # A liked handoff is never exported, so a thumbs-up would search an export that cannot hold the
+            # turn: staff correct it instead, which always exports it with its history.
+            feedback, forged["via"] = "correction", "correction: a handoff rated up is not exported"
+        if feedback == "up":
             response = self.send(case.role, "POST", "/v1/feedback", json={"response_id": rid, "rating": "up"})
-        elif case.feedback == "correction":
+        elif feedback == "correction":
             body = {"response_id": rid, "rating": "down", "correction": CORRECTION}
             response = self.send("staff", "POST", "/v1/feedback", json=body)
         else:

@@ -111,7 +111,7 @@ async def kb_upload_file(
 
 def _load_upload(filename: str, content: bytes, access: str | None, who: Principal) -> Any:
     name = Path(filename).name
-    if not name or name.startswith("."):
+    if not name or name.startswith(".") or "\x00" in name:
         raise DataError(f"{filename!r} is not a usable file name", hint="upload a file such as returns.md")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / name
@@ -285,6 +285,8 @@ def reports(request: Request, _: Principal = Depends(requires("engineer"))) -> d
 def report_file(request: Request, path: str = Query(max_length=500), _: Principal = Depends(requires("engineer"))):
     """One report file; only files inside ``reports/`` and ``adapters/`` of the workspace."""
     ws = _workspace(request)
+    if "\x00" in path:  # no file has one in its name; resolving it would raise
+        raise NotFoundError(f"no report {path!r}", hint="GET /console/reports lists them")
     target = (ws.root / path).resolve()
     allowed = any(target.is_relative_to(root.resolve()) for root in (ws.reports, ws.adapters))
     if not allowed or target.suffix not in REPORT_SUFFIXES or not target.is_file():
