@@ -84,8 +84,8 @@ def test_recall_on_the_labelled_sample_is_high_without_false_positives() -> None
 def test_log_export_and_data_prepare_write_the_same_placeholders(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    question = "I am jane@example.com, call 020 7946 0958 about order 78201934, how do I return it?"
-    expected = "I am {{Email}}, call {{Phone Number}} about order {{Order Number}}, how do I return it?"
+    question = "I am jane@example.com, call 020 7946 0958 about order 78201934, how do I return an item?"
+    expected = "I am {{Email}}, call {{Phone Number}} about order {{Order Number}}, how do I return an item?"
     gateway = make_gateway(tmp_path)
     with caplog.at_level(logging.INFO, logger="helpline.gateway"):
         answer = gateway.chat("customer", question).json()
