@@ -8,7 +8,10 @@ finish on the model they started with while new ones see the new alias.
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -21,6 +24,9 @@ from helpline.platform.lazy_imports import require
 from helpline.platform.promotion import require_passing_gate, rollback_target
 from helpline.platform.registry import CHAT_KINDS, AliasChange, ModelRecord, Registry
 
+log = logging.getLogger("helpline.gateway")
+#: How often a gateway re-reads the stored canary share (set by the admin route or `helpline improve`).
+SHARE_REFRESH_S = 2.0
 #: Public model ids (what clients put in `model`) → registry aliases.
 PUBLIC_ALIASES = {"helpline-support": "production", "helpline-support-canary": "canary"}
 
@@ -56,8 +62,32 @@ class ModelRouter:
     def __init__(self, registry: Registry, backend: Backend, *, canary_share: float = 0.0) -> None:
         self.registry = registry
         self.backend = backend
-        self.canary_share = canary_share
+        self._share = canary_share
+        self._share_source: Callable[[], float | None] | None = None
+        self._share_read_at = float("-inf")
         self._lock = threading.Lock()
+
+    def follow_share(self, source: Callable[[], float | None], *, every_s: float | None = None) -> None:
+        """Read the canary share from ``source`` (the gateway store's setting) at most every ``every_s``
+        seconds, so a share set by another process (`helpline improve`, another replica) takes effect
+        without a restart. A source that fails keeps the last share."""
+        self._share_source = source
+        self._share_every_s = SHARE_REFRESH_S if every_s is None else every_s
+        self._share_read_at = float("-inf")
+
+    @property
+    def canary_share(self) -> float:
+        now = time.monotonic()
+        if self._share_source is not None and now - self._share_read_at >= self._share_every_s:
+            self._share_read_at = now
+            try:
+                value = self._share_source()
+            except Exception as e:  # a store that cannot be read (a full disk) must not fail routing
+                log.warning("canary share not re-read: %s: %s", type(e).__name__, e)
+                value = None
+            if value is not None and 0 <= value <= 100:
+                self._share = value
+        return self._share
 
     def public_models(self, *, aliases_only: bool = False) -> list[str]:
         """Ids a client may put in `model`: the public aliases that point somewhere and, unless
@@ -110,7 +140,8 @@ class ModelRouter:
     def set_canary_share(self, percent: float) -> None:
         if not 0 <= percent <= 100:
             raise ConfigError(f"canary share must be between 0 and 100, not {percent}")
-        self.canary_share = percent
+        self._share = percent
+        self._share_read_at = time.monotonic()
 
 
 class VLLMBackend:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
+from helpline.serving import routing
 from helpline.serving.gateway.config import GatewayLimits
 from helpline.serving.routing import canary_bucket
 from helpline.testing.serving import Gateway, make_gateway
@@ -61,6 +64,22 @@ def test_canary_share_routes_that_share_of_conversations_and_sticks(tmp_path: Pa
     explicit = gateway.chat("customer", Q, model="helpline-support-canary").json()
     assert explicit["choices"][0]["message"]["content"] == "answer from fake-adapter"
     assert gateway.client.put("/admin/models/canary", json={"percent": 101}, headers=engineer).status_code == 400
+
+
+def test_a_share_stored_by_another_process_is_followed_without_a_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`helpline improve` (or another replica) sets the share in the store, not in this gateway's memory."""
+    monkeypatch.setattr(routing, "SHARE_REFRESH_S", 0.0)
+    gateway = make_gateway(tmp_path, GatewayLimits(requests_per_minute=1000, burst=1000))
+    gateway.client.post(
+        "/admin/models/promote", json={"name": "fake-adapter", "alias": "canary"}, headers=gateway.headers("engineer")
+    )
+    assert _answer(gateway, "conv-a") == "answer from fake-base"
+    gateway.store.set_setting("canary_share", "100")  # as a separate process writes it
+    assert _answer(gateway, "conv-b") == "answer from fake-adapter"
+    gateway.store.set_setting("canary_share", "0")
+    assert _answer(gateway, "conv-c") == "answer from fake-base"
 
 
 def test_export_gives_training_chats_with_personal_data_redacted(gateway: Gateway) -> None:

@@ -63,9 +63,7 @@ def create_app(
         title="helpline gateway", version="0.2.0", openapi_url=None, docs_url=None, redoc_url=None, lifespan=lifespan
     )
     metrics = Metrics()
-    saved_share = store.get_setting("canary_share")
-    if saved_share is not None:
-        router.set_canary_share(float(saved_share))
+    router.follow_share(lambda: _stored_share(store))
     app.state.router = router
     app.state.store = store
     app.state.metrics = metrics
@@ -157,6 +155,12 @@ async def _purge(store: GatewayStore, days: int) -> None:
         return
     if counts["turns"]:
         log.info("purged %d turns older than %d days", counts["turns"], days)
+
+
+def _stored_share(store: GatewayStore) -> float | None:
+    """The canary share last set through the admin route or `helpline improve` (None: never set)."""
+    saved = store.get_setting("canary_share")
+    return float(saved) if saved is not None else None
 
 
 async def _always_ready() -> dict[str, dict[str, Any]]:
