@@ -1,4 +1,5 @@
-"""`helpline train sft|prune|export|distill`: fine-tune, prune, export and distil models.
+"""`helpline train sft|preference|prune|export|distill`: fine-tune, preference-tune, prune, export and distil
+models.
 
 torch, transformers, TRL and vLLM load only when a command runs what needs them.
 """
@@ -22,6 +23,7 @@ from helpline.training.distill.config import (
 )
 from helpline.training.distill.run import run_distill
 from helpline.training.export import export_adapter
+from helpline.training.preference import PreferenceConfig, load_preference_config, train_preference
 from helpline.training.prune import PruneOptions, run_prune
 from helpline.training.sft.config import SFTConfig, load_config
 from helpline.training.sft.trainer import publish_run, run_sft
@@ -53,6 +55,54 @@ def sft(
         summary.update(publish_run(summary, cfg, preset=preset, ctx=ctx, console=console))
         if "registered" in summary:
             console.print(f"registered {summary['registered']['name']} (a base model: serve it, or train on it)")
+    if as_json:
+        print_json(summary)
+
+
+@train_app.command("preference", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def preference(
+    ctx_: typer.Context,
+    config: Path | None = typer.Option(None, "--config", help="Preset YAML (e.g. smollm2-135m-dpo-cpu)."),
+    pairs: Path | None = typer.Option(None, "--pairs", help="JSONL of {prompt, chosen, rejected} pairs."),
+    eval_pairs: Path | None = typer.Option(
+        None, "--eval-pairs", help="Held-out pairs: how often the chosen answer wins, before and after."
+    ),
+    init_adapter: str | None = typer.Option(
+        None, "--init-adapter", help="Adapter to continue (folder, run folder, or registry name/alias)."
+    ),
+    method: str | None = typer.Option(None, "--method", help="dpo or orpo (default: the preset's)."),
+    overrides: list[str] = typer.Option([], "--set", help="KEY=VALUE override of a config field (repeatable)."),
+    help_config: bool = typer.Option(False, "--help-config", help="List every config field and exit."),
+    as_json: bool = typer.Option(False, "--json", help="Print the training summary as JSON."),
+) -> None:
+    """Preference-tune an adapter (DPO or ORPO) on (chosen, rejected) pairs. Bare KEY=VALUE arguments override
+    the preset too, as with `train sft`."""
+    if help_config:
+        for name, field in PreferenceConfig.model_fields.items():
+            console.print(f"[bold]{name}[/] = {field.get_default(call_default_factory=True)!r}: "
+                          f"{field.description}", highlight=False)  # fmt: skip
+        return
+    if pairs is None:
+        raise ConfigError("--pairs is required", hint="--pairs FILE.jsonl, one {prompt, chosen, rejected} a line")
+    flags = [f"{k}={v}" for k, v in (("init_adapter", init_adapter), ("method", method)) if v is not None]
+    cfg, preset = load_preference_config(config, [*overrides, *ctx_.args, *flags])
+
+    ctx = Context.load()
+    with json_stdout(as_json):
+        summary = train_preference(cfg, pairs, ctx=ctx, preset=preset, eval_pairs_path=eval_pairs, console=console)
+        last = summary["log"][-1] if summary["log"] else {}
+        console.print(
+            f"[green]trained[/] {summary['artifact']} ({cfg.method}, {summary['global_step']} steps, "
+            f"{summary['train_seconds']} s); last loss {last.get('loss')}, reward margin {last.get('rewards/margins')}",
+            highlight=False,
+        )
+        if summary["eval"]:
+            before, after = summary["eval"]["before"], summary["eval"]["after"]
+            console.print(f"held-out pairs won by the chosen answer: {before['chosen_preferred']} → "
+                          f"{after['chosen_preferred']}", highlight=False)  # fmt: skip
+        if cfg.export:
+            summary["export"] = export_adapter(Path(summary["run_dir"]), ctx=ctx, name=cfg.adapter_name,
+                                               console=console)  # fmt: skip
     if as_json:
         print_json(summary)
 
