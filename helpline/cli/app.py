@@ -15,6 +15,7 @@ from helpline.cli.bench import bench_app
 from helpline.cli.conversations import conversations_app
 from helpline.cli.data import data_app
 from helpline.cli.eval import eval_app
+from helpline.cli.improve import improve_app
 from helpline.cli.kb import kb_app, sync_folder
 from helpline.cli.keys import keys_app
 from helpline.cli.models import models_app
@@ -43,6 +44,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(conversations_app, name="conversations")
 app.add_typer(serving_app)
 app.add_typer(backup_app)  # `backup` and `restore` join the root's commands too
+app.add_typer(improve_app)  # `improve` too
 
 
 @app.command()
@@ -76,7 +78,11 @@ def commands(groups: list[str] = typer.Argument(..., help="Command groups, e.g. 
     out = []
     for group in groups:
         cmd = root.commands.get(group)  # type: ignore[attr-defined]
-        out += [f"{group} {name}" for name in sorted(getattr(cmd, "commands", {}))]
+        subcommands = getattr(cmd, "commands", None)
+        if cmd is not None and subcommands is None:  # a root command that is its own job (`improve`)
+            out.append(group)
+        else:
+            out += [f"{group} {name}" for name in sorted(subcommands or {})]
     print_json(out)
 
 

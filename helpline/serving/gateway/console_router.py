@@ -30,8 +30,9 @@ from helpline.serving.gateway.conversations import audience, trusted_history
 
 console = APIRouter(prefix="/console", tags=["console"])
 
-#: Command groups an engineer may start as jobs from the console (each a `helpline GROUP CMD`).
-JOB_GROUPS = ("data", "train", "eval", "bench")
+#: Command groups an engineer may start as jobs from the console (each a `helpline GROUP CMD`; `improve` is a
+#: command of its own, `helpline improve ARGS`).
+JOB_GROUPS = ("data", "train", "eval", "bench", "improve")
 REPORT_SUFFIXES = (".html", ".json", ".jsonl", ".png", ".svg", ".md", ".txt")
 _lock = threading.Lock()  # guards the reviewed-examples file and each app's job table
 

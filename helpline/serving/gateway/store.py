@@ -364,6 +364,21 @@ class GatewayStore:
         with self._connect() as db:
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
+    def turns_since(self, since: float, *, page: int = 500) -> Iterator[dict[str, Any]]:
+        """Turns logged at or after ``since``, oldest first, with their latest feedback, ``page`` rows at a time:
+        what a canary's two arms served (`helpline improve` counts them)."""
+        query = (
+            f"{_WITH_FEEDBACK} WHERE c.at > ? OR (c.at = ? AND c.response_id > ?) ORDER BY c.at, c.response_id LIMIT ?"
+        )
+        at, last = since, ""
+        while True:
+            with self._connect() as db:
+                rows = db.execute(query, (at, at, last, page)).fetchall()
+            yield from (_turn(r) for r in rows)
+            if len(rows) < page:
+                return
+            at, last = rows[-1]["at"], rows[-1]["response_id"]
+
 
 def _turn(row: sqlite3.Row) -> dict[str, Any]:
     data = dict(row)
