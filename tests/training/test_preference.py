@@ -53,6 +53,15 @@ def test_the_shipped_cpu_preset_loads_and_overrides_apply() -> None:
     assert cfg.lora_r <= 16  # servable by vLLM with the default max_lora_rank
 
 
+def test_every_shipped_preference_preset_loads() -> None:
+    configs = Path(__file__).parents[2] / "helpline" / "training" / "configs"
+    presets = [p for p in configs.glob("*.yaml") if "helpline train preference" in p.read_text().split("\n\n")[0]]
+    assert presets
+    for preset in presets:
+        cfg, name = load_preference_config(preset)
+        assert name == preset.stem and cfg.method in ("dpo", "orpo")
+
+
 def test_config_errors_are_reported_together() -> None:
     with pytest.raises(ConfigError) as e:
         load_preference_config(None, ["method=ppo", "beta=0", "no_such_field=1"])
