@@ -14,6 +14,14 @@ def test_key_facts_of_the_correction_are_the_phrases() -> None:
     assert phrases == ["€4.95", "14 days", "Start a return", "Account > Orders"]
 
 
+def test_a_count_of_things_is_a_fact() -> None:
+    q = "How many gift cards can I use on one order?"
+    phrases = expect_phrases("You can combine up to 2 gift cards on one order.", question=q,
+                             rejected="You can put a gift card on one order with 1000+ gift cards.")  # fmt: skip
+    assert phrases == ["2 gift cards"]
+    assert expect_phrases("Up to two gift cards.", question=q, rejected="Up to ten gift cards.") == ["two gift cards"]
+
+
 def test_a_fact_the_wrong_draft_also_states_is_not_a_phrase() -> None:
     phrases = expect_phrases(
         "Refunds take 14 days and cost €4.95.", question="How long do refunds take?", rejected="About 14 days, free."

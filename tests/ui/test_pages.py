@@ -231,6 +231,29 @@ def test_review_shows_flagged_answers_with_passages_and_saves_the_correction(liv
     assert saved[0]["corrected_answer"] == "Open Orders, choose Return, then print the label."
 
 
+def test_review_shows_whether_production_now_answers_each_correction_right(live: LiveGateway) -> None:
+    gw = live.gateway
+    first, second = (gw.chat("customer", q).json()["id"] for q in (RETURN_Q, "Where is my refund?"))
+    for rid in (first, second):
+        gw.client.post("/v1/feedback", json={"response_id": rid, "rating": "down"}, headers=gw.headers("customer"))
+        saved = gw.client.post(
+            f"/console/review/{rid}", json={"answer": "Print the label under Orders > Return."},
+            headers=gw.headers("staff"),
+        )  # fmt: skip
+        assert saved.status_code == 200, saved.text
+    gw.store.record_check(first, model="prod-v2", fixed=True, outcome="answered",
+                          served="Print the label under Orders > Return.", expect=["Orders > Return"])  # fmt: skip
+    at = sign_in(live.key("staff")).switch_page("views/review.py").run()
+    at.segmented_control(key="review_status").set_value("reviewed").run()
+    _no_traceback(at)
+    fixed = dict(zip(at.dataframe[0].value["Question"], at.dataframe[0].value["Fixed now?"], strict=True))
+    assert fixed == {RETURN_Q: "yes", "Where is my refund?": "not checked yet"}
+    at.selectbox(key="review_choice").set_value(first).run()
+    assert any("Fixed now." in s.value and "prod-v2" in s.value for s in at.success)
+    at.selectbox(key="review_choice").set_value(second).run()
+    assert "Not checked yet" in texts(at)
+
+
 # models ---------------------------------------------------------------------------------------
 
 

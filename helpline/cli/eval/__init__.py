@@ -1,7 +1,8 @@
 """`helpline eval ...`: this package owns the group; each module registers its commands on ``eval_app``.
 
-answers.py (what customers are served), retrieval.py (the knowledge base's search), models.py (sft,
-regression, gate, rag, distill-report) and detector.py (the hallucination detector).
+answers.py (what customers are served), corrections.py (staff corrections asked again), retrieval.py (the
+knowledge base's search), models.py (sft, regression, gate, rag, distill-report) and detector.py (the
+hallucination detector).
 """
 
 from __future__ import annotations
@@ -14,4 +15,4 @@ DETECTOR_HELP = "Registry name or folder of the hallucination detector."
 DATA_DIR_HELP = "Folder that generated suites read datasets from (e.g. ../shared/data)."
 
 # The modules add their commands to eval_app when imported, so they are imported after it.
-from helpline.cli.eval import answers, detector, models, retrieval  # noqa: E402, F401
+from helpline.cli.eval import answers, corrections, detector, models, retrieval  # noqa: E402, F401

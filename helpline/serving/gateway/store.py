@@ -19,6 +19,8 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from helpline.platform.errors import NotFoundError
+from helpline.serving.gateway.store_checks import SCHEMA as _CHECKS_SCHEMA
+from helpline.serving.gateway.store_checks import attach_checks, upsert_check
 from helpline.serving.gateway.store_retention import delete_turns, erase_key_extras
 
 KeyRole = Literal["customer", "staff", "engineer", "admin"]
@@ -127,7 +129,7 @@ class GatewayStore:
         self.busy_timeout_s = busy_timeout_s
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
-            db.executescript(_SCHEMA)
+            db.executescript(_SCHEMA + _CHECKS_SCHEMA)
             for table, added in _ADDED_COLUMNS.items():
                 have = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
                 for name, kind in added.items():
@@ -251,12 +253,18 @@ class GatewayStore:
         return [_turn(r) for r in rows]
 
     def review_items(self, status: str, *, limit: int) -> list[dict[str, Any]]:
-        """The review queue, newest first: ``open``, ``reviewed`` or ``all`` (see ``_REVIEW``)."""
+        """The review queue, newest first: ``open``, ``reviewed`` or ``all`` (see ``_REVIEW``), each with the
+        latest check of its correction (``check``, see ``store_checks``)."""
         with self._connect() as db:
             rows = db.execute(
                 f"{_WITH_FEEDBACK} WHERE {_REVIEW[status]} ORDER BY c.at DESC LIMIT ?", (limit,)
             ).fetchall()
-        return [_turn(r) for r in rows]
+            return attach_checks(db, [_turn(r) for r in rows])
+
+    def record_check(self, response_id: str, **check: Any) -> None:
+        """Whether the model now answers the correction of ``response_id`` right (``store_checks.upsert_check``)."""
+        with self._connect() as db:
+            upsert_check(db, response_id, **check)
 
     def training_turns(self, *, include_unrated: bool = False, page: int = 500) -> Iterator[dict[str, Any]]:
         """Answered turns that may teach a model, oldest first, read ``page`` rows at a time: rated up,

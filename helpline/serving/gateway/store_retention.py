@@ -41,5 +41,6 @@ def delete_turns(db: sqlite3.Connection, ids: list[str], *, dry_run: bool) -> di
             counts[name] += int(value)
         if not dry_run:
             db.execute(f"DELETE FROM feedback WHERE response_id IN ({marks})", part)
+            db.execute(f"DELETE FROM correction_checks WHERE response_id IN ({marks})", part)
             db.execute(f"DELETE FROM conversations WHERE response_id IN ({marks})", part)
     return counts

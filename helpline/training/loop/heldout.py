@@ -6,7 +6,7 @@ A served answer is correct there when it contains one of the case's ``expect`` p
 from the correction conservatively, to keep a wrong answer from passing:
 
 - its key facts first: amounts, percentages, durations ("14 days"), quoted labels ("Cancel order"), menu paths
-  ("Account > Orders");
+  ("Account > Orders"), counts ("2 gift cards");
 - else its runs of two or three content words (between stopwords and punctuation), those with a word the
   question does not have;
 - never a phrase the question already holds (an echo proves nothing), one the draft it corrects holds (that
@@ -37,6 +37,11 @@ _FACTS = (
     ),
     re.compile(r"\"([^\"\n]{2,40})\"|“([^”\n]{2,40})”"),
     re.compile(r"\b[A-Z][\w-]*(?: [A-Z][\w-]*)*(?: > [A-Z][\w-]*(?: [A-Z][\w-]*)*)+"),
+    # a count of things: "2 gift cards", "three parcels" (a number, at most one word, then a plural)
+    re.compile(
+        r"\b(?:\d+|two|three|four|five|six|seven|eight|nine|ten|twelve)\s+(?:[a-z][\w-]*\s+)?[a-z][\w-]*s\b",
+        re.IGNORECASE,
+    ),
 )
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
 _HEADER = """\

@@ -26,6 +26,41 @@ def _why(item: dict[str, Any]) -> str:
     return ", ".join(reasons) or "corrected"
 
 
+def fixed_now(item: dict[str, Any]) -> str:
+    """Whether production now answers the correction right, per its latest check (``helpline eval corrections``)."""
+    check = item.get("check")
+    if item.get("correction") is None:
+        return ""
+    if check is None:
+        return "not checked yet"
+    if check["stale"]:
+        return "corrected again since the check"
+    return {True: "yes", False: "not yet", None: "not checkable"}[check["fixed"]]
+
+
+def _check(item: dict[str, Any]) -> None:
+    """The latest check of the correction: what production served when asked again, and whether it holds."""
+    check = item.get("check")
+    if item.get("correction") is None:
+        return
+    if check is None:
+        st.caption("Not checked yet: `helpline eval corrections` (or its job on the Models page) asks production.")
+        return
+    when = f"{session.when(check['at'])} with `{check['model']}`"
+    if check["fixed"] is None:
+        st.caption(f"Not checkable ({when}): the correction states no fact the question or the old answer did not.")
+        return
+    looked_for = ", ".join(f"“{p}”" for p in check["expect"])
+    text = f"Production now serves ({check['outcome']}, {when}; looked for {looked_for}):"
+    if check["stale"]:
+        st.info(f"Corrected again since this check. {text}", icon=":material/schedule:")
+    elif check["fixed"]:
+        st.success(f"Fixed now. {text}", icon=":material/task_alt:")
+    else:
+        st.warning(f"Not fixed yet. {text}", icon=":material/pending:")
+    st.markdown("\n".join(f"> {line}" for line in check["served"].splitlines()))
+
+
 def _detail(client: GatewayClient, item: dict[str, Any]) -> None:
     st.subheader("Conversation")
     for m in item["messages"]:
@@ -57,6 +92,7 @@ def _detail(client: GatewayClient, item: dict[str, Any]) -> None:
             st.markdown(p.get("text") or "_(text not recorded)_")
             st.caption(f"`{p['chunk_id']}`")
     st.subheader("Correct answer")
+    _check(item)
     with st.form(f"review-{item['response_id']}"):
         answer = st.text_area(
             "What the assistant should have answered",
@@ -91,6 +127,7 @@ def render() -> None:
             "Why": _why(i),
             "Comment": i.get("comment") or "",
             "Reviewed": i["reviewed"],
+            "Fixed now?": fixed_now(i),
         }
         for i in items
     ]
