@@ -271,6 +271,29 @@ def test_models_page_shows_registry_and_lineage(live: LiveGateway) -> None:
     assert '"fake-base" -> "fake-adapter"' in dot and '"alias:production" -> "fake-base"' in dot
 
 
+def test_an_improved_adapter_shows_the_corrections_that_produced_it(live: LiveGateway) -> None:
+    gw = live.gateway
+    rid = gw.chat("customer", RETURN_Q).json()["id"]
+    gw.client.post("/v1/feedback", json={"response_id": rid, "rating": "down"}, headers=gw.headers("customer"))
+    gw.client.post(f"/console/review/{rid}", json={"answer": "Print it under Orders > Return."},
+                   headers=gw.headers("staff"))  # fmt: skip
+    gw.store.record_check(rid, model="fake-adapter", fixed=False, outcome="fallback", served="-", expect=["x"])
+    lineage = {"run": "20261207-0900", "corrections": [rid, "resp-erased"], "parent_adapter": "fake-adapter"}
+    gw.registry.update_metadata("ungated-adapter", {"improve": lineage})
+    at = _models(live)
+    _no_traceback(at)
+    assert list(at.dataframe[0].value["Corrections"]) == ["", "", "2"]
+    dot = at.get("graphviz_chart")[0].proto.spec
+    assert '"fake-adapter" -> "ungated-adapter" [label="improved (2 corrections)"]' in dot
+    at.selectbox(key="model_detail").select("ungated-adapter").run()
+    _no_traceback(at)
+    assert "on **2 staff correction(s)**" in texts(at)
+    table = at.dataframe[1].value
+    assert list(table["Question"]) == [RETURN_Q, "(erased or purged since)"]
+    assert list(table["Correction"]) == ["Print it under Orders > Return.", ""]
+    assert list(table["Fixed now?"]) == ["not yet", ""]
+
+
 def test_promote_canary_share_and_rollback(live: LiveGateway) -> None:
     at = _models(live)
     at.selectbox(key="promote_model").select("fake-adapter")

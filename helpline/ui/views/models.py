@@ -24,6 +24,10 @@ def _lineage_dot(models: list[dict[str, Any]], aliases: dict[str, str]) -> str:
         lines.append(f'"{m["name"]}" [shape={shape}, tooltip="{m["kind"]}"];')
         if m.get("base_model"):
             lines.append(f'"{m["base_model"]}" -> "{m["name"]}" [label="fine-tuned"];')
+        improved = (m.get("metadata") or {}).get("improve") or {}
+        if improved.get("parent_adapter"):
+            n = len(improved.get("corrections") or [])
+            lines.append(f'"{improved["parent_adapter"]}" -> "{m["name"]}" [label="improved ({n} corrections)"];')
     for alias, target in aliases.items():
         lines.append(f'"alias:{alias}" [label="{alias}", shape=note, style=filled, fillcolor="#e8f0fe"];')
         lines.append(f'"alias:{alias}" -> "{target}" [style=dashed];')
@@ -39,10 +43,36 @@ def _lineage_fields(meta: dict[str, Any]) -> dict[str, str]:
         else str(dataset or ""),
         "KB version": str(meta.get("kb_version") or ""),
         "Gate": ("passed" if gate.get("passed") else "failed") if isinstance(gate, dict) else "",
+        "Corrections": str(len(meta["improve"].get("corrections") or [])) if meta.get("improve") else "",
     }
 
 
-def _registry(data: dict[str, Any]) -> None:
+def _corrections(client: GatewayClient, improved: dict[str, Any]) -> None:
+    """Which staff corrections produced this adapter (`helpline improve`'s lineage), and whether production now
+    answers each right (their latest check, as on the Review page)."""
+    ids = improved.get("corrections") or []
+    st.markdown(
+        f"Trained by `helpline improve` run `{improved.get('run')}` on **{len(ids)} staff correction(s)**, "
+        f"continuing `{improved.get('parent_adapter') or improved.get('production_at_start') or 'the base model'}`."
+    )
+    if not ids:
+        return
+    items = session.attempt(client.review_queue, "all") or []
+    by_id = {i["response_id"]: i for i in items}
+    rows = []
+    for rid in ids:
+        item = by_id.get(rid)
+        check = (item or {}).get("check") or {}
+        rows.append({
+            "Question": item["question"] if item else "(erased or purged since)",
+            "Correction": (item or {}).get("correction") or "",
+            "Fixed now?": {True: "yes", False: "not yet", None: "not checkable"}[check["fixed"]] if check else "",
+            "Response": rid,
+        })  # fmt: skip
+    st.dataframe(rows, hide_index=True, width="stretch")
+
+
+def _registry(client: GatewayClient, data: dict[str, Any]) -> None:
     models, aliases = data["models"], data["aliases"]
     rows = [
         {
@@ -61,6 +91,8 @@ def _registry(data: dict[str, Any]) -> None:
     chosen = next((m for m in models if m["name"] == name), None)
     if chosen:
         st.caption(f"Path: `{chosen['path']}`")
+        if (chosen.get("metadata") or {}).get("improve"):
+            _corrections(client, chosen["metadata"]["improve"])
         st.json(chosen.get("metadata") or {}, expanded=2)
 
 
@@ -275,7 +307,7 @@ def render() -> None:
     with registry:
         data = session.attempt(client.models)
         if data is not None:
-            _registry(data)
+            _registry(client, data)
     with deploy:
         if data is not None:
             _deploy(client, data)
