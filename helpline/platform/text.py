@@ -134,3 +134,20 @@ def normalise(text: str) -> str:
 def contains(text: str, phrase: str) -> bool:
     """Does ``text`` contain ``phrase`` as whole words (after :func:`normalise`)?"""
     return f" {normalise(phrase)} " in f" {normalise(text)} "
+
+
+_NUMBER = re.compile(r"(?<![\w.,])\d+(?:[.,]\d+)*")
+_LIST_MARKER = re.compile(r"(?:^|(?<=\s))\d{1,2}[.)](?=\s)", re.MULTILINE)  # "2. Open My Orders"
+
+
+def numbers(text: str) -> set[str]:
+    """The numbers a text states ("€4.95" → "4.95", "1,000" → "1000", "14:00" → "14", "00"), for telling whether
+    one text states a figure that another does not. A list marker ("2. Open My Orders") is not a number stated."""
+    text = _LIST_MARKER.sub(" ", text)
+    return {n.replace(",", "") if re.fullmatch(r"\d{1,3}(?:,\d{3})+", n) else n for n in _NUMBER.findall(text)}
+
+
+def unbacked_numbers(text: str, sources: list[str]) -> list[str]:
+    """The numbers ``text`` states that none of ``sources`` states, in order of appearance."""
+    backed = set().union(*(numbers(s) for s in sources)) if sources else set()
+    return sorted(numbers(text) - backed, key=text.find)

@@ -17,6 +17,7 @@ from helpline.answering.rag import RAGPipeline
 from helpline.improve import improve, load_options
 from helpline.platform.context import Context
 from helpline.platform.settings import load_settings
+from helpline.platform.text import unbacked_numbers
 from helpline.retrieval.factory import open_knowledge_base
 from helpline.serving.factory import open_gateway_store
 from helpline.serving.gateway.app import create_app
@@ -86,7 +87,11 @@ def seed_through_the_review_route(ctx: Context) -> list[str]:
     with TestClient(app) as client:
         for i, (question, served, correction) in enumerate(CORRECTIONS):
             rid = f"it-resp-{i}"
-            passages = citations(kb.search(question, k=1, role="customer"), with_text=True)  # short prompts
+            # one passage (short prompts): the retrieved one that states the correction's figures, as a turn whose
+            # correction the loop may learn from does (collect leaves out a correction its passages do not back)
+            hits = kb.search(question, k=4, role="customer")
+            backing = [h for h in hits if not unbacked_numbers(correction, [h.chunk.text])]
+            passages = citations(backing[:1], with_text=True)
             store.record_turn(
                 response_id=rid,
                 conversation_id=f"it-conv-{i}",

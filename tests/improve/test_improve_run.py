@@ -82,6 +82,24 @@ def test_fewer_new_corrections_than_the_minimum_do_nothing_and_wait_for_the_next
     assert second["status"] == "promoted"
 
 
+def test_a_batch_of_corrections_contradicting_the_knowledge_base_trains_nothing(loop: Loop) -> None:
+    contradictions = {  # each article states another figure (improve_support.PASSAGES)
+        "refunds": "Your refund reaches your card within 60 days.",
+        "address": "Yes: change it in Account > Orders within 24 hours of ordering.",
+        "express": "Express shipping costs €19.90 and arrives the next working day.",
+    }
+    for doc, wrong in contradictions.items():
+        rid = seed_correction(loop.store, doc)
+        loop.store.add_feedback(rid, rating="down", comment="", correction=wrong, key_id=2)
+
+    result = improve(loop.ctx, options(skip_canary=True), parts=loop.parts())
+
+    assert result["status"] == "skipped" and "0 new staff correction(s)" in result["reason"]
+    assert result["steps"]["collect"]["outputs"]["counts"]["excluded"] == {"unbacked_figures": 3}
+    assert loop.training.calls == [] and loop.gate.calls == []
+    assert loop.ctx.registry.aliases() == {"production": "base"}
+
+
 def test_a_failed_gate_ends_the_run_with_production_unchanged(loop: Loop) -> None:
     seed_all(loop)
     loop.gate.passed = False

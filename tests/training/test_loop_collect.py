@@ -179,6 +179,21 @@ def test_a_correction_to_a_turn_without_passages_is_left_out(store: GatewayStore
     assert c.items == [] and c.excluded == {"no_passages": 1}
 
 
+def test_a_correction_stating_a_figure_its_passages_do_not_is_left_out(store: GatewayStore) -> None:
+    for rid, correction in [("contradicts", "Refunds reach your card within 60 days."),  # the article says 14
+                            ("backed", CORRECTION), ("steps", "1. Open your orders. 2. Wait 14 days for the card.")]:
+        record(store, rid, answer=WRONG)
+        store.add_feedback(rid, rating="down", correction=correction, key_id=2)
+    untextured = [{**PASSAGES[0], "text": ""}]  # logged without its text: the figures cannot be checked
+    record(store, "old", answer=WRONG, passages=untextured)
+    store.add_feedback("old", rating="down", correction="Refunds take 60 days.", key_id=2)
+
+    c = collect(store, since=None, staff_facing=False)
+
+    assert sorted(i.response_id for i in c.items) == ["backed", "old", "steps"]  # list markers are not figures
+    assert c.excluded == {"unbacked_figures": 1} and "unbacked_figures" in REASONS
+
+
 def test_a_thumbs_up_answer_is_taught_only_when_the_verifier_supports_it(store: GatewayStore) -> None:
     record(store, "up")
     store.add_feedback("up", rating="up", key_id=1)

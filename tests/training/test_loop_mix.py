@@ -18,7 +18,9 @@ from helpline.serving.gateway.store import GatewayStore
 from helpline.training.loop.collect import Collection, collect
 from helpline.training.loop.mix import LoopDataset, build_loop_dataset, replay_source
 
-PASSAGES = [{"doc_id": "help", "title": "Help", "chunk_id": "help#0", "score": 0.9, "text": "Our help centre text."}]
+HELP = ("Refunds reach your card within 14 days. Express delivery costs €12.90 per parcel. Orders can be cancelled"
+        " within 60 minutes. Parcels to Norway take 6-12 business days. Staff get 25% off.")  # the figures corrected to
+PASSAGES = [{"doc_id": "help", "title": "Help", "chunk_id": "help#0", "score": 0.9, "text": HELP}]
 # (question, staff correction, the answer served and rated down)
 REFUND = ("How long does a refund take?", "Refunds reach your card within 14 days.", "Refunds take 30 days.")
 EXPRESS = ("What does express delivery cost?", "Express delivery costs €12.90 per parcel.", "Express delivery is free.")

@@ -15,7 +15,11 @@ What a rated turn may teach:
 - The prompt is what the gateway built: the support prompt over the turn's passages, then the conversation up
   to the question. A correction to a turn with no passage is left out: the gateway hands such a question off
   before the model sees it, and a lesson without passages would teach answering from memory (the knowledge base
-  needs the article instead).
+  needs the article instead). For the same reason a correction stating a figure (an amount, a duration, a count)
+  that none of the turn's passages states is left out: it would teach the model to state figures its passages do
+  not hold, and a batch of corrections contradicting the knowledge base ("refunds take 60 days" where the article
+  says 14) stops here. Figures only: a correction that contradicts its passages in words is for the gate and the
+  canary to stop.
 
 Every turn read is either collected or counted under one reason in ``Collection.excluded``. The cursor is the
 time of the latest feedback read (collected or not), so the next run starts after it.
@@ -31,6 +35,7 @@ from helpline.answering.attribution import attribute
 from helpline.answering.decision import Verifier
 from helpline.answering.prompts import load_prompt
 from helpline.platform.schemas import ChatMessage, Chunk, ScoredChunk
+from helpline.platform.text import unbacked_numbers
 from helpline.serving.gateway.conversations import Audience, audience, trusted_history
 from helpline.serving.gateway.store import GatewayStore
 from helpline.training.data.sources import validate_messages
@@ -47,6 +52,8 @@ REASONS = {
     "fallback_quote": "a thumbs-up on a quoted passage (the fallback), which the model did not write",
     "unverified_thumbs_up": "a thumbs-up answer, and no verifier was given to check it",
     "unsupported_thumbs_up": "a thumbs-up answer the verifier finds unsupported by its passages",
+    "unbacked_figures": "a correction stating a figure (amount, duration, count) that none of the turn's passages "
+    "states: fix the article first, or the model would learn to state figures its passages do not hold",
     "forged_turn": "no question of the customer's is left once the client-written assistant turns are cut",
     "malformed": "the conversation does not alternate user and assistant turns",
 }
@@ -175,6 +182,9 @@ def _screen(turn: dict[str, Any], *, staff_facing: bool, verifier: Verifier | No
             return "fallback_quote"
     if not turn["passages"]:
         return "no_passages"
+    texts = [p.get("text") or "" for p in turn["passages"]]
+    if (correction := _correction(turn)) is not None and all(texts) and unbacked_numbers(correction, texts):
+        return "unbacked_figures"
     if _correction(turn) is None:
         if verifier is None:
             return "unverified_thumbs_up"
