@@ -1,4 +1,4 @@
-"""`helpline bench ...`: speed and memory of answers, the detector, retrieval, serving and training.
+"""`helpline bench ...`: speed and memory of answers, the detector, retrieval, serving and training; the loop.
 
 Each benchmark builds what it measures only when it runs (heavy libraries load through ``require``).
 """
@@ -15,6 +15,7 @@ import typer
 
 from helpline.answering.abstention import REPORT_NAME, calibrate
 from helpline.answering.decision import NoVerifier
+from helpline.bench.loop import run_loop_bench
 from helpline.bench.reliability import SECTIONS, ReliabilityOptions, run_reliability
 from helpline.bench.reliability.faults import SCENARIOS
 from helpline.bench.reliability.harness import LiveOptions
@@ -28,6 +29,7 @@ from helpline.cli.output import console, print_json, show
 from helpline.evaluation.answer_paths import served_gateway
 from helpline.evaluation.load import level
 from helpline.guard.selection import bench, load_detector
+from helpline.improve import load_options
 from helpline.platform.context import Context
 from helpline.platform.errors import ConfigError
 from helpline.retrieval import SAMPLE_KB, sample_questions
@@ -245,3 +247,38 @@ def bench_reliability(
         console.print(f"{name}: {mark} ({result[name]['section_s']} s)")
     if out is not None:
         console.print(f"figures: {out}")
+
+
+@bench_app.command("loop")
+def bench_loop(
+    corrections: int = typer.Option(30, help="Staff corrections to seed (questions production serves wrong)."),
+    sft_steps: int | None = typer.Option(None, help="SFT steps (default: the preset's)."),
+    pref_steps: int | None = typer.Option(None, help="Preference steps (default: the preset's)."),
+    method: str = typer.Option("dpo", help="Preference method: dpo or orpo."),
+    gate_limit: int | None = typer.Option(None, help="Cases per gate suite (default: the gate config's)."),
+    gate_config: Path | None = typer.Option(None, help="Promotion gate YAML (default: helpline/evaluation/gate.yaml)."),
+    data_dir: Path = typer.Option(Path("../shared/data"), help="Folder the gate's data-driven suites read."),
+    heldout_share: float = typer.Option(0.2, help="Share of corrected conversations held out for the gate."),
+    replay_rows: int = typer.Option(200, help="Rows of production's training set mixed in."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Seed corrections through the gateway as staff would, run `helpline improve` (no canary), and measure the
+    corrected questions' paraphrases as served before and after, with each step's wall time. Runs on a scratch copy
+    of the workspace: its production model and conversations are left as they are."""
+    ctx = Context.load()
+    options = load_options(
+        sft_steps=sft_steps, pref_steps=pref_steps, method=method, gate_limit=gate_limit, gate_config=gate_config,
+        data_dir=data_dir, heldout_share=heldout_share, replay_rows=replay_rows, skip_canary=True,
+    )  # fmt: skip
+    report = run_loop_bench(ctx, corrections=corrections, options=options,
+                            log=lambda m: None if as_json else console.print(f"[dim]{m}[/]"))  # fmt: skip
+    if as_json:
+        print_json(report)
+        return
+    f = report["paraphrases_fixed"]
+    console.print(
+        f"{report['corrections_seeded']} corrections → {report['status']} ({report['production_before']} → "
+        f"{report['production_after']}); paraphrases right before/after: {f['before']} → {f['after']} "
+        f"(held out: {f['heldout_before']} → {f['heldout_after']}, n={f['n_heldout']}); "
+        f"improve {report['improve_seconds']} s, total {report['total_seconds']} s"
+    )
