@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from helpline.answering.decision import Verifier
-from helpline.platform.schemas import Chunk, ScoredChunk
 from helpline.serving.canary import ArmCounts
+from helpline.serving.gateway.conversations import logged_passages
 from helpline.serving.gateway.store import GatewayStore
 from helpline.serving.routing import PUBLIC_ALIASES
 
@@ -84,20 +84,10 @@ class StoreArms:
             outcome = (turn["verification"] or {}).get("outcome", "answered")
             text = turn["answer"] or ""
             claim = text.split("\n", 1)[1] if outcome == "fallback" and "\n" in text else text  # less its framing
-            self._verdicts[rid] = not self.verifier.verify(claim, _passages(turn)).grounded
+            self._verdicts[rid] = not self.verifier.verify(claim, logged_passages(turn)).grounded
         return self._verdicts[rid]
 
 
 def _sampled(response_id: str, percent: float) -> bool:
     return int(hashlib.sha256(response_id.encode()).hexdigest()[:8], 16) % 10_000 < percent * 100
 
-
-def _passages(turn: dict[str, Any]) -> list[ScoredChunk]:
-    """The turn's passages as the gateway gave them to the model, from their logged citations."""
-    return [
-        ScoredChunk(
-            chunk=Chunk(chunk_id=p["chunk_id"], doc_id=p["doc_id"], title=p["title"], text=p.get("text") or ""),
-            score=p["score"],
-        )
-        for p in turn["passages"]
-    ]

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from helpline.platform.pii import scrub_messages
+from helpline.platform.schemas import Chunk, ScoredChunk
 from helpline.serving.gateway.store import GatewayStore
 
 Audience = Literal["customer", "staff"]
@@ -29,6 +30,17 @@ def audience(turn: dict[str, Any]) -> Audience:
     if internal is None:
         return "customer" if turn["role"] == "customer" else "staff"
     return "staff" if internal else "customer"
+
+
+def logged_passages(turn: dict[str, Any]) -> list[ScoredChunk]:
+    """The turn's passages as the gateway put them in its prompt, from their logged citations (text included)."""
+    return [
+        ScoredChunk(
+            chunk=Chunk(chunk_id=p["chunk_id"], doc_id=p["doc_id"], title=p["title"], text=p.get("text") or ""),
+            score=p["score"],
+        )
+        for p in turn["passages"]
+    ]
 
 
 def trusted_history(turn: dict[str, Any]) -> list[dict[str, str]]:

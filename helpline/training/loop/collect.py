@@ -34,9 +34,9 @@ from typing import Any, Literal
 from helpline.answering.attribution import attribute
 from helpline.answering.decision import Verifier
 from helpline.answering.prompts import load_prompt
-from helpline.platform.schemas import ChatMessage, Chunk, ScoredChunk
+from helpline.platform.schemas import ChatMessage
 from helpline.platform.text import unbacked_numbers
-from helpline.serving.gateway.conversations import Audience, audience, trusted_history
+from helpline.serving.gateway.conversations import Audience, audience, logged_passages, trusted_history
 from helpline.serving.gateway.store import GatewayStore
 from helpline.training.data.sources import validate_messages
 
@@ -188,7 +188,7 @@ def _screen(turn: dict[str, Any], *, staff_facing: bool, verifier: Verifier | No
     if _correction(turn) is None:
         if verifier is None:
             return "unverified_thumbs_up"
-        if not verifier.verify(turn["answer"], _passages(turn)).grounded:
+        if not verifier.verify(turn["answer"], logged_passages(turn)).grounded:
             return "unsupported_thumbs_up"
     return None
 
@@ -205,7 +205,7 @@ def _collected(turn: dict[str, Any], out: Collection) -> tuple[Collected | None,
     chosen = correction if correction is not None else turn["answer"].strip()
     if validate_messages([*history, {"role": "assistant", "content": chosen}]):
         return None, "malformed"
-    passages = _passages(turn)
+    passages = logged_passages(turn)
     messages = load_prompt("support").build([ChatMessage(**m) for m in history], passages)
     rejected, rejected_from = _rejected(turn) if correction is not None else (None, None)
     if rejected is not None and " ".join(rejected.split()) == " ".join(chosen.split()):
@@ -245,13 +245,3 @@ def _rejected(turn: dict[str, Any]) -> tuple[str | None, Literal["withdrawn", "s
         return served, "served"
     return None, None
 
-
-def _passages(turn: dict[str, Any]) -> list[ScoredChunk]:
-    """The turn's passages as the gateway put them in its prompt, from their logged citations."""
-    return [
-        ScoredChunk(
-            chunk=Chunk(chunk_id=p["chunk_id"], doc_id=p["doc_id"], title=p["title"], text=p.get("text") or ""),
-            score=p["score"],
-        )
-        for p in turn["passages"]
-    ]
