@@ -161,6 +161,18 @@ def rate(fixed: dict[str, bool], ids: list[str]) -> float | None:
     return round(sum(picked) / len(picked), 4) if picked else None
 
 
+def _seed_and_ask(ctx: Context, pairs: list[tuple], limit: int) -> tuple[list[Seeded], dict, dict[str, bool]]:
+    """Seed through a gateway of its own (its models freed when it returns, before training loads others)."""
+    with GatewayClient(ctx) as gw:
+        seeded, before_all = seed(gw.ask, gw.correct, pairs, limit=limit)
+        return seeded, before_all, fixed_on(gw.ask, seeded)
+
+
+def _ask_again(ctx: Context, seeded: list[Seeded]) -> dict[str, bool]:
+    with GatewayClient(ctx) as gw:
+        return fixed_on(gw.ask, seeded)
+
+
 def run_loop_bench(ctx: Context, *, corrections: int, options: ImproveOptions, log: Callable[[str], None]) -> dict:
     """The bench (see the module docstring) on a scratch copy of ``ctx``'s workspace; returns the figures."""
     if corrections < 1:
@@ -172,11 +184,8 @@ def run_loop_bench(ctx: Context, *, corrections: int, options: ImproveOptions, l
         scratch = scratch_workspace(ctx, Path(tmp))
         production = scratch.registry.chat_model("production").name
         t = time.perf_counter()
-        with GatewayClient(scratch) as gw:
-            log(f"asking {len(pairs)} questions as served; correcting up to {corrections} …")
-            seeded, before_all = seed(gw.ask, gw.correct, pairs, limit=corrections)
-            log(f"{len(seeded)} corrections seeded; asking their paraphrases before the loop …")
-            before = fixed_on(gw.ask, seeded)
+        log(f"asking {len(pairs)} questions as served; correcting up to {corrections} …")
+        seeded, before_all, before = _seed_and_ask(scratch, pairs, corrections)
         seed_s = time.perf_counter() - t
         if not seeded:
             raise ConfigError("production served every question right: nothing to correct",
@@ -186,8 +195,7 @@ def run_loop_bench(ctx: Context, *, corrections: int, options: ImproveOptions, l
         result = improve(scratch, options)
         improve_s = time.perf_counter() - t
         log(f"improve: {result['status']}; asking the paraphrases again …")
-        with GatewayClient(scratch) as gw:
-            after = fixed_on(gw.ask, seeded)
+        after = _ask_again(scratch, seeded)
     heldout = ((result["steps"].get("collect") or {}).get("outputs") or {}).get("response_ids", {}).get("heldout", [])
     ids = [s.response_id for s in seeded]
     trained = [i for i in ids if i not in heldout]

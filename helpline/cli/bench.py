@@ -255,6 +255,8 @@ def bench_loop(
     sft_steps: int | None = typer.Option(None, help="SFT steps (default: the preset's)."),
     pref_steps: int | None = typer.Option(None, help="Preference steps (default: the preset's)."),
     method: str = typer.Option("dpo", help="Preference method: dpo or orpo."),
+    sft_set: list[str] = typer.Option([], "--sft-set", help="KEY=VALUE override of the SFT preset (repeatable)."),
+    pref_set: list[str] = typer.Option([], "--pref-set", help="KEY=VALUE override of the preference preset."),
     gate_limit: int | None = typer.Option(None, help="Cases per gate suite (default: the gate config's)."),
     gate_config: Path | None = typer.Option(None, help="Promotion gate YAML (default: helpline/evaluation/gate.yaml)."),
     data_dir: Path = typer.Option(Path("../shared/data"), help="Folder the gate's data-driven suites read."),
@@ -267,7 +269,8 @@ def bench_loop(
     of the workspace: its production model and conversations are left as they are."""
     ctx = Context.load()
     options = load_options(
-        sft_steps=sft_steps, pref_steps=pref_steps, method=method, gate_limit=gate_limit, gate_config=gate_config,
+        sft_steps=sft_steps, pref_steps=pref_steps, method=method, sft_set=sft_set, pref_set=pref_set,
+        gate_limit=gate_limit, gate_config=gate_config,
         data_dir=data_dir, heldout_share=heldout_share, replay_rows=replay_rows, skip_canary=True,
     )  # fmt: skip
     report = run_loop_bench(ctx, corrections=corrections, options=options,
