@@ -25,7 +25,7 @@ from helpline.bench.serving import run_bench as run_serving_bench
 from helpline.bench.training import run_bench as run_training_bench
 from helpline.cli.eval import DETECTOR_HELP
 from helpline.cli.eval.answers import build_answer_pipeline
-from helpline.cli.output import console, print_json, show
+from helpline.cli.output import console, json_stdout, print_json, show
 from helpline.evaluation.answer_paths import served_gateway
 from helpline.evaluation.load import level
 from helpline.guard.selection import bench, load_detector
@@ -273,8 +273,9 @@ def bench_loop(
         gate_limit=gate_limit, gate_config=gate_config,
         data_dir=data_dir, heldout_share=heldout_share, replay_rows=replay_rows, skip_canary=True,
     )  # fmt: skip
-    report = run_loop_bench(ctx, corrections=corrections, options=options,
-                            log=lambda m: None if as_json else console.print(f"[dim]{m}[/]"))  # fmt: skip
+    with json_stdout(as_json):  # the trainers print each logged step on stdout
+        report = run_loop_bench(ctx, corrections=corrections, options=options,
+                                log=lambda m: None if as_json else console.print(f"[dim]{m}[/]"))  # fmt: skip
     if as_json:
         print_json(report)
         return

@@ -16,6 +16,7 @@ reach the caller.
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -197,7 +198,8 @@ def summarise(results: list[Judged]) -> dict[str, Any]:
         "internal_leaks": sum(len(r.leaked) for r in results),
         "outcomes": outcomes,
         "latency_ms_p50": round(statistics.median(latencies), 1) if latencies else None,
-        "latency_ms_p95": round(latencies[int(0.95 * (len(latencies) - 1))], 1) if latencies else None,
+        # nearest rank: never under the median (two answers: the slower one)
+        "latency_ms_p95": round(latencies[math.ceil(0.95 * len(latencies)) - 1], 1) if latencies else None,
     }
 
 

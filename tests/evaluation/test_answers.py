@@ -107,3 +107,15 @@ def test_the_gate_fails_a_candidate_that_serves_more_wrong_answers() -> None:
     assert [c.passed for c in worse] == [False]
     same = compare_answers({"wrong_served_rate": 0.1}, {"wrong_served_rate": 0.1}, Thresholds())
     assert [c.passed for c in same] == [True]
+
+
+def test_the_p95_latency_is_never_under_the_median() -> None:
+    case = AnswerCase(question="Q?", doc_id=None)
+
+    def judged(ms: float):
+        return judge(case, ServedAnswer(text="I don't know.", outcome="handoff", citations=[], latency_ms=ms))
+
+    two = summarise([judged(1000.0), judged(3000.0)])
+    assert (two["latency_ms_p50"], two["latency_ms_p95"]) == (2000.0, 3000.0)
+    many = summarise([judged(float(ms)) for ms in range(1, 101)])
+    assert (many["latency_ms_p50"], many["latency_ms_p95"]) == (50.5, 95.0)
