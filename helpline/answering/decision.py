@@ -9,6 +9,9 @@ streamed), `helpline ask`, the regression runner, `eval rag` and `eval answers`.
 - ``fallback``: the generated answer is not served (unsupported, off the point, or the model said it
   does not know), but a passage answers the question: its own words are quoted, with its citation.
 - ``handoff``: no passage answers the question: "I don't know" and how to reach a person.
+
+A question staff have already corrected is served their correction (``corrected``, ``staff_answers.py``) before any
+of this; the pipeline decides that before generating.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from helpline.answering.extractive import ExtractiveReader, Quote
 from helpline.platform.schemas import Citation, ScoredChunk
 from helpline.platform.text import content_stems
 
-Outcome = Literal["answered", "fallback", "handoff"]
+Outcome = Literal["answered", "fallback", "handoff", "corrected"]
 
 _SENTENCE_END = re.compile(r"(?<=[.!?:])\s+(?=\S)")
 _LIST_MARKER = re.compile(r"\d+[.)]")

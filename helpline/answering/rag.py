@@ -2,7 +2,8 @@
 
 The gateway uses the same steps as :meth:`RAGPipeline.answer`, split so that it can stream:
 :meth:`RAGPipeline.prepare` (retrieve, decide to abstain, build the prompt), then generation,
-then :meth:`RAGPipeline.decide` on the draft (``decision.py``: answered, fallback or handoff).
+then :meth:`RAGPipeline.decide` on the draft (``decision.py``: answered, fallback or handoff). A question
+staff have corrected before is decided in ``prepare`` (``staff_answers.py``): nothing is generated for it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from helpline.answering.attribution import attribute, citations, support
 from helpline.answering.decision import AnswerPolicy, NoVerifier, Served, Verdict, Verifier
 from helpline.answering.extractive import ExtractiveReader
 from helpline.answering.prompts import PromptTemplate, load_prompt
+from helpline.answering.staff_answers import StaffAnswers
 from helpline.engines.protocol import Generator
 from helpline.platform.schemas import Answer, ChatMessage, ScoredChunk
 
@@ -34,6 +36,13 @@ class Prepared:
     abstained: bool = False
     abstention: str = ""
     retrieval_ms: float = 0.0
+    #: What is served, when it is decided before generation (a staff answer): then nothing is generated.
+    decided: Served | None = None
+
+    @property
+    def generates(self) -> bool:
+        """Whether the answer is generated (neither a handoff nor decided before generation)."""
+        return not self.abstained and self.decided is None
 
 
 @dataclass
@@ -57,6 +66,9 @@ class RAGPipeline:
     #: requires a served answer to draw on it; None hands off instead (``build_pipeline`` sets it from
     #: ``answers.fallback``).
     reader: ExtractiveReader | None = None
+    #: Staff corrections served again for a question asked alike (the gateway's, from its conversation log);
+    #: None answers every question anew.
+    staff_answers: StaffAnswers | None = None
 
     def __post_init__(self) -> None:
         self.prompt = self.prompt or load_prompt("support")
@@ -90,20 +102,26 @@ class RAGPipeline:
         passages = self.retrieve(conversation, role=role)
         best = relevance(passages, self.relevance)
         took = (time.perf_counter() - start) * 1000
-        question = split_question(conversation)[0]
+        question, history = split_question(conversation)
         if not passages or best < self.min_score:
             return Prepared(
                 passages=[], question=question, abstained=True, abstention=self.abstention_text(), retrieval_ms=took
             )
         messages = self.prompt.build(conversation, passages)  # type: ignore[union-attr]
+        decided = None
+        if self.staff_answers is not None:
+            decided = self.staff_answers.match(question, history, passages, role=role)
         return Prepared(
-            passages=passages, question=question, messages=messages, retrieval_ms=(time.perf_counter() - start) * 1000
-        )
+            passages=passages, question=question, messages=messages, decided=decided,
+            retrieval_ms=(time.perf_counter() - start) * 1000,
+        )  # fmt: skip
 
     def decide(self, prepared: Prepared, draft: str, *, cut: bool = False) -> Served:
         """What the customer is served for a generated ``draft`` (``cut``: it stopped at max_tokens)."""
         if prepared.abstained:
             return self.policy.handoff_only("no passage is relevant enough")
+        if prepared.decided is not None:
+            return prepared.decided
         return self.policy.decide(prepared.question, prepared.passages, draft, cut=cut)
 
     def answer(self, conversation: list[ChatMessage], *, role: str = "customer") -> Answer:
@@ -112,7 +130,7 @@ class RAGPipeline:
 
     def serve(self, prepared: Prepared) -> tuple[Served, str]:
         """Generate for a prepared turn and decide what is served; also the model that generated."""
-        if prepared.abstained:
+        if not prepared.generates:
             return self.decide(prepared, ""), self.generator.name
         generation = self.generator.generate(
             prepared.messages, max_tokens=self.max_tokens, temperature=self.temperature

@@ -9,11 +9,14 @@ improve runs), so the user's production alias, conversations and runs are never 
    its expected phrases;
 2. up to ``corrections`` of those served wrong or handed off are corrected as staff do: a thumbs-down, then the review
    route with the help centre's own words (the answering article's first sentence holding an expected phrase);
-3. `helpline improve` runs on them (the canary is skipped: a bench has no live traffic to split);
-4. a second wording of each corrected question (``loop_paraphrases.yaml``) is asked as served before the run and after
-   it: fixed when the answer after is correct. Held-out corrections (never trained on) are counted apart.
+3. a second wording of each corrected question (``loop_paraphrases.yaml``) is asked by the model alone (staff
+   answers off) and as served once the corrections are saved (staff answers on: no training yet);
+4. `helpline improve` runs on them (the canary is skipped: a bench has no live traffic to split), unless ``train`` is
+   off; then the paraphrases are asked again, by the model alone and as served. Held-out corrections (never trained
+   on) are counted apart.
 
-It reports the wall time of each step, the gate's verdict and suite summaries, and the paraphrases fixed before/after.
+It reports the wall time of each step, the gate's verdict and suite summaries, and the paraphrases answered right at
+each point.
 """
 
 from __future__ import annotations
@@ -93,11 +96,16 @@ def scratch_workspace(ctx: Context, folder: Path) -> Context:
 
 
 class GatewayClient:
-    """The gateway app of a workspace in-process (transformers engine): chat as a customer, review as staff."""
+    """The gateway app of a workspace in-process (transformers engine): chat as a customer, review as staff.
+    ``staff_answers`` off answers every question with the model (what it has learnt), on serves staff corrections
+    again as `helpline run` does by default."""
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, *, staff_answers: bool = False) -> None:
         store = GatewayStore(gateway_db(ctx.workspace))
         self.keys = {role: store.create_key(role, name=f"bench-loop-{role}")[0] for role in ("customer", "staff")}
+        settings = ctx.settings.model_copy(deep=True)
+        settings.answers.staff_answers = staff_answers
+        ctx = Context(settings, workspace=ctx.workspace, registry=ctx.registry)
         self._client = TestClient(build_gateway(ctx, engine="transformers", limits=LIMITS))
 
     def __enter__(self) -> GatewayClient:
@@ -161,19 +169,42 @@ def rate(fixed: dict[str, bool], ids: list[str]) -> float | None:
     return round(sum(picked) / len(picked), 4) if picked else None
 
 
-def _seed_and_ask(ctx: Context, pairs: list[tuple], limit: int) -> tuple[list[Seeded], dict, dict[str, bool]]:
-    """Seed through a gateway of its own (its models freed when it returns, before training loads others)."""
+def _seed(ctx: Context, pairs: list[tuple], limit: int) -> tuple[list[Seeded], dict, dict[str, bool]]:
+    """Seed through a gateway of its own (its models freed when it returns, before training loads others), without
+    staff answers (a question corrected earlier in the run must not answer a later one); the paraphrases as the model
+    alone answers them."""
     with GatewayClient(ctx) as gw:
         seeded, before_all = seed(gw.ask, gw.correct, pairs, limit=limit)
         return seeded, before_all, fixed_on(gw.ask, seeded)
 
 
-def _ask_again(ctx: Context, seeded: list[Seeded]) -> dict[str, bool]:
+def _ask_served(ctx: Context, seeded: list[Seeded]) -> dict[str, bool]:
+    """The paraphrases as served by default: staff corrections served again to questions asked alike."""
+    with GatewayClient(ctx, staff_answers=True) as gw:
+        return fixed_on(gw.ask, seeded)
+
+
+def _ask_model(ctx: Context, seeded: list[Seeded]) -> dict[str, bool]:
     with GatewayClient(ctx) as gw:
         return fixed_on(gw.ask, seeded)
 
 
-def run_loop_bench(ctx: Context, *, corrections: int, options: ImproveOptions, log: Callable[[str], None]) -> dict:
+def _rates(ids: list[str], heldout: list[str], *, before: dict, corrected: dict, after: dict, served: dict) -> dict:
+    """Paraphrases answered right: by the model alone before, as served once corrected (staff answers), by the model
+    alone and as served after the run; the model's before/after also over trained and held-out corrections apart."""
+    trained = [i for i in ids if i not in heldout]
+    return {
+        "before": rate(before, ids), "with_staff_answers": rate(corrected, ids),
+        "after": rate(after, ids), "after_served": rate(served, ids),
+        "trained_before": rate(before, trained), "trained_after": rate(after, trained),
+        "heldout_before": rate(before, heldout), "heldout_after": rate(after, heldout),
+        "n": len(ids), "n_heldout": len([i for i in ids if i in heldout]),
+    }  # fmt: skip
+
+
+def run_loop_bench(
+    ctx: Context, *, corrections: int, options: ImproveOptions, log: Callable[[str], None], train: bool = True
+) -> dict:
     """The bench (see the module docstring) on a scratch copy of ``ctx``'s workspace; returns the figures."""
     if corrections < 1:
         raise ConfigError("--corrections must be at least 1", hint="seed 30 as the issue's target does")
@@ -185,20 +216,27 @@ def run_loop_bench(ctx: Context, *, corrections: int, options: ImproveOptions, l
         production = scratch.registry.chat_model("production").name
         t = time.perf_counter()
         log(f"asking {len(pairs)} questions as served; correcting up to {corrections} …")
-        seeded, before_all, before = _seed_and_ask(scratch, pairs, corrections)
+        seeded, before_all, before = _seed(scratch, pairs, corrections)
         seed_s = time.perf_counter() - t
         if not seeded:
             raise ConfigError("production served every question right: nothing to correct",
                               hint="the bench needs questions the production model answers wrong")  # fmt: skip
-        log("running helpline improve …")
+        log("asking the paraphrases with staff answers …")
         t = time.perf_counter()
-        result = improve(scratch, options)
-        improve_s = time.perf_counter() - t
-        log(f"improve: {result['status']}; asking the paraphrases again …")
-        after = _ask_again(scratch, seeded)
+        corrected = _ask_served(scratch, seeded)
+        corrected_s = time.perf_counter() - t
+        result: dict = {"status": "not trained", "production": production, "candidate": None, "gate": None,
+                        "steps": {}}  # fmt: skip
+        after, after_served, improve_s = before, corrected, 0.0
+        if train:
+            log("running helpline improve …")
+            t = time.perf_counter()
+            result = improve(scratch, options)
+            improve_s = time.perf_counter() - t
+            log(f"improve: {result['status']}; asking the paraphrases again …")
+            after, after_served = _ask_model(scratch, seeded), _ask_served(scratch, seeded)
     heldout = ((result["steps"].get("collect") or {}).get("outputs") or {}).get("response_ids", {}).get("heldout", [])
     ids = [s.response_id for s in seeded]
-    trained = [i for i in ids if i not in heldout]
     return {
         "corrections_seeded": len(seeded),
         "questions": before_all,
@@ -206,18 +244,16 @@ def run_loop_bench(ctx: Context, *, corrections: int, options: ImproveOptions, l
         "production_after": result["production"],
         "status": result["status"],
         "candidate": result["candidate"],
-        "paraphrases_fixed": {
-            "before": rate(before, ids), "after": rate(after, ids),
-            "trained_before": rate(before, trained), "trained_after": rate(after, trained),
-            "heldout_before": rate(before, heldout), "heldout_after": rate(after, heldout),
-            "n": len(ids), "n_heldout": len([i for i in ids if i in heldout]),
-        },
+        "paraphrases_fixed": _rates(ids, heldout, before=before, corrected=corrected, after=after, served=after_served),
         "gate": result["gate"],
         "step_seconds": {name: s["seconds"] for name, s in result["steps"].items()},
         "seed_seconds": round(seed_s, 1),
+        "staff_answers_seconds": round(corrected_s, 1),
         "improve_seconds": round(improve_s, 1),
         "total_seconds": round(time.perf_counter() - started, 1),
         "seeded": [{"question": s.case.question, "paraphrase": s.paraphrase.question, "served": s.served,
                     "correction": s.correction, "fixed_before": before[s.response_id],
-                    "fixed_after": after[s.response_id], "heldout": s.response_id in heldout} for s in seeded],
-    }
+                    "fixed_with_staff_answers": corrected[s.response_id], "fixed_after": after[s.response_id],
+                    "fixed_after_served": after_served[s.response_id], "heldout": s.response_id in heldout}
+                   for s in seeded],
+    }  # fmt: skip

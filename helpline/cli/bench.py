@@ -262,6 +262,7 @@ def bench_loop(
     data_dir: Path = typer.Option(Path("../shared/data"), help="Folder the gate's data-driven suites read."),
     heldout_share: float = typer.Option(0.2, help="Share of corrected conversations held out for the gate."),
     replay_rows: int = typer.Option(200, help="Rows of production's training set mixed in."),
+    train: bool = typer.Option(True, help="Run helpline improve; --no-train measures staff answers alone (minutes)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Seed corrections through the gateway as staff would, run `helpline improve` (no canary), and measure the
@@ -274,7 +275,7 @@ def bench_loop(
         data_dir=data_dir, heldout_share=heldout_share, replay_rows=replay_rows, skip_canary=True,
     )  # fmt: skip
     with json_stdout(as_json):  # the trainers print each logged step on stdout
-        report = run_loop_bench(ctx, corrections=corrections, options=options,
+        report = run_loop_bench(ctx, corrections=corrections, options=options, train=train,
                                 log=lambda m: None if as_json else console.print(f"[dim]{m}[/]"))  # fmt: skip
     if as_json:
         print_json(report)
@@ -282,7 +283,8 @@ def bench_loop(
     f = report["paraphrases_fixed"]
     console.print(
         f"{report['corrections_seeded']} corrections → {report['status']} ({report['production_before']} → "
-        f"{report['production_after']}); paraphrases right before/after: {f['before']} → {f['after']} "
+        f"{report['production_after']}); paraphrases right before: {f['before']}, with staff answers: "
+        f"{f['with_staff_answers']}, after (model alone / as served): {f['after']} / {f['after_served']} "
         f"(held out: {f['heldout_before']} → {f['heldout_after']}, n={f['n_heldout']}); "
         f"improve {report['improve_seconds']} s, total {report['total_seconds']} s"
     )

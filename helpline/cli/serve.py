@@ -17,7 +17,13 @@ from helpline.platform.lazy_imports import require
 from helpline.platform.processes import die_with_parent, run_until_stopped, stop_group
 from helpline.platform.schemas import ChatMessage
 from helpline.retrieval.factory import chroma_server_for
-from helpline.serving.factory import build_gateway, build_generator, build_pipeline, open_gateway_store
+from helpline.serving.factory import (
+    build_gateway,
+    build_generator,
+    build_pipeline,
+    build_verifier,
+    open_gateway_store,
+)
 from helpline.serving.routing import startup_adapters
 from helpline.ui.launch import start_streamlit
 
@@ -31,11 +37,12 @@ def ask(
     role: str = typer.Option("customer", help="customer sees public articles; staff also internal."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Answer one question with citations. Uses the running engine if `helpline run` is up."""
+    """Answer one question with citations, as the gateway serves it (verified, with the fallback and staff's
+    corrections). Uses the running engine if `helpline run` is up."""
     ctx = Context.load()
     with console.status("loading the model and the knowledge base"):
         generator = build_generator(ctx, engine=engine)  # type: ignore[arg-type]
-        pipeline = build_pipeline(ctx, generator=generator)
+        pipeline = build_pipeline(ctx, generator=generator, verifier=build_verifier(ctx), store=open_gateway_store(ctx))
     answer = pipeline.answer([ChatMessage(role="user", content=question)], role=role)
     if as_json:
         print_json(answer.model_dump(exclude={"citations": {"__all__": {"text"}}}))

@@ -70,8 +70,8 @@ class Answer(BaseModel):
     model: str
     latency_ms: float
     abstained: bool = False
-    outcome: Literal["answered", "fallback", "handoff"] = Field(
+    outcome: Literal["answered", "fallback", "handoff", "corrected"] = Field(
         "answered",
         description="answered: the generated answer; fallback: the passage's own words quoted; handoff: "
-        "no passage answers, so how to reach a person.",
+        "no passage answers, so how to reach a person; corrected: staff's correction of the same question.",
     )

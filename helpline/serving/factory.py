@@ -18,8 +18,9 @@ from typing import Any, Literal
 import httpx
 
 from helpline.answering.abstention import min_score_for, scoring_mode
-from helpline.answering.extractive import ExtractiveReader
+from helpline.answering.extractive import EmbedTexts, ExtractiveReader
 from helpline.answering.rag import RAGPipeline, Verifier
+from helpline.answering.staff_answers import StaffAnswers
 from helpline.engines.hf import TransformersGenerator
 from helpline.engines.openai_http import OpenAIGenerator
 from helpline.engines.protocol import Generator
@@ -34,6 +35,7 @@ from helpline.platform.settings import Settings
 from helpline.platform.workspace import Workspace
 from helpline.retrieval.factory import open_knowledge_base
 from helpline.serving.gateway.app import create_app
+from helpline.serving.gateway.conversations import staff_answer_changes
 from helpline.serving.gateway.store import GatewayStore
 from helpline.serving.kb_owner import OwnedKB
 from helpline.serving.routing import ModelRouter, TransformersBackend, VLLMBackend
@@ -101,9 +103,11 @@ def _served_models(settings: Settings) -> list[str] | None:
 
 
 def build_pipeline(
-    ctx: Context, *, generator: Generator, kb: Any = None, verifier: Verifier | None = None
+    ctx: Context, *, generator: Generator, kb: Any = None, verifier: Verifier | None = None,
+    store: GatewayStore | None = None,
 ) -> RAGPipeline:
-    """Knowledge base (the workspace's unless ``kb``) + ``generator`` + the support prompt, as the settings say."""
+    """Knowledge base (the workspace's unless ``kb``) + ``generator`` + the support prompt, as the settings say;
+    given the gateway's ``store``, staff corrections from it are served again (``build_staff_answers``)."""
     settings = ctx.settings
     if kb is None:
         kb = open_knowledge_base(ctx)
@@ -111,6 +115,8 @@ def build_pipeline(
     extra["reader"] = _answer_reader(settings, kb)
     if scoring_mode(settings.retrieval.mode) == "dense" and settings.retrieval.mode != "dense":
         extra["relevance"] = "dense"
+    if store is not None:
+        extra["staff_answers"] = build_staff_answers(ctx, kb=kb, store=store)
     return RAGPipeline(
         search=kb.search,
         generator=generator,
@@ -128,13 +134,32 @@ def _answer_reader(settings: Settings, kb: Any) -> ExtractiveReader | None:
     a = settings.answers
     if not a.fallback:
         return None
-    owner = getattr(kb, "read", None)
-    inner = getattr(kb, "kb", kb)
-    embedder = getattr(inner, "embedder", None)
-    if embedder is None:
+    embed = _kb_embed(kb)
+    if embed is None:
         return ExtractiveReader(min_score=a.min_quote_score)
-    embed = (lambda texts: owner(embedder.embed_documents, texts)) if owner else embedder.embed_documents
     return ExtractiveReader(embed=embed, min_score=a.min_quote_score)
+
+
+def _kb_embed(kb: Any) -> EmbedTexts | None:
+    """The knowledge base's embedder as a function of texts (None when it has none). An owned knowledge base
+    embeds on its reader threads, as its searches do."""
+    owner = getattr(kb, "read", None)
+    embedder = getattr(getattr(kb, "kb", kb), "embedder", None)
+    if embedder is None:
+        return None
+    return (lambda texts: owner(embedder.embed_documents, texts)) if owner else embedder.embed_documents
+
+
+def build_staff_answers(ctx: Context, *, kb: Any, store: GatewayStore) -> StaffAnswers | None:
+    """Staff corrections from ``store`` served again to questions asked alike (None when ``answers.staff_answers``
+    is off or the knowledge base has no embedder)."""
+    embed = _kb_embed(kb)
+    if not ctx.settings.answers.staff_answers or embed is None:
+        return None
+    return StaffAnswers(
+        embed, lambda since: staff_answer_changes(store, since),
+        min_similarity=ctx.settings.answers.staff_answer_similarity,
+    )  # fmt: skip
 
 
 def build_gateway(
@@ -158,8 +183,8 @@ def build_gateway(
         backend = TransformersBackend(registry)
     router = ModelRouter(registry, backend)
     default = router.resolve("helpline-support", conversation_id="startup").generator
-    pipeline = build_pipeline(ctx, generator=default, kb=kb, verifier=build_verifier(ctx))
     store_ = GatewayStore(store_path or gateway_db(ctx.workspace))
+    pipeline = build_pipeline(ctx, generator=default, kb=kb, verifier=build_verifier(ctx), store=store_)
     return create_app(
         pipeline=pipeline,
         router=router,

@@ -10,12 +10,14 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from helpline.answering.rag import RAGPipeline
+from helpline.answering.staff_answers import StaffAnswers
 from helpline.evaluation.load import serve_app
 from helpline.platform.registry import ModelRecord, Registry
 from helpline.platform.schemas import Document
 from helpline.retrieval.knowledge_base import KnowledgeBase
 from helpline.serving.gateway.app import create_app
 from helpline.serving.gateway.config import GatewayLimits
+from helpline.serving.gateway.conversations import staff_answer_changes
 from helpline.serving.gateway.store import GatewayStore
 from helpline.serving.kb_owner import OwnedKB
 from helpline.serving.routing import ModelRouter
@@ -75,7 +77,8 @@ class Gateway:
 PASSED_GATE = {"gate": {"passed": True, "baseline": "fake-base", "at": 0.0, "report": "", "failed_checks": []}}
 
 
-def make_gateway(tmp_path: Path, limits: GatewayLimits | None = None) -> Gateway:
+def make_gateway(tmp_path: Path, limits: GatewayLimits | None = None, *, staff_answers: bool = False) -> Gateway:
+    """The gateway app over fakes; ``staff_answers`` serves staff corrections again (read at every request)."""
     registry = Registry(tmp_path / "registry.sqlite")
     registry.register_model("fake-base", kind="base", path=tmp_path / "base")
     registry.register_model(
@@ -97,6 +100,9 @@ def make_gateway(tmp_path: Path, limits: GatewayLimits | None = None) -> Gateway
         min_score=0.2,
     )
     store = GatewayStore(tmp_path / "gateway.sqlite")
+    if staff_answers:
+        load = lambda since: staff_answer_changes(store, since)  # noqa: E731
+        pipeline.staff_answers = StaffAnswers(FakeEmbedder().embed_documents, load, refresh_s=0)
     keys = {role: store.create_key(role, name=f"test-{role}")[0] for role in ("customer", "staff", "engineer", "admin")}
     app = create_app(pipeline=pipeline, router=router, store=store, kb=kb, limits=limits)
     return Gateway(TestClient(app), keys, backend, registry, store, kb)

@@ -170,6 +170,17 @@ def test_the_handoff_itself_is_never_the_rejected_answer(store: GatewayStore) ->
     assert item.rejected is None and item.chosen == CORRECTION
 
 
+def test_a_staff_answer_served_again_is_never_the_rejected_answer(store: GatewayStore) -> None:
+    # staff's earlier correction, served again, was rated down and corrected anew: the model wrote neither
+    served = {"grounded": True, "score": 0.9, "reason": "staff correction r0", "outcome": "corrected"}
+    record(store, "again", answer=WRONG, verification=served)
+    store.add_feedback("again", rating="down", correction=CORRECTION, key_id=2)
+
+    item = collect(store, since=None, staff_facing=False).items[0]
+
+    assert item.rejected is None and item.chosen == CORRECTION
+
+
 def test_a_correction_to_a_turn_without_passages_is_left_out(store: GatewayStore) -> None:
     record(store, "nothing", passages=[], abstained=1, answer="I don't know.")
     store.add_feedback("nothing", rating="down", correction=CORRECTION, key_id=2)

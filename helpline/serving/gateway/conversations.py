@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
+from helpline.answering.staff_answers import Changes, StaffAnswer, match_text
 from helpline.platform.pii import scrub_messages
 from helpline.platform.schemas import Chunk, ScoredChunk
 from helpline.serving.gateway.store import GatewayStore
@@ -99,3 +100,23 @@ def export_jsonl(store: GatewayStore, path: Path, **kwargs: bool) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(lines), encoding="utf-8")
     return len(lines)
+
+
+def staff_answer(turn: dict[str, Any]) -> StaffAnswer | None:
+    """The correction the turn's latest feedback holds, with the question it answers (None: it holds none)."""
+    correction = (turn.get("correction") or "").strip()
+    asked = [m["content"] for m in trusted_history(turn) if m["role"] == "user"]
+    if not correction or not asked or turn["status"] != "ok":
+        return None
+    question = match_text(asked[-1], asked[:-1])
+    return StaffAnswer(turn["response_id"], question, correction, staff_only=audience(turn) == "staff")
+
+
+def staff_answer_changes(store: GatewayStore, since: float | None) -> tuple[Changes, float | None]:
+    """The staff answers of the turns whose latest feedback was given after ``since`` (every rated turn when None),
+    and the time of the latest feedback read: the source a gateway's :class:`StaffAnswers` reads."""
+    changes, cursor = [], since
+    for turn in store.feedback_turns(since=since):
+        changes.append((turn["response_id"], staff_answer(turn)))
+        cursor = turn["feedback_at"] if cursor is None else max(cursor, turn["feedback_at"])
+    return changes, cursor

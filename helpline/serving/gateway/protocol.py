@@ -98,8 +98,10 @@ class ChatCompletionResponse(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     citations: list[Citation] = Field(default_factory=list)
     abstained: bool = False
-    outcome: Literal["answered", "fallback", "handoff"] = Field(
-        "answered", description="answered (generated), fallback (the passage quoted) or handoff (no answer)"
+    outcome: Literal["answered", "fallback", "handoff", "corrected"] = Field(
+        "answered",
+        description="answered (generated), fallback (the passage quoted), handoff (no answer) or corrected (staff's "
+        "correction of the same question, served again)",
     )
     conversation_id: str = ""
 

@@ -188,7 +188,7 @@ class ChatService:
         generator = route.generator
         context = context_length(generator) or self.limits.context_tokens
         # The estimate errs high, so a prompt it passes fits; only one it does not is counted by the engine.
-        if not prepared.abstained and estimate_tokens(prepared.messages) + max_tokens > context:
+        if prepared.generates and estimate_tokens(prepared.messages) + max_tokens > context:
             prepared.messages = fit_to_context(
                 prepared.messages,
                 context_tokens=context,
@@ -268,7 +268,7 @@ class ChatService:
         served, usage, status, finish_reason = Served("handoff", turn.prepared.abstention), Usage(), "error", "stop"
         try:
             draft, cut = "", False
-            if not turn.prepared.abstained:
+            if turn.prepared.generates:
                 generation = await asyncio.wait_for(
                     agenerate(
                         turn.route.generator, turn.prepared.messages,
@@ -341,7 +341,7 @@ class ChatService:
         try:
             yield event({"role": "assistant", "content": ""})
             draft, finish = "", "stop"
-            if not turn.prepared.abstained:
+            if turn.prepared.generates:
                 parts: list[str] = []
                 async for delta in self._deltas(turn):
                     if isinstance(delta, StreamEnd):

@@ -235,12 +235,12 @@ def _correction(turn: dict[str, Any]) -> str | None:
 
 def _rejected(turn: dict[str, Any]) -> tuple[str | None, Literal["withdrawn", "served"] | None]:
     """The model's own answer that a correction replaces: the withdrawn draft, else the answer served when it was
-    rated down (not a handoff or a quoted passage, which the model did not write)."""
+    rated down (not a handoff, a quoted passage or a staff answer served again, which the model did not write)."""
     withdrawn = (turn.get("withdrawn") or "").strip()
     if withdrawn:
         return withdrawn, "withdrawn"
     served = (turn.get("answer") or "").strip()
-    generated = not turn["abstained"] and (turn["verification"] or {}).get("outcome") != "fallback"
+    generated = not turn["abstained"] and (turn["verification"] or {}).get("outcome") not in ("fallback", "corrected")
     if served and generated and turn["rating"] == "down":
         return served, "served"
     return None, None

@@ -16,6 +16,7 @@ HANDOFF_NOTE = (
     "use the contact details above and a member of our support team will help you."
 )
 QUOTED_NOTE = "Quoted from our help articles: the assistant's own wording could not be confirmed in them."
+STAFF_NOTE = "Our support team's answer to this question, checked against the help articles cited."
 _STATE = "hl_chat"
 
 
@@ -94,6 +95,8 @@ def _show_turn(index: int, turn: dict[str, Any]) -> None:
             st.warning(HANDOFF_NOTE, icon=":material/support_agent:")
         elif turn.get("outcome") == "fallback":
             st.caption(QUOTED_NOTE)
+        elif turn.get("outcome") == "corrected":
+            st.caption(STAFF_NOTE)
         if not turn["abstained"] and turn["sources"]:
             _sources(turn["sources"])
         if turn["response_id"] and not turn["error"]:

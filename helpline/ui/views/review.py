@@ -23,11 +23,15 @@ def _why(item: dict[str, Any]) -> str:
         reasons.append("help centre quoted instead" if quoted else "withdrawn by the hallucination check")
     elif item["abstained"]:
         reasons.append("handed over")
+    verification = item.get("verification") or {}
+    if verification.get("outcome") == "corrected":  # its reason names the correction served
+        reasons.append(f"served again: {verification.get('reason') or 'a staff correction'}")
     return ", ".join(reasons) or "corrected"
 
 
 def fixed_now(item: dict[str, Any]) -> str:
-    """Whether production now answers the correction right, per its latest check (``helpline eval corrections``)."""
+    """Whether the production model now answers the correction right by itself, per its latest check (``helpline eval
+    corrections``; customers asking alike are served the correction meanwhile, as a staff answer)."""
     check = item.get("check")
     if item.get("correction") is None:
         return ""
@@ -44,20 +48,22 @@ def _check(item: dict[str, Any]) -> None:
     if item.get("correction") is None:
         return
     if check is None:
-        st.caption("Not checked yet: `helpline eval corrections` (or its job on the Models page) asks production.")
+        st.caption("Not checked yet: `helpline eval corrections` (or its job on the Models page) asks the production "
+                   "model. Meanwhile customers who ask alike are served this correction.")
         return
     when = f"{session.when(check['at'])} with `{check['model']}`"
     if check["fixed"] is None:
         st.caption(f"Not checkable ({when}): the correction states no fact the question or the old answer did not.")
         return
     looked_for = ", ".join(f"“{p}”" for p in check["expect"])
-    text = f"Production now serves ({check['outcome']}, {when}; looked for {looked_for}):"
+    text = f"The model answers by itself ({check['outcome']}, {when}; looked for {looked_for}):"
     if check["stale"]:
         st.info(f"Corrected again since this check. {text}", icon=":material/schedule:")
     elif check["fixed"]:
         st.success(f"Fixed now. {text}", icon=":material/task_alt:")
     else:
-        st.warning(f"Not fixed yet. {text}", icon=":material/pending:")
+        st.warning(f"Not fixed yet (customers who ask alike are served the correction meanwhile). {text}",
+                   icon=":material/pending:")
     st.markdown("\n".join(f"> {line}" for line in check["served"].splitlines()))
 
 
