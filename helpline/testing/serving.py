@@ -108,6 +108,20 @@ def make_gateway(tmp_path: Path, limits: GatewayLimits | None = None, *, staff_a
     return Gateway(TestClient(app), keys, backend, registry, store, kb)
 
 
+def record_corrected_turn(store: GatewayStore, response_id: str, *, question: str, answer: str, correction: str) -> str:
+    """A customer turn logged as the gateway logs it (its own conversation, named after ``response_id``), then
+    corrected by staff as the review route stores it. Returns the conversation id (for ``store.erase``)."""
+    conversation = f"conv-{response_id}"
+    store.record_turn(
+        response_id=response_id, conversation_id=conversation, at=1.0, key_id=None, role="customer",
+        model="helpline-support", served_model="smollm2-135m-instruct", adapter=None,
+        messages=[{"role": "user", "content": question}], passages=[], answer=answer, abstained=0, latency_ms=900.0,
+        status="ok", withdrawn=None, verification=None, origins=["client"], internal=0,
+    )  # fmt: skip
+    store.add_feedback(response_id, rating="down", comment="", correction=correction, key_id=None)
+    return conversation
+
+
 @contextmanager
 def serve_in_thread(app) -> Iterator[int]:
     """Run an ASGI app with uvicorn on a free loopback port in a daemon thread; yields the port."""

@@ -13,23 +13,20 @@ import pytest
 
 from helpline.platform.text import contains
 from helpline.serving.gateway.store import GatewayStore
+from helpline.testing.serving import record_corrected_turn
 
 pytestmark = pytest.mark.integration
 
 QUESTION = "How many gift cards can I use on one order?"
+WRONG = "You can put a gift card on one order with 1000+ gift cards."  # what production served
 CORRECTION = "You can combine up to 2 gift cards on one order."
 
 
 def test_a_seeded_correction_is_asked_again_as_served_and_the_check_is_recorded(workspace_dir: Path) -> None:
     store = GatewayStore(workspace_dir / ".helpline" / "gateway.sqlite")
-    rid, conversation = "resp-recheck-it", "conv-recheck-it"
-    store.record_turn(
-        response_id=rid, conversation_id=conversation, at=1.0, key_id=None, role="customer", model="helpline-support",
-        served_model="smollm2-135m-instruct", adapter=None, messages=[{"role": "user", "content": QUESTION}],
-        passages=[], answer="You can put a gift card on one order with 1000+ gift cards.", abstained=0,
-        latency_ms=900.0, status="ok", withdrawn=None, verification=None, origins=["client"], internal=0,
-    )  # fmt: skip
-    store.add_feedback(rid, rating="down", comment="", correction=CORRECTION, key_id=None)
+    rid = "resp-recheck-it"
+    conversation = record_corrected_turn(store, rid, question=QUESTION, correction=CORRECTION,
+                                         answer=WRONG)  # fmt: skip
     try:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HELPLINE_")}
         out = subprocess.run(

@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 
 from helpline.serving.gateway.store import GatewayStore
+from helpline.testing.serving import record_corrected_turn
 
 pytestmark = pytest.mark.integration
 
 QUESTION = "How many gift cards can I use on one order?"
+WRONG = "You can put a gift card on one order with 1000+ gift cards."  # what production served
 CORRECTION = "You can use up to 2 gift cards on one order."  # the article's own sentence
 
 
@@ -31,14 +33,8 @@ def _ask(workspace: Path, question: str) -> dict:
 
 def test_a_correction_is_served_again_to_the_question_in_other_words(workspace_dir: Path) -> None:
     store = GatewayStore(workspace_dir / ".helpline" / "gateway.sqlite")
-    rid, conversation = "resp-staff-answer-it", "conv-staff-answer-it"
-    store.record_turn(
-        response_id=rid, conversation_id=conversation, at=1.0, key_id=None, role="customer", model="helpline-support",
-        served_model="smollm2-135m-instruct", adapter=None, messages=[{"role": "user", "content": QUESTION}],
-        passages=[], answer="You can put a gift card on one order with 1000+ gift cards.", abstained=0,
-        latency_ms=900.0, status="ok", withdrawn=None, verification=None, origins=["client"], internal=0,
-    )  # fmt: skip
-    store.add_feedback(rid, rating="down", comment="", correction=CORRECTION, key_id=None)
+    conversation = record_corrected_turn(store, "resp-staff-answer-it", question=QUESTION, correction=CORRECTION,
+                                         answer=WRONG)  # fmt: skip
     try:
         served = _ask(workspace_dir, "Is there a limit on gift cards per order?")
         assert served["outcome"] == "corrected" and served["answer"] == CORRECTION
