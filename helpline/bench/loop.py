@@ -237,6 +237,7 @@ def run_loop_bench(
             after, after_served = _ask_model(scratch, seeded), _ask_served(scratch, seeded)
     heldout = ((result["steps"].get("collect") or {}).get("outputs") or {}).get("response_ids", {}).get("heldout", [])
     ids = [s.response_id for s in seeded]
+    preference = (result["steps"].get("train_preference") or {}).get("outputs") or {}
     return {
         "corrections_seeded": len(seeded),
         "questions": before_all,
@@ -246,6 +247,7 @@ def run_loop_bench(
         "candidate": result["candidate"],
         "paraphrases_fixed": _rates(ids, heldout, before=before, corrected=corrected, after=after, served=after_served),
         "gate": result["gate"],
+        "preference": {k: preference.get(k) for k in ("method", "train_pairs", "heldout_pairs", "train_loss")},
         "step_seconds": {name: s["seconds"] for name, s in result["steps"].items()},
         "seed_seconds": round(seed_s, 1),
         "staff_answers_seconds": round(corrected_s, 1),

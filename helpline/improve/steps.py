@@ -161,6 +161,7 @@ class _Loop:
             "sft": data.sft_path,
             "pairs": data.pairs_path,
             "heldout": data.heldout_path,
+            "heldout_pairs": data.heldout_pairs_path,
             "mix": counts,
             "response_ids": data.manifest["response_ids"],
         }
@@ -193,14 +194,17 @@ class _Loop:
         c, sft = sc.outputs["collect"], sc.outputs["train_sft"]
         if not c["mix"]["pairs"]:
             return {"skipped": "no (correction, replaced draft) pairs among the new corrections: nothing to prefer"}
+        held = Path(c["heldout_pairs"]) if c["mix"].get("heldout_pairs") else None  # a run from before: none
         summary = self.parts.training.preference(
-            Path(c["pairs"]), sc.scratch / "run", base_model=c["base_model"], init_adapter=Path(sft["adapter"])
-        )
+            Path(c["pairs"]), sc.scratch / "run", base_model=c["base_model"], init_adapter=Path(sft["adapter"]),
+            eval_pairs=held,
+        )  # fmt: skip
         return {
             "run_dir": summary["run_dir"],
             "adapter": summary["artifact"],
             "method": self.options.method,
             **{k: summary.get(k) for k in ("global_step", "train_loss", "train_pairs")},
+            "heldout_pairs": summary.get("eval"),  # chosen preferred on held-out corrections, before and after
         }
 
     def export(self, sc: StepContext) -> dict[str, Any]:

@@ -36,8 +36,11 @@ class Training(Protocol):
         """Train a fresh adapter on ``base_model`` over the prepared dataset folder ``dataset`` into ``out_dir``."""
         ...
 
-    def preference(self, pairs: Path, out_dir: Path, *, base_model: str, init_adapter: Path) -> dict[str, Any]:
-        """Continue ``init_adapter`` on the preference pairs of ``pairs`` into ``out_dir``."""
+    def preference(
+        self, pairs: Path, out_dir: Path, *, base_model: str, init_adapter: Path, eval_pairs: Path | None = None
+    ) -> dict[str, Any]:
+        """Continue ``init_adapter`` on the preference pairs of ``pairs`` into ``out_dir``; with ``eval_pairs``, how
+        often the model prefers their chosen answer before and after (the summary's ``eval``)."""
         ...
 
     def export(self, run_dir: Path, *, name: str) -> dict[str, Any]:
@@ -140,10 +143,13 @@ class RecipeTraining:
         steps = [f"max_steps={self.pref_steps}"] if self.pref_steps is not None else []
         return [*self.pref_set, *fixed, *steps]
 
-    def preference(self, pairs: Path, out_dir: Path, *, base_model: str, init_adapter: Path) -> dict[str, Any]:
+    def preference(
+        self, pairs: Path, out_dir: Path, *, base_model: str, init_adapter: Path, eval_pairs: Path | None = None
+    ) -> dict[str, Any]:
         overrides = self.pref_overrides(out_dir, base_model=base_model, init_adapter=init_adapter)
         cfg, preset = load_preference_config(self.pref_config, overrides)
-        return train_preference(cfg, pairs, ctx=self.ctx, preset=preset, console=self.console)
+        return train_preference(cfg, pairs, ctx=self.ctx, preset=preset, console=self.console,
+                                eval_pairs_path=eval_pairs)  # fmt: skip
 
     def export(self, run_dir: Path, *, name: str) -> dict[str, Any]:
         return export_adapter(run_dir, ctx=self.ctx, name=name, console=self.console)

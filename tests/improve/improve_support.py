@@ -106,8 +106,11 @@ class FakeTraining:
     def sft(self, dataset: Path, out_dir: Path, *, base_model: str) -> dict[str, Any]:
         return self._run("sft", out_dir, dataset=dataset, base_model=base_model)
 
-    def preference(self, pairs: Path, out_dir: Path, *, base_model: str, init_adapter: Path) -> dict[str, Any]:
-        return self._run("preference", out_dir, pairs=pairs, base_model=base_model, init_adapter=init_adapter)
+    def preference(
+        self, pairs: Path, out_dir: Path, *, base_model: str, init_adapter: Path, eval_pairs: Path | None = None
+    ) -> dict[str, Any]:
+        return self._run("preference", out_dir, pairs=pairs, base_model=base_model, init_adapter=init_adapter,
+                         eval_pairs=eval_pairs)  # fmt: skip
 
     def export(self, run_dir: Path, *, name: str) -> dict[str, Any]:
         self.calls.append(("export", {"run_dir": run_dir, "name": name}))

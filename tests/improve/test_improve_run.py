@@ -139,6 +139,9 @@ def test_the_candidate_carries_its_lineage_and_the_next_loop_replays_its_dataset
     # the preference step continued the SFT adapter
     pref = next(kw for part, kw in loop.training.calls if part == "preference")
     assert pref["init_adapter"] == Path(first["steps"]["train_sft"]["outputs"]["adapter"])
+    # ... and is measured on the held-out corrections' pairs
+    assert mix["heldout_pairs"] == 1
+    assert pref["eval_pairs"] == Path(first["steps"]["collect"]["outputs"]["heldout_pairs"])
 
     assert replay_source(loop.ctx.registry) == dataset  # production is now the candidate
     seed_correction(loop.store, "refunds", rid="resp-refunds-2")

@@ -128,6 +128,16 @@ def test_the_manifest_counts_every_turn_once_and_hashes_every_file(store: Gatewa
     assert [s["kind"] for s in m["sources"]] == ["gateway", "replay"] and m["sources"][0]["collected"] == 7
 
 
+def test_held_out_corrections_pairs_are_written_apart_and_never_trained(store: GatewayStore, tmp_path: Path) -> None:
+    ds = build(collect(store, since=None, staff_facing=False), tmp_path / "out", heldout_share=0.5)
+
+    held = lines(ds.heldout_pairs_path)
+    assert held and ds.manifest["counts"]["heldout_pairs"] == len(held)
+    asked = user_turns(held, key="prompt")
+    assert asked <= {case.question for case in read_cases(ds.heldout_path)}
+    assert not asked & user_turns(lines(ds.pairs_path), key="prompt") and not asked & user_turns(lines(ds.sft_path))
+
+
 def test_pairs_are_in_trls_conversational_layout(store: GatewayStore, tmp_path: Path) -> None:
     ds = build(collect(store, since=None, staff_facing=False), tmp_path / "out", heldout_share=0.0)
 

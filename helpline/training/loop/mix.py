@@ -9,7 +9,8 @@ In order:
 3. split: a conversation, with every conversation that asks a question of the same group, is one unit; of the
    units holding corrections that can be scored (``heldout.py``), a seeded ``heldout_share`` is held out.
    Nothing from a held-out unit is trained on; its corrections become ``heldout.yaml``, an answer set scored as
-   served (the promotion gate's suite of its own);
+   served (the promotion gate's suite of its own), and their (correction, replaced draft) pairs
+   ``heldout_pairs.jsonl`` (how often preference tuning makes the model prefer a correction it never saw);
 4. replay: a seeded sample of ``replay_rows`` rows of the production model's own training set (found through
    its lineage, :func:`replay_source`), half grounded (passages in the prompt) and half general (none), so that
    old behaviour is kept; rows that ask a corrected question are left out (they may teach the old answer);
@@ -43,6 +44,7 @@ SIBLING_THRESHOLD = 0.7  # as `data prepare` groups customer turns
 FORMATS = {
     "sft.jsonl": "chat-messages-jsonl",  # as `data prepare` writes: {"messages", "intent", "category", "origin"}
     "pairs.jsonl": "trl-conversational-preference-jsonl",  # {"prompt", "chosen", "rejected"}, each a message list
+    "heldout_pairs.jsonl": "trl-conversational-preference-jsonl",
     "heldout.yaml": "answer-questions-yaml",  # `helpline eval answers --questions`
 }
 
@@ -65,6 +67,10 @@ class LoopDataset:
     @property
     def heldout_path(self) -> Path:
         return self.out_dir / "heldout.yaml"
+
+    @property
+    def heldout_pairs_path(self) -> Path:
+        return self.out_dir / "heldout_pairs.jsonl"
 
     @property
     def manifest_path(self) -> Path:
@@ -115,12 +121,14 @@ def build_loop_dataset(
     sft = [clean[i].sft_row() for i in train] + replay
     random.Random(seed).shuffle(sft)
     pairs = [p for i in train if (p := clean[i].pair()) is not None]
+    heldout_pairs = [p for i in held if raw[i].kind == "correction" and (p := clean[i].pair()) is not None]
 
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {
         "sft.jsonl": (_write_jsonl(out_dir / "sft.jsonl", sft), len(sft)),
         "pairs.jsonl": (_write_jsonl(out_dir / "pairs.jsonl", pairs), len(pairs)),
         "heldout.yaml": (write_heldout(out_dir / "heldout.yaml", cases), len(cases)),
+        "heldout_pairs.jsonl": (_write_jsonl(out_dir / "heldout_pairs.jsonl", heldout_pairs), len(heldout_pairs)),
     }
     excluded = Counter(collection.excluded)
     excluded.update({"duplicate": duplicates, "heldout_conversation": len(held) - len(cases)})
@@ -136,7 +144,8 @@ def build_loop_dataset(
         "sources": [_gateway_source(collection, clean), replay_entry],
         "counts": {
             "turns_read": collection.turns_read, "collected": len(raw), "train_rows": len(train),
-            "heldout_cases": len(cases), "pairs": len(pairs), "replay_rows": len(replay), "sft_rows": len(sft),
+            "heldout_cases": len(cases), "pairs": len(pairs), "heldout_pairs": len(heldout_pairs),
+            "replay_rows": len(replay), "sft_rows": len(sft),
         },
         "excluded": {k: v for k, v in sorted(excluded.items()) if v},
         "cut_assistant_turns": collection.cut_assistant_turns,
