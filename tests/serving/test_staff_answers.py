@@ -79,3 +79,11 @@ def test_without_staff_answers_a_corrected_question_is_generated_anew(tmp_path: 
     gw = make_gateway(tmp_path)
     correct(gw)
     assert gw.chat("customer", ALIKE).json()["outcome"] == "answered"
+
+
+def test_answers_are_counted_by_outcome_for_the_metrics(gw: Gateway) -> None:
+    correct(gw)
+    gw.chat("customer", ALIKE)
+    metrics = gw.client.get("/metrics", headers=gw.headers("engineer")).text
+    assert 'helpline_answers_total{outcome="answered"} 1.0' in metrics
+    assert 'helpline_answers_total{outcome="corrected"} 1.0' in metrics

@@ -33,6 +33,10 @@ class Metrics:
         )  # fmt: skip
         self.tokens = prom.Counter("helpline_completion_tokens_total", "Tokens generated", ["model"], registry=reg)
         self.abstentions = prom.Counter("helpline_abstentions_total", "Answers that abstained", registry=reg)
+        self.outcomes = prom.Counter(
+            "helpline_answers_total", "Answers served, by outcome (answered, fallback, handoff, corrected)",
+            ["outcome"], registry=reg,
+        )  # fmt: skip
         self.rejected = prom.Counter("helpline_rejected_total", "Requests refused", ["reason"], registry=reg)
         self.engine_errors = prom.Counter("helpline_engine_errors_total", "Engine failures", registry=reg)
         self.in_flight = prom.Gauge("helpline_in_flight", "Chat requests being answered", registry=reg)

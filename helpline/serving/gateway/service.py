@@ -213,6 +213,8 @@ class ChatService:
         self.metrics.tokens.labels(name).inc(tokens)
         if served.abstained:
             self.metrics.abstentions.inc()
+        if status == "ok":
+            self.metrics.outcomes.labels(served.outcome).inc()
         if status == "error":
             self.metrics.engine_errors.inc()
         with anyio.CancelScope(shield=True):
