@@ -33,6 +33,8 @@ from helpline.answering.extractive import EmbedTexts
 from helpline.platform.schemas import ScoredChunk
 from helpline.platform.text import content_stems, unbacked_numbers
 
+#: The share of a correction's words (and word pairs) one retrieved passage must account for, for it to be served.
+MIN_SUPPORT = 0.4
 #: A question with fewer content words than this is a follow-up ("and for Austria?"): the message before it says
 #: what it is about, so the two are compared together.
 FOLLOW_UP_WORDS = 4
@@ -74,7 +76,7 @@ class StaffAnswers:
         load: Load,
         *,
         min_similarity: float = 0.75,
-        min_support: float = 0.4,
+        min_support: float = MIN_SUPPORT,
         refresh_s: float = 2.0,
         reload_s: float = 60.0,
     ) -> None:
@@ -109,19 +111,12 @@ class StaffAnswers:
                 return None
             if role == "customer" and entry.staff_only:
                 continue
-            if self.backed(entry.answer, passages):
+            if backs(passages, entry.answer, min_support=self.min_support):
                 verdict = Verdict(True, round(similarity, 4), f"staff correction {entry.response_id}")
                 cited = citations(attribute(entry.answer, passages))
                 why = f"a staff correction of a question asked alike (similarity {similarity:.2f})"
                 return Served("corrected", entry.answer, cited, verdict=verdict, reason=why, claim=entry.answer)
         return None
-
-    def backed(self, answer: str, passages: list[ScoredChunk]) -> bool:
-        """Do ``passages`` still back the staff ``answer``: one accounts for at least ``min_support`` of its words,
-        and every figure it states is stated by one of them?"""
-        texts = [p.chunk.text for p in passages]
-        best = max((support(answer, text) for text in texts), default=0.0)
-        return best >= self.min_support and not unbacked_numbers(answer, texts)
 
     def _refresh(self) -> None:
         now = time.monotonic()
@@ -148,6 +143,14 @@ class StaffAnswers:
             if full:
                 self._reloaded_at = self._read_at
 
+
+
+def backs(passages: list[ScoredChunk], answer: str, *, min_support: float = MIN_SUPPORT) -> bool:
+    """Do ``passages`` back the staff ``answer``: one accounts for at least ``min_support`` of its words, and every
+    figure it states is stated by one of them? (Else it is not served: the help centre no longer says it.)"""
+    texts = [p.chunk.text for p in passages]
+    best = max((support(answer, text) for text in texts), default=0.0)
+    return best >= min_support and not unbacked_numbers(answer, texts)
 
 
 def _unit_rows(entries: dict[str, tuple[StaffAnswer, list[float]]]) -> tuple[list[StaffAnswer], np.ndarray]:

@@ -7,6 +7,10 @@ answer contains a phrase of the correction: a fact it states that neither the qu
 states (``training/loop/heldout.expect_phrases``, the rule the improve loop's held-out corrections are scored by).
 A correction with no such phrase ("Please contact us.") cannot be checked, and says so (``fixed`` None).
 
+Given ``backing`` (the passages retrieved for the question now, judged by ``staff_answers.backs``), a check also says
+whether the help centre still backs the correction: while it does, the gateway serves it again to questions asked
+alike; once an article changes, it is retired, and staff see that on the Review page.
+
 Each check is recorded on the turn (``GatewayStore.record_check``), so the review queue shows the latest one, and a
 correction saved again after its check shows that check as stale.
 """
@@ -14,6 +18,7 @@ correction saved again after its check shows that check as stale.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -35,6 +40,11 @@ class CorrectionCheck:
     fixed: bool | None  # None: no phrase of the correction can be checked
     outcome: str = ""  # answered | fallback | handoff ("" when not asked)
     served: str = ""
+    backed: bool | None = None  # does the help centre still back the correction (None: not asked)
+
+
+#: Whether the passages retrieved now for a case's question back a correction (served again as a staff answer).
+Backing = Callable[[AnswerCase, str], bool]
 
 
 def correction_case(turn: dict[str, Any]) -> tuple[AnswerCase | None, list[str]]:
@@ -61,10 +71,12 @@ def correction_case(turn: dict[str, Any]) -> tuple[AnswerCase | None, list[str]]
 
 
 def check_corrections(
-    store: GatewayStore, answer: Answerer, *, model: str, limit: int = 2000, record: bool = True
-) -> tuple[dict[str, Any], list[CorrectionCheck]]:
+    store: GatewayStore, answer: Answerer, *, model: str, limit: int = 2000, record: bool = True,
+    backing: Backing | None = None,
+) -> tuple[dict[str, Any], list[CorrectionCheck]]:  # fmt: skip
     """Ask every corrected turn again with ``answer`` (the gateway's code path for ``model``), newest first, up to
-    ``limit``; record each check unless ``record`` is False. Returns the summary and the checks."""
+    ``limit``, and with ``backing`` whether the help centre still backs its correction; record each check unless
+    ``record`` is False. Returns the summary and the checks."""
     checks: list[CorrectionCheck] = []
     for turn in store.review_items("reviewed", limit=limit):
         case, expect = correction_case(turn)
@@ -74,11 +86,12 @@ def check_corrections(
             check = CorrectionCheck(turn["response_id"], question, role, [], None)
         else:
             judged = judge(case, answer(case))
+            backed = None if backing is None else backing(case, turn["correction"])
             check = CorrectionCheck(turn["response_id"], question, role, expect, judged.correct, judged.outcome,
-                                    judged.text)  # fmt: skip
+                                    judged.text, backed)  # fmt: skip
         if record:
             store.record_check(check.response_id, model=model, fixed=check.fixed, outcome=check.outcome,
-                               served=check.served, expect=check.expect)  # fmt: skip
+                               served=check.served, expect=check.expect, backed=check.backed)  # fmt: skip
         checks.append(check)
     return summary(checks, model=model), checks
 
@@ -96,5 +109,6 @@ def summary(checks: list[CorrectionCheck], *, model: str) -> dict[str, Any]:
         "not_checkable": len(checks) - len(asked),
         "fixed_rate": round(fixed / len(asked), 4) if asked else None,
         "outcomes": dict(Counter(c.outcome for c in asked)),
+        "retired": sum(c.backed is False for c in checks),  # no longer backed: not served again as staff answers
         "checks": [asdict(c) for c in checks],
     }

@@ -86,3 +86,36 @@ def test_erasing_a_conversation_erases_its_checks(store: GatewayStore) -> None:
     with sqlite3.connect(store.path) as db:  # the erased turn's check row itself is gone
         rows = db.execute("SELECT COUNT(*) FROM correction_checks WHERE response_id = 'resp-refunds'").fetchone()
     assert rows[0] == 0
+
+
+def test_a_check_says_whether_the_help_centre_still_backs_each_correction(store: GatewayStore) -> None:
+    refunds = CORRECTED["refunds"][0]
+    backed_for: list[tuple[str, str]] = []
+
+    def backing(case: AnswerCase, correction: str) -> bool:
+        backed_for.append((case.question, correction))
+        return case.question == refunds  # the express article changed since its correction
+
+    result, checks = check_corrections(store, answers({}, []), model="prod", backing=backing)
+    assert {c.question: c.backed for c in checks} == {refunds: True, CORRECTED["express"][0]: False}
+    assert result["retired"] == 1
+    corrections = {i["correction"] for i in store.review_items("reviewed", limit=10)}
+    assert {correction for _, correction in backed_for} == corrections and len(corrections) == 2
+    queue = {i["response_id"]: i["check"]["backed"] for i in store.review_items("reviewed", limit=10)}
+    assert queue == {"resp-refunds": True, "resp-express": False}
+
+
+def test_a_checks_table_from_before_the_backed_column_gains_it_and_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.sqlite"
+    GatewayStore(path)
+    with sqlite3.connect(path) as db:  # as an earlier release created it
+        db.execute("DROP TABLE correction_checks")
+        db.execute("CREATE TABLE correction_checks (response_id TEXT PRIMARY KEY, at REAL NOT NULL,"
+                   " model TEXT NOT NULL, fixed INTEGER, outcome TEXT NOT NULL DEFAULT '',"
+                   " served TEXT NOT NULL DEFAULT '', expect TEXT NOT NULL DEFAULT '[]')")  # fmt: skip
+        db.execute("INSERT INTO correction_checks VALUES ('resp-old', 1.0, 'prod', 1, 'answered', 'x', '[]')")
+    store = GatewayStore(path)
+    store.record_check("resp-refunds", model="prod", fixed=True, outcome="answered", served="y", expect=[], backed=True)
+    with sqlite3.connect(path) as db:
+        rows = dict(db.execute("SELECT response_id, backed FROM correction_checks").fetchall())
+    assert rows == {"resp-old": None, "resp-refunds": 1}

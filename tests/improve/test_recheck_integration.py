@@ -42,5 +42,6 @@ def test_a_seeded_correction_is_asked_again_as_served_and_the_check_is_recorded(
         recorded = {i["response_id"]: i["check"] for i in store.review_items("reviewed", limit=50)}[rid]
         assert (recorded["fixed"], recorded["served"], recorded["stale"]) == (check["fixed"], check["served"], False)
         assert recorded["model"] == result["model"]
+        assert check["backed"] is True and recorded["backed"] is True  # the article states it: served again
     finally:
         store.erase(conversation, actor="test")  # the shared workspace's database as it was

@@ -241,7 +241,7 @@ def test_review_shows_whether_production_now_answers_each_correction_right(live:
             headers=gw.headers("staff"),
         )  # fmt: skip
         assert saved.status_code == 200, saved.text
-    gw.store.record_check(first, model="prod-v2", fixed=True, outcome="answered",
+    gw.store.record_check(first, model="prod-v2", fixed=True, outcome="answered", backed=True,
                           served="Print the label under Orders > Return.", expect=["Orders > Return"])  # fmt: skip
     at = sign_in(live.key("staff")).switch_page("views/review.py").run()
     at.segmented_control(key="review_status").set_value("reviewed").run()
@@ -252,6 +252,13 @@ def test_review_shows_whether_production_now_answers_each_correction_right(live:
     assert any("Fixed now." in s.value and "prod-v2" in s.value for s in at.success)
     at.selectbox(key="review_choice").set_value(second).run()
     assert "Not checked yet" in texts(at)
+    # an article changed: the help centre no longer backs the second correction, so it is not served again
+    gw.store.record_check(second, model="prod-v2", fixed=False, outcome="fallback", backed=False,
+                          served="Refunds take 30 days.", expect=["Orders > Return"])  # fmt: skip
+    at.run()
+    again = dict(zip(at.dataframe[0].value["Question"], at.dataframe[0].value["Served again?"], strict=True))
+    assert again == {RETURN_Q: "yes", "Where is my refund?": "no: the help centre no longer backs it"}
+    assert any("Retired" in w.value for w in at.warning)
 
 
 # models ---------------------------------------------------------------------------------------

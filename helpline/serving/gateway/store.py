@@ -80,7 +80,8 @@ CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 # answer this gateway gave the same key in the same conversation, else "client" (NULL: not known, so
 # every assistant turn counts as the client's). ``internal``: the answer was generated from internal passages.
 _ADDED_COLUMNS = {
-    "conversations": {"withdrawn": "TEXT", "verification": "TEXT", "origins": "TEXT", "internal": "INTEGER"}
+    "conversations": {"withdrawn": "TEXT", "verification": "TEXT", "origins": "TEXT", "internal": "INTEGER"},
+    "correction_checks": {"backed": "INTEGER"},
 }
 # For the queries the routes run: newest turns, a conversation's earlier answers, a turn's latest feedback.
 # Created when a database is opened, so one from before them gains them.

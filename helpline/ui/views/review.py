@@ -42,6 +42,15 @@ def fixed_now(item: dict[str, Any]) -> str:
     return {True: "yes", False: "not yet", None: "not checkable"}[check["fixed"]]
 
 
+def served_again(item: dict[str, Any]) -> str:
+    """Whether the correction is still served to questions asked alike (a staff answer), per its latest check: only
+    while the help centre backs it."""
+    check = item.get("check")
+    if item.get("correction") is None or check is None or check.get("backed") is None:
+        return ""
+    return "yes" if check["backed"] else "no: the help centre no longer backs it"
+
+
 def _check(item: dict[str, Any]) -> None:
     """The latest check of the correction: what production served when asked again, and whether it holds."""
     check = item.get("check")
@@ -55,6 +64,10 @@ def _check(item: dict[str, Any]) -> None:
     if check["fixed"] is None:
         st.caption(f"Not checkable ({when}): the correction states no fact the question or the old answer did not.")
         return
+    if check.get("backed") is False:
+        st.warning("Retired: the articles retrieved for this question no longer back this correction (one changed, or "
+                   "it states a figure they do not), so it is not served again. Correct it anew or update the article.",
+                   icon=":material/history:")  # fmt: skip
     looked_for = ", ".join(f"“{p}”" for p in check["expect"])
     text = f"The model answers by itself ({check['outcome']}, {when}; looked for {looked_for}):"
     if check["stale"]:
@@ -62,8 +75,8 @@ def _check(item: dict[str, Any]) -> None:
     elif check["fixed"]:
         st.success(f"Fixed now. {text}", icon=":material/task_alt:")
     else:
-        st.warning(f"Not fixed yet (customers who ask alike are served the correction meanwhile). {text}",
-                   icon=":material/pending:")
+        meanwhile = "" if check.get("backed") is False else " (customers who ask alike are served it meanwhile)"
+        st.warning(f"Not fixed yet{meanwhile}. {text}", icon=":material/pending:")
     st.markdown("\n".join(f"> {line}" for line in check["served"].splitlines()))
 
 
@@ -134,6 +147,7 @@ def render() -> None:
             "Comment": i.get("comment") or "",
             "Reviewed": i["reviewed"],
             "Fixed now?": fixed_now(i),
+            "Served again?": served_again(i),
         }
         for i in items
     ]
