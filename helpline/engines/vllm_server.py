@@ -86,7 +86,12 @@ class VLLMServer:
         template = self.chat_template()
         if template is not None:
             cmd += ["--chat-template", str(template)]
-        return cmd
+        for flag, size in (("--tensor-parallel-size", s.tensor_parallel_size),
+                           ("--pipeline-parallel-size", s.pipeline_parallel_size),
+                           ("--data-parallel-size", s.data_parallel_size)):  # fmt: skip
+            if size > 1:  # 1 is vLLM's own default: the command on one device is as before
+                cmd += [flag, str(size)]
+        return cmd + list(s.extra_args)
 
     def chat_template(self) -> Path | None:
         """For a base model without a chat template (Gemma 3 270M), the template its adapters were trained

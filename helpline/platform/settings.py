@@ -97,6 +97,14 @@ class AnswerSettings(BaseModel):
     )
 
 
+#: `vllm serve` arguments helpline sets from its own settings (``vllm.extra_args`` may not repeat them).
+VLLM_OWN_ARGS = frozenset({
+    "--model", "--served-model-name", "--host", "--port", "--dtype", "--max-model-len", "--gpu-memory-utilization",
+    "--enable-lora", "--max-lora-rank", "--max-loras", "--lora-modules", "--chat-template", "--tensor-parallel-size",
+    "--pipeline-parallel-size", "--data-parallel-size", "-tp", "-pp", "-dp",
+})  # fmt: skip
+
+
 class VLLMSettings(BaseModel):
     """The supervised `vllm serve` subprocess (always bound to loopback)."""
 
@@ -143,6 +151,33 @@ class VLLMSettings(BaseModel):
         "of 53 probes); a hang needs every probe, each allowed health_timeout_s, to fail for this long, which a "
         "busy server does not do. 0 turns hang detection off.",
     )
+    tensor_parallel_size: int = Field(
+        1, ge=1, description="GPUs one copy of the model is split across (vLLM --tensor-parallel-size): for a model "
+        "larger than one GPU. 1 on CPU."
+    )
+    pipeline_parallel_size: int = Field(
+        1, ge=1, description="Stages the model's layers are split into, across GPUs or hosts "
+        "(--pipeline-parallel-size)."
+    )
+    data_parallel_size: int = Field(
+        1, ge=1, description="Copies of the model one server runs, for throughput (--data-parallel-size)."
+    )
+    extra_args: list[str] = Field(
+        default_factory=list,
+        description="More `vllm serve` arguments, appended as given (e.g. ['--enable-prefix-caching', "
+        "'--quantization', 'fp8']). Those helpline sets itself (model, names, address, LoRA, context, dtype, memory, "
+        "parallelism) are refused here: set them through their own settings.",
+    )
+
+    @model_validator(mode="after")
+    def _extra_args_are_not_ours(self) -> VLLMSettings:
+        ours = sorted({a.split("=", 1)[0] for a in self.extra_args} & VLLM_OWN_ARGS)
+        if ours:
+            raise ValueError(
+                f"vllm.extra_args may not set {', '.join(ours)}: helpline sets them (vllm.port, vllm.max_model_len, "
+                "vllm.tensor_parallel_size, ... or chat_model)"
+            )
+        return self
 
 
 class GatewayLimits(BaseModel):

@@ -53,3 +53,11 @@ def test_missing_config_file_named_by_env(monkeypatch: pytest.MonkeyPatch, tmp_p
     monkeypatch.setenv("HELPLINE_CONFIG", str(tmp_path / "nope.yaml"))
     with pytest.raises(ConfigError, match=r"nope\.yaml"):
         load_settings()
+
+
+def test_the_shipped_gpu_preset_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    preset = Path(__file__).parents[2] / "deploy" / "presets" / "gpu-8b.yaml"
+    monkeypatch.setenv("HELPLINE_CONFIG", str(preset))
+    s = load_settings()
+    assert (s.engine, s.vllm.max_model_len, s.vllm.tensor_parallel_size) == ("vllm", 8192, 1)
+    assert s.vllm.extra_args == ["--enable-prefix-caching"] and s.gateway.limits.context_tokens == 8192

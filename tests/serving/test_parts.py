@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from fastapi import Request
+from pydantic import ValidationError
 
 from helpline.answering.abstention import declines, tradeoff
 from helpline.engines.vllm_server import VLLMServer
@@ -348,3 +349,17 @@ def test_pipeline_turns_the_models_own_i_dont_know_into_the_handoff_without_sour
     answer = pipeline.answer([ChatMessage(role="user", content="Can I pay with gold bars?")])
     assert answer.abstained is True and answer.citations == [] and answer.answer == pipeline.abstention_text()
     assert "+1-800-555-0142" in answer.answer and checked == []  # a way to reach a person; nothing to verify
+
+
+def test_parallelism_and_extra_vllm_arguments_reach_the_command_and_ours_cannot_be_overridden(tmp_path: Path) -> None:
+    plain = VLLMServer(model_path=tmp_path, served_name="base", settings=VLLMSettings(port=1), log_path=None).command()
+    assert not any(a.endswith("-parallel-size") for a in plain)  # one device: the command is as it was
+    settings = VLLMSettings(port=1, tensor_parallel_size=2, data_parallel_size=4,
+                            extra_args=["--enable-prefix-caching", "--quantization", "fp8"])  # fmt: skip
+    cmd = VLLMServer(model_path=tmp_path, served_name="base", settings=settings, log_path=None).command()
+    assert cmd[cmd.index("--tensor-parallel-size") + 1] == "2" and cmd[cmd.index("--data-parallel-size") + 1] == "4"
+    assert "--pipeline-parallel-size" not in cmd and cmd[-3:] == ["--enable-prefix-caching", "--quantization", "fp8"]
+    with pytest.raises(ValidationError, match="--port"):
+        VLLMSettings(extra_args=["--port=9000"])
+    with pytest.raises(ValidationError, match="-tp"):
+        VLLMSettings(extra_args=["-tp", "2"])
