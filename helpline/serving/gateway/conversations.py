@@ -13,6 +13,7 @@ What a logged turn may teach a model:
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +23,8 @@ from helpline.platform.schemas import Chunk, ScoredChunk
 from helpline.serving.gateway.store import GatewayStore
 
 Audience = Literal["customer", "staff"]
+#: The most staff corrections a gateway reads (and serves again), newest first.
+FULL_READ = 100_000
 
 
 def audience(turn: dict[str, Any]) -> Audience:
@@ -113,8 +116,12 @@ def staff_answer(turn: dict[str, Any]) -> StaffAnswer | None:
 
 
 def staff_answer_changes(store: GatewayStore, since: float | None) -> tuple[Changes, float | None]:
-    """The staff answers of the turns whose latest feedback was given after ``since`` (every rated turn when None),
-    and the time of the latest feedback read: the source a gateway's :class:`StaffAnswers` reads."""
+    """The staff answers of the turns whose latest feedback was given after ``since``, and the time of the latest
+    feedback read; None reads every corrected turn (up to ``FULL_READ``, newest first), with a cursor a little before
+    the read began (what is read twice is replaced, not doubled). The source a gateway's :class:`StaffAnswers` reads."""
+    if since is None:
+        began = time.time() - 5.0
+        return [(t["response_id"], staff_answer(t)) for t in store.review_items("reviewed", limit=FULL_READ)], began
     changes, cursor = [], since
     for turn in store.feedback_turns(since=since):
         changes.append((turn["response_id"], staff_answer(turn)))
