@@ -271,13 +271,11 @@ class ChatService:
         try:
             draft, cut = "", False
             if turn.prepared.generates:
-                generation = await asyncio.wait_for(
-                    agenerate(
+                async with asyncio.timeout(self.limits.upstream_timeout_s):  # no task of its own (see streaming.py)
+                    generation = await agenerate(
                         turn.route.generator, turn.prepared.messages,
                         max_tokens=turn.max_tokens, temperature=turn.temperature,
-                    ),
-                    timeout=self.limits.upstream_timeout_s,
-                )  # fmt: skip
+                    )  # fmt: skip
                 draft, cut = generation.text, generation.finish_reason == "length"
                 finish_reason = generation.finish_reason
                 usage = Usage(

@@ -75,7 +75,10 @@ async def engine_deltas(
     try:
         while True:
             try:
-                delta = await asyncio.wait_for(anext(stream), timeout=timeout_s)
+                # In this task, not a task of its own as asyncio.wait_for would make: Python 3.11's wait_for loses a
+                # cancellation that arrives as the delta does, and a client gone away would leave it generating.
+                async with asyncio.timeout(timeout_s):
+                    delta = await anext(stream)
             except StopAsyncIteration:
                 return
             if first:
