@@ -107,10 +107,11 @@ class RAGPipeline:
             return Prepared(
                 passages=[], question=question, abstained=True, abstention=self.abstention_text(), retrieval_ms=took
             )
-        messages = self.prompt.build(conversation, passages)  # type: ignore[union-attr]
         decided = None
         if self.staff_answers is not None:
             decided = self.staff_answers.match(question, history, passages, role=role)
+        # A staff answer is served as it is: no prompt to build for it.
+        messages = [] if decided is not None else self.prompt.build(conversation, passages)  # type: ignore[union-attr]
         return Prepared(
             passages=passages, question=question, messages=messages, decided=decided,
             retrieval_ms=(time.perf_counter() - start) * 1000,

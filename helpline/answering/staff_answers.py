@@ -127,6 +127,10 @@ class StaffAnswers:
                 return
             full = now - self._reloaded_at >= self.reload_s
             changes, cursor = self.load(None if full else self._cursor)
+            changes = list(changes)
+            if not full and not changes:  # nothing new: the index stays as it is
+                self._cursor, self._read_at = cursor, time.monotonic()
+                return
             known = {e.question: v for e, v in self._entries.values()}  # a reload embeds only what is new
             entries = {} if full else dict(self._entries)
             new: list[StaffAnswer] = []
@@ -142,7 +146,6 @@ class StaffAnswers:
             self._index = _unit_rows(entries)
             if full:
                 self._reloaded_at = self._read_at
-
 
 
 def backs(passages: list[ScoredChunk], answer: str, *, min_support: float = MIN_SUPPORT) -> bool:
