@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import signal
 import subprocess
+import threading
 from dataclasses import dataclass
 from typing import Any
 
 import typer
 
 from helpline.cli.output import console, print_json
+from helpline.engines.vllm_external import ExternalVLLM
 from helpline.engines.vllm_server import VLLMServer
 from helpline.platform.context import Context
+from helpline.platform.errors import ConfigError
 from helpline.platform.lazy_imports import require
 from helpline.platform.processes import die_with_parent, run_until_stopped, stop_group
 from helpline.platform.schemas import ChatMessage
+from helpline.platform.settings import load_settings
 from helpline.retrieval.factory import chroma_server_for
 from helpline.serving.factory import (
     build_gateway,
@@ -25,7 +30,7 @@ from helpline.serving.factory import (
     open_gateway_store,
 )
 from helpline.serving.routing import startup_adapters
-from helpline.ui.launch import start_streamlit
+from helpline.ui.launch import start_streamlit, streamlit_command
 
 serving_app = typer.Typer()
 
@@ -52,9 +57,10 @@ def ask(
         console.print(f"  [dim][{i}] {c.title} ({c.doc_id}, score {c.score:.2f})[/]")
 
 
-def _default_engine() -> str:
-
-    return "vllm" if importlib.util.find_spec("vllm") is not None else "transformers"
+def _default_engine(ctx: Context) -> str:
+    """vllm when a server runs elsewhere (a gateway image has no vllm package) or vllm is installed."""
+    external = ctx.settings.vllm.url is not None
+    return "vllm" if external or importlib.util.find_spec("vllm") is not None else "transformers"
 
 
 def _bootstrap_keys(ctx: Context) -> None:
@@ -76,13 +82,14 @@ def run(
     port: int = typer.Option(None, help="Gateway port (default: settings.gateway.port)."),
     ui: bool = typer.Option(True, "--ui/--no-ui", help="Also serve the Streamlit app (settings.ui.port)."),
 ) -> None:
-    """Start the engine (supervised vLLM on loopback), the gateway and the UI; Ctrl-C, SIGTERM or SIGHUP
-    stops them (SIGTERM and SIGHUP exit 0: a stop asked for, as systemd and `docker stop` ask)."""
+    """Start the engine (supervised vLLM on loopback; with vllm.url, wait for the one run elsewhere), the gateway
+    and the UI; Ctrl-C, SIGTERM or SIGHUP stops them (SIGTERM and SIGHUP exit 0: a stop asked for, as systemd and
+    `docker stop` ask)."""
     uvicorn = require("uvicorn", "serve")
 
     ctx = Context.load()
     s = ctx.settings
-    engine = engine or _default_engine()
+    engine = engine or _default_engine(ctx)
     host, port = host or s.gateway.host, port or s.gateway.port
     children = _Children(chroma=chroma_server_for(s, ctx.workspace))
 
@@ -114,10 +121,66 @@ def _start_chroma(chroma, ctx: Context) -> None:
     console.print(f"[green]chroma[/]  server at {chroma.host}:{chroma.port} (loopback; data {chroma.path})")
 
 
-def _vllm_server(ctx: Context):
-    """The supervised vLLM server (not started) for the chat model's base, with the adapters to load at start."""
+@serving_app.command("engine")
+def engine_only() -> None:
+    """Serve only the engine, for gateways on other hosts (vllm.url): the supervised vLLM for the chat model's base
+    (restarted when it exits or hangs) with runtime LoRA loading on, bound to vllm.host:vllm.port. The gateways load
+    adapters into it. Ctrl-C, SIGTERM or SIGHUP stops it."""
+    ctx = Context.load()
+    if ctx.settings.vllm.url is not None:
+        raise ConfigError(
+            f"vllm.url is set ({ctx.settings.vllm.url}): this host is configured to use an engine elsewhere",
+            hint="unset vllm.url (HELPLINE_VLLM__URL) on the engine host; set it on the gateways",
+        )
+    children = _Children()
+    stopped = threading.Event()
+
+    def serve() -> None:
+        children.server = _vllm_server(ctx)
+        _start_vllm(children.server)
+        s = ctx.settings.vllm
+        console.print(f"[green]engine[/]  vLLM at {children.server.base_url} for {children.server.served_name} "
+                      f"(supervised); gateways: vllm.url=http://<this host>:{s.port}")  # fmt: skip
+        if s.host in ("127.0.0.1", "localhost", "::1"):
+            console.print("[yellow]note:[/] bound to loopback; set vllm.host to the private interface gateways reach")
+        stopped.wait()
+
+    signum = run_until_stopped(serve, children.stop)
+    if signum is not None:
+        console.print(f"stopped on {signal.Signals(signum).name}")
+
+
+@serving_app.command("ui")
+def ui_only(
+    gateway_url: str = typer.Option(None, help="The gateway the app talks to (default: settings.ui.gateway_url)."),
+    host: str = typer.Option("127.0.0.1", help="Interface to serve the app on (0.0.0.0 in a container)."),
+    port: int = typer.Option(None, help="Port (default: settings.ui.port)."),
+) -> None:
+    """Serve only the Streamlit app, in the foreground, for a gateway elsewhere (the UI image's command). It talks to
+    the gateway only, with the key each user signs in with; it needs neither torch nor a workspace."""
+    s = load_settings()
+    url = (gateway_url or s.ui.gateway_url).rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"gateway url {url!r} is not an address", hint="e.g. --gateway-url http://gateway:8000")
+    require("streamlit", "ui")
+    command = streamlit_command(port or s.ui.port, host=host)
+    console.print(f"[green]ui[/]      http://{host}:{port or s.ui.port}  (gateway {url})")
+    os.execvpe(command[0], command, {**os.environ, "HELPLINE_UI__GATEWAY_URL": url})  # Streamlit gets the signals
+
+
+def _vllm_server(ctx: Context) -> VLLMServer | ExternalVLLM:
+    """The engine (not started): the supervised vLLM server for the chat model's base, or the one at vllm.url; with
+    the adapters to load at start."""
     s = ctx.settings
     record = ctx.registry.chat_model(s.chat_model)
+    if s.vllm.url is not None:
+        base_name = record.base_model if record.kind == "adapter" and record.base_model else record.name
+        return ExternalVLLM(
+            served_name=base_name,
+            settings=s.vllm,
+            workspace_root=ctx.workspace.root,
+            lora_modules=startup_adapters(ctx.registry, base_name, chat_model=record.name),
+        )
     base = ctx.registry.base_of(record)
     return VLLMServer(
         model_path=base.path,
@@ -129,8 +192,12 @@ def _vllm_server(ctx: Context):
 
 
 def _start_vllm(server) -> None:
-    """Start vLLM, showing where it logs while it loads."""
-    with console.status(f"starting vLLM for {server.served_name} (about a minute on CPU; log: {server.log_path})"):
+    """Start vLLM, showing where it logs while it loads (or wait for the one run elsewhere)."""
+    if isinstance(server, ExternalVLLM):
+        status = f"waiting for the vLLM server at {server.root_url} ({server.served_name})"
+    else:
+        status = f"starting vLLM for {server.served_name} (about a minute on CPU; log: {server.log_path})"
+    with console.status(status):
         server.start()
 
 
@@ -138,7 +205,9 @@ def _print_endpoints(url: str, server) -> None:
     """Where the gateway listens and which engine answers."""
     api = f"OpenAI-compatible base_url: {url}/v1; {url}/openapi.json with an engineer key"
     console.print(f"[green]gateway[/] {url}  ({api})")
-    if server is not None:
+    if isinstance(server, ExternalVLLM):
+        console.print(f"[green]engine[/]  vLLM at {server.base_url} (run elsewhere; adapters loaded at run time)")
+    elif server is not None:
         console.print(f"[green]engine[/]  vLLM at {server.base_url} (loopback only; supervised)")
     else:
         console.print("[green]engine[/]  transformers, in-process")
@@ -158,7 +227,7 @@ class _Children:
     """What `helpline run` started, each kept as soon as it exists so that however `run` ends, it is stopped."""
 
     chroma: Any = None
-    server: VLLMServer | None = None
+    server: VLLMServer | ExternalVLLM | None = None
     ui: subprocess.Popen | None = None
 
     def stop(self) -> None:

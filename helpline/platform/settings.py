@@ -106,10 +106,26 @@ VLLM_OWN_ARGS = frozenset({
 
 
 class VLLMSettings(BaseModel):
-    """The supervised `vllm serve` subprocess (always bound to loopback)."""
+    """The `vllm serve` the gateway talks to: supervised by `helpline run` on loopback, or run elsewhere (``url``)."""
 
-    host: str = Field("127.0.0.1", description="Interface vLLM binds to; keep it on loopback.")
+    host: str = Field(
+        "127.0.0.1",
+        description="Interface vLLM binds to. Keep it on loopback; `helpline engine` on a GPU host binds it to the "
+        "private network the gateways reach it on.",
+    )
     port: int = Field(8001, description="vLLM's OpenAI-compatible port.")
+    url: str | None = Field(
+        None,
+        description="A vLLM server run elsewhere, e.g. http://engine:8001 (`helpline engine` there, or `vllm serve "
+        "<base> --enable-lora` with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True). Set, `helpline run` starts no vLLM: the "
+        "gateway waits for this one, checks that it serves the chat model's base, and loads adapters into it through "
+        "vLLM's runtime LoRA API (again when the server comes back without them). host and port are then unused.",
+    )
+    workspace_path: str | None = Field(
+        None,
+        description="Where the engine host mounts this workspace (with url): adapter paths are sent to the engine "
+        "under it, e.g. /models/helpline for /srv/helpline/.helpline here. None: the same path on both sides.",
+    )
     gpu_memory_utilization: float = Field(
         0.3, gt=0.0, le=0.95, description="Fraction of (GPU, or on CPU system) memory reserved."
     )
@@ -170,14 +186,29 @@ class VLLMSettings(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _extra_args_are_not_ours(self) -> VLLMSettings:
+    def _consistent(self) -> VLLMSettings:
+        problems = []
         ours = sorted({a.split("=", 1)[0] for a in self.extra_args} & VLLM_OWN_ARGS)
         if ours:
-            raise ValueError(
+            problems.append(
                 f"vllm.extra_args may not set {', '.join(ours)}: helpline sets them (vllm.port, vllm.max_model_len, "
                 "vllm.tensor_parallel_size, ... or chat_model)"
             )
+        if self.url is not None:
+            if not re.fullmatch(r"https?://[^/\s]+(/v1)?/?", self.url):
+                problems.append(f"vllm.url {self.url!r} is not a server address such as http://engine:8001")
+            else:
+                self.url = self.url.rstrip("/").removesuffix("/v1")
+        if self.workspace_path is not None and (self.url is None or not self.workspace_path.startswith("/")):
+            problems.append("vllm.workspace_path must be an absolute path, and is only used with vllm.url")
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
+
+    @property
+    def root_url(self) -> str:
+        """The server's address without /v1: ``url`` when it runs elsewhere, else host and port."""
+        return self.url or f"http://{self.host}:{self.port}"
 
 
 class GatewayLimits(BaseModel):

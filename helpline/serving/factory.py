@@ -24,6 +24,7 @@ from helpline.answering.staff_answers import StaffAnswers
 from helpline.engines.hf import TransformersGenerator
 from helpline.engines.openai_http import OpenAIGenerator
 from helpline.engines.protocol import Generator
+from helpline.engines.vllm_external import ExternalVLLM
 from helpline.engines.vllm_server import load_lora_adapter
 from helpline.guard.selection import chosen_detector
 from helpline.guard.verifier import DetectorVerifier
@@ -44,7 +45,8 @@ EngineChoice = Literal["auto", "vllm", "transformers"]
 
 
 def vllm_url(settings: Settings) -> str:
-    return f"http://{settings.vllm.host}:{settings.vllm.port}/v1"
+    """The OpenAI base URL of the vLLM server: ``vllm.url`` when it runs elsewhere, else the supervised one's."""
+    return f"{settings.vllm.root_url}/v1"
 
 
 def gateway_db(workspace: Workspace) -> Path:
@@ -74,7 +76,12 @@ def build_generator(ctx: Context, *, engine: EngineChoice | None = None) -> Gene
     served = _served_models(settings) if engine in ("vllm", "auto") else None
     if served is not None and name not in served and record.kind == "adapter" and base.name in served:
         # An adapter of the served base that no alias loaded yet (a new candidate): load it now.
-        load_lora_adapter(f"http://{settings.vllm.host}:{settings.vllm.port}", name, record.path)
+        if settings.vllm.url is not None:  # named as the engine host mounts the workspace
+            ExternalVLLM(served_name=base.name, settings=settings.vllm, workspace_root=ctx.workspace.root).load_lora(
+                name, record.path
+            )
+        else:
+            load_lora_adapter(settings.vllm.root_url, name, record.path)
         served.append(name)
     if served is not None and name in served:
         return OpenAIGenerator(vllm_url(settings), name, max_model_len=settings.vllm.max_model_len)
@@ -221,7 +228,7 @@ def build_readiness_checks(ctx: Context, *, kb: Any, engine: EngineChoice) -> An
         if engine == "vllm":
             try:
                 async with httpx.AsyncClient(timeout=2) as client:
-                    r = await client.get(f"http://{settings.vllm.host}:{settings.vllm.port}/health")
+                    r = await client.get(f"{settings.vllm.root_url}/health")
                 out["engine"] = {"ok": r.status_code == 200, "kind": "vllm"}
             except httpx.HTTPError as e:
                 out["engine"] = {"ok": False, "kind": "vllm", "error": type(e).__name__}

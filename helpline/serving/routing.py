@@ -154,7 +154,7 @@ class VLLMBackend:
         self.base_url = base_url
         self.max_model_len = max_model_len  # the server's --max-model-len, which every served name shares
         self.base_model = base_model
-        self.server = server  # a VLLMServer when we supervise it; None for an external server
+        self.server = server  # a VLLMServer we supervise, an ExternalVLLM (vllm.url), or None: base model only
         self.timeout_s = timeout_s
         self._client = openai.AsyncOpenAI(base_url=base_url, api_key="unused", timeout=timeout_s, max_retries=0)
         self._generators: dict[str, Generator] = {}
@@ -181,7 +181,10 @@ class VLLMBackend:
                         hint="promote an adapter trained on the served base model",
                     )
                 if self.server is None:
-                    raise ConfigError("cannot load adapters into an external vLLM server", hint="use `helpline run`")
+                    raise ConfigError(
+                        "this gateway cannot load adapters into the vLLM server it was given",
+                        hint="start it with `helpline run`, or set vllm.url so that adapters load at run time",
+                    )
                 if name not in self.server.lora_modules:
                     self.server.load_lora(name, record.path)
             gen = OpenAIGenerator(

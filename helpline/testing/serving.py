@@ -7,6 +7,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fastapi import FastAPI, Request
+from fastapi.responses import PlainTextResponse
 from fastapi.testclient import TestClient
 
 from helpline.answering.rag import RAGPipeline
@@ -131,3 +133,32 @@ def serve_in_thread(app) -> Iterator[int]:
     finally:
         server.should_exit = True
         thread.join(5)
+
+
+def fake_vllm_app(served: list[str] | None = None):
+    """A stand-in for vLLM's model list, health and runtime adapter loading (FastAPI). ``app.state.served`` is what
+    ``GET /v1/models`` lists (set it to play a restart), ``app.state.loads`` the load requests it was sent;
+    ``app.state.refuse`` names adapters it answers 400 for."""
+    app = FastAPI()
+    app.state.served, app.state.loads, app.state.refuse = list(served or ["base"]), [], set()
+
+    @app.get("/health")
+    async def health() -> PlainTextResponse:
+        return PlainTextResponse("")
+
+    @app.get("/v1/models")
+    async def models() -> dict:
+        return {"object": "list", "data": [{"id": m} for m in app.state.served]}
+
+    @app.post("/v1/load_lora_adapter")
+    async def load(request: Request) -> PlainTextResponse:
+        body = await request.json()
+        app.state.loads.append(body)
+        if body["lora_name"] in app.state.refuse:
+            return PlainTextResponse("invalid adapter", status_code=400)
+        if body["lora_name"] in app.state.served:
+            return PlainTextResponse(f"The lora adapter '{body['lora_name']}' has already been loaded.", 400)
+        app.state.served.append(body["lora_name"])
+        return PlainTextResponse("ok")
+
+    return app

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from fastapi import Request
 from pydantic import ValidationError
 
 from helpline.answering.abstention import declines, tradeoff
@@ -223,24 +222,9 @@ def fake_vllm():
     """A stand-in for vLLM's model list and adapter loading, on a free loopback port."""
 
     pytest.importorskip("uvicorn")
-    from fastapi import FastAPI
+    from helpline.testing.serving import fake_vllm_app, serve_in_thread
 
-    app = FastAPI()
-    app.state.served, app.state.loads = ["base"], []
-
-    @app.get("/v1/models")
-    async def models() -> dict:
-        return {"object": "list", "data": [{"id": m} for m in app.state.served]}
-
-    @app.post("/v1/load_lora_adapter")
-    async def load(request: Request) -> str:
-        body = await request.json()
-        app.state.loads.append(body)
-        app.state.served.append(body["lora_name"])
-        return "ok"
-
-    from helpline.testing.serving import serve_in_thread
-
+    app = fake_vllm_app()
     with serve_in_thread(app) as port:
         yield port, app
 
