@@ -407,8 +407,40 @@ def _config_file() -> Path | None:
     return default if default.is_file() else None
 
 
+def unknown_env_settings(environ: dict[str, str] | os._Environ[str]) -> list[str]:
+    """``HELPLINE_<SECTION>__<FIELD>`` variables that name no setting, e.g. HELPLINE_VLLM__GPU_MEMORY_UTILIZATIN.
+
+    pydantic-settings ignores them, so a typo in a deployment's environment would silently leave the default in
+    place. Only names under a real section are checked: other HELPLINE_* variables (HELPLINE_CONFIG) are not
+    settings."""
+    unknown = []
+    for name in environ:
+        if not name.upper().startswith("HELPLINE_") or "__" not in name:
+            continue
+        parts = name[len("HELPLINE_") :].lower().split("__")
+        model: type[BaseModel] | None = Settings
+        for i, part in enumerate(parts):
+            field = model.model_fields.get(part) if model is not None else None
+            if field is None:
+                if i > 0:
+                    unknown.append(name)
+                break
+            annotation = field.annotation
+            model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+            if model is None and i < len(parts) - 1:
+                unknown.append(name)  # a field that has no fields of its own
+                break
+    return sorted(unknown)
+
+
 def load_settings(**overrides: object) -> Settings:
     """Load settings, turning validation failures into one ConfigError listing every problem."""
+    unknown = unknown_env_settings(os.environ)
+    if unknown:
+        raise ConfigError(
+            f"invalid settings: {', '.join(unknown)} name no setting",
+            hint="fix the variable's name: HELPLINE_ then the setting's path joined by __ (README, 'Configuration')",
+        )
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as e:

@@ -49,6 +49,19 @@ def test_unknown_key_is_refused(tmp_path: Path) -> None:
         load_settings()
 
 
+def test_a_misspelt_nested_variable_is_refused_not_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HELPLINE_VLLM__GPU_MEMORY_UTILIZATIN", "0.5")  # pydantic-settings alone would drop it
+    monkeypatch.setenv("HELPLINE_GATEWAY__LIMITS__BURSTS", "5")
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert "HELPLINE_GATEWAY__LIMITS__BURSTS, HELPLINE_VLLM__GPU_MEMORY_UTILIZATIN name no setting" in str(err.value)
+    monkeypatch.delenv("HELPLINE_VLLM__GPU_MEMORY_UTILIZATIN")
+    monkeypatch.delenv("HELPLINE_GATEWAY__LIMITS__BURSTS")
+    monkeypatch.setenv("HELPLINE_GATEWAY__LIMITS__BURST", "5")
+    monkeypatch.setenv("HELPLINE_SHARED_DATA", "/data")  # not a section: not a setting, not checked
+    assert load_settings().gateway.limits.burst == 5
+
+
 def test_missing_config_file_named_by_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HELPLINE_CONFIG", str(tmp_path / "nope.yaml"))
     with pytest.raises(ConfigError, match=r"nope\.yaml"):
