@@ -376,6 +376,18 @@ class Settings(BaseSettings):
     canary: CanarySettings = Field(
         default_factory=CanarySettings, description="When a canary is promoted or rolled back."
     )
+    redis_url: str | None = Field(
+        None,
+        description="Redis shared by the gateway replicas, e.g. redis://redis:6379/0: each key's rate limit and the "
+        "concurrency cap (gateway.limits) then hold across all of them, not per replica. None: each gateway limits "
+        "on its own (one replica). Redis unreachable: each replica falls back to its own limits until it is back.",
+    )
+
+    @model_validator(mode="after")
+    def _redis_is_an_address(self) -> Settings:
+        if self.redis_url is not None and not re.fullmatch(r"rediss?://\S+", self.redis_url):
+            raise ValueError(f"redis_url {self.redis_url!r} is not a Redis address such as redis://redis:6379/0")
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -36,7 +36,10 @@ from helpline.platform.settings import Settings
 from helpline.platform.workspace import Workspace
 from helpline.retrieval.factory import open_knowledge_base
 from helpline.serving.gateway.app import create_app
+from helpline.serving.gateway.config import GatewayLimits
 from helpline.serving.gateway.conversations import staff_answer_changes
+from helpline.serving.gateway.limits import Admission
+from helpline.serving.gateway.shared_limits import SharedConcurrencyGate, SharedRateLimiter
 from helpline.serving.gateway.store import GatewayStore
 from helpline.serving.kb_owner import OwnedKB
 from helpline.serving.routing import ModelRouter, TransformersBackend, VLLMBackend
@@ -192,14 +195,28 @@ def build_gateway(
     default = router.resolve("helpline-support", conversation_id="startup").generator
     store_ = GatewayStore(store_path or gateway_db(ctx.workspace))
     pipeline = build_pipeline(ctx, generator=default, kb=kb, verifier=build_verifier(ctx), store=store_)
+    limits = limits or settings.gateway.limits
     return create_app(
         pipeline=pipeline,
         router=router,
         store=store_,
         kb=kb,
-        limits=limits or settings.gateway.limits,
+        limits=limits,
         readiness=build_readiness_checks(ctx, kb=kb, engine=engine),
         retention_days=settings.gateway.retention_days,
+        admission=build_admission(settings, limits=limits),
+    )
+
+
+def build_admission(settings: Settings, *, limits: GatewayLimits) -> Admission | None:
+    """Rate limits and the concurrency cap shared by every replica through ``redis_url``; None (each gateway its
+    own) without it. A chat holds its slot at most as long as it can run: the lease expires after that."""
+    if settings.redis_url is None:
+        return None
+    lease_s = limits.retrieval_timeout_s + 2 * limits.upstream_timeout_s
+    return Admission(
+        rate=SharedRateLimiter(settings.redis_url, limits.requests_per_minute, limits.burst),
+        gate=SharedConcurrencyGate(settings.redis_url, limits.max_concurrency, limits.retry_after_s, lease_s=lease_s),
     )
 
 

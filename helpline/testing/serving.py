@@ -20,6 +20,7 @@ from helpline.retrieval.knowledge_base import KnowledgeBase
 from helpline.serving.gateway.app import create_app
 from helpline.serving.gateway.config import GatewayLimits
 from helpline.serving.gateway.conversations import staff_answer_changes
+from helpline.serving.gateway.limits import Admission
 from helpline.serving.gateway.store import GatewayStore
 from helpline.serving.kb_owner import OwnedKB
 from helpline.serving.routing import ModelRouter
@@ -79,8 +80,15 @@ class Gateway:
 PASSED_GATE = {"gate": {"passed": True, "baseline": "fake-base", "at": 0.0, "report": "", "failed_checks": []}}
 
 
-def make_gateway(tmp_path: Path, limits: GatewayLimits | None = None, *, staff_answers: bool = False) -> Gateway:
-    """The gateway app over fakes; ``staff_answers`` serves staff corrections again (read at every request)."""
+def make_gateway(
+    tmp_path: Path,
+    limits: GatewayLimits | None = None,
+    *,
+    staff_answers: bool = False,
+    admission: Admission | None = None,
+) -> Gateway:
+    """The gateway app over fakes; ``staff_answers`` serves staff corrections again (read at every request);
+    ``admission``: shared rate limits and concurrency cap (default: the app's own)."""
     registry = Registry(tmp_path / "registry.sqlite")
     registry.register_model("fake-base", kind="base", path=tmp_path / "base")
     registry.register_model(
@@ -92,8 +100,23 @@ def make_gateway(tmp_path: Path, limits: GatewayLimits | None = None, *, staff_a
         lambda: KnowledgeBase(store=InMemoryStore(), embedder=FakeEmbedder(), chunk_size=300, chunk_overlap=20)
     )
     kb.sync(DOCS)
-    backend = FakeBackend()
-    router = ModelRouter(registry, backend)
+    store = GatewayStore(tmp_path / "gateway.sqlite")
+    keys = {role: store.create_key(role, name=f"test-{role}")[0] for role in ("customer", "staff", "engineer", "admin")}
+    gateway = Gateway(None, keys, FakeBackend(), registry, store, kb)  # type: ignore[arg-type]
+    return make_replica(gateway, limits, staff_answers=staff_answers, admission=admission)
+
+
+def make_replica(
+    gateway: Gateway,
+    limits: GatewayLimits | None = None,
+    *,
+    staff_answers: bool = False,
+    admission: Admission | None = None,
+) -> Gateway:
+    """Another gateway app over ``gateway``'s registry, store, knowledge base and engine, as a second replica is;
+    its keys work on both."""
+    kb, store = gateway.kb, gateway.store
+    router = ModelRouter(gateway.registry, gateway.backend)
     # Dense scores (cosine of the fake embedder's bag of words), so the threshold means something.
     pipeline = RAGPipeline(
         search=lambda q, k, role, history=None: kb.search(q, k=k, role=role, history=history, mode="dense"),
@@ -101,13 +124,11 @@ def make_gateway(tmp_path: Path, limits: GatewayLimits | None = None, *, staff_a
         top_k=2,
         min_score=0.2,
     )
-    store = GatewayStore(tmp_path / "gateway.sqlite")
     if staff_answers:
         load = lambda since: staff_answer_changes(store, since)  # noqa: E731
         pipeline.staff_answers = StaffAnswers(FakeEmbedder().embed_documents, load, refresh_s=0)
-    keys = {role: store.create_key(role, name=f"test-{role}")[0] for role in ("customer", "staff", "engineer", "admin")}
-    app = create_app(pipeline=pipeline, router=router, store=store, kb=kb, limits=limits)
-    return Gateway(TestClient(app), keys, backend, registry, store, kb)
+    app = create_app(pipeline=pipeline, router=router, store=store, kb=kb, limits=limits, admission=admission)
+    return Gateway(TestClient(app), gateway.keys, gateway.backend, gateway.registry, store, kb)
 
 
 def record_corrected_turn(store: GatewayStore, response_id: str, *, question: str, answer: str, correction: str) -> str:

@@ -25,7 +25,7 @@ from helpline.serving.gateway.config import GatewayLimits
 from helpline.serving.gateway.console_jobs import console_jobs
 from helpline.serving.gateway.console_router import console
 from helpline.serving.gateway.errors import new_request_id, to_error_response
-from helpline.serving.gateway.limits import BodySizeLimit
+from helpline.serving.gateway.limits import Admission, BodySizeLimit
 from helpline.serving.gateway.metrics import Metrics
 from helpline.serving.gateway.service import ChatService
 from helpline.serving.gateway.store import GatewayStore
@@ -50,12 +50,14 @@ def create_app(
     limits: GatewayLimits | None = None,
     readiness: Readiness | None = None,
     retention_days: int | None = None,
+    admission: Admission | None = None,
 ) -> FastAPI:
     """The gateway, wired from its parts (all passed in; no globals).
 
     The API description is served at ``/openapi.json`` to engineer keys only; the interactive pages
     (``/docs``, ``/redoc``) are off, since a browser cannot send a key for the description they load.
-    ``retention_days``: logged turns older than that are purged at startup and then daily.
+    ``retention_days``: logged turns older than that are purged at startup and then daily. ``admission``: the
+    rate limit and concurrency cap (default: this process's own, from ``limits``).
     """
     limits = limits or GatewayLimits()
     lifespan = _retention(store, retention_days)
@@ -68,7 +70,9 @@ def create_app(
     app.state.store = store
     app.state.metrics = metrics
     app.state.kb_admin = KBAdmin(kb) if kb is not None else None
-    app.state.chat_service = ChatService(pipeline=pipeline, router=router, store=store, limits=limits, metrics=metrics)
+    app.state.chat_service = ChatService(
+        pipeline=pipeline, router=router, store=store, limits=limits, metrics=metrics, admission=admission
+    )
     app.state.readiness = readiness or _always_ready
     app.include_router(router_with_admin())
     app.include_router(console)  # what the UI needs beyond the OpenAI and admin routes

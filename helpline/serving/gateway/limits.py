@@ -6,6 +6,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -77,15 +78,40 @@ class ConcurrencyGate:
     active: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def acquire(self) -> None:
+    def acquire(self) -> object:
+        """Take a slot or raise Overloaded; returns the lease to give back (none here: a count)."""
         with self._lock:
             if self.active >= self.limit:
                 raise Overloaded(self.retry_after_s)
             self.active += 1
+        return None
 
-    def release(self) -> None:
+    def release(self, lease: object = None) -> None:
         with self._lock:
             self.active = max(0, self.active - 1)
+
+
+class RateLimit(Protocol):
+    """A per-key request rate: ``check`` counts one request or raises RateLimited."""
+
+    def check(self, key: str) -> None: ...
+
+
+class Slots(Protocol):
+    """A concurrency cap: ``acquire`` takes a slot (returning its lease) or raises Overloaded."""
+
+    def acquire(self) -> object: ...
+
+    def release(self, lease: object = None) -> None: ...
+
+
+@dataclass(frozen=True)
+class Admission:
+    """How a gateway admits chats: the rate per key and the concurrency cap, in-process (the default) or shared by
+    the replicas through Redis (``serving/gateway/shared_limits.py``)."""
+
+    rate: RateLimit
+    gate: Slots
 
 
 class BodySizeLimit:

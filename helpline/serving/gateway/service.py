@@ -36,7 +36,7 @@ from helpline.platform.schemas import ChatMessage
 from helpline.serving.gateway.auth import Principal
 from helpline.serving.gateway.config import GatewayLimits
 from helpline.serving.gateway.errors import client_message, error_body
-from helpline.serving.gateway.limits import ConcurrencyGate, RateLimiter
+from helpline.serving.gateway.limits import Admission, ConcurrencyGate, RateLimiter
 from helpline.serving.gateway.metrics import Metrics
 from helpline.serving.gateway.protocol import (
     ChatCompletionRequest,
@@ -86,6 +86,7 @@ class Turn:
     temperature: float
     started: float
     finished: bool = False
+    slot: object = None  # the concurrency lease, given back when the turn ends
 
 
 class ChatService:
@@ -99,14 +100,16 @@ class ChatService:
         store: GatewayStore,
         limits: GatewayLimits,
         metrics: Metrics,
+        admission: Admission | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.router = router
         self.store = store
         self.limits = limits
         self.metrics = metrics
-        self.rate = RateLimiter(limits.requests_per_minute, limits.burst)
-        self.gate = ConcurrencyGate(limits.max_concurrency, limits.retry_after_s)
+        # In-process by default; shared through Redis across replicas when the gateway is built with redis_url.
+        self.rate = admission.rate if admission else RateLimiter(limits.requests_per_minute, limits.burst)
+        self.gate = admission.gate if admission else ConcurrencyGate(limits.max_concurrency, limits.retry_after_s)
         # Retrieval waits on its own threads: requests stuck behind a slow knowledge base wait there (and past the
         # timeout in its queue, without a thread), never on the worker threads that key checks need.
         self.retrieval = ThreadPoolExecutor(max_workers=RETRIEVAL_THREADS, thread_name_prefix="retrieval")
@@ -140,7 +143,7 @@ class ChatService:
             self.metrics.rejected.labels("rate_limit").inc()
             raise
         try:
-            self.gate.acquire()
+            slot = self.gate.acquire()
         except HelplineError:
             self.metrics.rejected.labels("overload").inc()
             raise
@@ -154,7 +157,7 @@ class ChatService:
             )
             prepared = await self._retrieve(lambda: self._prepare(route, messages, principal, max_tokens))
         except BaseException:
-            self.gate.release()
+            self.gate.release(slot)
             raise
         self.metrics.retrieval.observe(prepared.retrieval_ms / 1000)
         self.metrics.in_flight.inc()
@@ -168,6 +171,7 @@ class ChatService:
             max_tokens=max_tokens,
             temperature=body.temperature if body.temperature is not None else self.pipeline.temperature,
             started=time.perf_counter(),
+            slot=slot,
         )
 
     async def _retrieve(self, prepare: Callable[[], T]) -> T:
@@ -205,7 +209,7 @@ class ChatService:
         if turn.finished:
             return
         turn.finished = True
-        self.gate.release()
+        self.gate.release(turn.slot)
         self.metrics.in_flight.dec()
         seconds = time.perf_counter() - turn.started + turn.prepared.retrieval_ms / 1000
         name = turn.route.record.name
