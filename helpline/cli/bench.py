@@ -20,6 +20,7 @@ from helpline.bench.reliability import SECTIONS, ReliabilityOptions, run_reliabi
 from helpline.bench.reliability.faults import SCENARIOS
 from helpline.bench.reliability.harness import LiveOptions
 from helpline.bench.retrieval import dataset_texts, ingest_throughput, peak_rss_mb, scale_report
+from helpline.bench.scale import ScaleOptions, run_scale_bench
 from helpline.bench.serving import BenchOptions
 from helpline.bench.serving import run_bench as run_serving_bench
 from helpline.bench.training import run_bench as run_training_bench
@@ -204,6 +205,24 @@ def bench_training(
         return
     for method, r in report["methods"].items():
         console.print(f"{method}: peak {r.get('peak_rss_mb')} MB, {r.get('tokens_per_s')} tokens/s")
+
+
+@bench_app.command("scale")
+def bench_scale(
+    seconds: float = typer.Option(30.0, help="How long each measured run lasts."),
+    clients: int = typer.Option(8, help="Closed-loop streamed clients, spread over the replicas."),
+    max_tokens: int = typer.Option(32, help="Answer length asked for."),
+    engine_bound: bool = typer.Option(True, "--engine-bound/--no-engine-bound", help="Also over the real vLLM."),
+    redis: bool = typer.Option(True, "--redis/--no-redis", help="Also one replica with redis_url (redis-server)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Throughput and p95 of one and two gateway replicas over one engine: an instant stand-in engine (what the
+    gateway's own work allows) and the real vLLM (what the engine allows); and Redis's cost against the default."""
+    options = ScaleOptions(seconds=seconds, clients=clients, max_tokens=max_tokens, engine_bound=engine_bound,
+                           redis=redis)  # fmt: skip
+    with json_stdout(as_json):
+        report = run_scale_bench(Context.load(), options)
+    show(report, as_json=as_json)
 
 
 @bench_app.command("reliability")
