@@ -112,6 +112,29 @@ def test_a_restarted_gateway_adopts_a_running_job_and_can_cancel_it(
             process.wait()
 
 
+def test_a_job_started_on_one_replica_is_running_and_cancellable_on_another_that_was_already_serving(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(console_jobs, "job_argv", lambda command, args: SLEEPER)
+    gw = make_gateway(tmp_path)
+    replica = _restarted(gw, tmp_path)
+    assert _call(replica, gw, "GET", "/console/jobs").json()["jobs"] == []  # B has looked before A starts one
+    job = _start(gw.client, gw)
+    process = gw.client.app.state.console_jobs[job["id"]]
+    try:
+        assert _call(replica, gw, "GET", f"/console/jobs/{job['id']}").json()["status"] == "running"
+        refused = _call(replica, gw, "POST", "/console/jobs", json={"command": "train sft"})
+        assert refused.status_code == 409 and job["id"] in refused.text
+        cancelled = _call(replica, gw, "POST", f"/console/jobs/{job['id']}/cancel").json()
+        assert cancelled["status"] == "failed"
+        assert process.wait(GENEROUS_S) != 0
+        assert _call(gw.client, gw, "GET", f"/console/jobs/{job['id']}").json()["status"] == "failed"  # A sees it
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
 def test_a_recorded_pid_now_used_by_another_process_is_not_adopted_nor_signalled(tmp_path: Path) -> None:
     """The pid is alive, but its start time is not the recorded one: another process that reused the pid."""
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)

@@ -7,9 +7,11 @@ teacher key, none of the gateway's other secrets, which a job's arguments could 
 Each job is recorded on disk in ``<workspace>/logs/jobs/<id>/``: ``job.json`` (id, pid, the process's start
 time, command line, log path, and its return code once known), ``output.log``, and ``exit_code``, written by the
 small shell that runs the job when it ends, so its outcome is known to a gateway that is not its parent. A
-gateway started later lists the earlier jobs with their outcome and adopts one still running: listed as running,
-cancellable with its process group. A recorded pid counts as that job only while the process with that pid also
-has the recorded start time (``/proc``), so a pid reused by another process is never adopted or signalled.
+gateway started later, or a replica beside it on the same host, lists the jobs with their outcome and adopts one
+still running: listed as running, cancellable with its process group. (Replicas on several hosts need jobs in a
+shared database with a worker; pids mean nothing across hosts.) A recorded pid counts as that job only while the
+process with that pid also has the recorded start time (``/proc``), so a pid reused by another process is never
+adopted or signalled.
 """
 
 from __future__ import annotations
@@ -69,12 +71,17 @@ class Adopted:
 
 
 def _jobs(request: Request) -> dict[str, subprocess.Popen | Adopted]:
-    """This gateway's job processes by id (kept on the app, so apps built in tests stay apart); first filled with
-    the jobs an earlier gateway of this workspace started that still run."""
+    """The job processes this gateway knows by id (kept on the app, so apps built in tests stay apart): its own, and
+    the running ones recorded by any other gateway of this workspace, looked for again at every call: one that
+    started earlier, and a replica beside it on the same host, whose jobs it then lists as running, counts against
+    one job at a time, and can cancel."""
     with _lock:
         if not hasattr(request.app.state, "console_jobs"):
-            request.app.state.console_jobs = _adopt(_workspace(request).logs / "jobs")
-        return request.app.state.console_jobs
+            request.app.state.console_jobs = {}
+        table = request.app.state.console_jobs
+        for job_id, adopted in _adopt(_workspace(request).logs / "jobs").items():
+            table.setdefault(job_id, adopted)
+        return table
 
 
 def _adopt(root: Path) -> dict[str, subprocess.Popen | Adopted]:
