@@ -124,12 +124,16 @@ def test_compose_publishes_neither_the_engine_nor_chroma(monkeypatch: pytest.Mon
     assert services["engine"]["networks"] == ["internal"] and services["chroma"]["networks"] == ["internal"]
     nginx = (DEPLOY / "compose" / "nginx.conf").read_text()
     assert set(re.findall(r"server (gateway-[ab]):8000", nginx)) == {"gateway-a", "gateway-b"}
+    # knowledge-base changes go to the replica that holds the index's writer lock: the one the other waits for
+    writer = re.search(r"upstream helpline_kb_writer \{\s*server (gateway-[ab]):8000;", nginx).group(1)
+    assert writer in services["gateway-b"]["depends_on"]
 
 
 def test_compose_settings_name_real_fields_and_the_services_that_serve_them(monkeypatch: pytest.MonkeyPatch) -> None:
     services = compose()["services"]
     gateway = settings_from({}, monkeypatch, (DEPLOY / "compose" / "helpline.yaml").read_text())
     assert gateway.vllm.url == "http://engine:8001" and gateway.retrieval.chroma_host == "chroma"
+    assert gateway.redis_url == "redis://redis:6379/0" and services["redis"]["networks"] == ["internal"]
     engine = settings_from(services["engine"]["environment"], monkeypatch)
     assert engine.vllm.url is None and f"http://engine:{engine.vllm.port}" == gateway.vllm.url
 
