@@ -9,7 +9,9 @@ over the replicas (as a proxy spreads them). Two engines:
 - **engine-bound**: the real vLLM (`helpline engine`), where the replicas wait on the one engine.
 
 And the cost of Redis (``redis_url``: shared rate limits and concurrency cap) against the default, one replica,
-gateway-bound. Run it on an idle machine; replicas, clients and the engine share its cores.
+gateway-bound; and failover: one of two replicas killed with SIGKILL under load, its chats sent again to the other,
+every acknowledged chat looked up in the database. Run it on an idle machine; replicas, clients and the engine share
+its cores.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from helpline.bench.reliability.harness import copy_workspace, helpline_env
 from helpline.evaluation.load import Sample, closed_loop, free_port, pct, serve_app, stream_chat
 from helpline.platform.context import Context
-from helpline.platform.errors import EngineError
+from helpline.platform.errors import EngineError, NotFoundError
 from helpline.platform.lazy_imports import require
 from helpline.platform.workspace import Workspace
 from helpline.retrieval import sample_questions
@@ -54,6 +56,7 @@ class ScaleOptions:
     max_tokens: int = 32
     engine_bound: bool = True  # also measure over the real vLLM
     redis: bool = True  # also measure the default against redis_url
+    failover: bool = True  # also kill one of two replicas under load
 
 
 def instant_engine(served_name: str) -> Any:
@@ -195,6 +198,70 @@ def _measure(urls: list[str], key: str, options: ScaleOptions) -> dict[str, Any]
     }
 
 
+def _failover(replicas: Replicas, workspace: Path, key: str, options: ScaleOptions) -> dict[str, Any]:
+    """Streamed chats over two replicas; a third of the way in, replica A's process group is killed with SIGKILL.
+    A chat that got no answer from A is sent again to B (as the proxy or an OpenAI client retries). Then every
+    acknowledged chat (its stream ended with ``[DONE]``, which the gateway sends after it logged the turn) is
+    looked up in the replicas' shared database."""
+    urls = replicas.start(2)
+    questions = sample_questions()
+    killed_at: list[float] = []
+
+    async def run() -> list[tuple[Sample, Sample | None]]:
+        sent = 0
+        timeout = httpx.Timeout(120, connect=5)
+        limits = httpx.Limits(max_connections=options.clients + 4, max_keepalive_connections=options.clients + 4)
+        pairs: list[tuple[Sample, Sample | None]] = []
+        async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
+
+            async def one() -> Sample:
+                nonlocal sent
+                first, question = sent % 2, questions[sent % len(questions)]
+                sent += 1
+                body = {"model": "helpline-support", "messages": [{"role": "user", "content": question}],
+                        "max_tokens": options.max_tokens}  # fmt: skip
+                sample = await stream_chat(client, f"{urls[first]}/v1/chat/completions", key, body)
+                retry = None
+                if not sample.ok and killed_at:  # the other replica: B, or A before it died
+                    retry = await stream_chat(client, f"{urls[1 - first]}/v1/chat/completions", key, body)
+                pairs.append((sample, retry))
+                return retry or sample
+
+            async def kill() -> None:
+                await asyncio.sleep(options.seconds / 3)
+                os.killpg(replicas.processes[0].proc.pid, signal.SIGKILL)
+                killed_at.append(time.monotonic())
+
+            await asyncio.gather(closed_loop(one, workers=options.clients, seconds=options.seconds), kill())
+        return pairs
+
+    try:
+        pairs = asyncio.run(run())
+    finally:
+        replicas.stop()
+    acknowledged = [s.response_id for first, retry in pairs for s in (first, retry) if s is not None and s.ok]
+    store = GatewayStore(gateway_db(Workspace.at(workspace)))
+    missing = [rid for rid in acknowledged if not _logged(store, rid)]
+    retried = [retry for _, retry in pairs if retry is not None]
+    return {
+        "chats": len(pairs),
+        "acknowledged": len(acknowledged),
+        "acknowledged_missing_from_database": len(missing),
+        "failed_on_first_replica": sum(not first.ok for first, _ in pairs),
+        "retried_on_other": len(retried),
+        "retries_served": sum(r.ok for r in retried),
+        "unserved_after_retry": sum(not (retry or first).ok for first, retry in pairs),
+    }
+
+
+def _logged(store: GatewayStore, response_id: str) -> bool:
+    try:
+        store.turn(response_id)
+        return True
+    except NotFoundError:
+        return False
+
+
 class Replicas:
     """Gateway replicas (`helpline run --no-ui`) on one workspace, reaching the engine at ``engine_url``."""
 
@@ -273,6 +340,9 @@ def run_scale_bench(ctx: Context, options: ScaleOptions) -> dict[str, Any]:
                 "replicas_1": with_redis,
                 "throughput_vs_default": round(with_redis["served_per_s"] / alone, 3) if alone else None,
             }
+        if options.failover:
+            replicas = Replicas(workspace, root, engine_url=engine_url)
+            report["failover"] = _failover(replicas, workspace, keys["customer"], options)
         if options.engine_bound:
             port = free_port()
             engine = Process([sys.executable, "-m", "helpline", "engine"], cwd=root, log=root / "engine.log",

@@ -214,12 +214,13 @@ def bench_scale(
     max_tokens: int = typer.Option(32, help="Answer length asked for."),
     engine_bound: bool = typer.Option(True, "--engine-bound/--no-engine-bound", help="Also over the real vLLM."),
     redis: bool = typer.Option(True, "--redis/--no-redis", help="Also one replica with redis_url (redis-server)."),
+    failover: bool = typer.Option(True, "--failover/--no-failover", help="Also kill one of two replicas under load."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Throughput and p95 of one and two gateway replicas over one engine: an instant stand-in engine (what the
     gateway's own work allows) and the real vLLM (what the engine allows); and Redis's cost against the default."""
     options = ScaleOptions(seconds=seconds, clients=clients, max_tokens=max_tokens, engine_bound=engine_bound,
-                           redis=redis)  # fmt: skip
+                           redis=redis, failover=failover)  # fmt: skip
     with json_stdout(as_json):
         report = run_scale_bench(Context.load(), options)
     show(report, as_json=as_json)

@@ -126,7 +126,7 @@ def test_compose_publishes_neither_the_engine_nor_chroma(monkeypatch: pytest.Mon
     assert set(re.findall(r"server (gateway-[ab]):8000", nginx)) == {"gateway-a", "gateway-b"}
     # knowledge-base changes go to the replica that holds the index's writer lock: the one the other waits for
     writer = re.search(r"upstream helpline_kb_writer \{\s*server (gateway-[ab]):8000;", nginx).group(1)
-    assert writer in services["gateway-b"]["depends_on"]
+    assert writer in services["gateway-b"]["depends_on"] and "server gateway-b:8000 backup;" in nginx
 
 
 def test_compose_settings_name_real_fields_and_the_services_that_serve_them(monkeypatch: pytest.MonkeyPatch) -> None:
