@@ -6,12 +6,14 @@ The tokenizer (transformers) loads only when lengths are checked against a model
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import typer
 
 from helpline.cli.output import console, print_json
 from helpline.platform.context import Context
-from helpline.training.data.prepare import PrepareOptions, prepare_dataset
+from helpline.training.data.openai_export import export_openai
+from helpline.training.data.prepare import PrepareOptions, prepare_dataset, resolve_dataset
 from helpline.training.sft.config import SFTConfig
 from helpline.training.sft.trainer import load_tokenizer, resolve_base_model
 
@@ -86,3 +88,25 @@ def prepare(
         f"PII replaced: {manifest['scrubber']['replaced']}; "
         f"scrubber recall on the labelled sample: {manifest['scrubber']['labelled_sample']['recall']}"
     )
+
+
+@data_app.command("export-openai")
+def export_openai_jsonl(
+    dataset: str = typer.Argument(..., help="A prepared dataset: NAME (latest version), NAME/vN or its folder."),
+    out: Path = typer.Option(..., "--out", help="The JSONL file to write."),
+    split: str = typer.Option("train", help="train, validation or test."),
+    max_tokens: int = typer.Option(65536, help="The fine-tuning context of the model it is for, in tokens."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Write a prepared dataset as OpenAI chat fine-tuning JSONL, checked as the managed fine-tuning APIs check an
+    upload (a file they would refuse is not written)."""
+    ctx = Context.load()
+    report = export_openai(resolve_dataset(dataset, ctx.workspace.datasets), split=split, out=out,
+                           max_tokens=max_tokens)  # fmt: skip
+    if as_json:
+        print_json(report.as_dict())
+        return
+    console.print(f"[green]wrote[/] {report.examples} examples to {out} (about {report.estimated_tokens['total']} "
+                  "tokens)")  # fmt: skip
+    for warning in report.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
