@@ -13,6 +13,7 @@ from helpline.evaluation.hooks import regression_after_sync
 from helpline.platform.context import Context
 from helpline.platform.errors import HelplineError
 from helpline.retrieval.factory import open_knowledge_base
+from helpline.retrieval.ingest.exports import KINDS, load_export, parse_source, source_origin
 from helpline.retrieval.ingest.loaders import load_files
 
 kb_app = typer.Typer(no_args_is_help=True, help="Add, sync, remove and search knowledge-base documents.")
@@ -44,11 +45,25 @@ def sync_folder(ctx: Context, folder: Path, *, rebuild: bool = False) -> dict:
     return _summary(report, failures)
 
 
+def sync_export(ctx: Context, ref: str, *, rebuild: bool = False) -> dict:
+    """Sync a help-centre export (``zendesk:PATH``, ``intercom:PATH``) into the knowledge base; returns a summary."""
+    kind, path = parse_source(ref)
+    docs = load_export(kind, path)
+    kb = open_knowledge_base(ctx)
+    with console.status(f"indexing {len(docs)} {kind} articles from {path}"):
+        report = kb.sync_source(source_origin(kind, path), docs, rebuild=rebuild)
+    return _summary(report, [])
+
+
 @kb_app.command("sync")
 def sync(
-    folder: Path = typer.Argument(..., help="Folder of articles (Markdown, HTML, text, PDF, DOCX, FAQ CSV/JSONL)."),
+    source: str = typer.Argument(
+        ...,
+        help="A folder of articles (Markdown, HTML, text, PDF, DOCX, FAQ CSV/JSONL), or a help-centre export as "
+        f"KIND:PATH ({', '.join(KINDS)}: the articles API's JSON pages, a folder of them, or JSONL).",
+    ),
     rebuild: bool = typer.Option(
-        False, "--rebuild", help="Embed this folder's documents again (uploads, other folders stay)."
+        False, "--rebuild", help="Embed this source's documents again (uploads, other sources stay)."
     ),
     check: bool = typer.Option(
         False,
@@ -60,11 +75,13 @@ def sync(
     check_model: str = typer.Option("production", "--check-model", help="Model (name or alias) --check answers with."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Make the knowledge base match FOLDER: embed new and changed files, drop removed ones that came from FOLDER."""
+    """Make the knowledge base match SOURCE: embed new and changed articles, drop removed ones that came from it."""
     ctx = Context.load()
     if check:
         ctx.registry.chat_model(check_model)  # a wrong --check-model is refused before the sync
-    summary = sync_folder(ctx, folder, rebuild=rebuild)
+    prefix, folder = source.split(":", 1)[0], Path(source)
+    export = prefix in KINDS or (":" in source and prefix.isalpha() and not folder.exists())  # a KIND misspelt
+    summary = sync_export(ctx, source, rebuild=rebuild) if export else sync_folder(ctx, folder, rebuild=rebuild)
     if not check:
         _show(summary, as_json)
         return
@@ -72,7 +89,7 @@ def sync(
     with console.status(f"answering the support suite with {check_model}"):
         questions = folder / "QUESTIONS.yaml"
         summary["check"] = result = regression_after_sync(
-            ctx, model=check_model, questions=questions if questions.is_file() else None
+            ctx, model=check_model, questions=questions if not export and questions.is_file() else None
         )
     _show(summary, as_json)
     before = (

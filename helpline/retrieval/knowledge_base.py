@@ -164,6 +164,23 @@ class KnowledgeBase:
             report.kept = sorted(kept)
             return report, failures
 
+    def sync_source(self, origin: str, docs: list[Document], *, rebuild: bool = False) -> SyncReport:
+        """Mirror one export (``origin``, e.g. ``zendesk:/exports/articles.json``; ``ingest/exports.py``): its
+        articles in (only new and changed ones embedded), the ones it brought before and holds no more out;
+        documents of other sources stay. An export with no article is refused rather than allowed to delete all
+        that it brought."""
+        with self._writing():
+            records = self.records.all()
+            own = {doc_id for doc_id, r in records.items() if r.origin == origin}
+            if not docs and own:
+                raise DataError(
+                    f"{origin} holds no published article; syncing it would delete all {len(own)} documents it brought",
+                    hint="check the export; to delete documents, use `helpline kb remove ID ...`",
+                )
+            if rebuild:
+                self._delete(sorted(own), records)
+            return self.sync(docs, keep=set(records) - own, origin=origin)
+
     def remove(self, doc_ids: list[str]) -> SyncReport:
         """Delete documents by id; unknown ids are an error (nothing is deleted then)."""
         with self._writing():

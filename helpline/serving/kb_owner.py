@@ -107,6 +107,9 @@ class OwnedKB:
     def sync_folder(self, folder: Any, **kwargs: Any) -> Any:
         return self.call(self.kb.sync_folder, folder, **kwargs)
 
+    def sync_source(self, origin: str, docs: Any, **kwargs: Any) -> Any:
+        return self.call(self.kb.sync_source, origin, docs, **kwargs)
+
     def remove(self, doc_ids: list[str]) -> Any:
         return self.call(self.kb.remove, doc_ids)
 

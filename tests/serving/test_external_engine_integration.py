@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ import httpx
 import pytest
 
 from helpline.platform.context import Context
+from helpline.platform.registry import Registry
 from helpline.platform.workspace import Workspace
 from helpline.testing.serving import PASSED_GATE
 
@@ -85,7 +87,6 @@ def replicas(workspace_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     from helpline.evaluation.load import free_port, serve_app
     from helpline.platform.settings import load_settings
     from helpline.serving.factory import build_gateway
-    from tests.serving.test_integration import copy_registry
 
     tmp = tmp_path_factory.mktemp("external")
     ws = Workspace.at(workspace_dir / ".helpline")
@@ -97,7 +98,9 @@ def replicas(workspace_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> I
 
     # The gateways' storage, mounted on the engine host at another path (a symlink here).
     gateway_side = tmp / "gateway-side"
-    registry = copy_registry(ws.registry_db, tmp / "registry.sqlite")  # shared by both replicas
+    with sqlite3.connect(ws.registry_db) as src, sqlite3.connect(tmp / "registry.sqlite") as dst:
+        src.backup(dst)  # a copy the promotions may change, shared by both replicas
+    registry = Registry(tmp / "registry.sqlite")
     base = registry.get_model("smollm2-135m-instruct")
     adapter = random_adapter(base.path, gateway_side / "adapters" / "ext-lora", rank=8)
     registry.register_model("ext-lora", kind="adapter", path=adapter, base_model=base.name, metadata=PASSED_GATE)
