@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import typer
@@ -13,6 +14,7 @@ from helpline.evaluation.hooks import regression_after_sync
 from helpline.platform.context import Context
 from helpline.platform.errors import HelplineError
 from helpline.retrieval.factory import open_knowledge_base
+from helpline.retrieval.ingest.crawl import crawl_origin, crawl_site
 from helpline.retrieval.ingest.exports import KINDS, load_export, parse_source, source_origin
 from helpline.retrieval.ingest.loaders import load_files
 
@@ -55,13 +57,27 @@ def sync_export(ctx: Context, ref: str, *, rebuild: bool = False) -> dict:
     return _summary(report, [])
 
 
+def sync_site(ctx: Context, url: str, *, rebuild: bool = False, max_pages: int, max_depth: int) -> dict:
+    """Crawl a website (or its sitemap.xml) into the knowledge base; returns a summary with what was fetched."""
+    state = ctx.workspace.indexes / "crawl" / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}.json"
+    with console.status(f"crawling {url}"):
+        docs, crawled = crawl_site(url, state_path=state, max_pages=max_pages, max_depth=max_depth)
+    kb = open_knowledge_base(ctx)
+    with console.status(f"indexing {len(docs)} pages"):
+        report = kb.sync_source(crawl_origin(url), docs, rebuild=rebuild)
+    return {**_summary(report, []), "crawl": crawled.__dict__}
+
+
 @kb_app.command("sync")
 def sync(
     source: str = typer.Argument(
         ...,
-        help="A folder of articles (Markdown, HTML, text, PDF, DOCX, FAQ CSV/JSONL), or a help-centre export as "
-        f"KIND:PATH ({', '.join(KINDS)}: the articles API's JSON pages, a folder of them, or JSONL).",
+        help="A folder of articles (Markdown, HTML, text, PDF, DOCX, FAQ CSV/JSONL); a help-centre export as "
+        f"KIND:PATH ({', '.join(KINDS)}: the articles API's JSON pages, a folder of them, or JSONL); or a website: "
+        "its start page or sitemap.xml (https://...), crawled on its own site, obeying robots.txt.",
     ),
+    max_pages: int = typer.Option(500, help="Website: most pages crawled."),
+    max_depth: int = typer.Option(5, help="Website: most links followed from the start page."),
     rebuild: bool = typer.Option(
         False, "--rebuild", help="Embed this source's documents again (uploads, other sources stay)."
     ),
@@ -81,7 +97,13 @@ def sync(
         ctx.registry.chat_model(check_model)  # a wrong --check-model is refused before the sync
     prefix, folder = source.split(":", 1)[0], Path(source)
     export = prefix in KINDS or (":" in source and prefix.isalpha() and not folder.exists())  # a KIND misspelt
-    summary = sync_export(ctx, source, rebuild=rebuild) if export else sync_folder(ctx, folder, rebuild=rebuild)
+    if source.startswith(("http://", "https://")):
+        export = True
+        summary = sync_site(ctx, source, rebuild=rebuild, max_pages=max_pages, max_depth=max_depth)
+    elif export:
+        summary = sync_export(ctx, source, rebuild=rebuild)
+    else:
+        summary = sync_folder(ctx, folder, rebuild=rebuild)
     if not check:
         _show(summary, as_json)
         return
