@@ -198,7 +198,7 @@ def _measure(urls: list[str], key: str, options: ScaleOptions) -> dict[str, Any]
     }
 
 
-def _failover(replicas: Replicas, workspace: Path, key: str, options: ScaleOptions) -> dict[str, Any]:
+def failover(replicas: Replicas, workspace: Path, key: str, options: ScaleOptions) -> dict[str, Any]:
     """Streamed chats over two replicas; a third of the way in, replica A's process group is killed with SIGKILL.
     A chat that got no answer from A is sent again to B (as the proxy or an OpenAI client retries). Then every
     acknowledged chat (its stream ended with ``[DONE]``, which the gateway sends after it logged the turn) is
@@ -265,9 +265,14 @@ def _logged(store: GatewayStore, response_id: str) -> bool:
 class Replicas:
     """Gateway replicas (`helpline run --no-ui`) on one workspace, reaching the engine at ``engine_url``."""
 
-    def __init__(self, workspace: Path, root: Path, *, engine_url: str, redis_url: str | None = None) -> None:
+    def __init__(
+        self, workspace: Path, root: Path, *, engine_url: str, redis_url: str | None = None,
+        settings: dict[str, str] | None = None,
+    ) -> None:  # fmt: skip
+        """``settings``: more HELPLINE_* variables for every replica (they override the bench's own)."""
         self.workspace, self.root = workspace, root
         self.engine_url, self.redis_url = engine_url, redis_url
+        self.settings = dict(settings or {})
         self.processes: list[Process] = []
         self.urls: list[str] = []
 
@@ -281,6 +286,7 @@ class Replicas:
                    "HELPLINE_GATEWAY__LIMITS__MAX_CONCURRENCY": "1000"}  # fmt: skip
             if self.redis_url:
                 env["HELPLINE_REDIS_URL"] = self.redis_url
+            env |= self.settings
             log = self.root / f"gateway-{len(self.processes)}.log"
             proc = Process([sys.executable, "-m", "helpline", "run", "--no-ui"], cwd=self.root, log=log,
                            env=helpline_env(self.workspace, env))  # fmt: skip
@@ -342,7 +348,7 @@ def run_scale_bench(ctx: Context, options: ScaleOptions) -> dict[str, Any]:
             }
         if options.failover:
             replicas = Replicas(workspace, root, engine_url=engine_url)
-            report["failover"] = _failover(replicas, workspace, keys["customer"], options)
+            report["failover"] = failover(replicas, workspace, keys["customer"], options)
         if options.engine_bound:
             port = free_port()
             engine = Process([sys.executable, "-m", "helpline", "engine"], cwd=root, log=root / "engine.log",
