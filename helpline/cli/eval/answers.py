@@ -12,6 +12,7 @@ from helpline.cli.eval import eval_app
 from helpline.cli.output import console, print_json
 from helpline.evaluation.answer_paths import answerer
 from helpline.evaluation.answers import VIAS, AnswerCase, Doc2dialJudge, evaluate, read_cases
+from helpline.evaluation.judge.judge import Judge, judge_results
 from helpline.evaluation.rag_eval import build_index, load_questions
 from helpline.evaluation.regression.factory import resolve_model
 from helpline.guard.selection import load_detector
@@ -103,6 +104,11 @@ def answers(
         "--judge-detector",
         help="doc2dial: the detector that checks answers against the gold span.",
     ),
+    judge_url: str = typer.Option(None, "--judge-url", help="An OpenAI-compatible judge (e.g. a vLLM's /v1): "
+                                  "also score served answers by rubric (correctness, helpfulness, brand voice)."),
+    judge_model: str = typer.Option(None, "--judge-model", help="The judge's model name at --judge-url."),
+    judge_key_env: str = typer.Option(None, "--judge-key-env", help="Variable holding the judge's API key."),
+    voice: Path = typer.Option(None, "--voice", help="Brand-voice rubric (a text file; default: the sample's)."),
     answers_file: Path = typer.Option(None, "--answers", help="Write every served answer and its verdict (JSONL)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
@@ -113,6 +119,12 @@ def answers(
         ctx, questions=questions, dataset=dataset, limit=limit, removed=removed, max_docs=max_docs, seed=seed
     )
     judge = doc2dial_judge(ctx, judge_detector) if documents is not None else None
+    if (judge_url is None) != (judge_model is None):
+        raise ConfigError("--judge-url and --judge-model go together", hint="name the judge's address and model")
+    llm_judge = None if judge_url is None else Judge(
+        base_url=judge_url, model=judge_model, api_key_env=judge_key_env,
+        cache_path=ctx.workspace.reports / "judge-cache.sqlite", voice=voice.read_text() if voice else None,
+    )  # fmt: skip
     result: dict[str, Any] = {"set": dataset or str(questions or "sample_kb/QUESTIONS.yaml"), "via": {}}
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="helpline-answers-") as tmp:
@@ -123,6 +135,8 @@ def answers(
         for v in vias:
             with answerer(v, pipeline, ctx.registry) as answer:  # type: ignore[arg-type]
                 summary, judged = evaluate(cases, answer, doc2dial=judge, progress=not as_json)
+            if llm_judge is not None:
+                summary["judge"] = judge_results(llm_judge, cases, judged)
             result["via"][v] = summary
             rows += [{"via": v, **r.__dict__} for r in judged]
     if answers_file is not None:
@@ -138,3 +152,10 @@ def answers(
             f"{s['abstention_rate_unanswerable']} ({s['unanswerable']}); internal leaks {s['internal_leaks']}; "
             f"p50/p95 {s['latency_ms_p50']}/{s['latency_ms_p95']} ms"
         )
+        if "judge" in s:
+            j = s["judge"]
+            console.print(
+                f"  judge {j['model']}: correctness {j['correctness_mean']}, helpfulness {j['helpfulness_mean']}, "
+                f"voice {j['voice_mean']} (0-10, {j['judged']} answers); agreement with the rules "
+                f"{j['agreement']['rate']} (kappa {j['agreement']['cohen_kappa']})"
+            )

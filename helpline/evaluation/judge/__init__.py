@@ -1,0 +1,1 @@
+"""LLM-as-judge rubric scores of served answers (``judge.py``)."""
