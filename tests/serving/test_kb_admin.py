@@ -49,6 +49,22 @@ def test_admin_folder_sync_needs_the_admin_role_and_an_existing_folder(gateway: 
     assert gateway.client.post("/admin/kb/sync", json=missing, headers=gateway.headers("admin")).status_code == 404
 
 
+def test_an_admin_syncs_a_help_centre_export_through_the_gateway(gateway: Gateway, tmp_path: Path) -> None:
+    import json
+
+    article = {"id": 5, "title": "Store credit", "body": "<p>Store credit never expires.</p>", "draft": False,
+               "user_segment_id": None, "html_url": "https://help.example.com/5"}  # fmt: skip
+    page = {"articles": [article]}
+    (tmp_path / "zendesk.json").write_text(json.dumps(page))
+    ref = f"zendesk:{tmp_path / 'zendesk.json'}"
+    resp = gateway.client.post("/admin/kb/sync", json={"folder": ref}, headers=gateway.headers("admin"))
+    assert resp.status_code == 200 and resp.json()["added"] == ["zendesk-5"]
+    assert "zendesk-5" in _doc_ids(gateway)
+    missing = {"folder": "zendesk:/nowhere.json"}
+    bad = gateway.client.post("/admin/kb/sync", json=missing, headers=gateway.headers("admin"))
+    assert bad.status_code == 422 and "does not exist" in bad.json()["error"]["message"]
+
+
 def test_every_method_kb_admin_calls_exists_on_the_gateways_owned_kb() -> None:
     """The gateway hands KBAdmin an OwnedKB, not a bare KnowledgeBase: each ``self.kb.X`` must exist there."""
     tree = ast.parse(inspect.getsource(kb_admin))

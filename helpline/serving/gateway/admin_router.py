@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
 from helpline.platform.errors import EngineError
 from helpline.platform.schemas import Document
+from helpline.platform.workspace import Workspace
 from helpline.serving.gateway.auth import Principal, requires
 from helpline.serving.gateway.conversations import export_lines
 from helpline.serving.gateway.protocol import (
@@ -63,8 +64,10 @@ async def kb_delete(doc_id: str, request: Request, who: Principal = Depends(requ
 
 @admin.post("/kb/sync")
 async def kb_sync(body: SyncRequest, request: Request, who: Principal = Depends(requires("admin"))) -> dict:
-    """Mirror a folder on the gateway's machine (admin only: it reads the server's disk)."""
-    report = await anyio.to_thread.run_sync(lambda: _kb(request).sync_folder(body.folder))
+    """Mirror a folder or a help-centre export on the gateway's machine, or a website (admin only: it reads the
+    server's disk and fetches from its network)."""
+    crawl_state = Workspace.at(request.app.state.router.registry.db_path.parent).indexes / "crawl"
+    report = await anyio.to_thread.run_sync(lambda: _kb(request).sync_source(body.folder, crawl_state=crawl_state))
     await _audit(request, who, "kb.sync", body.folder, report)
     return report
 

@@ -130,7 +130,10 @@ class DocumentsUpload(BaseModel):
 
 
 class SyncRequest(BaseModel):
-    folder: str = Field(description="A folder on the gateway's machine to mirror into the knowledge base.")
+    folder: str = Field(
+        description="What to mirror into the knowledge base: a folder on the gateway's machine, a help-centre export "
+        "there (zendesk:PATH, intercom:PATH), or a website's start page or sitemap (https://...), crawled."
+    )
 
 
 class PromoteRequest(BaseModel):
