@@ -98,6 +98,17 @@ def test_a_second_crawl_downloads_and_embeds_only_the_changed_pages_and_drops_th
     assert kb.sync_source(crawl_origin(start), docs).deleted == []
 
 
+def test_a_sitemap_index_is_read_through_to_its_pages(site, tmp_path) -> None:
+    fixture, start = site
+    fixture.pages["/sitemap.xml"] = (f"<sitemapindex><sitemap><loc>{start}sitemap-1.xml</loc></sitemap>"
+                                     "</sitemapindex>")  # fmt: skip
+    urls = "".join(f"<url><loc>{start}articles/{i}</loc></url>" for i in range(3))
+    other = "<url><loc>https://elsewhere.example.com/a</loc></url>"
+    fixture.pages["/sitemap-1.xml"] = f"<urlset>{urls}{other}</urlset>"
+    docs, _ = crawl_site(f"{start}sitemap.xml", state_path=tmp_path / "s.json", max_depth=0)
+    assert sorted(d.source.rsplit("/", 1)[1] for d in docs) == ["0", "1", "2"]  # listed pages only, own site only
+
+
 def test_the_crawl_stops_at_its_limits_and_refuses_what_is_no_address(site, tmp_path) -> None:
     _, start = site
     docs, crawled = crawl_site(start, state_path=tmp_path / "s.json", max_pages=10)

@@ -1,12 +1,12 @@
 """A website or help centre as knowledge-base documents: crawled from a start page or read from its sitemap.
 
-The crawl stays on the start page's site (scheme and host), obeys its robots.txt (for the ``helpline`` user agent),
-and stops at ``max_depth`` links from the start and ``max_pages`` pages. Pages are fetched with the validators the
-last crawl saw (``If-None-Match`` with the ETag, ``If-Modified-Since`` with Last-Modified): a page that answers 304
-is not downloaded again and keeps the text the last crawl extracted (kept in a state file beside the index). A page
-that is gone (404, 410, or no longer linked) is not in the result, so ``KnowledgeBase.sync_source`` drops it; only
-new and changed pages are embedded. A page that does not answer (a connection error, a 5xx) keeps what the last
-crawl saw: an outage of the site does not empty the knowledge base.
+The crawl stays on the start page's site (scheme and host), obeys its robots.txt (for the ``helpline`` user agent,
+its Crawl-delay too, up to 30 s), and stops at ``max_depth`` links from the start and ``max_pages`` pages. Pages are
+fetched with the validators the last crawl saw (``If-None-Match`` with the ETag, ``If-Modified-Since`` with Last-
+Modified): a page that answers 304 is not downloaded again and keeps the text the last crawl extracted (kept in a
+state file beside the index). A page that is gone (404, 410, or no longer linked) is not in the result, so
+``KnowledgeBase.sync_source`` drops it; only new and changed pages are embedded. A page that does not answer (a
+connection error, a 5xx) keeps what the last crawl saw: an outage of the site does not empty the knowledge base.
 
 A page's access level is its ``<meta name="access">`` (``internal`` for staff-only pages), public otherwise.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import urllib.robotparser
 from collections import deque
 from dataclasses import dataclass, field
@@ -65,11 +66,14 @@ def crawl_site(
         docs: dict[str, Document] = {}
         queue: deque[tuple[str, int]] = deque(_seeds(client, start))
         queued = {url for url, _ in queue}
+        delay = float(robots.crawl_delay(USER_AGENT) or 0)  # the site's Crawl-delay, between requests
         while queue and len(docs) < max_pages:
             url, depth = queue.popleft()
             if not robots.can_fetch(USER_AGENT, url):
                 report.skip("robots.txt")
                 continue
+            if delay and (report.fetched or report.not_modified):
+                time.sleep(min(delay, 30.0))
             page = _fetch(client, url, state.get(url), report)
             if page is None:
                 continue
@@ -92,8 +96,9 @@ def crawl_site(
     return list(docs.values()), report
 
 
-def _seeds(client: httpx.Client, start: str) -> list[tuple[str, int]]:
-    """The start page, or every page a sitemap lists (each then at depth 0)."""
+def _seeds(client: httpx.Client, start: str, *, nested: int = 1) -> list[tuple[str, int]]:
+    """The start page, or every page a sitemap lists (each then at depth 0); a sitemap index's sitemaps are read
+    too (one level down, as sitemaps.org allows)."""
     if not start.endswith(".xml"):
         return [(urldefrag(start)[0], 0)]
     resp = client.get(start)
@@ -102,7 +107,13 @@ def _seeds(client: httpx.Client, start: str) -> list[tuple[str, int]]:
     bs4 = require("bs4", "retrieval")
     soup = bs4.BeautifulSoup(resp.text, "html.parser")
     urls = [loc.get_text(strip=True) for loc in soup.find_all("loc")]
-    return [(u, 0) for u in urls if _same_site(u, start)]
+    seeds: list[tuple[str, int]] = []
+    for url in (u for u in urls if _same_site(u, start)):
+        if url.endswith(".xml") and soup.find("sitemapindex") is not None and nested > 0:
+            seeds += _seeds(client, url, nested=nested - 1)
+        else:
+            seeds.append((url, 0))
+    return seeds
 
 
 def _robots(client: httpx.Client, start: str) -> urllib.robotparser.RobotFileParser:
