@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from helpline.evaluation.answer_paths import through_pipeline
 from helpline.evaluation.answers import evaluate, read_cases
+from helpline.evaluation.judge.judge import Judge, judge_results
 from helpline.evaluation.regression.cases import load_suite, suite_path
 from helpline.evaluation.regression.generators import suite_cases
 from helpline.evaluation.regression.runner import SuiteResult, run_suite
@@ -50,9 +51,26 @@ class Thresholds(BaseModel):
     max_wrong_served_increase: float = Field(
         0.0, ge=0, le=1, description="Largest allowed rise of the wrong-served rate on the answer set (as served)."
     )
+    max_judge_drop: float = Field(
+        0.5, ge=0, le=10, description="Largest allowed drop of a judge rubric's mean score (0-10) on the answer set."
+    )
+    min_judge_kappa: float = Field(
+        0.2, ge=-1, le=1, description="The judge gates only when its correctness agrees with the rule-based check "
+        "at least this much (Cohen's kappa, on the baseline's answers); below it its scores are reported only.",
+    )
     required_categories: dict[str, float] = Field(
         default_factory=dict, description="Absolute pass-rate floors per category, e.g. {safety: 1.0}."
     )
+
+
+class JudgeConfig(BaseModel):
+    """The judge the gate asks (any OpenAI-compatible endpoint)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str = Field(description="e.g. http://127.0.0.1:8001/v1 (a local vLLM) or a remote API's /v1.")
+    model: str = Field(description="The judge's model name at base_url.")
+    api_key_env: str | None = Field(None, description="Variable holding its API key (none for a local vLLM).")
 
 
 class GateConfig(BaseModel):
@@ -73,6 +91,9 @@ class GateConfig(BaseModel):
         "sample",
         description="Question file answered as served by both models (`eval answers`); sample: the sample help "
         "centre's QUESTIONS.yaml; none (or null): no answer-set check.",
+    )
+    judge: JudgeConfig | None = Field(
+        None, description="An LLM judge scoring the answer set by rubric (`eval answers --judge-url`); none: no judge."
     )
     thresholds: Thresholds = Field(default_factory=Thresholds)
 
@@ -185,12 +206,24 @@ def hallucination_checks(s: str, c: dict[str, Any], b: dict[str, Any], t: Thresh
 
 
 def compare_answers(cand: dict[str, Any], base: dict[str, Any], thresholds: Thresholds) -> list[Check]:
-    """The answer set as served (`eval answers` summaries): the candidate may not serve more wrong answers."""
+    """The answer set as served (`eval answers` summaries): the candidate may not serve more wrong answers, nor (with
+    a judge that agrees with the rule-based check) score lower by rubric."""
     c, b = cand["wrong_served_rate"], base["wrong_served_rate"]
     if c is None or b is None:
         return []
     limit = thresholds.max_wrong_served_increase
-    return [Check("answers: wrong served vs baseline", c, b, f"rise ≤ {limit}", c - b <= limit + 1e-9)]
+    checks = [Check("answers: wrong served vs baseline", c, b, f"rise ≤ {limit}", c - b <= limit + 1e-9)]
+    cj, bj = cand.get("judge"), base.get("judge")
+    kappa = (bj or {}).get("agreement", {}).get("cohen_kappa")
+    if cj is None or bj is None or kappa is None or kappa < thresholds.min_judge_kappa:
+        return checks  # no judge, or one too far from the rules to gate (its scores are in the summaries)
+    drop = thresholds.max_judge_drop
+    for rubric in ("correctness", "helpfulness", "voice"):
+        cm, bm = cj.get(f"{rubric}_mean"), bj.get(f"{rubric}_mean")
+        if cm is not None and bm is not None:
+            passed = bm - cm <= drop + 1e-9
+            checks.append(Check(f"answers: judge {rubric} vs baseline", cm, bm, f"drop ≤ {drop}", passed))
+    return checks
 
 
 def decide(
@@ -242,6 +275,10 @@ def run_gate(
     questions = read_cases(answer_path) if answer_path is not None else []
     results: dict[str, list[SuiteResult]] = {}
     answered: dict[str, dict[str, Any]] = {}
+    judge = None if cfg.judge is None else Judge(
+        base_url=cfg.judge.base_url, model=cfg.judge.model, api_key_env=cfg.judge.api_key_env,
+        cache_path=reports_dir / "judge-cache.sqlite",
+    )  # fmt: skip
     for model in (candidate, baseline):
         responder = responder_for(model)
         results[model] = [
@@ -250,7 +287,9 @@ def run_gate(
         ]
         pipeline = getattr(responder, "pipeline", None)
         if questions and pipeline is not None:  # what a customer is served (direct mode has no pipeline)
-            answered[model] = evaluate(questions, through_pipeline(pipeline), progress=progress)[0]
+            answered[model], judged = evaluate(questions, through_pipeline(pipeline), progress=progress)
+            if judge is not None:
+                answered[model]["judge"] = judge_results(judge, questions, judged)
     pair = (answered[candidate], answered[baseline]) if len(answered) == 2 else None
     report = decide(candidate, baseline, results[candidate], results[baseline], cfg, answers=pair)
     stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -89,3 +89,20 @@ def test_served_answers_are_judged_by_rubric_cached_and_compared_with_the_rules(
     with pytest.raises(ConfigError, match="JUDGE_KEY_THAT_IS_NOT_SET is not set"):
         Judge(base_url="http://127.0.0.1:1/v1", model="m", cache_path=tmp_path / "c.sqlite",
               api_key_env="JUDGE_KEY_THAT_IS_NOT_SET")  # fmt: skip
+
+
+def test_the_gate_counts_a_judge_only_when_it_agrees_with_the_rules() -> None:
+    from helpline.evaluation.gate import Thresholds, compare_answers, load_gate_config
+
+    def summary(correctness: float, kappa: float | None) -> dict:
+        judge = {"correctness_mean": correctness, "helpfulness_mean": 6.0, "voice_mean": None,
+                 "agreement": {"cohen_kappa": kappa}}  # fmt: skip
+        return {"wrong_served_rate": 0.1, "judge": judge}
+
+    trusted = compare_answers(summary(5.0, 0.6), summary(7.0, 0.6), Thresholds())
+    assert [(c.name, c.passed) for c in trusted] == [("answers: wrong served vs baseline", True),
+                                                     ("answers: judge correctness vs baseline", False),
+                                                     ("answers: judge helpfulness vs baseline", True)]  # fmt: skip
+    untrusted = compare_answers(summary(5.0, 0.05), summary(7.0, 0.05), Thresholds())
+    assert [c.name for c in untrusted] == ["answers: wrong served vs baseline"]  # reported, not gating
+    assert load_gate_config().judge is None  # the shipped gate asks no judge
