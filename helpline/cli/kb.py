@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 
 import typer
@@ -12,11 +13,14 @@ from rich.table import Table
 from helpline.cli.output import console, fail, print_json, show
 from helpline.evaluation.hooks import regression_after_sync
 from helpline.platform.context import Context
-from helpline.platform.errors import HelplineError
+from helpline.platform.durations import parse_duration
+from helpline.platform.errors import HelplineError, NotFoundError
 from helpline.retrieval.factory import open_knowledge_base
 from helpline.retrieval.ingest.crawl import crawl_origin, crawl_site
 from helpline.retrieval.ingest.exports import KINDS, load_export, parse_source, source_origin
 from helpline.retrieval.ingest.loaders import load_files
+from helpline.serving.connectors import check_connector
+from helpline.serving.factory import open_gateway_store
 
 kb_app = typer.Typer(no_args_is_help=True, help="Add, sync, remove and search knowledge-base documents.")
 
@@ -217,3 +221,41 @@ def stats(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> 
         "latest_version": versions[-1].model_dump() if versions else None,
     }
     show(data, as_json)
+
+
+@kb_app.command("connect")
+def connect(
+    name: str = typer.Argument(..., help="A slug naming the connector, e.g. zendesk-en."),
+    source: str = typer.Argument(..., help=f"{' or '.join(k + ':PATH' for k in KINDS)} (an export), or https://..."),
+    every: str = typer.Option("1d", "--every", help="How often the serving gateway syncs it (6h, 1d; at least 5m)."),
+) -> None:
+    """Add a connector (or change one): the gateway that serves the knowledge base syncs it on that schedule, and
+    `helpline kb connectors` shows how each run went."""
+    ctx = Context.load()
+    every_s = parse_duration(every)
+    check_connector(name, source, every_s)
+    open_gateway_store(ctx).save_connector(name, source=source, every_s=every_s, actor="cli")
+    console.print(f"[green]connected[/] {name}: {source} every {every} (the serving gateway syncs it; "
+                  f"now: `helpline kb sync {source}` while no gateway serves)")  # fmt: skip
+
+
+@kb_app.command("connectors")
+def connectors(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """The connectors, their schedule and how their last run went."""
+    rows = open_gateway_store(Context.load()).connectors()
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("name", "source", "every", "last run", "status")
+    for c in rows:
+        last = time.strftime("%Y-%m-%d %H:%M", time.localtime(c["last_at"])) if c["last_at"] else "never"
+        table.add_row(c["name"], c["source"], f"{c['every_s'] / 3600:g} h", last, c["last_status"] or "-")
+    console.print(table)
+
+
+@kb_app.command("disconnect")
+def disconnect(name: str = typer.Argument(..., help="The connector to remove.")) -> None:
+    """Remove a connector; the documents it brought stay (`helpline kb remove ID` deletes them)."""
+    if not open_gateway_store(Context.load()).remove_connector(name):
+        raise NotFoundError(f"no connector {name!r}", hint="`helpline kb connectors` lists them")
+    console.print(f"removed connector {name}")

@@ -4,8 +4,9 @@ canary → promote or roll back (``steps.py`` has the order, ``run.py`` the runs
 
 It sits above evaluation and training (it runs both) and below the benches and the CLI, which drive it."""
 
-from helpline.improve.options import ImproveOptions, load_options, parse_duration
+from helpline.improve.options import ImproveOptions, load_options
 from helpline.improve.run import improve, run_every, runs_root, terminate_as_interrupt
+from helpline.platform.durations import parse_duration
 
 __all__ = [
     "ImproveOptions",

@@ -112,6 +112,7 @@ def make_replica(
     *,
     staff_answers: bool = False,
     admission: Admission | None = None,
+    connector_check_s: float = 60.0,
 ) -> Gateway:
     """Another gateway app over ``gateway``'s registry, store, knowledge base and engine, as a second replica is;
     its keys work on both."""
@@ -127,7 +128,8 @@ def make_replica(
     if staff_answers:
         load = lambda since: staff_answer_changes(store, since)  # noqa: E731
         pipeline.staff_answers = StaffAnswers(FakeEmbedder().embed_documents, load, refresh_s=0)
-    app = create_app(pipeline=pipeline, router=router, store=store, kb=kb, limits=limits, admission=admission)
+    app = create_app(pipeline=pipeline, router=router, store=store, kb=kb, limits=limits, admission=admission,
+                     connector_check_s=connector_check_s)  # fmt: skip
     return Gateway(TestClient(app), gateway.keys, gateway.backend, gateway.registry, store, kb)
 
 

@@ -17,9 +17,10 @@ from helpline.evaluation.gate import Thresholds
 from helpline.evaluation.report import Check, GateReport
 from helpline.improve.arms import StoreArms
 from helpline.improve.gating import with_heldout
-from helpline.improve.options import load_options, parse_duration
+from helpline.improve.options import load_options
 from helpline.improve.training import RecipeTraining, write_sft_dataset
 from helpline.platform.context import Context
+from helpline.platform.durations import parse_duration
 from helpline.platform.errors import ConfigError
 from helpline.platform.settings import Settings
 from helpline.serving.gateway.store import GatewayStore

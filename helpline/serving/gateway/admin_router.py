@@ -8,13 +8,16 @@ from __future__ import annotations
 import anyio.to_thread
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
-from helpline.platform.errors import EngineError
+from helpline.platform.durations import parse_duration
+from helpline.platform.errors import EngineError, NotFoundError
 from helpline.platform.schemas import Document
 from helpline.platform.workspace import Workspace
+from helpline.serving.connectors import check_connector
 from helpline.serving.gateway.auth import Principal, requires
 from helpline.serving.gateway.conversations import export_lines
 from helpline.serving.gateway.protocol import (
     CanaryRequest,
+    ConnectorRequest,
     DocumentsUpload,
     KeyRequest,
     PromoteRequest,
@@ -69,6 +72,47 @@ async def kb_sync(body: SyncRequest, request: Request, who: Principal = Depends(
     crawl_state = Workspace.at(request.app.state.router.registry.db_path.parent).indexes / "crawl"
     report = await anyio.to_thread.run_sync(lambda: _kb(request).sync_source(body.folder, crawl_state=crawl_state))
     await _audit(request, who, "kb.sync", body.folder, report)
+    return report
+
+
+@admin.get("/kb/connectors")
+def kb_connectors(request: Request, _: Principal = Depends(requires("staff"))) -> dict:
+    """The knowledge base's connectors with their schedule and last run."""
+    return {"connectors": request.app.state.store.connectors()}
+
+
+@admin.post("/kb/connectors")
+async def kb_connect(body: ConnectorRequest, request: Request, who: Principal = Depends(requires("admin"))) -> dict:
+    """Add a connector (or change one): the gateway that writes the knowledge base syncs it every ``every``."""
+    every_s = parse_duration(body.every)
+    check_connector(body.name, body.source, every_s)
+    request.app.state.store.save_connector(body.name, source=body.source, every_s=every_s, actor=who.actor)
+    await _audit(request, who, "kb.connect", body.name, {"source": body.source, "every_s": every_s})
+    return next(c for c in request.app.state.store.connectors() if c["name"] == body.name)
+
+
+@admin.delete("/kb/connectors/{name}")
+async def kb_disconnect(name: str, request: Request, who: Principal = Depends(requires("admin"))) -> dict:
+    """Remove a connector; the documents it brought stay until removed (`helpline kb remove`)."""
+    if not request.app.state.store.remove_connector(name):
+        raise NotFoundError(f"no connector {name!r}", hint="GET /admin/kb/connectors lists them")
+    await _audit(request, who, "kb.disconnect", name, {})
+    return {"removed": name}
+
+
+@admin.post("/kb/connectors/{name}/sync")
+async def kb_connector_sync(name: str, request: Request, who: Principal = Depends(requires("staff"))) -> dict:
+    """Sync a connector now (staff: its source is fixed by an admin), and record the run."""
+    store = request.app.state.store
+    connector = next((c for c in store.connectors() if c["name"] == name), None)
+    if connector is None:
+        raise NotFoundError(f"no connector {name!r}", hint="GET /admin/kb/connectors lists them")
+    crawl_state = Workspace.at(request.app.state.router.registry.db_path.parent).indexes / "crawl"
+    report = await anyio.to_thread.run_sync(
+        lambda: _kb(request).sync_source(connector["source"], crawl_state=crawl_state)
+    )
+    store.connector_ran(name, status="ok", summary=report)
+    await _audit(request, who, "kb.sync", name, report)
     return report
 
 

@@ -6,6 +6,7 @@ import logging
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
@@ -18,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from helpline.answering.rag import RAGPipeline
 from helpline.platform.errors import HelplineError
 from helpline.platform.lazy_imports import require
+from helpline.serving.connectors import CHECK_EVERY_S, run_due, writes_kb
 from helpline.serving.gateway.admin_router import admin
 from helpline.serving.gateway.api_router import router
 from helpline.serving.gateway.auth import Principal, presented_key, requires
@@ -51,16 +53,20 @@ def create_app(
     readiness: Readiness | None = None,
     retention_days: int | None = None,
     admission: Admission | None = None,
+    connector_check_s: float = CHECK_EVERY_S,
 ) -> FastAPI:
     """The gateway, wired from its parts (all passed in; no globals).
 
     The API description is served at ``/openapi.json`` to engineer keys only; the interactive pages
     (``/docs``, ``/redoc``) are off, since a browser cannot send a key for the description they load.
     ``retention_days``: logged turns older than that are purged at startup and then daily. ``admission``: the
-    rate limit and concurrency cap (default: this process's own, from ``limits``).
+    rate limit and concurrency cap (default: this process's own, from ``limits``). ``connector_check_s``: how often
+    due knowledge-base connectors are looked for.
     """
     limits = limits or GatewayLimits()
-    lifespan = _retention(store, retention_days)
+    crawl_state = router.registry.db_path.parent / "indexes" / "crawl"
+    connectors = None if kb is None else (KBAdmin(kb), crawl_state, connector_check_s)
+    lifespan = _lifespan(store, retention_days, connectors=connectors)
     app = FastAPI(
         title="helpline gateway", version="0.2.0", openapi_url=None, docs_url=None, redoc_url=None, lifespan=lifespan
     )
@@ -127,21 +133,38 @@ async def _audit_failure(request: Request, status: int, principal: Principal | N
         log.error("audit of %s (%s) not written: %s", target, action, e)
 
 
-def _retention(store: GatewayStore, days: int | None) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
-    """The app's lifespan: with ``days``, purge expired turns before the first request, then daily while serving."""
+def _lifespan(
+    store: GatewayStore, days: int | None, *, connectors: tuple[KBAdmin, Path, float] | None
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """The app's lifespan: with ``days``, purge expired turns before the first request, then daily while serving;
+    with a knowledge base this gateway writes, run the knowledge-base connectors that are due (``connectors.py``)."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if days is None:
-            yield
-            return
-        await _purge(store, days)
+        if days is not None:
+            await _purge(store, days)
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(_purge_daily, store, days)
+            if days is not None:
+                tasks.start_soon(_purge_daily, store, days)
+            if connectors is not None:
+                tasks.start_soon(_connectors_loop, store, *connectors)
             yield
             tasks.cancel_scope.cancel()
 
     return lifespan
+
+
+async def _connectors_loop(store: GatewayStore, admin: KBAdmin, crawl_state: Path, every_s: float) -> None:
+    """Every ``every_s``, the due connectors, in a worker thread, when this gateway writes the knowledge base
+    (read-only replicas leave them to the one that does). A failure is logged and never stops serving."""
+    while True:
+        await anyio.sleep(every_s)
+        if not writes_kb(admin.kb):
+            continue
+        try:
+            await anyio.to_thread.run_sync(lambda: run_due(store, admin, crawl_state=crawl_state))
+        except Exception as e:  # a store or index failure: logged, tried again at the next look
+            log.error("running knowledge-base connectors failed: %s: %s", type(e).__name__, e)
 
 
 async def _purge_daily(store: GatewayStore, days: int) -> None:

@@ -136,6 +136,12 @@ class SyncRequest(BaseModel):
     )
 
 
+class ConnectorRequest(BaseModel):
+    name: str = Field(description="A slug naming the connector, e.g. zendesk-en.")
+    source: str = Field(description="zendesk:PATH or intercom:PATH (an export on the gateway's machine), or https://...")
+    every: str = Field("1d", description="How often it syncs: 6h, 1d, 1h30m (at least 5 minutes).")
+
+
 class PromoteRequest(BaseModel):
     name: str = Field(description="Registered model or adapter.")
     alias: Literal["production", "canary"] = "production"

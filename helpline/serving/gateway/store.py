@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from helpline.platform.errors import NotFoundError
+from helpline.serving.gateway import store_connectors as _connectors
 from helpline.serving.gateway.store_checks import SCHEMA as _CHECKS_SCHEMA
 from helpline.serving.gateway.store_checks import attach_checks, upsert_check
 from helpline.serving.gateway.store_retention import delete_turns, erase_key_extras
@@ -130,7 +131,7 @@ class GatewayStore:
         self.busy_timeout_s = busy_timeout_s
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
-            db.executescript(_SCHEMA + _CHECKS_SCHEMA)
+            db.executescript(_SCHEMA + _CHECKS_SCHEMA + _connectors.SCHEMA)
             for table, added in _ADDED_COLUMNS.items():
                 have = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
                 for name, kind in added.items():
@@ -213,6 +214,24 @@ class GatewayStore:
     def set_setting(self, key: str, value: str) -> None:
         with self._connect() as db:
             db.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (key, value))
+
+    # knowledge-base connectors (``store_connectors``) -----------------------------------------
+
+    def connectors(self) -> list[dict[str, Any]]:
+        with self._connect() as db:
+            return _connectors.listed(db)
+
+    def save_connector(self, name: str, *, source: str, every_s: float, actor: str) -> None:
+        with self._connect() as db:
+            _connectors.save(db, name, source=source, every_s=every_s, actor=actor)
+
+    def remove_connector(self, name: str) -> bool:
+        with self._connect() as db:
+            return _connectors.remove(db, name)
+
+    def connector_ran(self, name: str, *, status: str, summary: dict[str, Any]) -> None:
+        with self._connect() as db:
+            _connectors.ran(db, name, status=status, summary=summary)
 
     # conversations ------------------------------------------------------------------------
 

@@ -1,0 +1,95 @@
+"""Knowledge-base connectors: added by an admin (API or CLI), synced by the gateway that writes the knowledge base
+when due, each run's outcome recorded; a failing source is recorded and tried again, never stops serving."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from helpline.platform.errors import ConfigError
+from helpline.serving.connectors import check_connector, due, run_due, writes_kb
+from helpline.serving.kb_admin import KBAdmin
+from helpline.testing.serving import Gateway, make_gateway
+
+
+def export(folder: Path, *titles: str) -> Path:
+    articles = [{"id": i, "title": t, "body": f"<p>{t} explained.</p>", "draft": False, "user_segment_id": None}
+                for i, t in enumerate(titles, 1)]  # fmt: skip
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "page-1.json").write_text(json.dumps({"articles": articles}))
+    return folder
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Gateway:
+    return make_gateway(tmp_path)
+
+
+def test_a_connector_is_due_when_never_run_or_its_interval_has_passed() -> None:
+    rows = [{"name": "a", "last_at": None, "every_s": 3600.0}, {"name": "b", "last_at": 1000.0, "every_s": 3600.0},
+            {"name": "c", "last_at": 500.0, "every_s": 600.0}]  # fmt: skip
+    assert [c["name"] for c in due(rows, now=2000.0)] == ["a", "c"]
+    assert [c["name"] for c in due(rows, now=5000.0)] == ["a", "c", "b"]
+
+
+def test_what_is_no_connector_is_refused() -> None:
+    with pytest.raises(ConfigError, match="not a slug"):
+        check_connector("Zendesk EN", "zendesk:/x", 3600)
+    with pytest.raises(ConfigError, match="not a connector source"):
+        check_connector("docs", "/srv/articles", 3600)  # a folder: `kb sync FOLDER`, not a connector
+    with pytest.raises(ConfigError, match="at most every 5 minutes"):
+        check_connector("docs", "https://help.example.com/", 60)
+
+
+def test_an_admin_adds_a_connector_staff_run_it_and_the_run_is_recorded(gateway: Gateway, tmp_path: Path) -> None:
+    source = f"zendesk:{export(tmp_path / 'zd', 'Store credit', 'Gift wrap')}"
+    body = {"name": "zendesk-en", "source": source, "every": "6h"}
+    assert gateway.client.post("/admin/kb/connectors", json=body, headers=gateway.headers("staff")).status_code == 403
+    added = gateway.client.post("/admin/kb/connectors", json=body, headers=gateway.headers("admin"))
+    assert added.status_code == 200 and added.json()["every_s"] == 6 * 3600 and added.json()["last_at"] is None
+    bad = gateway.client.post("/admin/kb/connectors", json={**body, "every": "1m"}, headers=gateway.headers("admin"))
+    assert bad.status_code == 400
+
+    ran = gateway.client.post("/admin/kb/connectors/zendesk-en/sync", headers=gateway.headers("staff"))
+    assert ran.status_code == 200 and ran.json()["added"] == ["zendesk-1", "zendesk-2"]
+    [listed] = gateway.client.get("/admin/kb/connectors", headers=gateway.headers("staff")).json()["connectors"]
+    assert listed["last_status"] == "ok" and listed["last_summary"]["added"] == ["zendesk-1", "zendesk-2"]
+
+    gone = gateway.client.delete("/admin/kb/connectors/zendesk-en", headers=gateway.headers("admin"))
+    assert gone.status_code == 200
+    again = gateway.client.post("/admin/kb/connectors/zendesk-en/sync", headers=gateway.headers("staff"))
+    assert again.status_code == 404
+    assert {"zendesk-1", "zendesk-2"} <= {r.doc_id for r in gateway.kb.documents()}  # its documents stay
+
+
+def test_the_gateway_runs_due_connectors_and_records_a_failure_without_raising(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    store, admin = gateway.store, KBAdmin(gateway.kb)
+    store.save_connector("zd", source=f"zendesk:{export(tmp_path / 'zd', 'Returns')}", every_s=3600, actor="t")
+    store.save_connector("broken", source="zendesk:/nowhere/at/all.json", every_s=3600, actor="t")
+    assert writes_kb(gateway.kb)  # an index no other process opens: this gateway writes it
+    assert sorted(run_due(store, admin, crawl_state=tmp_path / "crawl")) == ["broken", "zd"]
+    rows = {c["name"]: c for c in store.connectors()}
+    assert rows["zd"]["last_status"] == "ok" and rows["zd"]["last_summary"]["added"] == ["zendesk-1"]
+    assert rows["broken"]["last_status"] == "failed" and "does not exist" in rows["broken"]["last_summary"]["error"]
+    assert run_due(store, admin, crawl_state=tmp_path / "crawl") == []  # neither is due again for an hour
+
+
+def test_a_serving_gateway_syncs_a_due_connector_on_its_own(gateway: Gateway, tmp_path: Path) -> None:
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from helpline.testing.serving import make_replica
+
+    gateway.store.save_connector("zd", source=f"zendesk:{export(tmp_path / 'zd', 'Returns')}", every_s=3600, actor="t")
+    serving = make_replica(gateway, connector_check_s=0.1)
+    with TestClient(serving.client.app):  # the app's lifespan runs: the connectors loop with it
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and gateway.store.connectors()[0]["last_at"] is None:
+            time.sleep(0.05)
+    [row] = gateway.store.connectors()
+    assert row["last_status"] == "ok" and "zendesk-1" in {r.doc_id for r in gateway.kb.documents()}
