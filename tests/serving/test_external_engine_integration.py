@@ -159,9 +159,10 @@ def test_an_engine_restarted_under_the_gateways_serves_the_promoted_adapter_agai
     replicas.engine.stop()
     replicas.engine.start()  # comes back with its base only
     deadline = time.monotonic() + 60
-    while min(s.reloads for s in replicas.servers) < 1 and time.monotonic() < deadline:
+    while sum(s.reloads for s in replicas.servers) < 1 and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert all(s.reloads >= 1 for s in replicas.servers)  # each replica noticed and loaded it again
+    # the first replica to look loads it again; the other then finds it served (the engine is shared)
+    assert sum(s.reloads for s in replicas.servers) >= 1
     for i in (0, 1):
         turn = replicas.apps[i].state.store.turn(replicas.ask(i, f"after-restart-{i}")["id"])
         assert turn["adapter"] == "ext-lora" and turn["status"] == "ok"
