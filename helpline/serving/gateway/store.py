@@ -23,75 +23,13 @@ from helpline.serving.gateway import store_connectors as _connectors
 from helpline.serving.gateway.store_checks import SCHEMA as _CHECKS_SCHEMA
 from helpline.serving.gateway.store_checks import attach_checks, upsert_check
 from helpline.serving.gateway.store_retention import delete_turns, erase_key_extras
+from helpline.serving.gateway.store_schema import ADDED_COLUMNS as _ADDED_COLUMNS
+from helpline.serving.gateway.store_schema import INDEXES as _INDEXES
+from helpline.serving.gateway.store_schema import SCHEMA as _SCHEMA
 
 KeyRole = Literal["customer", "staff", "engineer", "admin"]
 ROLE_RANK: dict[str, int] = {"customer": 0, "staff": 1, "engineer": 2, "admin": 3}
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS api_keys (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    key_hash TEXT UNIQUE NOT NULL,
-    prefix TEXT NOT NULL,
-    role TEXT NOT NULL,
-    name TEXT NOT NULL DEFAULT '',
-    created_at REAL NOT NULL,
-    revoked_at REAL
-);
-CREATE TABLE IF NOT EXISTS audit (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at REAL NOT NULL,
-    actor TEXT NOT NULL,
-    action TEXT NOT NULL,
-    target TEXT NOT NULL DEFAULT '',
-    detail TEXT NOT NULL DEFAULT '{}'
-);
-CREATE TABLE IF NOT EXISTS conversations (
-    response_id TEXT PRIMARY KEY,
-    conversation_id TEXT NOT NULL,
-    at REAL NOT NULL,
-    key_id INTEGER,
-    role TEXT NOT NULL,
-    model TEXT NOT NULL,
-    served_model TEXT NOT NULL,
-    adapter TEXT,
-    messages TEXT NOT NULL,
-    passages TEXT NOT NULL,
-    answer TEXT NOT NULL,
-    abstained INTEGER NOT NULL,
-    latency_ms REAL NOT NULL,
-    status TEXT NOT NULL DEFAULT 'ok',
-    withdrawn TEXT,
-    verification TEXT,
-    origins TEXT,
-    internal INTEGER
-);
-CREATE TABLE IF NOT EXISTS feedback (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    response_id TEXT NOT NULL,
-    at REAL NOT NULL,
-    key_id INTEGER,
-    rating TEXT NOT NULL,
-    comment TEXT NOT NULL DEFAULT '',
-    correction TEXT
-);
-CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
-# Columns added after the first release, with their types: an older database gains them when it is
-# opened, and its rows read them as NULL. ``origins``: per message of the request, "gateway" when it is an
-# answer this gateway gave the same key in the same conversation, else "client" (NULL: not known, so
-# every assistant turn counts as the client's). ``internal``: the answer was generated from internal passages.
-_ADDED_COLUMNS = {
-    "conversations": {"withdrawn": "TEXT", "verification": "TEXT", "origins": "TEXT", "internal": "INTEGER"},
-    "correction_checks": {"backed": "INTEGER"},
-}
-# For the queries the routes run: newest turns, a conversation's earlier answers, a turn's latest feedback.
-# Created when a database is opened, so one from before them gains them.
-_INDEXES = """
-CREATE INDEX IF NOT EXISTS conversations_at ON conversations (at);
-CREATE INDEX IF NOT EXISTS conversations_conversation ON conversations (conversation_id, key_id);
-CREATE INDEX IF NOT EXISTS feedback_response ON feedback (response_id, id);
-"""
-# Each turn with its latest feedback (rating, comment, staff correction).
 _WITH_FEEDBACK = (
     "SELECT c.*, f.rating, f.comment, f.correction FROM conversations c LEFT JOIN feedback f"
     " ON f.id = (SELECT MAX(id) FROM feedback WHERE response_id = c.response_id)"
