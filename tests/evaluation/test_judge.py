@@ -106,3 +106,41 @@ def test_the_gate_counts_a_judge_only_when_it_agrees_with_the_rules() -> None:
     untrusted = compare_answers(summary(5.0, 0.05), summary(7.0, 0.05), Thresholds())
     assert [c.name for c in untrusted] == ["answers: wrong served vs baseline"]  # reported, not gating
     assert load_gate_config().judge is None  # the shipped gate asks no judge
+
+
+def test_a_regression_suite_is_judged_against_its_references_and_compared_with_its_pass_fail(tmp_path: Path) -> None:
+    from helpline.evaluation.judge.judge import judge_suite
+    from helpline.evaluation.regression.cases import Case
+    from helpline.evaluation.regression.evaluators import Output
+    from helpline.evaluation.regression.runner import run_suite
+    from helpline.testing.serving import serve_in_thread
+
+    cases = [Case(id="gift", question="How many gift cards per order?", expect={"must_contain": [["two", "2"]]}),
+             Case(id="ret", question="Return window?", expect={"reference": "Thirty days from delivery.",
+                                                                "must_contain": ["30 days"]}),
+             Case(id="car", question="Do you sell cars?", expect={"must_abstain": True}),
+             Case(id="tone", question="Hi", expect={"tone": {}})]  # fmt: skip
+    answers = {"gift": Output("You can use two gift cards on one order.", []),
+               "ret": Output("Returns are accepted for a year.", []),
+               "car": Output("I don't know.", [], abstained=True),
+               "tone": Output("Hello! How can I help?", [])}  # fmt: skip
+
+    class Canned:
+        name = "canned"
+
+        def respond(self, case: Case) -> tuple[Output, list[str]]:
+            return answers[case.id], []
+
+    result = run_suite("support", cases, Canned())
+    app = fake_judge_app()
+    with serve_in_thread(app) as port:
+        judge = Judge(base_url=f"http://127.0.0.1:{port}/v1", model="judge", cache_path=tmp_path / "cache.sqlite")
+        result.judge = judge_suite(judge, cases, result)
+    # abstained, and nothing to judge against: not asked; the reference answer wins over the phrases
+    assert result.judge["judged"] == 2 and app.state.asked == 6
+    by_id = {c.id: c for c in result.cases}
+    assert by_id["gift"].judge == {"correctness": 9, "helpfulness": 7, "voice": None}
+    assert by_id["ret"].judge["correctness"] == 2  # "Thirty" (the reference's first word) is not in the answer
+    assert by_id["car"].judge is None and by_id["tone"].judge is None
+    assert result.judge["agreement"]["rate"] == 1.0 and result.judge["agreement"]["cohen_kappa"] == 1.0
+    assert result.summary()["judge"] == result.judge and result.to_dict()["cases"][0]["judge"]["correctness"] == 9

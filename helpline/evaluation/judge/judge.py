@@ -117,20 +117,27 @@ def cohen_kappa(a: list[bool], b: list[bool]) -> float | None:
     return None if expected == 1 else round((observed - expected) / (1 - expected), 4)
 
 
-def judge_results(judge: Judge, cases: list[Any], results: list[Any]) -> dict[str, Any]:
-    """Judge every served (not handed-off) answer to an answerable question; rubric means and the agreement of the
-    judge's correctness with the rule-based check. Adds each verdict to its result's ``detail``."""
-    by_id = {c.id: c for c in cases}
+@dataclass
+class Item:
+    """One answer to judge: the question, the text served, the reference it is judged against, the rule-based
+    check's verdict on it, and where the judge's scores go (a result's ``detail`` dict)."""
+
+    question: str
+    answer: str
+    reference: str
+    rule_correct: bool
+    detail: dict[str, Any]
+
+
+def judge_items(judge: Judge, items: list[Item]) -> dict[str, Any]:
+    """Every rubric's verdict on every item; rubric means and the agreement of the judge's correctness with the
+    rule-based check. Adds each item's scores to its ``detail["judge"]``."""
     judged, rule, llm, unparsed, cached = 0, [], [], 0, 0
     means: dict[str, list[int]] = {"correctness": [], "helpfulness": [], "voice": []}
-    for r in results:
-        case = by_id[r.id]
-        if r.doc_id is None or r.outcome == "handoff":
-            continue
-        reference = case.reference or "; ".join(case.expect)
-        verdicts = {name: judge.score(name, question=case.question, answer=r.text, reference=reference)
+    for item in items:
+        verdicts = {name: judge.score(name, question=item.question, answer=item.answer, reference=item.reference)
                     for name in means}  # fmt: skip
-        r.detail["judge"] = {name: v.score for name, v in verdicts.items()}
+        item.detail["judge"] = {name: v.score for name, v in verdicts.items()}
         judged += 1
         cached += sum(v.cached for v in verdicts.values())
         for name, v in verdicts.items():
@@ -139,7 +146,7 @@ def judge_results(judge: Judge, cases: list[Any], results: list[Any]) -> dict[st
             else:
                 means[name].append(v.score)
         if verdicts["correctness"].score is not None:
-            rule.append(bool(r.correct))
+            rule.append(item.rule_correct)
             llm.append(verdicts["correctness"].score >= judge.pass_score)
     agree = sum(x == y for x, y in zip(rule, llm, strict=True))
     return {
@@ -152,3 +159,39 @@ def judge_results(judge: Judge, cases: list[Any], results: list[Any]) -> dict[st
         "agreement": {"with": "rule-based correctness", "pass_score": judge.pass_score, "compared": len(rule),
                       "rate": round(agree / len(rule), 4) if rule else None, "cohen_kappa": cohen_kappa(rule, llm)},
     }  # fmt: skip
+
+
+def judge_results(judge: Judge, cases: list[Any], results: list[Any]) -> dict[str, Any]:
+    """``eval answers``: judge every served (not handed-off) answer to an answerable question against the case's
+    reference (its ``expect`` phrases, or doc2dial's agent reply); the rules' verdict is the result's ``correct``."""
+    by_id = {c.id: c for c in cases}
+    items = [
+        Item(by_id[r.id].question, r.text, by_id[r.id].reference or "; ".join(by_id[r.id].expect), bool(r.correct),
+             r.detail)
+        for r in results
+        if r.doc_id is not None and r.outcome != "handoff"
+    ]  # fmt: skip
+    return judge_items(judge, items)
+
+
+def suite_reference(expect: Any) -> str:
+    """What a regression case's answer is judged against: its reference answer, else its required phrases."""
+    if expect.reference:
+        return expect.reference
+    phrases = [p if isinstance(p, str) else " or ".join(p) for p in expect.must_contain]
+    return "; ".join(phrases)
+
+
+def judge_suite(judge: Judge, cases: list[Any], result: Any) -> dict[str, Any]:
+    """``eval regression``: judge every case answered (not abstained) that has something to judge against (a
+    reference or required phrases); the rules' verdict is the case's pass/fail over all its evaluators."""
+    by_id = {c.id: c for c in cases}
+    pairs = []
+    for r in result.cases:
+        reference = suite_reference(by_id[r.id].expect)
+        if not r.abstained and reference:
+            pairs.append((r, Item(r.question, r.answer, reference, r.passed, {})))
+    report = judge_items(judge, [item for _, item in pairs])
+    for r, item in pairs:
+        r.judge = item.detail["judge"]
+    return report

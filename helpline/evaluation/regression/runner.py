@@ -102,6 +102,7 @@ class CaseResult:
     passed: bool
     latency_ms: float
     hallucination: float | None = None
+    judge: dict[str, int | None] | None = None  # rubric scores, when a judge was asked
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,6 +115,7 @@ class SuiteResult:
     suite: str
     model: str
     cases: list[CaseResult] = field(default_factory=list)
+    judge: dict[str, Any] | None = None  # the judge's rubric means and agreement with the rules, when asked
 
     def summary(self) -> dict[str, Any]:
         """Pass rates overall and per category, mean score per evaluator, mean hallucination."""
@@ -139,6 +141,7 @@ class SuiteResult:
             "abstention_rate": round(sum(c.abstained for c in self.cases) / max(1, len(self.cases)), 4),
             "hallucination_mean": round(sum(hall) / len(hall), 4) if hall else None,
             "median_latency_ms": _median([c.latency_ms for c in self.cases]),
+            **({"judge": self.judge} if self.judge is not None else {}),
         }
 
     def to_dict(self) -> dict[str, Any]:
