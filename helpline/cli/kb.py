@@ -52,7 +52,8 @@ def sync_folder(ctx: Context, folder: Path, *, rebuild: bool = False) -> dict:
 
 
 def sync_export(ctx: Context, ref: str, *, rebuild: bool = False) -> dict:
-    """Sync a help-centre export (``zendesk:PATH``, ``intercom:PATH``) into the knowledge base; returns a summary."""
+    """Sync a help-centre export (``KIND:PATH``: zendesk, intercom, confluence, notion) into the knowledge base;
+    returns a summary."""
     kind, path = parse_source(ref)
     docs = load_export(kind, path)
     kb = open_knowledge_base(ctx)

@@ -1,4 +1,4 @@
-"""Knowledge-base connectors: a help-centre export (``zendesk:PATH``, ``intercom:PATH``) or a website
+"""Knowledge-base connectors: a help-centre export (``KIND:PATH``: zendesk, intercom, confluence, notion) or a website
 (``https://...``) that the gateway syncs on a schedule, so staff keep the knowledge base current without an engineer.
 
 Connectors are rows of the gateway's database (``store_connectors``), added with `helpline kb connect`, the admin API

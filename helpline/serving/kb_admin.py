@@ -39,8 +39,9 @@ class KBAdmin:
         return self.kb.remove([doc_id]).summary()
 
     def sync_source(self, ref: str, *, crawl_state: Path) -> dict[str, Any]:
-        """Mirror a help-centre export (``zendesk:PATH``, ``intercom:PATH``) or a website (``https://...``, crawled;
-        its validators kept under ``crawl_state``) as `helpline kb sync` does; a folder otherwise."""
+        """Mirror a help-centre export (``KIND:PATH``: zendesk, intercom, confluence, notion) or a website
+        (``https://...``, crawled; its validators kept under ``crawl_state``) as `helpline kb sync` does; a folder
+        otherwise."""
         if ref.startswith(("http://", "https://")):
             state = crawl_state / f"{hashlib.sha256(ref.encode()).hexdigest()[:16]}.json"
             docs, crawled = crawl_site(ref, state_path=state)

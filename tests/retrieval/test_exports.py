@@ -96,7 +96,7 @@ def test_intercom_articles_and_what_is_not_an_export_are_told_apart(tmp_path: Pa
     assert article.text == "Use the reset link on the sign-in page."
 
     with pytest.raises(DataError, match="not KIND:PATH"):
-        parse_source(f"confluence:{tmp_path}")
+        parse_source(f"freshdesk:{tmp_path}")
     (tmp_path / "bad.json").write_text(json.dumps({"articles": [{"title": "no id or body"}]}))
     with pytest.raises(DataError, match=r"bad\.json article 1: not a zendesk article"):
         load_export("zendesk", tmp_path / "bad.json")

@@ -1,4 +1,5 @@
-"""Help-centre article exports as knowledge-base documents: Zendesk Guide and Intercom.
+"""Help-centre article exports as knowledge-base documents: Zendesk Guide and Intercom (here), Confluence and
+Notion HTML exports (``html_exports.py``).
 
 An export is what each tool's articles API returns, saved as it comes: one JSON page, a folder of pages, or
 JSON Lines of article objects.
@@ -25,9 +26,10 @@ from typing import Any
 from helpline.platform.errors import DataError
 from helpline.platform.schemas import Document
 from helpline.retrieval.ingest import formats
+from helpline.retrieval.ingest.html_exports import load_html_export
 from helpline.retrieval.ingest.loaders import MAX_FILE_BYTES
 
-KINDS = ("zendesk", "intercom")
+KINDS = ("zendesk", "intercom", "confluence", "notion")
 
 
 def parse_source(ref: str) -> tuple[str, Path]:
@@ -38,7 +40,11 @@ def parse_source(ref: str) -> tuple[str, Path]:
             f"{ref!r} is not KIND:PATH", hint=f"KIND is one of {', '.join(KINDS)}, e.g. zendesk:articles.json"
         )
     if not Path(path).exists():
-        raise DataError(f"{path} does not exist", hint="point at the export: a JSON page, a folder of them, or JSONL")
+        raise DataError(
+            f"{path} does not exist",
+            hint="point at the export: a JSON page, a folder of them, or JSONL; for confluence and notion the "
+            "unzipped HTML export's folder",
+        )
     return kind, Path(path)
 
 
@@ -50,6 +56,8 @@ def source_origin(kind: str, path: Path) -> str:
 def load_export(kind: str, path: Path) -> list[Document]:
     """The published articles of an export, as documents (drafts left out); DataError for a file that is no such
     export, naming the file."""
+    if kind in ("confluence", "notion"):
+        return load_html_export(kind, path)
     key = "articles" if kind == "zendesk" else "data"
     to_document = _zendesk if kind == "zendesk" else _intercom
     docs: dict[str, Document] = {}

@@ -132,13 +132,16 @@ class DocumentsUpload(BaseModel):
 class SyncRequest(BaseModel):
     folder: str = Field(
         description="What to mirror into the knowledge base: a folder on the gateway's machine, a help-centre export "
-        "there (zendesk:PATH, intercom:PATH), or a website's start page or sitemap (https://...), crawled."
+        "there (KIND:PATH; KIND: zendesk, intercom, confluence, notion), or a website's start page or sitemap "
+        "(https://...), crawled."
     )
 
 
 class ConnectorRequest(BaseModel):
     name: str = Field(description="A slug naming the connector, e.g. zendesk-en.")
-    source: str = Field(description="zendesk:PATH or intercom:PATH (an export on the gateway's machine), or https://...")
+    source: str = Field(
+        description="KIND:PATH (zendesk, intercom, confluence, notion: an export on the gateway's machine), or https://..."
+    )
     every: str = Field("1d", description="How often it syncs: 6h, 1d, 1h30m (at least 5 minutes).")
 
 
