@@ -195,6 +195,18 @@ class GatewayClient:
     def kb_versions(self) -> list[dict[str, Any]]:
         return self._json("GET", "/console/kb/versions")["versions"]
 
+    def connectors(self) -> list[dict[str, Any]]:
+        return self._json("GET", "/admin/kb/connectors")["connectors"]
+
+    def add_connector(self, name: str, source: str, every: str) -> dict[str, Any]:
+        return self._json("POST", "/admin/kb/connectors", json={"name": name, "source": source, "every": every})
+
+    def remove_connector(self, name: str) -> dict[str, Any]:
+        return self._json("DELETE", f"/admin/kb/connectors/{name}")
+
+    def sync_connector(self, name: str) -> dict[str, Any]:
+        return self._json("POST", f"/admin/kb/connectors/{name}/sync", timeout=600.0)
+
     # review -----------------------------------------------------------------------------------
 
     def review_queue(self, status: str = "open") -> list[dict[str, Any]]:

@@ -380,3 +380,35 @@ def test_a_streamed_answer_the_detector_rejects_never_shows_and_the_handoff_does
     shown = texts(review)
     assert "> answer from fake-base" in shown  # the reviewer sees the draft the customer no longer does
     assert any("hallucination 0.90 (threshold 0.50)" in w.value for w in review.warning)
+
+
+def test_an_admin_adds_a_connector_staff_sync_it_now_and_see_what_changed(live: LiveGateway, tmp_path: Path) -> None:
+    export = tmp_path / "zendesk.json"
+    export.write_text(json.dumps({"articles": [
+        {"id": 1, "title": "Gift cards", "body": "<p>Gift cards never expire.</p>", "user_segment_id": None},
+        {"id": 2, "title": "Vouchers", "body": "<p>One voucher per order.</p>", "user_segment_id": None},
+    ]}))  # fmt: skip
+    staff = _kb(live)
+    assert "No connector yet." in texts(staff) and "An admin adds and removes connectors" in texts(staff)
+    assert not [f for f in staff.text_input if f.key == "connector_source"]  # staff get no form to add one
+
+    admin = sign_in(live.key("admin")).switch_page("views/knowledge_base.py").run()
+    admin.text_input(key="connector_name").input("zendesk-en")
+    admin.text_input(key="connector_source").input(f"zendesk:{export}")
+    admin.text_input(key="connector_every").input("1 week")
+    button(admin, "Add").click().run()
+    assert "'1 week' is not a duration" in texts(admin)  # the gateway's error, readable
+    admin.text_input(key="connector_every").input("6h")
+    button(admin, "Add").click().run()
+    _no_traceback(admin)
+    assert "Connector zendesk-en added: it syncs every 6h." in texts(admin)
+
+    staff = _kb(live)
+    table = staff.dataframe[-1].value
+    assert list(table["Connector"]) == ["zendesk-en"] and list(table["Every"]) == ["6h"]
+    assert list(table["Status"]) == ["not run yet"]
+    staff.button(key="connector_sync").click().run()
+    _no_traceback(staff)
+    assert "Synced zendesk-en: 2 added, 0 updated, 0 deleted, 0 unchanged." in texts(staff)
+    assert "zendesk-1" in list(staff.dataframe[0].value["Document"])  # now in the knowledge base
+    assert list(staff.dataframe[-1].value["Status"]) == ["ok"]

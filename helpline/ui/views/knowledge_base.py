@@ -160,11 +160,83 @@ def _history(client: GatewayClient) -> None:
     st.dataframe(rows, hide_index=True, width="stretch")
 
 
+def _connectors(client: GatewayClient) -> None:
+    st.caption(
+        "Help-centre exports and websites the gateway syncs on a schedule: only changed articles are embedded "
+        "again, and articles gone from the source are removed."
+    )
+    connectors = session.attempt(client.connectors)
+    if connectors is None:
+        return
+    if connectors:
+        rows = [
+            {
+                "Connector": c["name"],
+                "Source": c["source"],
+                "Every": _every(c["every_s"]),
+                "Last sync": session.when(c["last_at"]),
+                "Status": c["last_status"] or "not run yet",
+                "Changes": _changes(c["last_summary"]),
+            }
+            for c in connectors
+        ]
+        st.dataframe(rows, hide_index=True, width="stretch")
+        name = st.selectbox("Connector", [c["name"] for c in connectors], key="connector_pick")
+        if st.button("Sync now", icon=":material/sync:", key="connector_sync") and name:
+            with st.spinner(f"Syncing {name}…"):
+                result = session.attempt(client.sync_connector, name)
+            if result is not None:
+                session.flash(f"Synced {name}: {_changes(result)}.")
+                st.rerun()
+    else:
+        st.info("No connector yet.")
+    who = session.principal()
+    if who is None or not who.may("admin"):
+        st.caption("An admin adds and removes connectors: they read the server's disk or fetch from its network.")
+        return
+    with st.form("connector-add"):
+        st.markdown("**Add a connector** (or change one: same name)")
+        name = st.text_input("Name", placeholder="zendesk-en", key="connector_name")
+        source = st.text_input(
+            "Source",
+            placeholder="https://help.example.com/sitemap.xml  or  zendesk:/exports/articles.json",
+            key="connector_source",
+            help="A website (its start page or sitemap), or an export on the gateway's machine: zendesk:PATH, "
+            "intercom:PATH, confluence:DIR or notion:DIR.",
+        )
+        every = st.text_input("Sync every", value="1d", key="connector_every", help="6h, 1d, 1h30m (at least 5m).")
+        if st.form_submit_button("Add", icon=":material/add_link:"):
+            if not name.strip() or not source.strip():
+                st.warning("Give the connector a name and a source.")
+            elif session.attempt(client.add_connector, name.strip(), source.strip(), every.strip()) is not None:
+                session.flash(f"Connector {name.strip()} added: it syncs every {every.strip()}.")
+                st.rerun()
+    if connectors and st.button("Remove the selected connector", key="connector_remove"):
+        picked = st.session_state.get("connector_pick")
+        if picked and session.attempt(client.remove_connector, picked) is not None:
+            session.flash(f"Removed {picked}; the documents it brought stay until deleted.")
+            st.rerun()
+
+
+def _every(seconds: float) -> str:
+    hours, rest = divmod(int(seconds), 3600)
+    return f"{hours}h{rest // 60:02d}m" if rest else f"{hours}h"
+
+
+def _changes(summary: dict[str, Any]) -> str:
+    if not summary:
+        return "—"
+    parts = [f"{len(summary.get(k) or [])} {k}" for k in ("added", "updated", "deleted")]
+    return ", ".join(parts) + f", {summary.get('unchanged', 0)} unchanged"
+
+
 def render() -> None:
     st.title("Knowledge base")
     session.show_flash()
     client = session.client()
-    docs, upload, search, history = st.tabs(["Documents", "Upload", "Search preview", "Version history"])
+    docs, upload, search, history, connectors = st.tabs(
+        ["Documents", "Upload", "Search preview", "Version history", "Connectors"]
+    )
     with docs:
         _documents(client)
     with upload:
@@ -173,6 +245,8 @@ def render() -> None:
         _search(client)
     with history:
         _history(client)
+    with connectors:
+        _connectors(client)
 
 
 render()
