@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+from rich.table import Table
 
 from helpline.cli.output import console, json_stdout, print_json
 from helpline.platform.context import Context
@@ -23,6 +24,7 @@ from helpline.training.distill.config import (
 )
 from helpline.training.distill.run import run_distill
 from helpline.training.export import export_adapter
+from helpline.training.gguf_export.export import DEFAULT_QUANTS, export_to_gguf
 from helpline.training.preference import PreferenceConfig, load_preference_config, train_preference
 from helpline.training.prune import PruneOptions, run_prune
 from helpline.training.sft.config import SFTConfig, load_config
@@ -142,15 +144,52 @@ def prune(
 
 @train_app.command("export")
 def export(
-    run_dir: Path = typer.Argument(..., help="A training run folder (with adapter/ and training_summary.json)."),
+    run_dir: Path = typer.Argument(
+        ...,
+        help="A training run folder (with adapter/ and training_summary.json); with --gguf also a model folder "
+        "or a registered model (name or alias).",
+    ),
     name: str | None = typer.Option(None, help="Registry name (default: the run's name)."),
     merge: bool = typer.Option(False, help="Also write a merged full checkpoint (for engines without LoRA)."),
+    gguf: bool = typer.Option(
+        False,
+        "--gguf",
+        help="Also write the merged model as GGUF files for llama.cpp and Ollama (implies --merge), checked "
+        "against it, in .helpline/models/NAME-gguf.",
+    ),
+    gguf_quant: list[str] = typer.Option(
+        list(DEFAULT_QUANTS), "--gguf-quant", help="GGUF variants to write: f16, q8_0, f32 (repeatable)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the gate's report as JSON."),
 ) -> None:
-    """Run the adapter export gate: rank, modules_to_save, loads in vLLM, agrees with PEFT; then register."""
-    report = export_adapter(run_dir, ctx=Context.load(), name=name, merge=merge, console=console)
+    """Run the adapter export gate: rank, modules_to_save, loads in vLLM, agrees with PEFT; then register.
+    With --gguf, also write GGUF files whose greedy answers are compared with the merged model's."""
+    if not gguf:
+        report = export_adapter(run_dir, ctx=Context.load(), name=name, merge=merge, console=console)
+        if as_json:
+            print_json(report)
+        return
+    with json_stdout(as_json):
+        report = export_to_gguf(run_dir, ctx=Context.load(), name=name, quants=tuple(gguf_quant), console=console)
     if as_json:
         print_json(report)
+        return
+    _print_gguf(report.get("gguf", report))
+
+
+def _print_gguf(report: dict) -> None:
+    agreement = report["agreement"]
+    table = Table("variant", "file", "MB", "tensors", "prefix agreement", "positions equal", "exact", "prompts alike",
+                  title=f"GGUF export of {report['name']}: greedy answers vs the checkpoint on "
+                        f"{agreement['prompts']} prompts, {agreement['max_tokens']} tokens")  # fmt: skip
+    for variant, entry in report["files"].items():
+        figures = agreement[variant]
+        table.add_row(variant, entry["path"], f"{entry['bytes'] / 1e6:.1f}", str(entry["tensors"]),
+                      str(figures["mean_prefix_agreement"]), str(figures["position_agreement"]),
+                      figures["exact_match"], figures["prompts_tokenized_alike"])  # fmt: skip
+    console.print(table)
+    console.print(f"[green]written[/] {report['folder']} in {report['seconds']} s; report gguf_report.json")
+    console.print(f"Ollama: ollama create {report['name']} -f {report['modelfile']}", highlight=False)
 
 
 @train_app.command("distill", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
