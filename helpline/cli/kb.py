@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 
@@ -16,9 +15,9 @@ from helpline.platform.context import Context
 from helpline.platform.durations import parse_duration
 from helpline.platform.errors import HelplineError, NotFoundError
 from helpline.retrieval.factory import open_knowledge_base
-from helpline.retrieval.ingest.crawl import crawl_origin, crawl_site
-from helpline.retrieval.ingest.exports import KINDS, load_export, parse_source, source_origin
+from helpline.retrieval.ingest.exports import KINDS
 from helpline.retrieval.ingest.loaders import load_files
+from helpline.retrieval.ingest.sources import is_website, read_source
 from helpline.serving.connectors import check_connector
 from helpline.serving.factory import open_gateway_store
 
@@ -51,26 +50,16 @@ def sync_folder(ctx: Context, folder: Path, *, rebuild: bool = False) -> dict:
     return _summary(report, failures)
 
 
-def sync_export(ctx: Context, ref: str, *, rebuild: bool = False) -> dict:
-    """Sync a help-centre export (``KIND:PATH``: zendesk, intercom, confluence, notion) into the knowledge base;
-    returns a summary."""
-    kind, path = parse_source(ref)
-    docs = load_export(kind, path)
+def sync_source(ctx: Context, ref: str, *, rebuild: bool = False, max_pages: int = 500, max_depth: int = 5) -> dict:
+    """Sync a help-centre export (``KIND:PATH``: zendesk, intercom, confluence, notion) or a website (crawled, or
+    its sitemap.xml) into the knowledge base; returns a summary, with what was fetched for a website."""
+    with console.status(f"{'crawling' if is_website(ref) else 'reading'} {ref}"):
+        read = read_source(ref, crawl_dir=ctx.workspace.crawl_state, max_pages=max_pages, max_depth=max_depth)
     kb = open_knowledge_base(ctx)
-    with console.status(f"indexing {len(docs)} {kind} articles from {path}"):
-        report = kb.sync_source(source_origin(kind, path), docs, rebuild=rebuild)
-    return _summary(report, [])
-
-
-def sync_site(ctx: Context, url: str, *, rebuild: bool = False, max_pages: int, max_depth: int) -> dict:
-    """Crawl a website (or its sitemap.xml) into the knowledge base; returns a summary with what was fetched."""
-    state = ctx.workspace.indexes / "crawl" / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}.json"
-    with console.status(f"crawling {url}"):
-        docs, crawled = crawl_site(url, state_path=state, max_pages=max_pages, max_depth=max_depth)
-    kb = open_knowledge_base(ctx)
-    with console.status(f"indexing {len(docs)} pages"):
-        report = kb.sync_source(crawl_origin(url), docs, rebuild=rebuild)
-    return {**_summary(report, []), "crawl": crawled.__dict__}
+    with console.status(f"indexing {len(read.docs)} documents"):
+        report = kb.sync_source(read.origin, read.docs, rebuild=rebuild)
+    summary = _summary(report, [])
+    return summary if read.crawl is None else {**summary, "crawl": read.crawl}
 
 
 @kb_app.command("sync")
@@ -102,11 +91,9 @@ def sync(
         ctx.registry.chat_model(check_model)  # a wrong --check-model is refused before the sync
     prefix, folder = source.split(":", 1)[0], Path(source)
     export = prefix in KINDS or (":" in source and prefix.isalpha() and not folder.exists())  # a KIND misspelt
-    if source.startswith(("http://", "https://")):
+    if is_website(source) or export:
         export = True
-        summary = sync_site(ctx, source, rebuild=rebuild, max_pages=max_pages, max_depth=max_depth)
-    elif export:
-        summary = sync_export(ctx, source, rebuild=rebuild)
+        summary = sync_source(ctx, source, rebuild=rebuild, max_pages=max_pages, max_depth=max_depth)
     else:
         summary = sync_folder(ctx, folder, rebuild=rebuild)
     if not check:

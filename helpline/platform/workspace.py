@@ -29,6 +29,11 @@ class Workspace:
         return self.root / "indexes"
 
     @property
+    def crawl_state(self) -> Path:
+        """Crawled websites' page validators (ETag, Last-Modified), so that a re-crawl skips unchanged pages."""
+        return self.indexes / "crawl"
+
+    @property
     def datasets(self) -> Path:
         return self.root / "datasets"
 

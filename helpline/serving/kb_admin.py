@@ -7,14 +7,12 @@ deletes them.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 from helpline.platform.errors import NotFoundError
 from helpline.platform.schemas import Document
-from helpline.retrieval.ingest.crawl import crawl_origin, crawl_site
-from helpline.retrieval.ingest.exports import KINDS, load_export, parse_source, source_origin
+from helpline.retrieval.ingest.sources import is_source, read_source
 from helpline.retrieval.ingest.syncing import UPLOAD
 
 
@@ -42,15 +40,11 @@ class KBAdmin:
         """Mirror a help-centre export (``KIND:PATH``: zendesk, intercom, confluence, notion) or a website
         (``https://...``, crawled; its validators kept under ``crawl_state``) as `helpline kb sync` does; a folder
         otherwise."""
-        if ref.startswith(("http://", "https://")):
-            state = crawl_state / f"{hashlib.sha256(ref.encode()).hexdigest()[:16]}.json"
-            docs, crawled = crawl_site(ref, state_path=state)
-            return {**self.kb.sync_source(crawl_origin(ref), docs).summary(), "failed": [], "crawl": crawled.__dict__}
-        if ref.split(":", 1)[0] in KINDS:
-            kind, path = parse_source(ref)
-            docs = load_export(kind, path)
-            return {**self.kb.sync_source(source_origin(kind, path), docs).summary(), "failed": []}
-        return self.sync_folder(ref)
+        if not is_source(ref):
+            return self.sync_folder(ref)
+        read = read_source(ref, crawl_dir=crawl_state)
+        summary = {**self.kb.sync_source(read.origin, read.docs).summary(), "failed": []}
+        return summary if read.crawl is None else {**summary, "crawl": read.crawl}
 
     def sync_folder(self, folder: str) -> dict[str, Any]:
         """Make the knowledge base mirror ``folder`` (as `helpline kb sync` does): documents that came

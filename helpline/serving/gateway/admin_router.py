@@ -69,7 +69,7 @@ async def kb_delete(doc_id: str, request: Request, who: Principal = Depends(requ
 async def kb_sync(body: SyncRequest, request: Request, who: Principal = Depends(requires("admin"))) -> dict:
     """Mirror a folder or a help-centre export on the gateway's machine, or a website (admin only: it reads the
     server's disk and fetches from its network)."""
-    crawl_state = Workspace.at(request.app.state.router.registry.db_path.parent).indexes / "crawl"
+    crawl_state = Workspace.at(request.app.state.router.registry.db_path.parent).crawl_state
     report = await anyio.to_thread.run_sync(lambda: _kb(request).sync_source(body.folder, crawl_state=crawl_state))
     await _audit(request, who, "kb.sync", body.folder, report)
     return report
@@ -107,7 +107,7 @@ async def kb_connector_sync(name: str, request: Request, who: Principal = Depend
     connector = next((c for c in store.connectors() if c["name"] == name), None)
     if connector is None:
         raise NotFoundError(f"no connector {name!r}", hint="GET /admin/kb/connectors lists them")
-    crawl_state = Workspace.at(request.app.state.router.registry.db_path.parent).indexes / "crawl"
+    crawl_state = Workspace.at(request.app.state.router.registry.db_path.parent).crawl_state
     report = await anyio.to_thread.run_sync(
         lambda: _kb(request).sync_source(connector["source"], crawl_state=crawl_state)
     )
