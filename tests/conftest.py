@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from helpline.testing.postgres import INSTALL, PostgresServer, postgres_bin
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("HELPLINE_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -43,3 +46,17 @@ def in_workspace(workspace_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
             monkeypatch.delenv(key)
     monkeypatch.chdir(workspace_dir)
     return workspace_dir
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL server for the session (Debian's `postgresql`; see helpline/testing/postgres.py);
+    ``postgres.new_database()`` gives a test an empty database of its own. Skips where it is not installed."""
+    pytest.importorskip("psycopg", reason="psycopg is not installed (pip install 'helpline[shared]')")
+    if postgres_bin() is None:
+        pytest.skip(f"PostgreSQL is not installed ({INSTALL})")
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()

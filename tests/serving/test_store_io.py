@@ -83,9 +83,10 @@ def test_a_log_write_that_gives_up_still_answers_and_frees_the_slot(
 def test_an_existing_database_gains_indexes_for_the_queries_the_routes_run(tmp_path: Path) -> None:
     path = tmp_path / "gateway.sqlite"
     GatewayStore(path)
-    with sqlite3.connect(path) as db:  # as a database from before the indexes
+    with sqlite3.connect(path) as db:  # as a database from before the indexes (and so from before Alembic)
         for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL").fetchall():
             db.execute(f"DROP INDEX {name}")
+        db.execute("DROP TABLE alembic_version")
     GatewayStore(path)
     with sqlite3.connect(path) as db:
 

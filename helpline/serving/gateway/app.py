@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -31,6 +30,7 @@ from helpline.serving.gateway.limits import Admission, BodySizeLimit
 from helpline.serving.gateway.metrics import Metrics
 from helpline.serving.gateway.service import ChatService
 from helpline.serving.gateway.store import GatewayStore
+from helpline.serving.gateway.store_db import STORE_ERRORS
 from helpline.serving.kb_admin import KBAdmin
 from helpline.serving.routing import ModelRouter
 
@@ -90,7 +90,7 @@ def create_app(
 
     # Storage errors get handlers of their own, so a full disk is answered (507) like any expected failure
     # rather than as a server error that Starlette re-raises after answering.
-    for exc_type in (HelplineError, RequestValidationError, HTTPException, sqlite3.Error, OSError, Exception):
+    for exc_type in (HelplineError, RequestValidationError, HTTPException, *STORE_ERRORS, OSError, Exception):
 
         @app.exception_handler(exc_type)
         async def _to_error(request: Request, exc: Exception) -> Any:
@@ -129,7 +129,7 @@ async def _audit_failure(request: Request, status: int, principal: Principal | N
     store = request.app.state.store
     try:
         await anyio.to_thread.run_sync(lambda: store.audit(actor, action, target, detail))
-    except sqlite3.Error as e:
+    except STORE_ERRORS as e:
         log.error("audit of %s (%s) not written: %s", target, action, e)
 
 
@@ -177,7 +177,7 @@ async def _purge(store: GatewayStore, days: int) -> None:
     """One purge in a worker thread; a failure is logged and retried at the next one, never stops serving."""
     try:
         counts = await anyio.to_thread.run_sync(lambda: store.purge_expired(days, actor="gateway"))
-    except sqlite3.Error as e:
+    except STORE_ERRORS as e:
         log.error("purging turns older than %d days failed: %s", days, e)
         return
     if counts["turns"]:

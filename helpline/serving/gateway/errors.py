@@ -41,8 +41,10 @@ _GENERIC = {
 
 #: What SQLite and the OS say when the workspace's disk is full. A full disk also shows as "disk I/O
 #: error": with WAL, a new connection cannot set up its shared-memory file, so even a key check fails.
+#: PostgreSQL's (``database_url``) says so by its SQLSTATE, disk_full (psycopg's errors carry it).
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 _FULL_SQLITE = ("database or disk is full", "disk i/o error")
+_FULL_SQLSTATE = "53100"
 STORAGE_FULL = (
     "the service cannot save anything right now: its storage is full, and nothing was saved; please try again later"
 )
@@ -56,6 +58,8 @@ def storage_full(exc: BaseException) -> bool:
         if isinstance(seen, OSError) and seen.errno in _FULL_ERRNOS:
             return True
         if isinstance(seen, sqlite3.OperationalError) and any(m in str(seen).lower() for m in _FULL_SQLITE):
+            return True
+        if getattr(seen, "sqlstate", None) == _FULL_SQLSTATE:
             return True
         seen = seen.__cause__ or seen.__context__
     return False

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -47,6 +46,7 @@ from helpline.serving.gateway.protocol import (
     completion_id,
 )
 from helpline.serving.gateway.store import GatewayStore
+from helpline.serving.gateway.store_db import STORE_ERRORS
 from helpline.serving.gateway.streaming import EventStream, engine_deltas, pieces
 from helpline.serving.routing import PUBLIC_ALIASES, ModelRouter, Route
 
@@ -224,7 +224,7 @@ class ChatService:
         with anyio.CancelScope(shield=True):
             try:
                 await anyio.to_thread.run_sync(lambda: self._record(turn, served, status=status, seconds=seconds))
-            except sqlite3.Error as e:
+            except STORE_ERRORS as e:
                 log.error("chat %s was served but not logged: %s", turn.id, e)
         question = turn.messages[-1].content[:200]
         log.info(

@@ -1,7 +1,7 @@
 """Whether the model in production now answers each staff correction right (``helpline eval corrections`` records a
 check per corrected turn; the review queue shows the latest), and whether the help centre still backs the correction
 (``backed``: while it does, the gateway serves it again as a staff answer). Statements on an open connection of
-``GatewayStore``.
+``GatewayStore``; the table is ``store_schema.correction_checks``.
 
 A check is *stale* when the correction was saved (again) after it: it judged the model against an older answer.
 """
@@ -9,55 +9,41 @@ A check is *stale* when the correction was saved (again) after it: it judged the
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from typing import Any
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS correction_checks (
-    response_id TEXT PRIMARY KEY,
-    at REAL NOT NULL,
-    model TEXT NOT NULL,
-    fixed INTEGER,
-    outcome TEXT NOT NULL DEFAULT '',
-    served TEXT NOT NULL DEFAULT '',
-    expect TEXT NOT NULL DEFAULT '[]',
-    backed INTEGER
-);
-"""
+from sqlalchemy import Connection, func, select
+
+from helpline.serving.gateway.store_db import upsert
+from helpline.serving.gateway.store_schema import correction_checks, feedback
 
 
 def upsert_check(
-    db: sqlite3.Connection, response_id: str, *, model: str, fixed: bool | None, outcome: str, served: str,
+    db: Connection, response_id: str, *, model: str, fixed: bool | None, outcome: str, served: str,
     expect: list[str], backed: bool | None = None, at: float | None = None,
 ) -> None:  # fmt: skip
     """The latest check of one corrected turn (``fixed`` None: no phrase of the correction can be checked; ``backed``
     None: not asked)."""
-    db.execute(
-        "INSERT OR REPLACE INTO correction_checks (response_id, at, model, fixed, outcome, served, expect, backed)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (response_id, time.time() if at is None else at, model, _flag(fixed), outcome, served, json.dumps(expect),
-         _flag(backed)),
-    )  # fmt: skip
+    upsert(db, correction_checks, {
+        "response_id": response_id, "at": time.time() if at is None else at, "model": model, "fixed": fixed,
+        "outcome": outcome, "served": served, "expect": json.dumps(expect), "backed": backed,
+    })  # fmt: skip
 
 
-def _flag(value: bool | None) -> int | None:
-    return None if value is None else int(value)
-
-
-def attach_checks(db: sqlite3.Connection, turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def attach_checks(db: Connection, turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``turns`` each with ``check``: its latest check (``fixed``, ``model``, ``at``, ``outcome``, ``served``,
     ``expect``, ``backed``, ``stale``), or None when its correction was never checked."""
+    k, f = correction_checks.c, feedback.c
+    corrected_at = (
+        select(func.max(f.at)).where(f.response_id == k.response_id, f.correction.is_not(None)).scalar_subquery()
+    )
     ids = [t["response_id"] for t in turns]
     found: dict[str, dict[str, Any]] = {}
     for start in range(0, len(ids), 500):  # SQLite caps the parameters of one statement
-        part = ids[start : start + 500]
-        rows = db.execute(
-            "SELECT k.*, (SELECT MAX(f.at) FROM feedback f WHERE f.response_id = k.response_id"
-            " AND f.correction IS NOT NULL) AS corrected_at"
-            f" FROM correction_checks k WHERE k.response_id IN ({', '.join('?' * len(part))})", part,
-        ).fetchall()  # fmt: skip
-        for r in rows:
+        query = select(correction_checks, corrected_at.label("corrected_at")).where(
+            k.response_id.in_(ids[start : start + 500])
+        )
+        for r in db.execute(query).mappings():
             found[r["response_id"]] = {
                 "fixed": None if r["fixed"] is None else bool(r["fixed"]),
                 "model": r["model"],

@@ -1,47 +1,33 @@
 """Knowledge-base connectors (a help-centre export or a website, synced on a schedule): statements on an open
-connection of ``GatewayStore``, which every gateway replica shares."""
+connection of ``GatewayStore``, which every gateway replica shares; the table is ``store_schema.connectors``."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from typing import Any
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS connectors (
-    name TEXT PRIMARY KEY,
-    source TEXT NOT NULL,
-    every_s REAL NOT NULL,
-    actor TEXT NOT NULL DEFAULT '',
-    added_at REAL NOT NULL,
-    last_at REAL,
-    last_status TEXT NOT NULL DEFAULT '',
-    last_summary TEXT NOT NULL DEFAULT '{}'
-);
-"""
+from sqlalchemy import Connection, delete, select, update
+
+from helpline.serving.gateway.store_db import upsert
+from helpline.serving.gateway.store_schema import connectors
 
 
-def save(db: sqlite3.Connection, name: str, *, source: str, every_s: float, actor: str) -> None:
+def save(db: Connection, name: str, *, source: str, every_s: float, actor: str) -> None:
     """Add a connector, or change one's source and schedule (its last run is kept)."""
-    db.execute(
-        "INSERT INTO connectors (name, source, every_s, actor, added_at) VALUES (?, ?, ?, ?, ?)"
-        " ON CONFLICT(name) DO UPDATE SET source = excluded.source, every_s = excluded.every_s, actor = excluded.actor",
-        (name, source, every_s, actor, time.time()),
-    )
+    row = {"name": name, "source": source, "every_s": every_s, "actor": actor, "added_at": time.time()}
+    upsert(db, connectors, row, keep=("added_at",))
 
 
-def listed(db: sqlite3.Connection) -> list[dict[str, Any]]:
-    rows = db.execute("SELECT * FROM connectors ORDER BY name").fetchall()
-    return [{**dict(r), "last_summary": json.loads(r["last_summary"])} for r in rows]
+def listed(db: Connection) -> list[dict[str, Any]]:
+    rows = db.execute(select(connectors).order_by(connectors.c.name)).mappings()
+    return [{**r, "last_summary": json.loads(r["last_summary"])} for r in rows]
 
 
-def remove(db: sqlite3.Connection, name: str) -> bool:
-    return db.execute("DELETE FROM connectors WHERE name = ?", (name,)).rowcount > 0
+def remove(db: Connection, name: str) -> bool:
+    return db.execute(delete(connectors).where(connectors.c.name == name)).rowcount > 0
 
 
-def ran(db: sqlite3.Connection, name: str, *, status: str, summary: dict[str, Any], at: float | None = None) -> None:
-    db.execute(
-        "UPDATE connectors SET last_at = ?, last_status = ?, last_summary = ? WHERE name = ?",
-        (time.time() if at is None else at, status, json.dumps(summary), name),
-    )
+def ran(db: Connection, name: str, *, status: str, summary: dict[str, Any], at: float | None = None) -> None:
+    last = {"last_at": time.time() if at is None else at, "last_status": status, "last_summary": json.dumps(summary)}
+    db.execute(update(connectors).where(connectors.c.name == name).values(**last))

@@ -1,69 +1,120 @@
-"""The gateway database's tables and indexes (``GatewayStore`` creates and migrates them in place)."""
+"""The gateway database's tables and indexes, as SQLAlchemy Core tables (``GatewayStore`` queries through them).
+
+The migrations in ``migrations/versions`` create and change these tables; a test holds the two in agreement
+(``tests/serving/test_store_migrations.py``). Flags are INTEGER 0/1 (``Flag``) and times REAL seconds since the
+epoch, as the SQLite files of earlier releases hold them, so those files are adopted as they are.
+"""
 
 from __future__ import annotations
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS api_keys (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    key_hash TEXT UNIQUE NOT NULL,
-    prefix TEXT NOT NULL,
-    role TEXT NOT NULL,
-    name TEXT NOT NULL DEFAULT '',
-    created_at REAL NOT NULL,
-    revoked_at REAL
-);
-CREATE TABLE IF NOT EXISTS audit (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at REAL NOT NULL,
-    actor TEXT NOT NULL,
-    action TEXT NOT NULL,
-    target TEXT NOT NULL DEFAULT '',
-    detail TEXT NOT NULL DEFAULT '{}'
-);
-CREATE TABLE IF NOT EXISTS conversations (
-    response_id TEXT PRIMARY KEY,
-    conversation_id TEXT NOT NULL,
-    at REAL NOT NULL,
-    key_id INTEGER,
-    role TEXT NOT NULL,
-    model TEXT NOT NULL,
-    served_model TEXT NOT NULL,
-    adapter TEXT,
-    messages TEXT NOT NULL,
-    passages TEXT NOT NULL,
-    answer TEXT NOT NULL,
-    abstained INTEGER NOT NULL,
-    latency_ms REAL NOT NULL,
-    status TEXT NOT NULL DEFAULT 'ok',
-    withdrawn TEXT,
-    verification TEXT,
-    origins TEXT,
-    internal INTEGER
-);
-CREATE TABLE IF NOT EXISTS feedback (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    response_id TEXT NOT NULL,
-    at REAL NOT NULL,
-    key_id INTEGER,
-    rating TEXT NOT NULL,
-    comment TEXT NOT NULL DEFAULT '',
-    correction TEXT
-);
-CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
-# Columns added after the first release, with their types: an older database gains them when it is
-# opened, and its rows read them as NULL. ``origins``: per message of the request, "gateway" when it is an
-# answer this gateway gave the same key in the same conversation, else "client" (NULL: not known, so
-# every assistant turn counts as the client's). ``internal``: the answer was generated from internal passages.
-ADDED_COLUMNS = {
-    "conversations": {"withdrawn": "TEXT", "verification": "TEXT", "origins": "TEXT", "internal": "INTEGER"},
-    "correction_checks": {"backed": "INTEGER"},
-}
-# For the queries the routes run: newest turns, a conversation's earlier answers, a turn's latest feedback.
-# Created when a database is opened, so one from before them gains them.
-INDEXES = """
-CREATE INDEX IF NOT EXISTS conversations_at ON conversations (at);
-CREATE INDEX IF NOT EXISTS conversations_conversation ON conversations (conversation_id, key_id);
-CREATE INDEX IF NOT EXISTS feedback_response ON feedback (response_id, id);
-"""
-# Each turn with its latest feedback (rating, comment, staff correction).
+from typing import Any
+
+from sqlalchemy import Column, Double, Index, Integer, MetaData, Table, Text, TypeDecorator, text
+
+metadata = MetaData()
+
+
+class Flag(TypeDecorator):
+    """A yes/no stored as INTEGER 0/1 (or NULL: not known); a Python bool is written as 0/1 on every database."""
+
+    impl = Integer
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> int | None:
+        return None if value is None else int(value)
+
+
+def _empty(default: str = "") -> Any:
+    return text(f"'{default}'")
+
+
+api_keys = Table(
+    "api_keys", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("key_hash", Text, unique=True, nullable=False),
+    Column("prefix", Text, nullable=False),
+    Column("role", Text, nullable=False),
+    Column("name", Text, nullable=False, server_default=_empty()),
+    Column("created_at", Double, nullable=False),
+    Column("revoked_at", Double),
+    sqlite_autoincrement=True,
+)  # fmt: skip
+audit = Table(
+    "audit", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("at", Double, nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("target", Text, nullable=False, server_default=_empty()),
+    Column("detail", Text, nullable=False, server_default=_empty("{}")),
+    sqlite_autoincrement=True,
+)  # fmt: skip
+# ``origins``: per message of the request, "gateway" when it is an answer this gateway gave the same key in the same
+# conversation, else "client" (NULL: not known, so every assistant turn counts as the client's). ``internal``: the
+# answer was generated from internal passages. ``withdrawn``, ``verification``: the draft the hallucination check
+# withdrew and its verdict. These four came after the first release (a file from before gains them, as NULL).
+conversations = Table(
+    "conversations", metadata,
+    Column("response_id", Text, primary_key=True),
+    Column("conversation_id", Text, nullable=False),
+    Column("at", Double, nullable=False),
+    Column("key_id", Integer),
+    Column("role", Text, nullable=False),
+    Column("model", Text, nullable=False),
+    Column("served_model", Text, nullable=False),
+    Column("adapter", Text),
+    Column("messages", Text, nullable=False),
+    Column("passages", Text, nullable=False),
+    Column("answer", Text, nullable=False),
+    Column("abstained", Flag, nullable=False),
+    Column("latency_ms", Double, nullable=False),
+    Column("status", Text, nullable=False, server_default=_empty("ok")),
+    Column("withdrawn", Text),
+    Column("verification", Text),
+    Column("origins", Text),
+    Column("internal", Flag),
+    # for the routes' queries: newest turns, a conversation's earlier answers
+    Index("conversations_at", "at"),
+    Index("conversations_conversation", "conversation_id", "key_id"),
+)  # fmt: skip
+feedback = Table(
+    "feedback", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("response_id", Text, nullable=False),
+    Column("at", Double, nullable=False),
+    Column("key_id", Integer),
+    Column("rating", Text, nullable=False),
+    Column("comment", Text, nullable=False, server_default=_empty()),
+    Column("correction", Text),
+    Index("feedback_response", "response_id", "id"),  # a turn's latest feedback
+    sqlite_autoincrement=True,
+)  # fmt: skip
+settings = Table(
+    "settings", metadata,
+    Column("key", Text, primary_key=True),
+    Column("value", Text, nullable=False),
+)  # fmt: skip
+# The latest check of each staff correction (``store_checks``); ``backed`` came after the first release.
+correction_checks = Table(
+    "correction_checks", metadata,
+    Column("response_id", Text, primary_key=True),
+    Column("at", Double, nullable=False),
+    Column("model", Text, nullable=False),
+    Column("fixed", Flag),
+    Column("outcome", Text, nullable=False, server_default=_empty()),
+    Column("served", Text, nullable=False, server_default=_empty()),
+    Column("expect", Text, nullable=False, server_default=_empty("[]")),
+    Column("backed", Flag),
+)  # fmt: skip
+# Knowledge-base connectors (``store_connectors``).
+connectors = Table(
+    "connectors", metadata,
+    Column("name", Text, primary_key=True),
+    Column("source", Text, nullable=False),
+    Column("every_s", Double, nullable=False),
+    Column("actor", Text, nullable=False, server_default=_empty()),
+    Column("added_at", Double, nullable=False),
+    Column("last_at", Double),
+    Column("last_status", Text, nullable=False, server_default=_empty()),
+    Column("last_summary", Text, nullable=False, server_default=_empty("{}")),
+)  # fmt: skip
