@@ -19,12 +19,19 @@ backup_app = typer.Typer()
 def backup(
     dest: Path = typer.Argument(..., help="New (or empty) folder for the backup, outside the workspace."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+    database_elsewhere: bool = typer.Option(
+        False,
+        "--database-elsewhere",
+        help="The gateway's database is on PostgreSQL (database_url) and backed up with pg_dump: copy the rest.",
+    ),
 ) -> None:
     """Back up the workspace (registry, conversations and keys, knowledge base, models, adapters, datasets,
     reports), consistently even while `helpline run` serves it."""
     settings = Context.load().settings
     with console.status(f"backing up {settings.workspace} to {dest}"):
-        manifest = backup_workspace(Workspace.at(settings.workspace), dest, settings=settings)
+        manifest = backup_workspace(
+            Workspace.at(settings.workspace), dest, settings=settings, database_elsewhere=database_elsewhere
+        )
     if as_json:
         print_json(manifest)
         return

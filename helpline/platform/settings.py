@@ -272,11 +272,27 @@ class Settings(BaseSettings):
         "concurrency cap (gateway.limits) then hold across all of them, not per replica. None: each gateway limits "
         "on its own (one replica). Redis unreachable: each replica falls back to its own limits until it is back.",
     )
+    database_url: str | None = Field(
+        None,
+        description="PostgreSQL database of the gateway (keys, audit log, conversations, feedback, connectors), "
+        "shared by every replica, e.g. postgresql://helpline:PASSWORD@postgres:5432/helpline (an empty database of "
+        "its own: the gateway creates and migrates its tables). None: the SQLite file gateway.sqlite in the "
+        "workspace. The model registry stays in the workspace's registry.sqlite either way.",
+    )
 
     @model_validator(mode="after")
-    def _redis_is_an_address(self) -> Settings:
+    def _addresses(self) -> Settings:
+        problems = []
         if self.redis_url is not None and not re.fullmatch(r"rediss?://\S+", self.redis_url):
-            raise ValueError(f"redis_url {self.redis_url!r} is not a Redis address such as redis://redis:6379/0")
+            problems.append(f"redis_url {self.redis_url!r} is not a Redis address such as redis://redis:6379/0")
+        if self.database_url is not None and not re.fullmatch(r"postgres(ql)?(\+psycopg)?://\S+", self.database_url):
+            scheme = self.database_url.partition("://")[0] if "://" in self.database_url else "no scheme"
+            problems.append(
+                f"database_url is not a PostgreSQL address such as postgresql://USER:PASSWORD@HOST:5432/DATABASE "
+                f"(it has {scheme!r}); unset it to keep the gateway's database in the workspace"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     @classmethod

@@ -6,7 +6,10 @@ from outside the workspace is copied. Each SQLite database (the registry, the ga
 conversations, the knowledge base's ledger, Chroma's ``chroma.sqlite3``, caches) is copied through SQLite's online
 backup API, which reads one consistent state while other processes write; other files are copied byte for byte.
 ``manifest.json`` beside the copy lists every file with its size and sha256, the helpline version, the registry's
-schema version and the settings the backup was taken under.
+schema version and the settings the backup was taken under (``database_url`` without its password).
+
+With ``database_url`` set, the gateway's database is on PostgreSQL, outside the workspace: a backup is refused
+unless the caller says that database is backed up elsewhere (``pg_dump``); the manifest then says it is not in it.
 
 The knowledge base's files (Chroma's, the ledger, BM25) must all come from one moment. With no gateway serving
 the workspace, the backup holds the index's writer lock (``retrieval/index_lock.py``) while it copies, so no
@@ -41,6 +44,7 @@ from helpline.platform.settings import Settings
 from helpline.platform.workspace import Workspace
 from helpline.retrieval.factory import index_lock_path
 from helpline.retrieval.index_lock import IndexBusyError, IndexLock
+from helpline.serving.gateway.store_db import masked
 
 FORMAT, VERSION = "helpline-backup", 1
 MANIFEST = "manifest.json"
@@ -57,11 +61,21 @@ _A_BACKUP = "pass a folder that `helpline backup` wrote"
 _DAMAGED = "the backup was changed or damaged after it was written: restore another one (nothing was replaced)"
 
 
-def backup_workspace(workspace: Workspace, dest: Path, *, settings: Settings, attempts: int = 3) -> dict[str, Any]:
-    """Copy ``workspace`` into the new folder ``dest`` (it must not exist, or be empty); returns the manifest."""
+def backup_workspace(
+    workspace: Workspace, dest: Path, *, settings: Settings, attempts: int = 3, database_elsewhere: bool = False
+) -> dict[str, Any]:
+    """Copy ``workspace`` into the new folder ``dest`` (it must not exist, or be empty); returns the manifest.
+    ``database_elsewhere``: the gateway's PostgreSQL database (``database_url``) is backed up by other means."""
     root, dest = workspace.root, Path(dest).expanduser().resolve()
     if not workspace.registry_db.is_file():
         raise WorkspaceNotReadyError(f"no workspace at {root} (it has no registry.sqlite)")
+    if settings.database_url is not None and not database_elsewhere:
+        raise ConfigError(
+            f"the gateway's database (keys, conversations, audit log) is on PostgreSQL ({masked(settings.database_url)}"
+            ", database_url), outside the workspace this backup copies",
+            hint="back that database up with pg_dump (pg_dump --format=custom --file=gateway.dump DATABASE_URL), "
+            "then back up the rest with `helpline backup --database-elsewhere DEST`",
+        )
     if dest.is_relative_to(root):
         raise ConfigError(f"{dest} is inside the workspace it would back up", hint=f"choose a folder outside {root}")
     _refuse_non_empty(dest, hint="choose a new folder for the backup")
@@ -78,7 +92,10 @@ def backup_workspace(workspace: Workspace, dest: Path, *, settings: Settings, at
             "registry_schema": _user_version(partial / TREE / workspace.registry_db.name),
             "workspace": str(root),
             "index": "writer lock held" if locked else "served by a gateway: unchanged during the copy",
-            "settings": settings.model_dump(mode="json", exclude={"workspace"}),
+            "settings": _settings_record(settings),
+            "gateway_database": "in the backup (gateway.sqlite)"
+            if settings.database_url is None
+            else f"not in the backup: PostgreSQL at {masked(settings.database_url)} (pg_dump)",
             "files": files,
             "skipped": skipped,
             "models_outside_workspace": outside,
@@ -91,6 +108,14 @@ def backup_workspace(workspace: Workspace, dest: Path, *, settings: Settings, at
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return manifest
+
+
+def _settings_record(settings: Settings) -> dict[str, Any]:
+    """The settings for the manifest: ``database_url`` without its password."""
+    record = settings.model_dump(mode="json", exclude={"workspace"})
+    if settings.database_url is not None:
+        record["database_url"] = masked(settings.database_url)
+    return record
 
 
 def _copy_consistently(root: Path, into: Path, *, attempts: int) -> tuple[list[dict], list[dict]]:

@@ -58,8 +58,9 @@ def gateway_db(workspace: Workspace) -> Path:
 
 
 def open_gateway_store(ctx: Context) -> GatewayStore:
-    """The gateway's database (keys, audit log, conversations) of this workspace."""
-    return GatewayStore(gateway_db(ctx.workspace))
+    """The gateway's database (keys, audit log, conversations): PostgreSQL at ``database_url`` when it is set,
+    else the SQLite file of this workspace."""
+    return GatewayStore(gateway_db(ctx.workspace), url=ctx.settings.database_url)
 
 
 def build_generator(ctx: Context, *, engine: EngineChoice | None = None) -> Generator:
@@ -193,7 +194,7 @@ def build_gateway(
         backend = TransformersBackend(registry)
     router = ModelRouter(registry, backend)
     default = router.resolve("helpline-support", conversation_id="startup").generator
-    store_ = GatewayStore(store_path or gateway_db(ctx.workspace))
+    store_ = GatewayStore(store_path) if store_path is not None else open_gateway_store(ctx)
     pipeline = build_pipeline(ctx, generator=default, kb=kb, verifier=build_verifier(ctx), store=store_)
     limits = limits or settings.gateway.limits
     return create_app(

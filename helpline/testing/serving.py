@@ -86,9 +86,11 @@ def make_gateway(
     *,
     staff_answers: bool = False,
     admission: Admission | None = None,
+    store: GatewayStore | None = None,
 ) -> Gateway:
     """The gateway app over fakes; ``staff_answers`` serves staff corrections again (read at every request);
-    ``admission``: shared rate limits and concurrency cap (default: the app's own)."""
+    ``admission``: shared rate limits and concurrency cap (default: the app's own); ``store``: its database
+    (default: SQLite in ``tmp_path``)."""
     registry = Registry(tmp_path / "registry.sqlite")
     registry.register_model("fake-base", kind="base", path=tmp_path / "base")
     registry.register_model(
@@ -100,7 +102,7 @@ def make_gateway(
         lambda: KnowledgeBase(store=InMemoryStore(), embedder=FakeEmbedder(), chunk_size=300, chunk_overlap=20)
     )
     kb.sync(DOCS)
-    store = GatewayStore(tmp_path / "gateway.sqlite")
+    store = store or GatewayStore(tmp_path / "gateway.sqlite")
     keys = {role: store.create_key(role, name=f"test-{role}")[0] for role in ("customer", "staff", "engineer", "admin")}
     gateway = Gateway(None, keys, FakeBackend(), registry, store, kb)  # type: ignore[arg-type]
     return make_replica(gateway, limits, staff_answers=staff_answers, admission=admission)
@@ -113,10 +115,11 @@ def make_replica(
     staff_answers: bool = False,
     admission: Admission | None = None,
     connector_check_s: float = 60.0,
+    store: GatewayStore | None = None,
 ) -> Gateway:
     """Another gateway app over ``gateway``'s registry, store, knowledge base and engine, as a second replica is;
-    its keys work on both."""
-    kb, store = gateway.kb, gateway.store
+    its keys work on both. ``store``: its own connection to the shared database (default: ``gateway``'s)."""
+    kb, store = gateway.kb, store or gateway.store
     router = ModelRouter(gateway.registry, gateway.backend)
     # Dense scores (cosine of the fake embedder's bag of words), so the threshold means something.
     pipeline = RAGPipeline(

@@ -199,6 +199,22 @@ def test_backup_refuses_a_destination_inside_the_workspace_or_one_that_holds_fil
         backup_workspace(source["ws"], dest, settings=settings)
 
 
+def test_with_the_gateway_database_on_postgresql_a_backup_is_refused_until_it_is_backed_up_elsewhere(
+    source: dict,
+) -> None:
+    url = "postgresql://helpline:s3cret@postgres:5432/helpline"
+    settings = source["ctx"].settings.model_copy(update={"database_url": url})
+    with pytest.raises(ConfigError, match="on PostgreSQL") as refused:
+        backup_workspace(source["ws"], source["tmp"] / "backup", settings=settings)
+    assert "pg_dump" in (refused.value.hint or "") and "--database-elsewhere" in (refused.value.hint or "")
+    assert "s3cret" not in str(refused.value) and not (source["tmp"] / "backup").exists()
+
+    manifest = backup_workspace(source["ws"], source["tmp"] / "backup", settings=settings, database_elsewhere=True)
+    assert "s3cret" not in json.dumps(manifest)
+    assert manifest["settings"]["database_url"] == "postgresql+psycopg://helpline:***@postgres:5432/helpline"
+    assert manifest["gateway_database"].startswith("not in the backup: PostgreSQL")
+
+
 def test_the_backup_holds_the_index_writer_lock_while_it_copies(source: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     lock_path = index_lock_path(source["ctx"].settings, source["ws"])
     seen: list[bool] = []

@@ -152,7 +152,7 @@ def collect(
     turns answered from internal passages may teach it. ``verifier``: the gateway's answer check (what
     ``serving.factory.build_verifier`` returns), which decides the thumbs-up answers."""
     out = Collection(
-        since=since, cursor=since, staff_facing=staff_facing, verified=verifier is not None, source=str(store.path)
+        since=since, cursor=since, staff_facing=staff_facing, verified=verifier is not None, source=store.location
     )
     for turn in store.feedback_turns(since=since):
         out.turns_read += 1
