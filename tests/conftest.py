@@ -15,6 +15,10 @@ from helpline.testing.postgres import INSTALL, PostgresServer, postgres_bin
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("HELPLINE_SHARED_DATA", REPO.parent / "shared" / "data"))
 
+# Run tracking stays off unless a test asks for it (tests/platform/test_tracking.py and the tests beside it): each
+# new workspace's MLflow store costs seconds to create, and most tests train in a new workspace.
+os.environ.setdefault("HELPLINE_TRACKING__ENABLED", "false")
+
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:

@@ -12,7 +12,7 @@ import pytest
 
 import helpline
 
-HEAVY = ("torch", "vllm", "chromadb", "streamlit", "transformers", "sentence_transformers")
+HEAVY = ("torch", "vllm", "chromadb", "streamlit", "transformers", "sentence_transformers", "mlflow")
 
 
 @pytest.mark.parametrize("module", ["helpline", "helpline.platform", "helpline.platform.schemas", "helpline.cli.app"])

@@ -23,7 +23,7 @@ from helpline.platform.engine_settings import VLLM_OWN_ARGS as VLLM_OWN_ARGS  # 
 from helpline.platform.engine_settings import VLLMSettings
 from helpline.platform.errors import ConfigError, validation_problems
 
-__all__ = ["VLLM_OWN_ARGS", "Settings", "VLLMSettings", "load_settings"]
+__all__ = ["VLLM_OWN_ARGS", "Settings", "TrackingSettings", "VLLMSettings", "load_settings"]
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -241,6 +241,34 @@ class CanarySettings(BaseModel):
         return self
 
 
+class TrackingSettings(BaseModel):
+    """Run tracking (``platform/tracking.py``): each training and evaluation run logged to MLflow."""
+
+    enabled: bool | None = Field(
+        None,
+        description="None: on when mlflow is installed (pip install 'helpline[track]'), off otherwise; true: on, "
+        "and an error naming the extra when mlflow is missing; false: off.",
+    )
+    uri: str | None = Field(
+        None,
+        description="MLflow tracking URI. None: the SQLite store sqlite:///<workspace>/mlflow.db (MLflow 3 refuses "
+        "a plain ./mlruns folder). A server: http://HOST:5000; any database MLflow takes: postgresql://...",
+    )
+    experiment: str = Field("helpline", min_length=1, description="MLflow experiment that runs are logged to.")
+    timeout_s: float = Field(
+        5.0, gt=0, description="Longest wait for a tracking server's answer; past it the run goes on untracked."
+    )
+
+    @model_validator(mode="after")
+    def _uri_is_a_store(self) -> TrackingSettings:
+        if self.uri is not None and "://" not in self.uri and not self.uri.startswith("databricks"):
+            raise ValueError(
+                f"uri {self.uri!r} is not a tracking URI: MLflow 3 refuses a folder store; use "
+                "sqlite:///PATH/mlflow.db, http://HOST:5000 or a database URL"
+            )
+        return self
+
+
 class Settings(BaseSettings):
     """All of helpline's settings. See the README for the config file format."""
 
@@ -265,6 +293,9 @@ class Settings(BaseSettings):
     )
     canary: CanarySettings = Field(
         default_factory=CanarySettings, description="When a canary is promoted or rolled back."
+    )
+    tracking: TrackingSettings = Field(
+        default_factory=TrackingSettings, description="Where training and evaluation runs are logged (MLflow)."
     )
     redis_url: str | None = Field(
         None,
