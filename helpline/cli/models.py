@@ -1,4 +1,5 @@
-"""`helpline models ...`: base models, adapters and the aliases that choose what is served."""
+"""`helpline models ...`: base models, adapters and the aliases that choose what is served, and each model's
+lineage."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from helpline.platform.errors import ConfigError
 from helpline.platform.model_import import import_model
 from helpline.platform.promotion import require_passing_gate
 from helpline.platform.promotion import rollback as rollback_alias
+from helpline.platform.tracking import lineage_runs
 
 models_app = typer.Typer(no_args_is_help=True, help="Base models, adapters and aliases.")
 
@@ -34,6 +36,44 @@ def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON."
         created = dt.datetime.fromtimestamp(m.created_at).strftime("%Y-%m-%d %H:%M")
         table.add_row(m.name, m.kind, m.base_model or "", names, created)
     Console().print(table)
+
+
+@models_app.command("show")
+def show_model(
+    name: str = typer.Argument(..., help="Registered model name or alias."),
+    as_json: bool = typer.Option(False, "--json", help="Print the record, its aliases and tracked runs as JSON."),
+) -> None:
+    """A model's lineage: what it was trained from and on, how it scored, its gate verdict, and the tracked
+    (MLflow) runs that trained and judged it, with the command that opens them."""
+    ctx = Context.load()
+    record = ctx.registry.get_model(name)
+    aliases = [a for a, target in ctx.registry.aliases().items() if target == record.name]
+    runs = lineage_runs(record.metadata)
+    if as_json:
+        print_json({**record.model_dump(), "aliases": aliases, "tracked_runs": runs})
+        return
+    meta = record.metadata
+    created = dt.datetime.fromtimestamp(record.created_at).strftime("%Y-%m-%d %H:%M")
+    console.print(f"[bold]{record.name}[/] ({record.kind}) at {record.path}, registered {created}", highlight=False)
+    for label, value in (("base model", record.base_model), ("aliases", ", ".join(aliases))):
+        if value:
+            console.print(f"{label}: {value}", highlight=False)
+    dataset = meta.get("dataset") or (meta.get("training") or {}).get("dataset")
+    if dataset:
+        digest = str(dataset.get("hash"))[:16]
+        console.print(f"dataset: {dataset.get('name')} {dataset.get('version')} (sha256 {digest}…)", highlight=False)
+    if meta.get("metrics"):
+        console.print(f"metrics: {meta['metrics']}", highlight=False)
+    if meta.get("gate"):
+        gate = meta["gate"]
+        console.print(f"gate: {'passed' if gate.get('passed') else 'failed'} against {gate.get('baseline')} "
+                      f"({gate.get('report')})", highlight=False)  # fmt: skip
+    for what, run in runs.items():
+        if "error" in run:
+            console.print(f"{what} run: not tracked ({run['error']})", highlight=False)
+        else:
+            console.print(f"{what} run (MLflow): {run['run_id']} in experiment {run['experiment']}", highlight=False)
+            console.print(f"  open: {run['open']}", highlight=False, soft_wrap=True)
 
 
 @models_app.command("import")

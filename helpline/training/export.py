@@ -269,6 +269,7 @@ def register_adapter(report: dict, summary: dict, *, ctx: Context, run_dir: Path
         "config": summary["config"],
         "metrics": {k: summary[k] for k in ("best_eval_loss", "final_eval_loss", "train_loss", "global_step")},
         "export_gate": {"agreement": report["agreement"], "vllm": report["vllm"]},
+        "tracking": summary.get("tracking"),  # the training run in MLflow (platform/tracking.py)
     }
     trained = run_dir / "adapter"
     adapter_dir = _new_folder(ctx.workspace.models / name, lambda partial: shutil.copytree(trained, partial))

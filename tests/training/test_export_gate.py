@@ -125,3 +125,13 @@ def test_an_exported_adapter_is_served_from_its_own_folder_which_a_new_run_canno
     export_adapter(run_dir, ctx=ctx, name="ad-2")
     assert Path(ctx.registry.get_model("ad-2").path) == ctx.workspace.models / "ad-2"
     assert json.loads((served / "adapter_config.json").read_text())["r"] == 8
+
+
+def test_an_exported_adapter_names_the_tracked_run_that_trained_it(run_dir, tmp_path, monkeypatch):
+    summary = json.loads((run_dir / "training_summary.json").read_text())
+    run = {"run_id": "0123abcd", "experiment": "helpline", "tracking_uri": "sqlite:///ws/mlflow.db"}
+    (run_dir / "training_summary.json").write_text(json.dumps({**summary, "tracking": run}))
+    _engines(monkeypatch, {"bfloat16": REFERENCE})
+    ctx = Context.load(workspace=tmp_path / "ws")
+    export_adapter(run_dir, ctx=ctx, name="ad")
+    assert ctx.registry.get_model("ad").metadata["tracking"] == run

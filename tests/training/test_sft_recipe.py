@@ -113,6 +113,41 @@ def test_full_fine_tune_is_registered_as_a_base_model_with_its_lineage(
     assert AutoModelForCausalLM.from_pretrained(record.path).config.num_hidden_layers == 2
 
 
+def test_a_training_run_is_tracked_in_mlflow_and_named_in_the_registry_lineage(
+    tiny_base: Path, tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tracking on (the default where mlflow is installed): the loss curve, config and dataset hash are in the
+    workspace's MLflow store, the registered model's lineage names that run, and `models show` says how to open it."""
+    mlflow = pytest.importorskip("mlflow")
+    from typer.testing import CliRunner
+
+    from helpline.cli.app import app
+    from helpline.platform.settings import TrackingSettings
+    from helpline.training.sft.trainer import register_full_model, run_sft
+
+    ctx = Context.load(workspace=tmp_path / "ws", tracking=TrackingSettings())
+    cfg = _config(tiny_base, tiny_dataset, tmp_path / "full", method="full", max_steps=2, model_name="tiny-tracked")
+    summary = run_sft(cfg, preset="test", ctx=ctx)
+    register_full_model(summary, cfg, preset="test", ctx=ctx)
+
+    run = ctx.registry.get_model("tiny-tracked").metadata["training"]["tracking"]
+    assert run["tracking_uri"] == f"sqlite:///{ctx.workspace.root / 'mlflow.db'}" and run == summary["tracking"]
+    client = mlflow.MlflowClient(tracking_uri=run["tracking_uri"])
+    got = client.get_run(run["run_id"])
+    assert got.info.status == "FINISHED" and got.info.run_name == "full"
+    assert [m.step for m in client.get_metric_history(run["run_id"], "loss")] == [1, 2]  # logging_steps=1
+    assert got.data.metrics["best_eval_loss"] == pytest.approx(summary["best_eval_loss"])
+    assert got.data.params["max_steps"] == "2" and got.data.params["method"] == "full"
+    tags = got.data.tags
+    assert tags["helpline.kind"] == "sft" and tags["helpline.base_model"] == str(tiny_base)
+    assert tags["helpline.dataset_hash"] == summary["dataset"]["hash"]
+
+    monkeypatch.setenv("HELPLINE_WORKSPACE", str(tmp_path / "ws"))
+    shown = CliRunner().invoke(app, ["models", "show", "tiny-tracked"])
+    assert shown.exit_code == 0, shown.output
+    assert run["run_id"] in shown.output and f"mlflow ui --backend-store-uri {run['tracking_uri']}" in shown.output
+
+
 def test_train_sft_json_prints_one_json_object(tiny_base: Path, tiny_dataset: Path, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     """The trainer logs every step on stdout (its progress bar); with --json stdout holds the summary alone."""

@@ -14,9 +14,10 @@ from helpline.datasets.halueval import Split, parse_dataset_spec
 from helpline.guard.selection import detector_path, evaluate_dataset, load_detector
 from helpline.platform.context import Context
 from helpline.platform.errors import ConfigError
+from helpline.platform.tracking import track_report
 from helpline.training.detector.calibration import fit_detector
 from helpline.training.detector.default import ensure_default_detector
-from helpline.training.detector.train import load_config, train
+from helpline.training.detector.train import load_config, train_and_register
 
 
 @eval_app.command("train-detector")
@@ -32,8 +33,7 @@ def train_detector(
     if not base.exists():
         base = Path(ctx.registry.get_model(cfg.base_model).path)
     output = ctx.workspace.models / cfg.output_name
-    metadata = train(cfg, base_path=base, output=output, log=lambda m: console.print(m, highlight=False))
-    ctx.registry.register_model(cfg.output_name, kind="detector", path=output, metadata=metadata, replace=True)
+    metadata = train_and_register(ctx, cfg, base_path=base, log=lambda m: console.print(m, highlight=False))
     result = {"name": cfg.output_name, "path": str(output), **metadata}
     if as_json:
         print_json(result)
@@ -60,7 +60,11 @@ def hallucination(
     ctx = Context.load()
     ensure_default_detector(ctx, detector, log=lambda m: console.print(m, highlight=False))
     det = load_detector(ctx, detector)
-    result = evaluate_dataset(det, dataset, split=split, limit=limit, threshold=threshold, seed=seed)  # type: ignore[arg-type]
+    params = {"dataset": dataset, "detector": detector, "split": split, "limit": limit, "threshold": threshold,
+              "seed": seed}  # fmt: skip
+    with ctx.tracker.start_run(kind="eval-hallucination", name=f"hallucination {detector}", params=params) as tracked:
+        result = evaluate_dataset(det, dataset, split=split, limit=limit, threshold=threshold, seed=seed)  # type: ignore[arg-type]
+        track_report(tracked, result)
     if as_json:
         print_json(result)
         return

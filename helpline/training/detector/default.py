@@ -7,7 +7,7 @@ from pathlib import Path
 
 from helpline.guard.selection import DEFAULT_DETECTOR
 from helpline.platform.context import Context
-from helpline.training.detector.train import DetectorTrainConfig, train
+from helpline.training.detector.train import DetectorTrainConfig, train_and_register
 
 
 def ensure_default_detector(ctx: Context, name: str, *, log=print) -> None:
@@ -39,7 +39,5 @@ def ensure_default_detector(ctx: Context, name: str, *, log=print) -> None:
         f"no detector yet: training {name} from {halueval} (support features only, about a minute); the full "
         "detector, with its cross-encoder, comes from helpline/evaluation/recipes/detector.yaml (see its header)"
     )
-    output = ctx.workspace.models / name
-    metadata = train(cfg, base_path=Path("."), output=output, log=log)
-    # replace: the bundled detector, which nothing refers to (a detector is never aliased nor gated)
-    ctx.registry.register_model(name, kind="detector", path=output, metadata=metadata, replace=True)
+    # replaces the bundled detector, which nothing refers to (a detector is never aliased nor gated)
+    train_and_register(ctx, cfg, base_path=Path("."), log=log)

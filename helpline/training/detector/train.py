@@ -26,9 +26,11 @@ from helpline.datasets.halueval import (
     split_items,
 )
 from helpline.guard.detector import CROSS_ENCODER, hypothesis
+from helpline.platform.context import Context
 from helpline.platform.errors import ConfigError, NotFoundError
 from helpline.platform.files import read_yaml_mapping, yaml_value
 from helpline.platform.lazy_imports import require
+from helpline.platform.tracking import TrackedRun
 from helpline.training.detector.calibration import fit_detector
 
 
@@ -94,9 +96,15 @@ def build_training_pairs(cfg: DetectorTrainConfig) -> tuple[list[Pair], dict[str
 
 
 def train_cross_encoder(
-    cfg: DetectorTrainConfig, *, base_path: Path, output: Path, log: Callable[[str], None] = print
+    cfg: DetectorTrainConfig,
+    *,
+    base_path: Path,
+    output: Path,
+    log: Callable[[str], None] = print,
+    tracked: TrackedRun | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune MiniLM as a cross-encoder and save it (HF format) to ``output``."""
+    """Fine-tune MiniLM as a cross-encoder and save it (HF format) to ``output``; the loss curve goes to
+    ``tracked`` where it is logged."""
     torch = require("torch", "eval")
     transformers = require("transformers", "eval")
     torch.manual_seed(cfg.seed)
@@ -130,7 +138,10 @@ def train_cross_encoder(
         losses.append(loss.item())
         if step % 10 == 0 or step == steps - 1:
             elapsed = time.time() - start
-            log(f"step {step + 1}/{steps} loss {sum(losses[-25:]) / len(losses[-25:]):.4f} {elapsed / 60:.1f} min")
+            running = sum(losses[-25:]) / len(losses[-25:])
+            log(f"step {step + 1}/{steps} loss {running:.4f} {elapsed / 60:.1f} min")
+            if tracked is not None:
+                tracked.log_metrics({"loss": running, "learning_rate": optimizer.param_groups[0]["lr"]}, step=step + 1)
         if progress >= 1.0:
             log(f"stopping at step {step + 1}: max_minutes={cfg.max_minutes} reached")
             break
@@ -203,8 +214,29 @@ def _lr_factor(progress: float, warmup: float) -> float:
     return max(0.0, (1.0 - progress) / (1.0 - warmup))
 
 
+def train_and_register(
+    ctx: Context, cfg: DetectorTrainConfig, *, base_path: Path, log: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """:func:`train` as a tracked run (``ctx.tracker``), then registered as ``cfg.output_name`` (replacing the
+    detector of that name: a detector is never aliased nor gated) with the run in its lineage."""
+    output = ctx.workspace.models / cfg.output_name
+    tags = {"helpline.base_model": str(base_path), "helpline.dataset": str(cfg.halueval_dir)}
+    with ctx.tracker.start_run(kind="detector", name=cfg.output_name, params=cfg.model_dump(), tags=tags) as tracked:
+        metadata = train(cfg, base_path=base_path, output=output, log=log, tracked=tracked)
+        tracked.log_metrics(metadata)
+        tracked.log_dict(metadata, "detector_report.json")
+        metadata = {**metadata, "tracking": tracked.lineage()}
+    ctx.registry.register_model(cfg.output_name, kind="detector", path=output, metadata=metadata, replace=True)
+    return metadata
+
+
 def train(
-    cfg: DetectorTrainConfig, *, base_path: Path, output: Path, log: Callable[[str], None] = print
+    cfg: DetectorTrainConfig,
+    *,
+    base_path: Path,
+    output: Path,
+    log: Callable[[str], None] = print,
+    tracked: TrackedRun | None = None,
 ) -> dict[str, Any]:
     """The whole recipe: cross-encoder (optional) -> style model -> heads -> thresholds -> save.
 
@@ -227,7 +259,7 @@ def train(
             shutil.copytree(cfg.cross_encoder_from, ce_dir)
             ce_meta = {"reused": str(cfg.cross_encoder_from)}
         elif cfg.train_cross_encoder:
-            ce_meta = train_cross_encoder(cfg, base_path=base_path, output=ce_dir, log=log)
+            ce_meta = train_cross_encoder(cfg, base_path=base_path, output=ce_dir, log=log, tracked=tracked)
         report = fit_detector(cfg, partial, log=log)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)

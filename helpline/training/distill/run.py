@@ -333,7 +333,7 @@ def run_distill(
 
     sft_cfg = cfg.sft_config(manifest["path"])
     preset = f"distill-{cfg.name}"
-    result["training"] = run_sft(sft_cfg, preset=preset, ctx=ctx, console=console)
+    result["training"] = run_sft(sft_cfg, preset=preset, ctx=ctx, console=console, kind="distill")
     result.update(publish_run(result["training"], sft_cfg, preset=preset, ctx=ctx, console=console))
     return result
 

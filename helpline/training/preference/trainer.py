@@ -37,8 +37,8 @@ from helpline.platform.lazy_imports import require
 from helpline.training.preference.config import PreferenceConfig
 from helpline.training.preference.pairs import fits, pairs_lineage, read_pairs
 from helpline.training.preference.scoring import preference_accuracy
-from helpline.training.sft.callbacks import metrics_file
-from helpline.training.sft.trainer import check_publishable, load_tokenizer, resolve_base_model
+from helpline.training.sft.callbacks import metrics_file, tracking
+from helpline.training.sft.trainer import check_publishable, load_tokenizer, resolve_base_model, training_tags
 
 LOGGED = ("loss", "rewards/margins", "rewards/accuracies", "rewards/chosen", "rewards/rejected", "nll_loss")
 
@@ -72,41 +72,48 @@ def train_preference(
     if not rows:
         raise DataError(f"no pair of {pairs_path} fits max_length={cfg.max_length}", hint="raise max_length")
     model = load_policy(base_path, init, cfg)
-    before = preference_accuracy(model, tokenizer, eval_rows) if eval_rows else None
-    trainer = build_trainer(cfg, model, tokenizer, rows, run_dir, console=console)
+    dataset = pairs_lineage(pairs_path, len(pairs))
+    tags = training_tags(cfg.base_model, dataset, method=cfg.method, preset=preset, init_adapter=cfg.init_adapter)
+    with ctx.tracker.start_run(kind="preference", name=run_dir.name, params=cfg.model_dump(), tags=tags) as tracked:
+        before = preference_accuracy(model, tokenizer, eval_rows) if eval_rows else None
+        trainer = build_trainer(cfg, model, tokenizer, rows, run_dir, console=console, tracked=tracked)
 
-    # train ------------------------------------------------------------------------------------
-    started = time.perf_counter()
-    result = trainer.train()
-    train_seconds = time.perf_counter() - started
+        # train --------------------------------------------------------------------------------
+        started = time.perf_counter()
+        result = trainer.train()
+        train_seconds = time.perf_counter() - started
 
-    # save -------------------------------------------------------------------------------------
-    final_dir = run_dir / "adapter"
-    trainer.model.save_pretrained(str(final_dir), selected_adapters=["default"])
-    tokenizer.save_pretrained(str(final_dir))
-    after = preference_accuracy(trainer.model, tokenizer, eval_rows) if eval_rows else None
-    summary = {
-        "run_dir": str(run_dir),
-        "artifact": str(final_dir),
-        "method": cfg.method,
-        "base_model": cfg.base_model,
-        "base_model_path": str(base_path),
-        "init_adapter": adapter_lineage(init, cfg.init_adapter) if init else None,
-        "dataset": pairs_lineage(pairs_path, len(pairs)),
-        "eval_dataset": pairs_lineage(eval_pairs_path, len(eval_pairs)) if eval_pairs_path else None,
-        "config": cfg.model_dump(),
-        "preset": preset,
-        "train_pairs": len(rows),
-        "too_long_dropped": {"train": len(pairs) - len(rows), "eval": len(eval_pairs) - len(eval_rows)},
-        "global_step": trainer.state.global_step,
-        "train_seconds": round(train_seconds, 1),
-        "train_loss": result.training_loss,
-        "best_eval_loss": None,  # read by the export gate's lineage; preference runs are judged by `eval`
-        "final_eval_loss": None,
-        "log": [{k: h[k] for k in ("step", *LOGGED) if k in h} for h in trainer.state.log_history if "loss" in h],
-        "eval": {"before": before, "after": after} if eval_rows else None,
-    }
-    (run_dir / "training_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        # save ---------------------------------------------------------------------------------
+        final_dir = run_dir / "adapter"
+        trainer.model.save_pretrained(str(final_dir), selected_adapters=["default"])
+        tokenizer.save_pretrained(str(final_dir))
+        after = preference_accuracy(trainer.model, tokenizer, eval_rows) if eval_rows else None
+        summary = {
+            "run_dir": str(run_dir),
+            "artifact": str(final_dir),
+            "method": cfg.method,
+            "base_model": cfg.base_model,
+            "base_model_path": str(base_path),
+            "init_adapter": adapter_lineage(init, cfg.init_adapter) if init else None,
+            "dataset": dataset,
+            "eval_dataset": pairs_lineage(eval_pairs_path, len(eval_pairs)) if eval_pairs_path else None,
+            "config": cfg.model_dump(),
+            "preset": preset,
+            "train_pairs": len(rows),
+            "too_long_dropped": {"train": len(pairs) - len(rows), "eval": len(eval_pairs) - len(eval_rows)},
+            "global_step": trainer.state.global_step,
+            "train_seconds": round(train_seconds, 1),
+            "train_loss": result.training_loss,
+            "best_eval_loss": None,  # read by the export gate's lineage; preference runs are judged by `eval`
+            "final_eval_loss": None,
+            "log": [{k: h[k] for k in ("step", *LOGGED) if k in h} for h in trainer.state.log_history if "loss" in h],
+            "eval": {"before": before, "after": after} if eval_rows else None,
+            "tracking": tracked.lineage(),
+        }
+        figures = {k: summary[k] for k in ("global_step", "train_seconds", "train_loss")}
+        tracked.log_metrics({**figures, "eval": summary["eval"] or {}})
+        tracked.log_dict(summary, "training_summary.json")
+        (run_dir / "training_summary.json").write_text(json.dumps(summary, indent=2, default=str))
 
     # cleanup ----------------------------------------------------------------------------------
     del trainer, model
@@ -207,9 +214,11 @@ def load_policy(base_path: Path, init: Path | None, cfg: PreferenceConfig):
     return peft.get_peft_model(model, lora)
 
 
-def build_trainer(cfg: PreferenceConfig, model, tokenizer, rows: list[dict], run_dir: Path, *, console=None):
+def build_trainer(
+    cfg: PreferenceConfig, model, tokenizer, rows: list[dict], run_dir: Path, *, console=None, tracked=None
+):
     """TRL's DPOTrainer or ORPOTrainer over ``model`` (a PEFT model, see the module docstring for the
-    reference), logging to ``run_dir/metrics.jsonl``."""
+    reference), logging to ``run_dir/metrics.jsonl`` and to the ``tracked`` run."""
     datasets = require("datasets", "train")
     metrics_path = run_dir / "metrics.jsonl"
     metrics_path.unlink(missing_ok=True)
@@ -238,7 +247,7 @@ def build_trainer(cfg: PreferenceConfig, model, tokenizer, rows: list[dict], run
         model=model,
         processing_class=tokenizer,
         train_dataset=datasets.Dataset.from_list(rows),
-        callbacks=[metrics_file(metrics_path, console=console)],
+        callbacks=[metrics_file(metrics_path, console=console), *([tracking(tracked)] if tracked else [])],
     )
     if cfg.method == "dpo":
         trl = require("trl", "train")

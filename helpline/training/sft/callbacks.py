@@ -1,4 +1,5 @@
-"""Trainer callbacks: every log event appended to metrics.jsonl (and echoed), and the resume fix-up.
+"""Trainer callbacks: every log event appended to metrics.jsonl (and echoed) and logged to the tracked run, and
+the resume fix-up.
 
 They subclass transformers' ``TrainerCallback``, so the classes are made on first use: importing this
 module loads no transformers (``helpline --help`` stays fast).
@@ -18,6 +19,12 @@ from helpline.platform.lazy_imports import require
 def metrics_file(path: Path, *, console: Any = None) -> Any:
     """Append ``{"step", "time", ...logs}`` lines to ``path``; print a one-line summary per event."""
     return _classes()["MetricsFile"](path, console=console)
+
+
+def tracking(run: Any) -> Any:
+    """Log every numeric figure of each log event (loss, learning rate, eval loss, ...) to ``run`` (a
+    :class:`helpline.platform.tracking.TrackedRun`) at its step: the loss curve in MLflow."""
+    return _classes()["Tracking"](run)
 
 
 def resume_with_new_callbacks(callbacks: list) -> Any:
@@ -50,6 +57,14 @@ def _classes() -> dict[str, type]:
                 shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in logs.items())
                 self.console.print(f"[dim]step {state.global_step}/{state.max_steps}[/] {shown}", highlight=False)
 
+    class Tracking(transformers.TrainerCallback):
+        def __init__(self, run: Any) -> None:
+            self.run = run
+
+        def on_log(self, args, state, control, logs=None, **kwargs):  # type: ignore[no-untyped-def]
+            if logs:
+                self.run.log_metrics({**logs, "epoch": state.epoch}, step=state.global_step)
+
     class ResumeWithNewCallbacks(transformers.TrainerCallback):
         def __init__(self, callbacks: list) -> None:
             self.names = ["TrainerControl", *(type(c).__name__ for c in callbacks if isinstance(c, exportable))]
@@ -58,4 +73,4 @@ def _classes() -> dict[str, type]:
             for name in self.names:
                 state.stateful_callbacks.setdefault(name, {})
 
-    return {"MetricsFile": MetricsFile, "ResumeWithNewCallbacks": ResumeWithNewCallbacks}
+    return {"MetricsFile": MetricsFile, "Tracking": Tracking, "ResumeWithNewCallbacks": ResumeWithNewCallbacks}

@@ -19,7 +19,7 @@ from helpline.platform.errors import ConfigError, DataError, HelplineError
 from helpline.platform.lazy_imports import require
 from helpline.training.data.prepare import resolve_dataset
 from helpline.training.export import check_export_names, export_adapter
-from helpline.training.sft.callbacks import metrics_file, resume_with_new_callbacks
+from helpline.training.sft.callbacks import metrics_file, resume_with_new_callbacks, tracking
 from helpline.training.sft.config import SFTConfig
 from helpline.training.sft.masking import load_chat_template, tokenize_example
 
@@ -180,8 +180,10 @@ def check_run_dir(cfg: SFTConfig, run_dir: Path, *, prefix: str = "") -> Path | 
     return resume_from
 
 
-def run_sft(cfg: SFTConfig, *, preset: str, ctx: Context, console=None) -> dict:
-    """Train, keep the best checkpoint, save it with a summary; returns the summary."""
+def run_sft(cfg: SFTConfig, *, preset: str, ctx: Context, console=None, kind: str = "sft") -> dict:
+    """Train, keep the best checkpoint, save it with a summary; returns the summary. The run is tracked as
+    ``kind`` (``ctx.tracker``): config, loss curve, final figures and summary; the summary's ``tracking`` says
+    where (the registry's lineage keeps it)."""
     transformers = require("transformers", "train")
     trl = require("trl", "train")
     datasets = require("datasets", "train")
@@ -198,43 +200,57 @@ def run_sft(cfg: SFTConfig, *, preset: str, ctx: Context, console=None) -> dict:
     train_rows, train_long = tokenize_split(tokenizer, dataset_dir / "train.jsonl", cfg, cfg.max_train_examples)
     eval_rows, eval_long = tokenize_split(tokenizer, dataset_dir / "validation.jsonl", cfg, cfg.max_eval_examples)
     model = load_model(base_path, cfg)
-    callbacks = sft_callbacks(cfg, run_dir, console=console)
-    trainer = trl.SFTTrainer(
-        model=model,
-        args=trl_args(cfg, run_dir / "checkpoints"),
-        train_dataset=datasets.Dataset.from_list(train_rows),
-        eval_dataset=datasets.Dataset.from_list(eval_rows),
-        processing_class=tokenizer,
-        callbacks=callbacks,
-    )
+    dataset = dataset_lineage(dataset_dir, manifest)
+    tags = training_tags(cfg.base_model, dataset, method=cfg.method, preset=preset, resumed_from=resume_from)
+    with ctx.tracker.start_run(kind=kind, name=run_dir.name, params=cfg.model_dump(), tags=tags) as tracked:
+        callbacks = sft_callbacks(cfg, run_dir, console=console, tracked=tracked)
+        trainer = trl.SFTTrainer(
+            model=model,
+            args=trl_args(cfg, run_dir / "checkpoints"),
+            train_dataset=datasets.Dataset.from_list(train_rows),
+            eval_dataset=datasets.Dataset.from_list(eval_rows),
+            processing_class=tokenizer,
+            callbacks=callbacks,
+        )
 
-    # train ------------------------------------------------------------------------------------
-    outcome = train_and_evaluate(trainer, resume_from)
+        # train --------------------------------------------------------------------------------
+        outcome = train_and_evaluate(trainer, resume_from)
 
-    # save -------------------------------------------------------------------------------------
-    final_dir = run_dir / ("model" if cfg.method == "full" else "adapter")
-    trainer.model.save_pretrained(str(final_dir))
-    tokenizer.save_pretrained(str(final_dir))
-    summary = {
-        "run_dir": str(run_dir),
-        "artifact": str(final_dir),
-        "method": cfg.method,
-        "base_model": cfg.base_model,
-        "base_model_path": str(base_path),
-        "dataset": dataset_lineage(dataset_dir, manifest),
-        "config": cfg.model_dump(),
-        "preset": preset,
-        "resumed_from": resume_from.name if resume_from else None,
-        "train_examples": len(train_rows),
-        "eval_examples": len(eval_rows),
-        "too_long_dropped": {"train": train_long, "validation": eval_long},
-        **outcome,
-    }
-    (run_dir / "training_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        # save ---------------------------------------------------------------------------------
+        final_dir = run_dir / ("model" if cfg.method == "full" else "adapter")
+        trainer.model.save_pretrained(str(final_dir))
+        tokenizer.save_pretrained(str(final_dir))
+        summary = {
+            "run_dir": str(run_dir),
+            "artifact": str(final_dir),
+            "method": cfg.method,
+            "base_model": cfg.base_model,
+            "base_model_path": str(base_path),
+            "dataset": dataset,
+            "config": cfg.model_dump(),
+            "preset": preset,
+            "resumed_from": resume_from.name if resume_from else None,
+            "train_examples": len(train_rows),
+            "eval_examples": len(eval_rows),
+            "too_long_dropped": {"train": train_long, "validation": eval_long},
+            **outcome,
+            "tracking": tracked.lineage(),
+        }
+        tracked.log_metrics({k: v for k, v in outcome.items() if k != "eval_curve"})
+        tracked.log_dict(summary, "training_summary.json")
+        (run_dir / "training_summary.json").write_text(json.dumps(summary, indent=2, default=str))
 
     # cleanup ----------------------------------------------------------------------------------
     del trainer, model
     return summary
+
+
+def training_tags(base_model: str, dataset: dict, **more: object) -> dict:
+    """The tags a training run is found by: its base model, dataset (name, version, manifest hash) and ``more``
+    (``Path`` values by their name)."""
+    tags = {"helpline.base_model": base_model, "helpline.dataset": f"{dataset['name']} {dataset['version']}",
+            "helpline.dataset_hash": dataset["hash"]}  # fmt: skip
+    return tags | {f"helpline.{k}": (v.name if isinstance(v, Path) else v) for k, v in more.items()}
 
 
 def check_publishable(cfg: SFTConfig, *, preset: str, run_dir: Path, ctx: Context) -> None:
@@ -268,13 +284,16 @@ def start_run_dir(cfg: SFTConfig, run_dir: Path) -> Path | None:
     return resume_from
 
 
-def sft_callbacks(cfg: SFTConfig, run_dir: Path, *, console=None) -> list:
-    """metrics.jsonl (started afresh unless resuming), early stopping if configured, and the resume fix-up."""
+def sft_callbacks(cfg: SFTConfig, run_dir: Path, *, console=None, tracked=None) -> list:
+    """metrics.jsonl (started afresh unless resuming), the tracked run's curves, early stopping if configured,
+    and the resume fix-up."""
     transformers = require("transformers", "train")
     metrics_path = run_dir / "metrics.jsonl"
     if not cfg.resume:
         metrics_path.unlink(missing_ok=True)
     callbacks = [metrics_file(metrics_path, console=console)]
+    if tracked is not None:
+        callbacks.append(tracking(tracked))
     if cfg.early_stopping_patience is not None:
         callbacks.append(transformers.EarlyStoppingCallback(cfg.early_stopping_patience, cfg.early_stopping_threshold))
     callbacks.append(resume_with_new_callbacks(callbacks))
@@ -314,7 +333,8 @@ def register_full_model(summary: dict, cfg: SFTConfig, *, preset: str, ctx: Cont
     export gate instead."""
     name = full_model_name(cfg, preset)
     chat = is_chat_model(cfg.base_model, ctx)
-    lineage = {k: summary[k] for k in ("base_model", "dataset", "global_step", "best_eval_loss", "run_dir")}
+    kept = ("base_model", "dataset", "global_step", "best_eval_loss", "run_dir", "tracking")
+    lineage = {k: summary.get(k) for k in kept}
     record = ctx.registry.register_model(
         name,
         kind="base",
