@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from helpline.answering.rag import RAGPipeline
 from helpline.platform.errors import HelplineError
 from helpline.platform.lazy_imports import require
+from helpline.platform.workspace import Workspace
 from helpline.serving.connectors import CHECK_EVERY_S, run_due, writes_kb
 from helpline.serving.gateway.admin_router import admin
 from helpline.serving.gateway.api_router import router
@@ -64,7 +65,7 @@ def create_app(
     due knowledge-base connectors are looked for.
     """
     limits = limits or GatewayLimits()
-    crawl_state = router.registry.db_path.parent / "indexes" / "crawl"
+    crawl_state = Workspace.at(router.registry.db_path.parent).crawl_state
     connectors = None if kb is None else (KBAdmin(kb), crawl_state, connector_check_s)
     lifespan = _lifespan(store, retention_days, connectors=connectors)
     app = FastAPI(
