@@ -7,6 +7,7 @@ metadata, and :func:`require_passing_gate` is what promotion calls before moving
 from __future__ import annotations
 
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from helpline.platform.errors import ConfigError
 from helpline.platform.files import read_yaml_mapping
 from helpline.platform.promotion import GateError, require_passing_gate
 from helpline.platform.registry import Registry
+from helpline.platform.tracking import TrackedRun, Tracker
 from helpline.retrieval import SAMPLE_KB
 
 __all__ = ["Check", "GateError", "GateReport", "require_passing_gate"]  # defined in platform and report
@@ -251,8 +253,25 @@ def record_gate(registry: Registry, model_name: str, report: GateReport) -> None
         "at": report.at,
         "report": report.report_path,
         "failed_checks": [c.name for c in report.checks if not c.passed],
+        "tracking": report.tracking,
     }
     registry.update_metadata(model_name, {"gate": gate})
+
+
+def gate_run(tracker: Tracker, candidate: str, baseline: str, cfg: GateConfig) -> AbstractContextManager[TrackedRun]:
+    """The tracked run a gate is logged to (see :func:`track_gate`)."""
+    tags = {"helpline.candidate": candidate, "helpline.baseline": baseline}
+    return tracker.start_run(kind="gate", name=f"gate {candidate} vs {baseline}", params=cfg.model_dump(), tags=tags)
+
+
+def track_gate(tracked: TrackedRun, report: GateReport) -> None:
+    """Log the verdict (``passed`` 1 or 0), how many checks failed and each summary's figures, and keep the whole
+    report as JSON; ``report.tracking`` then names the run (:func:`record_gate` stores it with the verdict)."""
+    failed = sum(not c.passed for c in report.checks)
+    tracked.log_metrics({"passed": report.passed, "failed_checks": failed, **report.summaries})
+    tracked.set_tags({"helpline.verdict": "passed" if report.passed else "failed"})
+    tracked.log_dict(report.to_dict(), "gate_report.json")
+    report.tracking = tracked.lineage()
 
 
 def run_gate(

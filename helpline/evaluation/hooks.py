@@ -14,6 +14,7 @@ from helpline.evaluation.regression.factory import build_responder
 from helpline.evaluation.regression.generators import suite_cases
 from helpline.evaluation.regression.runner import run_suite
 from helpline.platform.context import Context
+from helpline.platform.tracking import track_report
 
 SUPPORT_SUITE = Path(__file__).parent / "suites" / "support.yaml"
 PREFIX = "regression-after-sync-"
@@ -42,11 +43,13 @@ def regression_after_sync(
     loaded = load_suite(suite)
     cases = suite_cases(loaded, data_dir=Path("."), limit=limit)
     responder = responder or build_responder(ctx, model=model)
-    result = run_suite(loaded.name, cases, responder)
-    summary = result.summary()
-    if questions is not None and getattr(responder, "pipeline", None) is not None:
-
-        summary["answers"] = evaluate(read_cases(questions), through_pipeline(responder.pipeline))[0]
+    params = {"suite": str(suite), "model": model, "limit": limit, "questions": str(questions) if questions else None}
+    with ctx.tracker.start_run(kind="eval-after-sync", name=f"after sync {model}", params=params) as tracked:
+        result = run_suite(loaded.name, cases, responder)
+        summary = result.summary()
+        if questions is not None and getattr(responder, "pipeline", None) is not None:
+            summary["answers"] = evaluate(read_cases(questions), through_pipeline(responder.pipeline))[0]
+        track_report(tracked, {**result.to_dict(), "summary": summary})
     earlier = (
         json.loads(p.read_text())["summary"] for p in sorted(ctx.workspace.reports.glob(f"{PREFIX}*.json"))[::-1]
     )

@@ -43,6 +43,7 @@ class GateReport:
     summaries: dict[str, dict[str, Any]] = field(default_factory=dict)
     report_path: str = ""
     at: float = field(default_factory=time.time)
+    tracking: dict[str, Any] | None = None  # the gate's tracked run (platform/tracking.py), once logged
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -16,7 +16,7 @@ from typing import Any
 
 from helpline.evaluation.answer_paths import through_pipeline
 from helpline.evaluation.answers import evaluate, read_cases
-from helpline.evaluation.gate import GateConfig, Thresholds, load_gate_config, run_gate
+from helpline.evaluation.gate import GateConfig, Thresholds, gate_run, load_gate_config, run_gate, track_gate
 from helpline.evaluation.regression.factory import build_responder
 from helpline.evaluation.report import Check, GateReport, write_gate_report
 from helpline.guard.selection import chosen_detector, load_detector
@@ -66,6 +66,12 @@ class PromotionGate:
         self.progress = progress
 
     def __call__(self, candidate: str, baseline: str, heldout: Path | None) -> GateReport:
+        with gate_run(self.ctx.tracker, candidate, baseline, self.cfg) as tracked:  # a tracked run, as `eval gate`
+            report = self._judge(candidate, baseline, heldout)
+            track_gate(tracked, report)
+        return report
+
+    def _judge(self, candidate: str, baseline: str, heldout: Path | None) -> GateReport:
         ctx, cfg = self.ctx, self.cfg
         responders: dict[str, Any] = {}
 

@@ -13,9 +13,11 @@ from helpline.evaluation.gate import (
     GateError,
     Thresholds,
     decide,
+    gate_run,
     load_gate_config,
     record_gate,
     require_passing_gate,
+    track_gate,
 )
 from helpline.evaluation.regression.cases import load_suite
 from helpline.evaluation.regression.runner import run_suite
@@ -93,6 +95,23 @@ def test_promotion_requires_a_passing_gate(tmp_path: Path, suite_file: Path) -> 
     record_gate(registry, "cand", decide("cand", "prod", _results(suite_file, GOOD, "cand"), base, cfg))
     assert require_passing_gate(registry, "cand")["passed"]
     assert registry.get_model("cand").metadata["note"] == "kept"
+
+
+def test_a_gate_is_a_tracked_run_and_its_verdict_names_that_run(tmp_path: Path, suite_file: Path) -> None:
+    from helpline.testing.tracking import RecordingTracker
+
+    registry, tracker = Registry(tmp_path / "registry.sqlite"), RecordingTracker()
+    registry.register_model("cand", kind="base", path=tmp_path)
+    cfg = GateConfig(suites=[str(suite_file)])
+    with gate_run(tracker, "cand", "prod", cfg) as tracked:
+        report = decide("cand", "prod", _results(suite_file, WORSE, "cand"), _results(suite_file, GOOD, "prod"), cfg)
+        track_gate(tracked, report)
+    record_gate(registry, "cand", report)
+    (run,) = tracker.runs
+    assert run.kind == "gate" and run.tags["helpline.candidate"] == "cand" and run.tags["helpline.verdict"] == "failed"
+    assert run.history("passed") == [(0, 0.0)] and run.history("mini_candidate.pass_rate") == [(0, 0.5)]
+    assert run.params["thresholds.max_pass_rate_drop"] == "0.05" and "gate_report.json" in run.artifacts
+    assert registry.get_model("cand").metadata["gate"]["tracking"]["run_id"] == run.run_id
 
 
 def _cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, suite_file: Path, candidate: dict[str, str]):

@@ -19,6 +19,7 @@ from helpline.guard.selection import load_detector
 from helpline.platform.context import Context
 from helpline.platform.errors import ConfigError
 from helpline.platform.files import write_jsonl
+from helpline.platform.tracking import track_report
 from helpline.retrieval import SAMPLE_KB
 from helpline.retrieval.factory import build_embedder, open_knowledge_base
 from helpline.serving.factory import build_generator, build_pipeline, build_verifier
@@ -127,7 +128,11 @@ def answers(
     )  # fmt: skip
     result: dict[str, Any] = {"set": dataset or str(questions or "sample_kb/QUESTIONS.yaml"), "via": {}}
     rows: list[dict] = []
-    with tempfile.TemporaryDirectory(prefix="helpline-answers-") as tmp:
+    params = {"set": result["set"], "model": model, "engine": engine, "via": via, "judge_model": judge_model}
+    with (
+        tempfile.TemporaryDirectory(prefix="helpline-answers-") as tmp,
+        ctx.tracker.start_run(kind="eval-answers", name=f"answers {model or 'chat_model'}", params=params) as tracked,
+    ):
         pipeline = build_answer_pipeline(ctx, model=model, engine=engine, documents=documents, tmp=tmp)
         result["model"] = pipeline.generator.name
         result["verifier"] = type(pipeline.verifier).__name__
@@ -139,6 +144,7 @@ def answers(
                 summary["judge"] = judge_results(llm_judge, cases, judged)
             result["via"][v] = summary
             rows += [{"via": v, **r.__dict__} for r in judged]
+        track_report(tracked, result)
     if answers_file is not None:
         write_jsonl(answers_file, rows)
         result["answers_file"] = str(answers_file)

@@ -7,6 +7,7 @@ Heavy libraries load only when a command builds what needs them (see helpline/cl
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import typer
@@ -14,7 +15,7 @@ import typer
 from helpline.cli.eval import DATA_DIR_HELP, DETECTOR_HELP, eval_app
 from helpline.cli.output import console, print_json
 from helpline.evaluation.distill_report import ReportOptions, contenders, markdown, run_report, write_report
-from helpline.evaluation.gate import load_gate_config, record_gate, run_gate
+from helpline.evaluation.gate import gate_run, load_gate_config, record_gate, run_gate, track_gate
 from helpline.evaluation.rag_eval import run_ab
 from helpline.evaluation.regression.cases import load_suite
 from helpline.evaluation.regression.factory import build_responder, resolve_model
@@ -24,6 +25,7 @@ from helpline.evaluation.sft import generate_batched, load_eval_set, score_answe
 from helpline.guard.selection import chosen_detector, load_detector
 from helpline.platform.context import Context
 from helpline.platform.files import write_jsonl
+from helpline.platform.tracking import track_report
 from helpline.retrieval.factory import build_embedder
 from helpline.training.distill.config import load_distill_config
 
@@ -54,13 +56,16 @@ def eval_sft(
     ctx = Context.load()
     prompts, references, questions = load_eval_set(dataset, limit)
     report: dict = {"dataset": dataset, "examples": len(prompts), "max_tokens": max_tokens}
-    for label, ref in (("model", model), ("baseline", baseline)):
-        if ref is None:
-            continue
-        base, adapter = _model_and_adapter(ref, ctx)
-        with console.status(f"generating {len(prompts)} answers with {ref}"):
-            answers = generate_batched(base, adapter, prompts, max_tokens=max_tokens, batch_size=batch_size)
-        report[label] = {"name": ref, **score_answers(answers, references, questions), "sample": answers[0][:300]}
+    params = {"model": model, "dataset": dataset, "baseline": baseline, "limit": limit, "max_tokens": max_tokens}
+    with ctx.tracker.start_run(kind="eval-sft", name=f"eval sft {model}", params=params) as tracked:
+        for label, ref in (("model", model), ("baseline", baseline)):
+            if ref is None:
+                continue
+            base, adapter = _model_and_adapter(ref, ctx)
+            with console.status(f"generating {len(prompts)} answers with {ref}"):
+                answers = generate_batched(base, adapter, prompts, max_tokens=max_tokens, batch_size=batch_size)
+            report[label] = {"name": ref, **score_answers(answers, references, questions), "sample": answers[0][:300]}
+        track_report(tracked, report)
     if as_json:
         print_json(report)
     else:
@@ -91,7 +96,11 @@ def regression(
     responder = build_responder(ctx, model=model, mode=mode, max_tokens=max_tokens)  # type: ignore[arg-type]
     verifier = _detector(ctx, detector)
     embedder = build_embedder(ctx, backend="torch") if similarity else None
-    result = run_suite(loaded.name, cases, responder, embedder=embedder, verifier=verifier, progress=True)
+    params = {"suite": str(suite), "model": model, "mode": mode, "limit": limit, "max_tokens": max_tokens,
+              "detector": detector, "similarity": similarity}  # fmt: skip
+    with ctx.tracker.start_run(kind="eval-regression", name=f"{loaded.name} {model}", params=params) as tracked:
+        result = run_suite(loaded.name, cases, responder, embedder=embedder, verifier=verifier, progress=True)
+        track_report(tracked, result.to_dict())
     if as_json:
         print_json(result.to_dict())
         return
@@ -119,17 +128,19 @@ def gate(
     if limit is not None:
         cfg.limit_per_suite = limit
     cand_name, base_name = resolve_model(ctx, candidate), resolve_model(ctx, baseline)
-    report, _, _ = run_gate(
-        cand_name,
-        base_name,
-        cfg,
-        responder_for=lambda m: build_responder(ctx, model=m, mode=cfg.mode, max_tokens=cfg.max_tokens),  # type: ignore[arg-type]
-        data_dir=data_dir,
-        reports_dir=ctx.workspace.reports,
-        embedder=build_embedder(ctx, backend="torch"),
-        verifier=_detector(ctx, cfg.detector),
-        progress=True,
-    )
+    with gate_run(ctx.tracker, cand_name, base_name, cfg) as tracked:
+        report, _, _ = run_gate(
+            cand_name,
+            base_name,
+            cfg,
+            responder_for=lambda m: build_responder(ctx, model=m, mode=cfg.mode, max_tokens=cfg.max_tokens),  # type: ignore[arg-type]
+            data_dir=data_dir,
+            reports_dir=ctx.workspace.reports,
+            embedder=build_embedder(ctx, backend="torch"),
+            verifier=_detector(ctx, cfg.detector),
+            progress=True,
+        )
+        track_gate(tracked, report)
     if record:
         record_gate(ctx.registry, cand_name, report)
     if as_json:
@@ -172,21 +183,26 @@ def rag(
     ctx = Context.load()
     det = _detector(ctx, detector)
     record: list[dict] = []
-    result = run_ab(
-        ctx,
-        dataset,
-        base=base,
-        finetuned=finetuned,
-        arms=[a.strip() for a in arms.split(",") if a.strip()],
-        limit=limit,
-        removed=removed,
-        max_tokens=max_tokens,
-        detector=det,
-        verify=verify,
-        seed=seed,
-        max_docs=max_docs,
-        record=record,
-    )
+    params = {"dataset": str(dataset), "base": base, "finetuned": finetuned, "arms": arms, "limit": limit,
+              "removed": removed, "max_tokens": max_tokens, "detector": detector, "verify": verify, "seed": seed,
+              "max_docs": max_docs}  # fmt: skip
+    with ctx.tracker.start_run(kind="eval-rag", name=f"rag {finetuned or base}", params=params) as tracked:
+        result = run_ab(
+            ctx,
+            dataset,
+            base=base,
+            finetuned=finetuned,
+            arms=[a.strip() for a in arms.split(",") if a.strip()],
+            limit=limit,
+            removed=removed,
+            max_tokens=max_tokens,
+            detector=det,
+            verify=verify,
+            seed=seed,
+            max_docs=max_docs,
+            record=record,
+        )
+        track_report(tracked, result)
     if answers is not None:
         write_jsonl(answers, record)
         result["answers_file"] = str(answers)
@@ -236,8 +252,10 @@ def distill_report(
         doc2dial=doc2dial, doc2dial_limit=doc2dial_limit, speed_prompts=speed_prompts, speed_rounds=speed_rounds,
         speed_max_tokens=speed_max_tokens, memory=memory,
     )  # fmt: skip
-    report = run_report(ctx, contenders(ctx, cfg, after=after, teacher_model=teacher_model), opts)
-    report["files"] = write_report(report, ctx.workspace.reports, cfg.name)
+    with ctx.tracker.start_run(kind="eval-distill", name=f"distill report {cfg.name}", params=asdict(opts)) as tracked:
+        report = run_report(ctx, contenders(ctx, cfg, after=after, teacher_model=teacher_model), opts)
+        report["files"] = write_report(report, ctx.workspace.reports, cfg.name)
+        track_report(tracked, report)
     if as_json:
         print_json(report)
     else:

@@ -37,7 +37,13 @@ def eval_retrieval(
     inner = build_embedder(ctx, backend=backend)
     embedder = CachedEmbedder(inner, ctx.workspace.indexes / "embedding-cache.sqlite")
     options = SearchOptions(fusion=fusion, history_turns=history_turns, question_alone=question_alone)  # type: ignore[arg-type]
-    with console.status(f"indexing {len(collection.documents)} documents, then {len(collection.queries)} queries"):
+    params = {"dataset": dataset, "modes": mode, "history": history, "split": split, "limit": limit, "backend": backend,
+              "chunk_size": chunk_size or r.chunk_size, "fusion": fusion, "history_turns": history_turns,
+              "question_alone": question_alone}  # fmt: skip
+    with (
+        console.status(f"indexing {len(collection.documents)} documents, then {len(collection.queries)} queries"),
+        ctx.tracker.start_run(kind="eval-retrieval", name=f"retrieval {dataset}", params=params) as tracked,
+    ):
         results = run_eval(
             collection,
             embedder,
@@ -47,10 +53,12 @@ def eval_retrieval(
             chunk_overlap=min(r.chunk_overlap, (chunk_size or r.chunk_size) // 4),
             options=options,
         )
-    data = {
-        "results": [vars(x) for x in results],
-        "embedding_cache": {"hits": embedder.hits, "misses": embedder.misses},
-    }
+        data = {
+            "results": [vars(x) for x in results],
+            "embedding_cache": {"hits": embedder.hits, "misses": embedder.misses},
+        }
+        tracked.log_metrics({f"{x.mode}{'_history' if x.history else ''}": x.metrics for x in results})
+        tracked.log_dict(data, "report.json")
     if as_json:
         print_json(data)
         return
