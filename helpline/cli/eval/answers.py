@@ -8,11 +8,11 @@ from typing import Any
 
 import typer
 
-from helpline.cli.eval import eval_app
+from helpline.cli.eval import JUDGE_URL_HELP, eval_app, llm_judge
 from helpline.cli.output import console, print_json
 from helpline.evaluation.answer_paths import answerer
 from helpline.evaluation.answers import VIAS, AnswerCase, Doc2dialJudge, evaluate, read_cases
-from helpline.evaluation.judge.judge import Judge, judge_results
+from helpline.evaluation.judge.judge import judge_results
 from helpline.evaluation.rag_eval import build_index, load_questions
 from helpline.evaluation.regression.factory import resolve_model
 from helpline.guard.selection import load_detector
@@ -105,8 +105,7 @@ def answers(
         "--judge-detector",
         help="doc2dial: the detector that checks answers against the gold span.",
     ),
-    judge_url: str = typer.Option(None, "--judge-url", help="An OpenAI-compatible judge (e.g. a vLLM's /v1): "
-                                  "also score served answers by rubric (correctness, helpfulness, brand voice)."),
+    judge_url: str = typer.Option(None, "--judge-url", help=JUDGE_URL_HELP),
     judge_model: str = typer.Option(None, "--judge-model", help="The judge's model name at --judge-url."),
     judge_key_env: str = typer.Option(None, "--judge-key-env", help="Variable holding the judge's API key."),
     voice: Path = typer.Option(None, "--voice", help="Brand-voice rubric (a text file; default: the sample's)."),
@@ -120,12 +119,7 @@ def answers(
         ctx, questions=questions, dataset=dataset, limit=limit, removed=removed, max_docs=max_docs, seed=seed
     )
     judge = doc2dial_judge(ctx, judge_detector) if documents is not None else None
-    if (judge_url is None) != (judge_model is None):
-        raise ConfigError("--judge-url and --judge-model go together", hint="name the judge's address and model")
-    llm_judge = None if judge_url is None else Judge(
-        base_url=judge_url, model=judge_model, api_key_env=judge_key_env,
-        cache_path=ctx.workspace.reports / "judge-cache.sqlite", voice=voice.read_text() if voice else None,
-    )  # fmt: skip
+    judge_llm = llm_judge(ctx, url=judge_url, model=judge_model, key_env=judge_key_env, voice=voice)
     result: dict[str, Any] = {"set": dataset or str(questions or "sample_kb/QUESTIONS.yaml"), "via": {}}
     rows: list[dict] = []
     params = {"set": result["set"], "model": model, "engine": engine, "via": via, "judge_model": judge_model}
@@ -140,8 +134,8 @@ def answers(
         for v in vias:
             with answerer(v, pipeline, ctx.registry) as answer:  # type: ignore[arg-type]
                 summary, judged = evaluate(cases, answer, doc2dial=judge, progress=not as_json)
-            if llm_judge is not None:
-                summary["judge"] = judge_results(llm_judge, cases, judged)
+            if judge_llm is not None:
+                summary["judge"] = judge_results(judge_llm, cases, judged)
             result["via"][v] = summary
             rows += [{"via": v, **r.__dict__} for r in judged]
         track_report(tracked, result)

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import typer
 
-from helpline.cli.eval import DATA_DIR_HELP, DETECTOR_HELP, eval_app
+from helpline.cli.eval import DATA_DIR_HELP, DETECTOR_HELP, JUDGE_URL_HELP, eval_app, llm_judge
 from helpline.cli.output import console, print_json
 from helpline.evaluation.distill_report import ReportOptions, contenders, markdown, run_report, write_report
 from helpline.evaluation.gate import gate_run, load_gate_config, record_gate, run_gate, track_gate
+from helpline.evaluation.judge.judge import judge_suite
 from helpline.evaluation.rag_eval import run_ab
 from helpline.evaluation.regression.cases import load_suite
 from helpline.evaluation.regression.factory import build_responder, resolve_model
@@ -87,6 +88,10 @@ def regression(
     data_dir: Path = typer.Option(Path("../shared/data"), help=DATA_DIR_HELP),
     detector: str = typer.Option(None, "--detector", help=DETECTOR_HELP + " Adds a faithfulness score per case."),
     similarity: bool = typer.Option(True, help="Score reference answers by embedding similarity too."),
+    judge_url: str = typer.Option(None, "--judge-url", help=JUDGE_URL_HELP),
+    judge_model: str = typer.Option(None, "--judge-model", help="The judge's model name at --judge-url."),
+    judge_key_env: str = typer.Option(None, "--judge-key-env", help="Variable holding the judge's API key."),
+    voice: Path = typer.Option(None, "--voice", help="Brand-voice rubric (a text file; default: the sample's)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Run a regression suite against one model and report pass rates per category and evaluator."""
@@ -96,10 +101,13 @@ def regression(
     responder = build_responder(ctx, model=model, mode=mode, max_tokens=max_tokens)  # type: ignore[arg-type]
     verifier = _detector(ctx, detector)
     embedder = build_embedder(ctx, backend="torch") if similarity else None
+    judge = llm_judge(ctx, url=judge_url, model=judge_model, key_env=judge_key_env, voice=voice)
     params = {"suite": str(suite), "model": model, "mode": mode, "limit": limit, "max_tokens": max_tokens,
-              "detector": detector, "similarity": similarity}  # fmt: skip
+              "detector": detector, "similarity": similarity, "judge_model": judge_model}  # fmt: skip
     with ctx.tracker.start_run(kind="eval-regression", name=f"{loaded.name} {model}", params=params) as tracked:
         result = run_suite(loaded.name, cases, responder, embedder=embedder, verifier=verifier, progress=True)
+        if judge is not None:
+            result.judge = judge_suite(judge, cases, result)
         track_report(tracked, result.to_dict())
     if as_json:
         print_json(result.to_dict())
@@ -110,6 +118,13 @@ def regression(
     )
     for cat, row in summary["categories"].items():
         console.print(f"  {cat:<24} {row['pass_rate']:.2f}  (n={row['n']})")
+    if result.judge is not None:
+        j = result.judge
+        console.print(
+            f"  judge {j['model']}: correctness {j['correctness_mean']}, helpfulness {j['helpfulness_mean']}, "
+            f"voice {j['voice_mean']} (0-10, {j['judged']} answers); agreement with the rules "
+            f"{j['agreement']['rate']} (kappa {j['agreement']['cohen_kappa']})"
+        )
 
 
 @eval_app.command("gate")
