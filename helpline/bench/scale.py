@@ -10,7 +10,8 @@ over the replicas (as a proxy spreads them). Two engines:
 
 And the cost of Redis (``redis_url``: shared rate limits and concurrency cap) against the default, one replica,
 gateway-bound; and failover: one of two replicas killed with SIGKILL under load, its chats sent again to the other,
-every acknowledged chat looked up in the database. Run it on an idle machine; replicas, clients and the engine share
+every acknowledged chat looked up in the database; and the gateway database's share of a chat (``database.py``:
+SQLite, and PostgreSQL given ``--database-url``). Run it on an idle machine; replicas, clients and the engine share
 its cores.
 """
 
@@ -35,6 +36,7 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
+from helpline.bench.database import database_overhead
 from helpline.bench.reliability.harness import copy_workspace, helpline_env
 from helpline.evaluation.load import Sample, closed_loop, free_port, pct, serve_app, stream_chat
 from helpline.platform.context import Context
@@ -57,6 +59,8 @@ class ScaleOptions:
     engine_bound: bool = True  # also measure over the real vLLM
     redis: bool = True  # also measure the default against redis_url
     failover: bool = True  # also kill one of two replicas under load
+    database_turns: int = 2000  # the database's share of a chat: turns timed (0: not measured)
+    database_url: str | None = None  # also on this scratch PostgreSQL database
 
 
 def instant_engine(served_name: str) -> Any:
@@ -346,6 +350,8 @@ def run_scale_bench(ctx: Context, options: ScaleOptions) -> dict[str, Any]:
                 "replicas_1": with_redis,
                 "throughput_vs_default": round(with_redis["served_per_s"] / alone, 3) if alone else None,
             }
+        if options.database_turns:
+            report["database"] = database_overhead(root, url=options.database_url, turns=options.database_turns)
         if options.failover:
             replicas = Replicas(workspace, root, engine_url=engine_url)
             report["failover"] = failover(replicas, workspace, keys["customer"], options)

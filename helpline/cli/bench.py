@@ -215,12 +215,18 @@ def bench_scale(
     engine_bound: bool = typer.Option(True, "--engine-bound/--no-engine-bound", help="Also over the real vLLM."),
     redis: bool = typer.Option(True, "--redis/--no-redis", help="Also one replica with redis_url (redis-server)."),
     failover: bool = typer.Option(True, "--failover/--no-failover", help="Also kill one of two replicas under load."),
+    database_turns: int = typer.Option(2000, help="Chat turns timed for the gateway database's share (0: skip)."),
+    database_url: str = typer.Option(
+        None, help="Also time the gateway database on this scratch PostgreSQL database (the bench writes into it)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Throughput and p95 of one and two gateway replicas over one engine: an instant stand-in engine (what the
-    gateway's own work allows) and the real vLLM (what the engine allows); and Redis's cost against the default."""
+    gateway's own work allows) and the real vLLM (what the engine allows); Redis's cost against the default; and
+    the gateway database's share of a chat (SQLite, and PostgreSQL with --database-url)."""
     options = ScaleOptions(seconds=seconds, clients=clients, max_tokens=max_tokens, engine_bound=engine_bound,
-                           redis=redis, failover=failover)  # fmt: skip
+                           redis=redis, failover=failover, database_turns=database_turns,
+                           database_url=database_url)  # fmt: skip
     with json_stdout(as_json):
         report = run_scale_bench(Context.load(), options)
     show(report, as_json=as_json)
