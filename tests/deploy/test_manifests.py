@@ -138,6 +138,19 @@ def test_compose_settings_name_real_fields_and_the_services_that_serve_them(monk
     assert engine.vllm.url is None and f"http://engine:{engine.vllm.port}" == gateway.vllm.url
 
 
+def test_compose_gives_both_replicas_one_postgresql_gateway_database_on_the_internal_network(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    services = compose()["services"]
+    env = services["gateway-a"]["environment"]
+    assert env == services["gateway-b"]["environment"] == services["init"]["environment"]
+    gateway = settings_from(env, monkeypatch, (DEPLOY / "compose" / "helpline.yaml").read_text())
+    assert gateway.database_url is not None and "@postgres:5432/helpline" in gateway.database_url
+    assert services["postgres"]["networks"] == ["internal"] and "ports" not in services["postgres"]
+    assert services["init"]["depends_on"]["postgres"] == {"condition": "service_healthy"}
+    assert "shared" in dockerfiles()["gateway.Dockerfile"].split("pip install '.[")[1].split("]")[0]  # psycopg
+
+
 def dockerfiles() -> dict[str, str]:
     return {p.name: p.read_text() for p in sorted((DEPLOY / "images").glob("*.Dockerfile"))}
 
