@@ -82,3 +82,15 @@ def test_replicas_opening_one_fresh_postgresql_database_at_once_all_migrate_it_a
     assert open_at_once(tmp_path / "unused.sqlite", url, 4) == [(0, "")] * 4
     names = [k.name for k in GatewayStore(tmp_path / "unused.sqlite", url=url).list_keys()]
     assert sorted(names) == [f"replica-{n}" for n in range(4)]
+
+
+def test_a_replica_carries_on_without_a_failed_request_after_postgresql_restarts(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    store = GatewayStore(tmp_path / "unused.sqlite", url=postgres.new_database())
+    key, _ = store.create_key("customer")
+    assert store.lookup(key) is not None  # a pooled connection now open
+    postgres.restart()
+    assert store.lookup(key) is not None  # the stale connection is replaced as it leaves the pool
+    store.audit("customer:1:", "after.restart")
+    assert store.audit_log(1)[0]["action"] == "after.restart"

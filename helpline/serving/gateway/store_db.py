@@ -52,8 +52,10 @@ def engine_for(path: Path, url: str | None, *, busy_timeout_s: float) -> Engine:
         return engine
     try:
         parsed = make_url(postgres_url(url))
+        # Up to 30 connections a replica (store calls run on the gateway's worker threads); each is pinged when it
+        # leaves the pool, so a restarted server costs a reconnect, not a failed request.
         return create_engine(
-            parsed, pool_pre_ping=True, pool_size=10, max_overflow=20, pool_timeout=busy_timeout_s + 25,
+            parsed, pool_pre_ping=True, pool_size=10, max_overflow=20, pool_timeout=30,
             connect_args={"connect_timeout": 10},
         )  # fmt: skip
     except (ArgumentError, NoSuchModuleError, ValueError) as e:
