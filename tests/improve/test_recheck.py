@@ -108,7 +108,8 @@ def test_a_check_says_whether_the_help_centre_still_backs_each_correction(store:
 def test_a_checks_table_from_before_the_backed_column_gains_it_and_keeps_its_rows(tmp_path: Path) -> None:
     path = tmp_path / "gateway.sqlite"
     GatewayStore(path)
-    with sqlite3.connect(path) as db:  # as an earlier release created it
+    with sqlite3.connect(path) as db:  # as an earlier release created it (before Alembic)
+        db.execute("DROP TABLE alembic_version")
         db.execute("DROP TABLE correction_checks")
         db.execute("CREATE TABLE correction_checks (response_id TEXT PRIMARY KEY, at REAL NOT NULL,"
                    " model TEXT NOT NULL, fixed INTEGER, outcome TEXT NOT NULL DEFAULT '',"
