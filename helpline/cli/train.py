@@ -179,18 +179,18 @@ def export(
 
 def _print_gguf(report: dict) -> None:
     agreement = report["agreement"]
-    table = Table("variant", "file", "MB", "tensors", "greedy prefix", "positions equal", "next token", "exact",
-                  "prompts alike", title=f"GGUF export of {report['name']}: vs the checkpoint's greedy answers to "
-                  f"{agreement['prompts']} prompts ({agreement['max_tokens']} tokens)")  # fmt: skip
+    table = Table("variant", "MB", "tensors", "greedy prefix", "next token", "exact", "prompts alike",
+                  title=f"GGUF export of {report['name']} against the checkpoint ({agreement['prompts']} prompts, "
+                  f"{agreement['max_tokens']} tokens)")  # fmt: skip
     for variant, entry in report["files"].items():
         figures = agreement[variant]
-        table.add_row(variant, entry["file"], f"{entry['bytes'] / 1e6:.1f}", str(entry["tensors"]),
-                      str(figures["mean_prefix_agreement"]), str(figures["position_agreement"]),
-                      str(figures["next_token_agreement"]), figures["exact_match"],
-                      figures["prompts_tokenized_alike"])  # fmt: skip
+        table.add_row(variant, f"{entry['bytes'] / 1e6:.1f}", str(entry["tensors"]),
+                      str(figures["mean_prefix_agreement"]), str(figures["next_token_agreement"]),
+                      figures["exact_match"], figures["prompts_tokenized_alike"])  # fmt: skip
     console.print(table)
-    console.print(f"[green]written[/] {report['folder']} in {report['seconds']} s (report: gguf_report.json)",
-                  highlight=False)  # fmt: skip
+    console.print(f"[green]written[/] in {report['seconds']} s: {report['folder']}/", highlight=False)
+    for name in [entry["file"] for entry in report["files"].values()] + ["Modelfile", "gguf_report.json"]:
+        console.print(f"  {name}", highlight=False)
     console.print(f"Ollama: ollama create {report['name']} -f {report['modelfile']}", highlight=False)
 
 
