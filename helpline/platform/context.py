@@ -50,7 +50,7 @@ class Context:
 
     @cached_property
     def registry(self) -> Registry:
-        return Registry(self.workspace.registry_db)
+        return Registry(self.workspace.registry_db, url=self.settings.database_url)
 
     @cached_property
     def tracker(self) -> Tracker:

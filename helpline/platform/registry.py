@@ -1,5 +1,6 @@
 """The registry: base models, adapters, embedders, hallucination detectors, knowledge-base versions
-and aliases, in SQLite.
+and aliases: in the workspace's SQLite file ``registry.sqlite`` by default, in the PostgreSQL database named by
+``database_url`` when it is set (beside the gateway's tables).
 
 Aliases (``production``, ``canary``, ...) point at a registered chat model; every change is kept in
 ``alias_history`` so that a rollback is one call. A rollback is marked as one there, so the next rollback
@@ -9,22 +10,29 @@ A model's name is its identity: aliases, their history (where a rollback returns
 all refer to it by name. A registered name is therefore never silently given other weights: see
 :meth:`Registry.register_model`.
 
-A registry file carries its schema version in ``PRAGMA user_version``; opening an older file applies
-the missing steps of ``MIGRATIONS`` in place, in one transaction, so a second open changes nothing.
+Opening a registry brings its schema up to date with Alembic (``registry_alembic/``, revisions kept in
+``registry_alembic_version``). A SQLite file from before Alembic carries its schema version in ``PRAGMA
+user_version``; the first revision runs its missing steps (``registry_migrations``) in place, in one transaction,
+so a second open changes nothing.
+
+Changes that read before they write (registering a name, pointing an alias, a rollback) run in one transaction that
+other writers wait for: SQLite's ``BEGIN IMMEDIATE``, PostgreSQL's transaction-scoped advisory lock.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
+from sqlalchemy import Connection, insert, select, update
+
+from helpline.platform import database
 from helpline.platform.errors import ConfigError, NotFoundError
-from helpline.platform.registry_migrations import migrate
+from helpline.platform.registry_migrations import legacy_version
 from helpline.platform.registry_records import (
     CHAT_KINDS,
     AliasChange,
@@ -33,6 +41,7 @@ from helpline.platform.registry_records import (
     ModelRecord,
     RollbackStep,
 )
+from helpline.platform.registry_schema import alias_history, aliases, kb_versions, models
 
 _A_KIND: dict[str, str] = {
     "base": "a base model",
@@ -41,40 +50,6 @@ _A_KIND: dict[str, str] = {
     "detector": "a hallucination detector",
 }
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS models (
-    name TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    path TEXT NOT NULL,
-    base_model TEXT,
-    created_at REAL NOT NULL,
-    metadata TEXT NOT NULL DEFAULT '{}'
-);
-CREATE TABLE IF NOT EXISTS aliases (
-    alias TEXT PRIMARY KEY,
-    model_name TEXT NOT NULL REFERENCES models(name),
-    updated_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS alias_history (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    alias TEXT NOT NULL,
-    model_name TEXT,
-    previous TEXT,
-    at REAL NOT NULL,
-    actor TEXT NOT NULL DEFAULT '',
-    action TEXT NOT NULL DEFAULT 'set'
-);
-CREATE TABLE IF NOT EXISTS kb_versions (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    created_at REAL NOT NULL,
-    added INTEGER NOT NULL,
-    updated INTEGER NOT NULL,
-    deleted INTEGER NOT NULL,
-    content_hash TEXT NOT NULL,
-    note TEXT NOT NULL DEFAULT ''
-);
-"""
-
 
 class ModelNameTakenError(ConfigError):
     """A model is registered under that name already."""
@@ -82,27 +57,46 @@ class ModelNameTakenError(ConfigError):
     http_status = 409
 
 
-class Registry:
-    """SQLite-backed registry. Each call opens its own connection, so it is safe across threads."""
+#: The advisory lock a registry write holds on PostgreSQL ("registry" in ASCII; the migration lock is another).
+_WRITE_LOCK = 0x7265676973747279
+_SCRIPTS = Path(__file__).parent / "registry_alembic"
 
-    def __init__(self, db_path: str | Path) -> None:
+
+class Registry:
+    """The registry on the SQLite file ``db_path``, or on the PostgreSQL database ``url`` (``database_url``) when
+    one is given. Each call takes its own connection, so it is safe across threads.
+
+    ``db_path`` is the workspace's ``registry.sqlite`` either way, and callers find the workspace as its folder;
+    with ``url`` set the file is not written (the rows live in PostgreSQL)."""
+
+    def __init__(self, db_path: str | Path, *, url: str | None = None) -> None:
         self.db_path = Path(db_path)
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.executescript(_SCHEMA)
-            migrate(db, self.db_path)
+        self.url = url
+        self.engine = database.engine_for(self.db_path, url, busy_timeout_s=30, foreign_keys=True, keep_open=False)
+        if url is None:
+            with self.engine.connect() as db:
+                legacy_version(db, self.db_path)  # a file from a newer helpline is refused even when stamped
+        database.migrate(self.engine, url, scripts=_SCRIPTS, version_table="registry_alembic_version",
+                         what="the registry")  # fmt: skip
+
+    @property
+    def location(self) -> str:
+        """Where the rows are, for messages: the SQLite file, or the PostgreSQL address without its password."""
+        return str(self.db_path) if self.url is None else database.masked(self.url)
 
     @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.db_path, timeout=30)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA foreign_keys=ON")
-        try:
-            with db:
-                yield db
-        finally:
-            db.close()
+    def _connect(self) -> Iterator[Connection]:
+        """A connection whose writes are committed when the block ends without an error."""
+        with self.engine.begin() as db:
+            yield db
+
+    @contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        """A transaction that reads and then writes, which other writers wait for until it ends."""
+        with self.engine.connect() as db:
+            database.lock(db, _WRITE_LOCK)
+            yield db
+            db.commit()
 
     # models -------------------------------------------------------------------------------
 
@@ -128,13 +122,12 @@ class Registry:
             created_at=time.time(),
             metadata=metadata or {},
         )
-        with self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")  # the check and the write in one transaction
+        with self._writing() as db:  # the check and the write in one transaction
             _refuse_taken(db, name, replace=replace)
-            db.execute(
-                "INSERT OR REPLACE INTO models VALUES (?, ?, ?, ?, ?, ?)",
-                (name, kind, record.path, base_model, record.created_at, json.dumps(record.metadata)),
-            )
+            database.upsert(db, models, {
+                "name": name, "kind": kind, "path": record.path, "base_model": base_model,
+                "created_at": record.created_at, "metadata": json.dumps(record.metadata),
+            })  # fmt: skip
         return record
 
     def check_name_free(self, name: str, *, replace: bool = False) -> None:
@@ -146,11 +139,11 @@ class Registry:
     def get_model(self, name: str) -> ModelRecord:
         """Look a model up by name or alias."""
         with self._connect() as db:
-            row = db.execute("SELECT * FROM models WHERE name = ?", (name,)).fetchone()
+            row = _row(db, name)
             if row is None:
-                alias = db.execute("SELECT model_name FROM aliases WHERE alias = ?", (name,)).fetchone()
+                alias = db.scalar(select(aliases.c.model_name).where(aliases.c.alias == name))
                 if alias is not None:
-                    row = db.execute("SELECT * FROM models WHERE name = ?", (alias["model_name"],)).fetchone()
+                    row = _row(db, alias)
         if row is None:
             known = ", ".join(m.name for m in self.list_models()) or "none"
             raise NotFoundError(
@@ -202,15 +195,13 @@ class Registry:
         record = self.get_model(name)
         metadata = {**record.metadata, **updates}
         with self._connect() as db:
-            db.execute("UPDATE models SET metadata = ? WHERE name = ?", (json.dumps(metadata), record.name))
+            db.execute(update(models).where(models.c.name == record.name).values(metadata=json.dumps(metadata)))
         return record.model_copy(update={"metadata": metadata})
 
     def list_models(self, kind: ModelKind | None = None) -> list[ModelRecord]:
         with self._connect() as db:
-            if kind is None:
-                rows = db.execute("SELECT * FROM models ORDER BY created_at").fetchall()
-            else:
-                rows = db.execute("SELECT * FROM models WHERE kind = ? ORDER BY created_at", (kind,)).fetchall()
+            query = select(models).order_by(models.c.created_at)
+            rows = db.execute(query if kind is None else query.where(models.c.kind == kind)).mappings().all()
         return [_model(r) for r in rows]
 
     # aliases ------------------------------------------------------------------------------
@@ -218,20 +209,19 @@ class Registry:
     def set_alias(self, alias: str, model_name: str, *, actor: str = "") -> AliasChange:
         """Point ``alias`` at ``model_name`` (a registered chat model), keeping history."""
         target = self.chat_model(model_name).name
-        with self._connect() as db:
+        with self._writing() as db:
             return _point(db, alias, target, actor=actor, action="set")
 
     def aliases(self) -> dict[str, str]:
         with self._connect() as db:
-            rows = db.execute("SELECT alias, model_name FROM aliases ORDER BY alias").fetchall()
-        return {r["alias"]: r["model_name"] for r in rows}
+            rows = db.execute(select(aliases.c.alias, aliases.c.model_name).order_by(aliases.c.alias)).all()
+        return {alias: model for alias, model in rows}
 
     def alias_history(self, alias: str) -> list[AliasChange]:
         with self._connect() as db:
-            rows = db.execute(
-                "SELECT alias, model_name, previous, at, actor, action FROM alias_history WHERE alias = ? ORDER BY id",
-                (alias,),
-            ).fetchall()
+            h = alias_history.c
+            query = select(h.alias, h.model_name, h.previous, h.at, h.actor, h.action).where(h.alias == alias)
+            rows = db.execute(query.order_by(h.id)).mappings().all()
         return [AliasChange(**dict(r)) for r in rows]
 
     def rollback_step(self, alias: str) -> RollbackStep:
@@ -246,8 +236,7 @@ class Registry:
         The mechanism only, as :meth:`set_alias` is: edges roll back through
         :func:`helpline.platform.promotion.rollback`, which holds the step to the promotion rule. ``expect``
         is the target that rule approved; the rollback is refused if the alias moved meanwhile."""
-        with self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
+        with self._writing() as db:
             step = _rollback_step(db, alias)
             if expect is not None and step.model_name != expect:
                 raise ConfigError(
@@ -263,12 +252,9 @@ class Registry:
     ) -> KBVersion:
         now = time.time()
         with self._connect() as db:
-            cur = db.execute(
-                "INSERT INTO kb_versions (created_at, added, updated, deleted, content_hash, note)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (now, added, updated, deleted, content_hash, note),
-            )
-            version_id = int(cur.lastrowid or 0)
+            values = {"created_at": now, "added": added, "updated": updated, "deleted": deleted,
+                      "content_hash": content_hash, "note": note}  # fmt: skip
+            version_id = int(db.execute(insert(kb_versions).values(**values)).inserted_primary_key[0])
         return KBVersion(
             id=version_id,
             created_at=now,
@@ -281,12 +267,16 @@ class Registry:
 
     def kb_versions(self) -> list[KBVersion]:
         with self._connect() as db:
-            rows = db.execute("SELECT * FROM kb_versions ORDER BY id").fetchall()
+            rows = db.execute(select(kb_versions).order_by(kb_versions.c.id)).mappings().all()
         return [KBVersion(**dict(r)) for r in rows]
 
 
-def _refuse_taken(db: sqlite3.Connection, name: str, *, replace: bool) -> None:
-    row = db.execute("SELECT * FROM models WHERE name = ?", (name,)).fetchone()
+def _row(db: Connection, name: str) -> Mapping[str, Any] | None:
+    return db.execute(select(models).where(models.c.name == name)).mappings().first()
+
+
+def _refuse_taken(db: Connection, name: str, *, replace: bool) -> None:
+    row = _row(db, name)
     if row is None:
         return
     uses = _uses(db, _model(row))
@@ -304,46 +294,43 @@ def _refuse_taken(db: sqlite3.Connection, name: str, *, replace: bool) -> None:
     )
 
 
-def _uses(db: sqlite3.Connection, record: ModelRecord) -> list[str]:
+def _uses(db: Connection, record: ModelRecord) -> list[str]:
     """What refers to a model by its name: aliases, alias histories and a gate verdict."""
-    aliases = [r["alias"] for r in db.execute("SELECT alias FROM aliases WHERE model_name = ?", (record.name,))]
-    uses = [f"alias {a!r} points at it" for a in sorted(aliases)]
-    history = db.execute(
-        "SELECT DISTINCT alias FROM alias_history WHERE model_name = ? OR previous = ? ORDER BY alias",
-        (record.name, record.name),
-    ).fetchall()
-    uses += [f"it is in the history of {r['alias']!r} (a rollback may return to it)" for r in history
-             if r["alias"] not in aliases]  # fmt: skip
+    pointing = list(db.scalars(select(aliases.c.alias).where(aliases.c.model_name == record.name)))
+    uses = [f"alias {a!r} points at it" for a in sorted(pointing)]
+    h = alias_history.c
+    history = db.scalars(
+        select(h.alias).distinct().where((h.model_name == record.name) | (h.previous == record.name)).order_by(h.alias)
+    ).all()
+    uses += [f"it is in the history of {a!r} (a rollback may return to it)" for a in history
+             if a not in pointing]  # fmt: skip
     gate = record.metadata.get("gate")
     if gate:
         uses.append(f"it has a {'passed' if gate.get('passed') else 'failed'} gate record")
     return uses
 
 
-def _exists(db: sqlite3.Connection, name: str) -> bool:
-    return db.execute("SELECT 1 FROM models WHERE name = ?", (name,)).fetchone() is not None
+def _exists(db: Connection, name: str) -> bool:
+    return db.scalar(select(models.c.name).where(models.c.name == name)) is not None
 
 
-def _point(
-    db: sqlite3.Connection, alias: str, target: str, *, actor: str, action: Literal["set", "rollback"]
-) -> AliasChange:
+def _point(db: Connection, alias: str, target: str, *, actor: str, action: Literal["set", "rollback"]) -> AliasChange:
     """Point ``alias`` at ``target`` and write the change to its history."""
     now = time.time()
-    prev = db.execute("SELECT model_name FROM aliases WHERE alias = ?", (alias,)).fetchone()
-    previous = prev["model_name"] if prev else None
-    db.execute("INSERT OR REPLACE INTO aliases VALUES (?, ?, ?)", (alias, target, now))
-    db.execute(
-        "INSERT INTO alias_history (alias, model_name, previous, at, actor, action) VALUES (?, ?, ?, ?, ?, ?)",
-        (alias, target, previous, now, actor, action),
-    )
+    previous = db.scalar(select(aliases.c.model_name).where(aliases.c.alias == alias))
+    database.upsert(db, aliases, {"alias": alias, "model_name": target, "updated_at": now})
+    db.execute(insert(alias_history).values(
+        alias=alias, model_name=target, previous=previous, at=now, actor=actor, action=action
+    ))  # fmt: skip
     return AliasChange(alias=alias, model_name=target, previous=previous, at=now, actor=actor, action=action)
 
 
-def _rollback_step(db: sqlite3.Connection, alias: str) -> RollbackStep:
-    current = db.execute("SELECT model_name FROM aliases WHERE alias = ?", (alias,)).fetchone()
+def _rollback_step(db: Connection, alias: str) -> RollbackStep:
+    current = db.scalar(select(aliases.c.model_name).where(aliases.c.alias == alias))
     if current is None:
         raise NotFoundError(f"alias {alias!r} is not set", hint="promote a model first: `helpline models promote`")
-    rows = db.execute("SELECT model_name, action FROM alias_history WHERE alias = ? ORDER BY id", (alias,)).fetchall()
+    h = alias_history.c
+    rows = db.execute(select(h.model_name, h.action).where(h.alias == alias).order_by(h.id)).mappings().all()
     served = _served(rows)
     if len(served) < 2:
         raise NotFoundError(
@@ -352,11 +339,11 @@ def _rollback_step(db: sqlite3.Connection, alias: str) -> RollbackStep:
             hint="promote the model you want instead: `helpline models promote NAME` (it needs a passing gate)",
         )
     return RollbackStep(
-        alias=alias, current=current["model_name"], model_name=served[-2], undoes_promotion=rows[-1]["action"] == "set"
+        alias=alias, current=current, model_name=served[-2], undoes_promotion=rows[-1]["action"] == "set"
     )
 
 
-def _served(history: list[sqlite3.Row]) -> list[str]:
+def _served(history: Sequence[Mapping[str, Any]]) -> list[str]:
     """What an alias has served, oldest first, with every rolled-back promotion taken out: the last is what
     it serves now, the one before it is where the next rollback goes."""
     served: list[str] = []
@@ -368,7 +355,7 @@ def _served(history: list[sqlite3.Row]) -> list[str]:
     return served
 
 
-def _model(row: sqlite3.Row) -> ModelRecord:
+def _model(row: Mapping[str, Any]) -> ModelRecord:
     data = dict(row)
     data["metadata"] = json.loads(data["metadata"])
     return ModelRecord(**data)

@@ -8,7 +8,8 @@ backup API, which reads one consistent state while other processes write; other 
 ``manifest.json`` beside the copy lists every file with its size and sha256, the helpline version, the registry's
 schema version and the settings the backup was taken under (``database_url`` without its password).
 
-With ``database_url`` set, the gateway's database is on PostgreSQL, outside the workspace: a backup is refused
+With ``database_url`` set, the gateway's database and the registry are on PostgreSQL, outside the workspace (the
+workspace's ``registry.sqlite``, if any, is no longer the live registry then): a backup is refused
 unless the caller says that database is backed up elsewhere (``pg_dump``); the manifest then says it is not in it.
 
 The knowledge base's files (Chroma's, the ledger, BM25) must all come from one moment. With no gateway serving
@@ -71,9 +72,9 @@ def backup_workspace(
         raise WorkspaceNotReadyError(f"no workspace at {root} (it has no registry.sqlite)")
     if settings.database_url is not None and not database_elsewhere:
         raise ConfigError(
-            f"the gateway's database (keys, conversations, audit log) is on PostgreSQL ({masked(settings.database_url)}"
-            ", database_url), outside the workspace this backup copies",
-            hint="back that database up with pg_dump (pg_dump --format=custom --file=gateway.dump DATABASE_URL), "
+            "the gateway's database (keys, conversations, audit log) and the registry (models, aliases) are on "
+            f"PostgreSQL ({masked(settings.database_url)}, database_url), outside the workspace this backup copies",
+            hint="back that database up with pg_dump (pg_dump --format=custom --file=helpline.dump DATABASE_URL), "
             "then back up the rest with `helpline backup --database-elsewhere DEST`",
         )
     if dest.is_relative_to(root):

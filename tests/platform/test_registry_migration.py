@@ -155,3 +155,81 @@ def test_a_rollback_written_before_rollbacks_were_marked_is_not_undone_by_the_ne
     with pytest.raises(NotFoundError, match="no earlier model"):
         registry.rollback("production")
     assert registry.aliases()["production"] == "support-v1"
+
+
+# Adopted by Alembic ---------------------------------------------------------------------------
+
+# The schema as helpline wrote it at user_version 2, the last before Alembic: alias_history has `action`.
+SCHEMA_2 = """
+CREATE TABLE IF NOT EXISTS models (
+    name TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    path TEXT NOT NULL,
+    base_model TEXT,
+    created_at REAL NOT NULL,
+    metadata TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS aliases (
+    alias TEXT PRIMARY KEY,
+    model_name TEXT NOT NULL REFERENCES models(name),
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alias_history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    alias TEXT NOT NULL,
+    model_name TEXT,
+    previous TEXT,
+    at REAL NOT NULL,
+    actor TEXT NOT NULL DEFAULT '',
+    action TEXT NOT NULL DEFAULT 'set'
+);
+CREATE TABLE IF NOT EXISTS kb_versions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at REAL NOT NULL,
+    added INTEGER NOT NULL,
+    updated INTEGER NOT NULL,
+    deleted INTEGER NOT NULL,
+    content_hash TEXT NOT NULL,
+    note TEXT NOT NULL DEFAULT ''
+);
+"""
+
+
+def _file_at(path: Path, version: int) -> Path:
+    """A registry file as helpline left it at ``PRAGMA user_version`` ``version``, written with raw sqlite3: its
+    history holds a promotion of m2 over m1 and then an entry back to m1, which only schema 2 marks a rollback."""
+    with closing(sqlite3.connect(path)) as db, db:
+        db.executescript(SCHEMA_2 if version == 2 else OLD_SCHEMA)
+        detector_kind = "base" if version == 0 else "detector"
+        models = [(*row[:5], json.dumps(row[5])) for row in OLD_MODELS]
+        models[3] = ("helpline-detector", detector_kind, *models[3][2:])
+        db.executemany("INSERT INTO models VALUES (?, ?, ?, ?, ?, ?)", models)
+        db.execute("INSERT INTO models VALUES ('m2', 'base', '/m/m2', NULL, 5.5, '{}')")
+        db.execute("INSERT INTO aliases VALUES ('production', 'smollm2', 8.0)")
+        db.executemany(
+            "INSERT INTO alias_history (alias, model_name, previous, at, actor) VALUES ('production', ?, ?, ?, 'cli')",
+            [("smollm2", None, 6.0), ("m2", "smollm2", 7.0), ("smollm2", "m2", 8.0)],
+        )  # at version 2 the last entry was written as a promotion (`set`), and stays one
+        db.execute(f"PRAGMA user_version = {version}")
+    return path
+
+
+@pytest.mark.parametrize("version", [0, 1, 2])
+def test_a_registry_file_at_any_schema_version_is_adopted_in_place(tmp_path: Path, version: int) -> None:
+    path = _file_at(tmp_path / "registry.sqlite", version)
+
+    registry = Registry(path)
+
+    assert registry.get_model("helpline-detector").kind == "detector"
+    assert [m.name for m in registry.list_models()] == [row[0] for row in OLD_MODELS] + ["m2"]  # every row kept
+    actions = [h.action for h in registry.alias_history("production")]
+    assert actions == ["set", "set", "set" if version == 2 else "rollback"]  # only the steps it lacked ran
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("SELECT version_num FROM registry_alembic_version").fetchall() == [("0001",)]
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    # it takes new writes, and a second open changes nothing
+    registry.register_model("m3", kind="base", path=tmp_path / "m3")
+    registry.set_alias("production", "m3", actor="cli")
+    assert registry.record_kb_version(added=1, updated=0, deleted=0, content_hash="x").id == 1
+    before = _tables(path)
+    assert Registry(path).aliases() == {"production": "m3"} and _tables(path) == before
