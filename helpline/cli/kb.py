@@ -13,7 +13,7 @@ from helpline.cli.output import console, fail, print_json, show
 from helpline.evaluation.hooks import regression_after_sync
 from helpline.platform.context import Context
 from helpline.platform.durations import parse_duration
-from helpline.platform.errors import HelplineError, NotFoundError
+from helpline.platform.errors import ConfigError, HelplineError, NotFoundError
 from helpline.retrieval.factory import open_knowledge_base
 from helpline.retrieval.ingest.exports import KINDS
 from helpline.retrieval.ingest.loaders import load_files
@@ -65,10 +65,13 @@ def sync_source(ctx: Context, ref: str, *, rebuild: bool = False, max_pages: int
 @kb_app.command("sync")
 def sync(
     source: str = typer.Argument(
-        ...,
+        None,
         help="A folder of articles (Markdown, HTML, text, PDF, DOCX, FAQ CSV/JSONL); a help-centre export as "
         f"KIND:PATH ({', '.join(KINDS)}: the articles API's JSON pages, a folder of them, or JSONL); or a website: "
         "its start page or sitemap.xml (https://...), crawled on its own site, obeying robots.txt.",
+    ),
+    connector: str = typer.Option(
+        None, "--source", help="A connector's name (`helpline kb connectors`): sync its source now, and record the run."
     ),
     max_pages: int = typer.Option(500, help="Website: most pages crawled."),
     max_depth: int = typer.Option(5, help="Website: most links followed from the start page."),
@@ -87,15 +90,30 @@ def sync(
 ) -> None:
     """Make the knowledge base match SOURCE: embed new and changed articles, drop removed ones that came from it."""
     ctx = Context.load()
+    if (source is None) == (connector is None):
+        raise ConfigError("name one source: SOURCE, or --source CONNECTOR", hint="`helpline kb sync --help`")
     if check:
         ctx.registry.chat_model(check_model)  # a wrong --check-model is refused before the sync
+    if connector is not None:
+        store = open_gateway_store(ctx)
+        found = next((c for c in store.connectors() if c["name"] == connector), None)
+        if found is None:
+            raise NotFoundError(f"no connector {connector!r}", hint="`helpline kb connectors` lists them")
+        source = found["source"]
     prefix, folder = source.split(":", 1)[0], Path(source)
     export = prefix in KINDS or (":" in source and prefix.isalpha() and not folder.exists())  # a KIND misspelt
-    if is_website(source) or export:
-        export = True
-        summary = sync_source(ctx, source, rebuild=rebuild, max_pages=max_pages, max_depth=max_depth)
-    else:
-        summary = sync_folder(ctx, folder, rebuild=rebuild)
+    try:
+        if is_website(source) or export:
+            export = True
+            summary = sync_source(ctx, source, rebuild=rebuild, max_pages=max_pages, max_depth=max_depth)
+        else:
+            summary = sync_folder(ctx, folder, rebuild=rebuild)
+    except HelplineError as e:
+        if connector is not None:  # recorded as the gateway records a scheduled run that failed
+            store.connector_ran(connector, status="failed", summary={"error": e.message, "hint": e.hint})
+        raise
+    if connector is not None:
+        store.connector_ran(connector, status="ok", summary=summary)
     if not check:
         _show(summary, as_json)
         return
@@ -224,7 +242,7 @@ def connect(
     check_connector(name, source, every_s)
     open_gateway_store(ctx).save_connector(name, source=source, every_s=every_s, actor="cli")
     console.print(f"[green]connected[/] {name}: {source} every {every} (the serving gateway syncs it; "
-                  f"now: `helpline kb sync {source}` while no gateway serves)")  # fmt: skip
+                  f"now: `helpline kb sync --source {name}`)")  # fmt: skip
 
 
 @kb_app.command("connectors")

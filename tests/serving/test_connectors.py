@@ -93,3 +93,44 @@ def test_a_serving_gateway_syncs_a_due_connector_on_its_own(gateway: Gateway, tm
             time.sleep(0.05)
     [row] = gateway.store.connectors()
     assert row["last_status"] == "ok" and "zendesk-1" in {r.doc_id for r in gateway.kb.documents()}
+
+
+def test_kb_sync_source_runs_a_connector_now_and_records_how_it_went(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from helpline.cli import kb as kb_cli
+    from helpline.cli.app import app
+    from helpline.platform.errors import DataError
+
+    monkeypatch.setenv("HELPLINE_WORKSPACE", str(tmp_path / "ws"))
+    source = f"zendesk:{export(tmp_path / 'zendesk', 'Returns', 'Refunds')}"
+    synced: list[str] = []
+
+    def sync_source(ctx, ref, **_):  # type: ignore[no-untyped-def]  # the sync itself is tested in tests/retrieval
+        synced.append(ref)
+        if len(synced) > 1:
+            raise DataError("the export went away", hint="export it again")
+        return {"added": ["zendesk-1", "zendesk-2"], "updated": [], "deleted": [], "kept": [], "unchanged": 0,
+                "chunks_embedded": 2, "version": 2, "failed": []}  # fmt: skip
+
+    monkeypatch.setattr(kb_cli, "sync_source", sync_source)
+    runner = CliRunner()
+    assert runner.invoke(app, ["kb", "connect", "zendesk-en", source, "--every", "1h"]).exit_code == 0
+    done = runner.invoke(app, ["kb", "sync", "--source", "zendesk-en", "--json"])
+    assert done.exit_code == 0, done.output
+    assert synced == [source] and json.loads(done.output)["added"] == ["zendesk-1", "zendesk-2"]
+    [row] = json.loads(runner.invoke(app, ["kb", "connectors", "--json"]).output)
+    assert row["last_status"] == "ok" and row["last_summary"]["chunks_embedded"] == 2
+
+    failed = runner.invoke(app, ["kb", "sync", "--source", "zendesk-en"])
+    assert isinstance(failed.exception, DataError)  # the CLI's edge prints it with its hint
+    [row] = json.loads(runner.invoke(app, ["kb", "connectors", "--json"]).output)
+    assert row["last_status"] == "failed" and row["last_summary"]["error"] == "the export went away"
+
+    unknown = runner.invoke(app, ["kb", "sync", "--source", "intercom-fr"])
+    assert "no connector 'intercom-fr'" in str(unknown.exception)
+    both = runner.invoke(app, ["kb", "sync", str(tmp_path), "--source", "zendesk-en"])
+    assert "name one source" in str(both.exception)
+    assert len(synced) == 2  # neither of the refused ones synced anything
