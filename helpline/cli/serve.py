@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,7 @@ from helpline.serving.factory import (
     build_verifier,
     open_gateway_store,
 )
+from helpline.serving.gateway.job_runner import JobRunner
 from helpline.serving.routing import startup_adapters
 from helpline.ui.launch import start_streamlit, streamlit_command
 
@@ -146,6 +148,31 @@ def engine_only() -> None:
         stopped.wait()
 
     signum = run_until_stopped(serve, children.stop)
+    if signum is not None:
+        console.print(f"stopped on {signal.Signals(signum).name}")
+
+
+@serving_app.command("worker")
+def worker(
+    once: bool = typer.Option(False, "--once", help="Run what is queued now, wait for it to end, then exit."),
+    every: float = typer.Option(1.0, min=0.1, help="Seconds between looks at the queue and the running jobs."),
+) -> None:
+    """Run the console's jobs (`helpline train ...` started from the Models page) on this host: claim the queued
+    ones from the gateway's database (database_url, shared with the gateways), run them, copy their output into
+    it and stop the cancelled ones. For a dedicated worker host, with gateway.job_runner: external on the gateways.
+    Ctrl-C, SIGTERM or SIGHUP stops it; the jobs it runs go on, and it watches them again when it starts."""
+    ctx = Context.load()
+    runner = JobRunner(open_gateway_store(ctx), ctx.workspace)
+    if once:
+        runner.step()
+        while runner.store.jobs(state="running", host=runner.host, limit=1):
+            time.sleep(every)
+            runner.watch()
+        console.print("no job queued or running on this host")
+        return
+    stopped = threading.Event()
+    console.print(f"[green]worker[/]  running console jobs on {runner.host} ({runner.store.location})")
+    signum = run_until_stopped(lambda: runner.run(stopped, every_s=every), stopped.set)
     if signum is not None:
         console.print(f"stopped on {signal.Signals(signum).name}")
 

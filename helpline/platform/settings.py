@@ -160,6 +160,11 @@ class GatewaySettings(BaseModel):
         "name their source files by path and hash); the reviewed examples saved from corrections "
         "(datasets/reviewed/) are training sources and stay until `helpline conversations erase` removes them.",
     )
+    job_runner: Literal["embedded", "external"] = Field(
+        "embedded",
+        description="Who runs the console's jobs (queued in the database): embedded, each gateway (a thread); "
+        "external, only `helpline worker` processes, e.g. on a GPU host, so gateways start none.",
+    )
 
 
 class UISettings(BaseModel):

@@ -206,6 +206,7 @@ def build_gateway(
         readiness=build_readiness_checks(ctx, kb=kb, engine=engine),
         retention_days=settings.gateway.retention_days,
         admission=build_admission(settings, limits=limits),
+        job_runner=settings.gateway.job_runner,
     )
 
 

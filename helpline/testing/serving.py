@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse
@@ -116,9 +117,11 @@ def make_replica(
     admission: Admission | None = None,
     connector_check_s: float = 60.0,
     store: GatewayStore | None = None,
+    job_runner: Literal["embedded", "external"] = "embedded",
 ) -> Gateway:
     """Another gateway app over ``gateway``'s registry, store, knowledge base and engine, as a second replica is;
-    its keys work on both. ``store``: its own connection to the shared database (default: ``gateway``'s)."""
+    its keys work on both. ``store``: its own connection to the shared database (default: ``gateway``'s);
+    ``job_runner``: whether it runs console jobs itself."""
     kb, store = gateway.kb, store or gateway.store
     router = ModelRouter(gateway.registry, gateway.backend)
     # Dense scores (cosine of the fake embedder's bag of words), so the threshold means something.
@@ -132,7 +135,7 @@ def make_replica(
         load = lambda since: staff_answer_changes(store, since)  # noqa: E731
         pipeline.staff_answers = StaffAnswers(FakeEmbedder().embed_documents, load, refresh_s=0)
     app = create_app(pipeline=pipeline, router=router, store=store, kb=kb, limits=limits, admission=admission,
-                     connector_check_s=connector_check_s)  # fmt: skip
+                     connector_check_s=connector_check_s, job_runner=job_runner)  # fmt: skip
     return Gateway(TestClient(app), gateway.keys, gateway.backend, gateway.registry, store, kb)
 
 

@@ -244,6 +244,53 @@ class GatewayStoreContract:
         other.add_feedback("r1", rating="down", key_id=1)
         assert [t["response_id"] for t in store.review_items("open", limit=5)] == ["r1"]
 
+    # console jobs ------------------------------------------------------------------------------
+
+    def test_of_jobs_queued_at_once_through_two_stores_one_is_queued_and_the_others_are_told_its_id(
+        self, store: GatewayStore
+    ) -> None:
+        stores, answers = [store, GatewayStore(store.path, url=store.url)], []
+
+        def queue(n: int) -> None:
+            row = {"id": f"job-{n}", "command": "train sft", "args": ["--x", str(n)], "actor": "a", "created_at": 1.0}
+            answers.append((n, stores[n % 2].queue_job(row)))
+
+        threads = [threading.Thread(target=queue, args=(n,)) for n in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        [winner] = [n for n, active in answers if active is None]
+        assert {active for n, active in answers if n != winner} == {f"job-{winner}"}
+        assert [(j["id"], j["state"], j["args"]) for j in store.jobs()] == [
+            (f"job-{winner}", "queued", ["--x", str(winner)])
+        ]
+
+    def test_a_queued_job_is_claimed_by_one_runner_and_its_end_recorded_once(self, store: GatewayStore) -> None:
+        store.queue_job({"id": "j1", "command": "eval gate", "args": [], "actor": "a", "created_at": 1.0})
+        claims: list[str | None] = []
+        threads = [threading.Thread(target=lambda h=h: claims.append(store.claim_job(host=h))) for h in "abcd"]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(claims, key=str) == [None, None, None, "j1"]
+        store.job_started("j1", pid=42, pid_start="boot:1", log_path="/logs/j1/output.log")
+        store.job_tail("j1", "50%")
+        assert store.cancel_job("j1") == "running" and store.job("j1")["cancel_requested"] is True
+        assert store.end_job("j1", state="cancelled", exit_code=143) is True
+        assert store.end_job("j1", state="failed", exit_code=None) is False  # another runner saw it end too
+        job = store.job("j1")
+        assert (job["state"], job["exit_code"], job["log_tail"], job["pid"]) == ("cancelled", 143, "50%", 42)
+        assert store.cancel_job("j1") == "cancelled" and store.jobs(state="running") == []
+
+    def test_a_queued_job_cancelled_never_runs(self, store: GatewayStore) -> None:
+        store.queue_job({"id": "j1", "command": "eval gate", "args": [], "actor": "a", "created_at": 1.0})
+        assert store.cancel_job("j1") == "queued"
+        assert store.job("j1")["state"] == "cancelled" and store.claim_job(host="a") is None
+        next_job = {"id": "j2", "command": "eval gate", "args": [], "actor": "a", "created_at": 2.0}
+        assert store.queue_job(next_job) is None  # a cancelled job is in nobody's way
+
 
 class TestSQLiteGatewayStore(GatewayStoreContract):
     @pytest.fixture

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio.to_thread
 from fastapi import Depends, FastAPI, Request
@@ -24,9 +25,10 @@ from helpline.serving.gateway.admin_router import admin
 from helpline.serving.gateway.api_router import router
 from helpline.serving.gateway.auth import Principal, presented_key, requires
 from helpline.serving.gateway.config import GatewayLimits
-from helpline.serving.gateway.console_jobs import console_jobs
+from helpline.serving.gateway.console_jobs import console_jobs, runner_for
 from helpline.serving.gateway.console_router import console
 from helpline.serving.gateway.errors import new_request_id, to_error_response
+from helpline.serving.gateway.job_runner import JobRunner
 from helpline.serving.gateway.limits import Admission, BodySizeLimit
 from helpline.serving.gateway.metrics import Metrics
 from helpline.serving.gateway.service import ChatService
@@ -55,6 +57,7 @@ def create_app(
     retention_days: int | None = None,
     admission: Admission | None = None,
     connector_check_s: float = CHECK_EVERY_S,
+    job_runner: Literal["embedded", "external"] = "embedded",
 ) -> FastAPI:
     """The gateway, wired from its parts (all passed in; no globals).
 
@@ -62,12 +65,15 @@ def create_app(
     (``/docs``, ``/redoc``) are off, since a browser cannot send a key for the description they load.
     ``retention_days``: logged turns older than that are purged at startup and then daily. ``admission``: the
     rate limit and concurrency cap (default: this process's own, from ``limits``). ``connector_check_s``: how often
-    due knowledge-base connectors are looked for.
+    due knowledge-base connectors are looked for. ``job_runner``: ``embedded`` runs console jobs in this process
+    (a thread started with the app), ``external`` leaves them to `helpline worker` (``console_jobs``).
     """
     limits = limits or GatewayLimits()
-    crawl_state = Workspace.at(router.registry.db_path.parent).crawl_state
-    connectors = None if kb is None else (KBAdmin(kb), crawl_state, connector_check_s)
-    lifespan = _lifespan(store, retention_days, connectors=connectors)
+    workspace = Workspace.at(router.registry.db_path.parent)
+    connectors = None if kb is None else (KBAdmin(kb), workspace.crawl_state, connector_check_s)
+    runner = runner_for(store, workspace)
+    embedded = runner if job_runner == "embedded" else None
+    lifespan = _lifespan(store, retention_days, connectors=connectors, jobs=embedded)
     app = FastAPI(
         title="helpline gateway", version="0.2.0", openapi_url=None, docs_url=None, redoc_url=None, lifespan=lifespan
     )
@@ -77,6 +83,7 @@ def create_app(
     app.state.store = store
     app.state.metrics = metrics
     app.state.kb_admin = KBAdmin(kb) if kb is not None else None
+    app.state.job_runner, app.state.job_runner_embedded = runner, embedded is not None
     app.state.chat_service = ChatService(
         pipeline=pipeline, router=router, store=store, limits=limits, metrics=metrics, admission=admission
     )
@@ -135,10 +142,11 @@ async def _audit_failure(request: Request, status: int, principal: Principal | N
 
 
 def _lifespan(
-    store: GatewayStore, days: int | None, *, connectors: tuple[KBAdmin, Path, float] | None
+    store: GatewayStore, days: int | None, *, connectors: tuple[KBAdmin, Path, float] | None, jobs: JobRunner | None
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     """The app's lifespan: with ``days``, purge expired turns before the first request, then daily while serving;
-    with a knowledge base this gateway writes, run the knowledge-base connectors that are due (``connectors.py``)."""
+    with a knowledge base this gateway writes, run the knowledge-base connectors that are due (``connectors.py``);
+    with ``jobs``, run console jobs in a thread (``job_runner``; the jobs outlive the gateway)."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -149,7 +157,16 @@ def _lifespan(
                 tasks.start_soon(_purge_daily, store, days)
             if connectors is not None:
                 tasks.start_soon(_connectors_loop, store, *connectors)
-            yield
+            stop = threading.Event()
+            thread = None if jobs is None else threading.Thread(target=jobs.run, args=(stop,), daemon=True)
+            if thread is not None:
+                thread.start()
+            try:
+                yield
+            finally:
+                stop.set()
+                if thread is not None:
+                    await anyio.to_thread.run_sync(thread.join, 10.0)
             tasks.cancel_scope.cancel()
 
     return lifespan

@@ -23,6 +23,7 @@ from sqlalchemy import Connection, insert, select, text, update
 
 from helpline.platform.errors import NotFoundError
 from helpline.serving.gateway import store_connectors as _connectors
+from helpline.serving.gateway import store_jobs as _jobs
 from helpline.serving.gateway.store_checks import attach_checks, upsert_check
 from helpline.serving.gateway.store_db import engine_for, masked, migrate, upsert
 from helpline.serving.gateway.store_retention import delete_turns, erase_key_extras
@@ -159,6 +160,47 @@ class GatewayStore:
     def connector_ran(self, name: str, *, status: str, summary: dict[str, Any]) -> None:
         with self._connect() as db:
             _connectors.ran(db, name, status=status, summary=summary)
+
+    # console jobs (``store_jobs``) ----------------------------------------------------------
+
+    def queue_job(self, row: dict[str, Any]) -> str | None:
+        """Queue a job unless one is queued or running (checked and written under the write lock); returns the id
+        of the one in the way, if any."""
+        with self.engine.connect() as db:
+            active = _jobs.queue(db, row)
+            db.commit()
+        return active
+
+    def job(self, job_id: str) -> dict[str, Any] | None:
+        with self._connect() as db:
+            return _jobs.get(db, job_id)
+
+    def jobs(self, *, limit: int = 50, state: str | None = None, host: str | None = None) -> list[dict[str, Any]]:
+        with self._connect() as db:
+            return _jobs.listed(db, limit=limit, state=state, host=host)
+
+    def claim_job(self, job_id: str | None = None, *, host: str) -> str | None:
+        """Claim ``job_id`` (default: the oldest queued job) for a runner on ``host``: its id, or None when there
+        was none or another runner took it first."""
+        with self._connect() as db:
+            job_id = job_id or _jobs.oldest_queued(db)
+            return job_id if job_id is not None and _jobs.claim(db, job_id, host=host) else None
+
+    def job_started(self, job_id: str, *, pid: int, pid_start: str | None, log_path: str) -> None:
+        with self._connect() as db:
+            _jobs.started(db, job_id, pid=pid, pid_start=pid_start, log_path=log_path)
+
+    def job_tail(self, job_id: str, text: str) -> None:
+        with self._connect() as db:
+            _jobs.tail(db, job_id, text)
+
+    def cancel_job(self, job_id: str) -> str | None:
+        with self._connect() as db:
+            return _jobs.request_cancel(db, job_id)
+
+    def end_job(self, job_id: str, **end: Any) -> bool:
+        with self._connect() as db:
+            return _jobs.end(db, job_id, **end)
 
     # conversations ------------------------------------------------------------------------
 

@@ -118,3 +118,24 @@ connectors = Table(
     Column("last_status", Text, nullable=False, server_default=_empty()),
     Column("last_summary", Text, nullable=False, server_default=_empty("{}")),
 )  # fmt: skip
+# Console jobs (``store_jobs``): one row per `helpline ...` job, queued by a gateway, run by a runner (``job_runner``).
+jobs = Table(
+    "jobs", metadata,
+    Column("id", Text, primary_key=True),
+    Column("command", Text, nullable=False),
+    Column("args", Text, nullable=False, server_default=_empty("[]")),
+    Column("actor", Text, nullable=False, server_default=_empty()),
+    Column("state", Text, nullable=False),  # queued, running, succeeded, failed, cancelled
+    Column("created_at", Double, nullable=False),
+    Column("started_at", Double),
+    Column("ended_at", Double),
+    Column("exit_code", Integer),
+    Column("host", Text),
+    Column("pid", Integer),
+    Column("pid_start", Text),
+    Column("cancel_requested", Flag, nullable=False, server_default=text("0")),
+    Column("log_tail", Text, nullable=False, server_default=_empty()),
+    Column("log_path", Text),
+    Column("reason", Text, nullable=False, server_default=_empty()),
+    Index("jobs_state", "state", "created_at"),
+)  # fmt: skip

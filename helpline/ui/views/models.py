@@ -213,6 +213,7 @@ def _follow(client: GatewayClient, job_id: str) -> None:
         return
     status = job["status"]
     icon = {
+        "queued": ":blue[:material/schedule:]",
         "running": ":blue[:material/progress_activity:]",
         "succeeded": ":green[:material/check_circle:]",
         "failed": ":red[:material/error:]",
@@ -224,7 +225,7 @@ def _follow(client: GatewayClient, job_id: str) -> None:
     )
     st.progress(job["progress"] or 0.0, text=f"{round((job['progress'] or 0) * 100)}%" if job["progress"] else None)
     st.code(job["log"] or "(no output yet)", language=None, height=360)
-    if status == "running":
+    if status in ("queued", "running"):
         if st.button("Cancel job", icon=":material/stop:", key=f"cancel-{job_id}"):
             session.attempt(client.cancel_job, job_id)
             st.rerun()
@@ -292,7 +293,7 @@ def _jobs(client: GatewayClient) -> None:
     )
     ids = [j["id"] for j in jobs]
     job_id = st.selectbox("Follow job", ids, key="job_selected")
-    running = next(j for j in jobs if j["id"] == job_id)["status"] == "running"
+    running = next(j for j in jobs if j["id"] == job_id)["status"] in ("queued", "running")
     if running:
         st.session_state["hl_job_running"] = job_id
     # While the job runs, only this part refreshes (every 2 s); the rest of the page stays put.
