@@ -8,7 +8,8 @@ ENV PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1 HELPLINE_WORKSPACE=/data/helpline
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY helpline ./helpline
-# The image's CUDA torch stays; the rest of the training and evaluation stack on top of it.
-RUN pip install '.[train,eval]'
+# The image's CUDA torch stays; the rest of the training and evaluation stack on top of it, and what `helpline
+# worker` needs to claim the console's jobs from the gateway database (serve: SQLAlchemy; shared: PostgreSQL's driver).
+RUN pip install '.[train,eval,serve,shared]'
 
 CMD ["helpline", "--help"]

@@ -151,6 +151,17 @@ def test_compose_gives_both_replicas_one_postgresql_gateway_database_on_the_inte
     assert "shared" in dockerfiles()["gateway.Dockerfile"].split("pip install '.[")[1].split("]")[0]  # psycopg
 
 
+def test_compose_runs_the_consoles_jobs_on_a_worker_over_the_same_database(monkeypatch: pytest.MonkeyPatch) -> None:
+    services = compose()["services"]
+    worker = services["worker"]
+    assert worker["command"] == ["helpline", "worker"] and worker["environment"] == services["gateway-a"]["environment"]
+    assert "workspace:/data/helpline" in worker["volumes"]  # what a job writes lands where the gateways read it
+    gateway = settings_from({}, monkeypatch, (DEPLOY / "compose" / "helpline.yaml").read_text())
+    assert gateway.gateway.job_runner == "external"  # the replicas only queue jobs; the worker claims them
+    extras = dockerfiles()[Path(worker["build"]["dockerfile"]).name].split("pip install '.[")[1].split("]")[0]
+    assert {"train", "serve", "shared"} <= set(extras.split(","))  # training, SQLAlchemy, PostgreSQL's driver
+
+
 def dockerfiles() -> dict[str, str]:
     return {p.name: p.read_text() for p in sorted((DEPLOY / "images").glob("*.Dockerfile"))}
 
