@@ -24,6 +24,8 @@ def _empty(default: str = "") -> sa.TextClause:
 
 
 def upgrade() -> None:
+    if "jobs" in sa.inspect(op.get_bind()).get_table_names():
+        return  # a database that had it before it was stamped (adopted by 0001 with it): nothing to add
     op.create_table(
         "jobs",
         sa.Column("id", sa.Text, primary_key=True),
