@@ -8,9 +8,12 @@ at a time, in a worker thread, and records each run's outcome; the others (read-
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
+import socket
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +38,22 @@ def check_connector(name: str, source: str, every_s: float) -> None:
         )
     if every_s < 300:
         raise ConfigError("a connector runs at most every 5 minutes", hint="e.g. --every 1h or 1d")
+
+
+def staff_may_connect(source: str) -> str | None:
+    """Why a staff key may not add (or change, or remove) a connector to ``source``, or None when it may: staff
+    connect public websites; an export reads the gateway's disk and a private address its network, so those are
+    an admin's. A host is public when every address it resolves to is global (no loopback, private, link-local or
+    reserved one), so a name cannot point the crawler inside."""
+    if not source.startswith(("http://", "https://")):
+        return "an export connector reads the gateway's disk"
+    host = urllib.parse.urlsplit(source).hostname or ""
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except (socket.gaierror, UnicodeError):
+        return f"{host or source!r} does not resolve from the gateway"
+    inside = sorted(a for a in addresses if not ipaddress.ip_address(a.split("%")[0]).is_global)
+    return f"{host} resolves to a non-public address ({', '.join(inside)})" if inside else None
 
 
 def due(connectors: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:

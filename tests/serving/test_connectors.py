@@ -64,6 +64,32 @@ def test_an_admin_adds_a_connector_staff_run_it_and_the_run_is_recorded(gateway:
     assert {"zendesk-1", "zendesk-2"} <= {r.doc_id for r in gateway.kb.documents()}  # its documents stay
 
 
+def test_staff_connect_public_websites_and_leave_exports_and_private_addresses_to_an_admin(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    def connect(role: str, name: str, source: str) -> tuple[int, str]:
+        r = gateway.client.post("/admin/kb/connectors", json={"name": name, "source": source, "every": "1d"},
+                                headers=gateway.headers(role))  # fmt: skip
+        return r.status_code, json.dumps(r.json())
+
+    assert connect("staff", "public-site", "https://93.184.216.34/help/")[0] == 200  # a global address
+    for source, why in [("http://127.0.0.1:8080/", "non-public address (127.0.0.1)"),
+                        ("https://10.1.2.3/wiki/", "non-public address (10.1.2.3)"),
+                        ("https://[::1]/", "non-public address (::1)"),
+                        ("https://help.invalid/", "does not resolve"),
+                        (f"zendesk:{export(tmp_path / 'zd', 'Returns')}", "reads the gateway's disk")]:  # fmt: skip
+        status, body = connect("staff", "inside", source)
+        assert status == 403 and why in body and "an admin key" in body, source
+    assert connect("admin", "intranet", "http://10.1.2.3/kb/")[0] == 200  # an admin may point one inside
+    # staff may neither repoint nor remove the admin's connector, and may remove their own
+    assert connect("staff", "intranet", "https://93.184.216.34/")[0] == 403
+    assert gateway.client.delete("/admin/kb/connectors/intranet", headers=gateway.headers("staff")).status_code == 403
+    assert gateway.client.delete("/admin/kb/connectors/public-site", headers=gateway.headers("staff")).status_code == 200
+    names = [c["name"] for c in gateway.client.get("/admin/kb/connectors", headers=gateway.headers("staff")).json()[
+        "connectors"]]  # fmt: skip
+    assert names == ["intranet"]
+
+
 def test_the_gateway_runs_due_connectors_and_records_a_failure_without_raising(
     gateway: Gateway, tmp_path: Path
 ) -> None:

@@ -382,15 +382,25 @@ def test_a_streamed_answer_the_detector_rejects_never_shows_and_the_handoff_does
     assert any("hallucination 0.90 (threshold 0.50)" in w.value for w in review.warning)
 
 
-def test_an_admin_adds_a_connector_staff_sync_it_now_and_see_what_changed(live: LiveGateway, tmp_path: Path) -> None:
+def test_staff_add_a_website_connector_an_admin_an_export_and_staff_sync_it_now(
+    live: LiveGateway, tmp_path: Path
+) -> None:
     export = tmp_path / "zendesk.json"
     export.write_text(json.dumps({"articles": [
         {"id": 1, "title": "Gift cards", "body": "<p>Gift cards never expire.</p>", "user_segment_id": None},
         {"id": 2, "title": "Vouchers", "body": "<p>One voucher per order.</p>", "user_segment_id": None},
     ]}))  # fmt: skip
     staff = _kb(live)
-    assert "No connector yet." in texts(staff) and "An admin adds and removes connectors" in texts(staff)
-    assert not [f for f in staff.text_input if f.key == "connector_source"]  # staff get no form to add one
+    assert "No connector yet." in texts(staff)
+    staff.text_input(key="connector_name").input("zendesk-en")
+    staff.text_input(key="connector_source").input(f"zendesk:{export}")
+    button(staff, "Add").click().run()
+    _no_traceback(staff)
+    assert "an export connector reads the gateway's disk" in texts(staff)  # the gateway's 403, readable
+    staff.text_input(key="connector_name").input("public-help")
+    staff.text_input(key="connector_source").input("https://93.184.216.34/help/")
+    button(staff, "Add").click().run()
+    assert "Connector public-help added: it syncs every 1d." in texts(staff)
 
     admin = sign_in(live.key("admin")).switch_page("views/knowledge_base.py").run()
     admin.text_input(key="connector_name").input("zendesk-en")
@@ -405,10 +415,11 @@ def test_an_admin_adds_a_connector_staff_sync_it_now_and_see_what_changed(live: 
 
     staff = _kb(live)
     table = staff.dataframe[-1].value
-    assert list(table["Connector"]) == ["zendesk-en"] and list(table["Every"]) == ["6h"]
-    assert list(table["Status"]) == ["not run yet"]
+    assert list(table["Connector"]) == ["public-help", "zendesk-en"] and list(table["Every"]) == ["24h", "6h"]
+    assert list(table["Status"]) == ["not run yet", "not run yet"]
+    staff.selectbox(key="connector_pick").select("zendesk-en")
     staff.button(key="connector_sync").click().run()
     _no_traceback(staff)
     assert "Synced zendesk-en: 2 added, 0 updated, 0 deleted, 0 unchanged." in texts(staff)
     assert "zendesk-1" in list(staff.dataframe[0].value["Document"])  # now in the knowledge base
-    assert list(staff.dataframe[-1].value["Status"]) == ["ok"]
+    assert list(staff.dataframe[-1].value["Status"]) == ["not run yet", "ok"]

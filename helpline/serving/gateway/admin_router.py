@@ -12,7 +12,7 @@ from helpline.platform.durations import parse_duration
 from helpline.platform.errors import EngineError, NotFoundError
 from helpline.platform.schemas import Document
 from helpline.platform.workspace import Workspace
-from helpline.serving.connectors import check_connector
+from helpline.serving.connectors import check_connector, staff_may_connect
 from helpline.serving.gateway.auth import Principal, requires
 from helpline.serving.gateway.conversations import export_lines
 from helpline.serving.gateway.protocol import (
@@ -81,19 +81,33 @@ def kb_connectors(request: Request, _: Principal = Depends(requires("staff"))) -
     return {"connectors": request.app.state.store.connectors()}
 
 
+def _may_connect(request: Request, who: Principal, name: str, source: str | None) -> None:
+    """Staff add, change and remove connectors to public websites; anything else needs an admin key (403)."""
+    if who.role == "admin":
+        return
+    current = next((c for c in request.app.state.store.connectors() if c["name"] == name), None)
+    for checked in [s for s in (source, current and current["source"]) if s]:
+        if (why := staff_may_connect(checked)) is not None:
+            raise HTTPException(403, f"{why}: an admin key adds, changes or removes this connector")
+
+
 @admin.post("/kb/connectors")
-async def kb_connect(body: ConnectorRequest, request: Request, who: Principal = Depends(requires("admin"))) -> dict:
-    """Add a connector (or change one): the gateway that writes the knowledge base syncs it every ``every``."""
+async def kb_connect(body: ConnectorRequest, request: Request, who: Principal = Depends(requires("staff"))) -> dict:
+    """Add a connector (or change one): the gateway that writes the knowledge base syncs it every ``every``. Staff
+    connect public websites; exports (the gateway's disk) and private addresses need an admin key."""
     every_s = parse_duration(body.every)
     check_connector(body.name, body.source, every_s)
+    await anyio.to_thread.run_sync(lambda: _may_connect(request, who, body.name, body.source))
     request.app.state.store.save_connector(body.name, source=body.source, every_s=every_s, actor=who.actor)
     await _audit(request, who, "kb.connect", body.name, {"source": body.source, "every_s": every_s})
     return next(c for c in request.app.state.store.connectors() if c["name"] == body.name)
 
 
 @admin.delete("/kb/connectors/{name}")
-async def kb_disconnect(name: str, request: Request, who: Principal = Depends(requires("admin"))) -> dict:
-    """Remove a connector; the documents it brought stay until removed (`helpline kb remove`)."""
+async def kb_disconnect(name: str, request: Request, who: Principal = Depends(requires("staff"))) -> dict:
+    """Remove a connector (staff: one to a public website); the documents it brought stay until removed
+    (`helpline kb remove`)."""
+    await anyio.to_thread.run_sync(lambda: _may_connect(request, who, name, None))
     if not request.app.state.store.remove_connector(name):
         raise NotFoundError(f"no connector {name!r}", hint="GET /admin/kb/connectors lists them")
     await _audit(request, who, "kb.disconnect", name, {})
