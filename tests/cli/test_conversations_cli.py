@@ -4,9 +4,7 @@ of an erased customer go and everyone else's stay, and purge needs a retention p
 from __future__ import annotations
 
 import json
-import os
 import time
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -18,15 +16,6 @@ from helpline.serving.factory import gateway_db
 from helpline.serving.gateway.store import GatewayStore
 
 DAY = 86400.0
-
-
-@pytest.fixture
-def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Workspace:
-    for key in [k for k in os.environ if k.startswith("HELPLINE_")]:
-        monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("HELPLINE_WORKSPACE", str(tmp_path / "ws"))
-    return Workspace.at(tmp_path / "ws").ensure()
 
 
 def _turn(store: GatewayStore, rid: str, key_id: int, question: str, *, at: float | None = None) -> None:

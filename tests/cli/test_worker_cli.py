@@ -3,25 +3,12 @@ its output copied into the job's record (what a gateway on another host shows)."
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-import pytest
 from typer.testing import CliRunner
 
 from helpline.cli.app import app
 from helpline.platform.workspace import Workspace
 from helpline.serving.factory import gateway_db
 from helpline.serving.gateway.store import GatewayStore
-
-
-@pytest.fixture
-def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Workspace:
-    for key in [k for k in os.environ if k.startswith("HELPLINE_")]:
-        monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("HELPLINE_WORKSPACE", str(tmp_path / "ws"))
-    return Workspace.at(tmp_path / "ws").ensure()
 
 
 def test_the_worker_runs_a_job_queued_before_it_started_and_records_its_output(workspace: Workspace) -> None:
