@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,7 @@ import uuid
 from pathlib import Path
 
 from helpline.platform.lazy_imports import require
+from helpline.retrieval.stores.chroma_server import free_port
 
 INSTALL = "apt-get install postgresql"
 
@@ -91,12 +91,6 @@ class PostgresServer:
         done = subprocess.run(argv, cwd=self.folder, capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
             raise RuntimeError(f"{program} failed: {done.stderr.strip() or done.stdout.strip()}\n{self.log()}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 #: One replica coming up: open the store at the agreed moment (so that all of them race), then write a key.
